@@ -1,0 +1,23 @@
+namespace Fleet.Cli;
+
+/// <summary>Runs a command body: user errors print one line to stderr and exit 2; Ctrl+C exits 130.</summary>
+internal static class CommandRunner
+{
+    public static async Task<int> RunAsync(Func<CancellationToken, Task<int>> body, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await body(cancellationToken).ConfigureAwait(false);
+        }
+        catch (CliException ex)
+        {
+            await Console.Error.WriteLineAsync($"fleet: {ex.Message}").ConfigureAwait(false);
+            return 2;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await Console.Error.WriteLineAsync("fleet: cancelled").ConfigureAwait(false);
+            return 130;
+        }
+    }
+}

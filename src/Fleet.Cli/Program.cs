@@ -1,0 +1,14 @@
+using System.CommandLine;
+using Fleet.Cli;
+
+// The `fleet` command. Settings come from the environment (ConnectionStrings__fleetdb, ConnectionStrings__rabbitmq),
+// as written to .fleet/env by `make up`.
+var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database.")
+{
+    SubmitCommand.Create(),
+    StatusCommand.Create(),
+    WorkersCommand.Create(),
+    MigrateCommand.Create(),
+    DemoCommand.Create(),
+};
+return await root.Parse(args).InvokeAsync();

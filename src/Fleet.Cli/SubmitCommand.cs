@@ -1,0 +1,95 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using Fleet.Client;
+
+namespace Fleet.Cli;
+
+/// <summary><c>fleet submit TYPE --payload JSON</c> or <c>fleet submit --workload NAME --count N [--wait]</c>.</summary>
+internal static class SubmitCommand
+{
+    public static Command Create()
+    {
+        var type = new Argument<string?>("type") { Description = "Task type (e.g. sha256). Omit when using --workload.", Arity = ArgumentArity.ZeroOrOne };
+        var payload = new Option<string>("--payload", "-p") { Description = "The payload as a JSON object.", DefaultValueFactory = _ => "{}" };
+        var workload = new Option<string?>("--workload", "-w") { Description = $"Submit a standard workload: {string.Join(", ", Workloads.Names)} (task i gets seed i)." };
+        var count = new Option<int>("--count", "-n") { Description = "How many tasks to submit.", DefaultValueFactory = _ => 1 };
+        var wait = new Option<bool>("--wait") { Description = "Wait until every task is final; show progress and a summary." };
+        var timeout = new Option<int?>("--timeout-seconds") { Description = "The tasks' time limit." };
+        var waitTimeout = new Option<int>("--wait-timeout") { Description = "Give up waiting after this many seconds.", DefaultValueFactory = _ => 3600 };
+        var command = new Command("submit", "Submit one task, or --count N tasks of a type or workload. Prints the task id (one task) or the batch id.")
+        {
+            type, payload, workload, count, wait, timeout, waitTimeout,
+        };
+        command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
+        {
+            var name = parse.GetValue(workload);
+            var taskType = parse.GetValue(type) ?? name ?? throw new CliException("give a task type or --workload NAME");
+            var n = parse.GetValue(count);
+            if (n < 1)
+            {
+                throw new CliException("--count must be at least 1");
+            }
+
+            JsonElement? fixedPayload = null;
+            if (name is null)
+            {
+                try
+                {
+                    fixedPayload = JsonDocument.Parse(parse.GetValue(payload) ?? "{}").RootElement.Clone();
+                }
+                catch (JsonException ex)
+                {
+                    throw new CliException($"--payload is not valid JSON: {ex.Message}");
+                }
+            }
+            else if (!Workloads.Names.Contains(name))
+            {
+                throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", Workloads.Names)}");
+            }
+
+            var batchId = n > 1 ? Guid.CreateVersion7() : (Guid?)null;
+            var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(taskType, fixedPayload ?? Workloads.Payload(name!, i))
+            {
+                BatchId = batchId,
+                TimeoutSeconds = parse.GetValue(timeout),
+            });
+
+            await using var client = CliSettings.CreateClient();
+            var started = DateTimeOffset.UtcNow;
+            IReadOnlyList<Guid> ids;
+            try
+            {
+                ids = await client.SubmitManyAsync(requests, ct).ConfigureAwait(false);
+            }
+            catch (ArgumentException ex)
+            {
+                throw new CliException(ex.Message);
+            }
+
+            if (batchId is null)
+            {
+                Console.WriteLine(ids[0]);
+                if (parse.GetValue(wait))
+                {
+                    var info = await client.WaitAsync(ids[0], TimeSpan.FromSeconds(parse.GetValue(waitTimeout)), ct).ConfigureAwait(false);
+                    StatusCommand.Print(info!);
+                    return info is { Status: "succeeded" } ? 0 : 1;
+                }
+
+                return 0;
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"batch {batchId} submitted {ids.Count} tasks in {(DateTimeOffset.UtcNow - started).TotalSeconds:0.00} s"));
+            if (!parse.GetValue(wait))
+            {
+                return 0;
+            }
+
+            var progress = await BatchWatcher.WaitAsync(client, batchId.Value, n, TimeSpan.FromSeconds(parse.GetValue(waitTimeout)), ct).ConfigureAwait(false);
+            await BatchSummary.PrintAsync(batchId.Value, ct).ConfigureAwait(false);
+            return progress.Final == progress.Succeeded ? 0 : 1;
+        }, cancellationToken));
+        return command;
+    }
+}

@@ -1,0 +1,31 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Fleet.Client;
+
+/// <summary>
+/// Settings of <see cref="FleetClient"/>. Bound from the pinned connection strings:
+/// <code>
+/// "ConnectionStrings": { "fleetdb": "Host=...;Database=fleet;Username=...;Password=...", "rabbitmq": "amqp://user:pass@host:5672/fleet" }
+/// </code>
+/// </summary>
+public sealed class FleetClientOptions
+{
+    /// <summary>Npgsql connection string of the fleet database (<c>ConnectionStrings:fleetdb</c>).</summary>
+    [Required(ErrorMessage = "ConnectionStrings:fleetdb (env ConnectionStrings__fleetdb) is required.")]
+    public string PostgresConnectionString { get; set; } = "";
+
+    /// <summary>amqp URI of the fleet's vhost (<c>ConnectionStrings:rabbitmq</c>).</summary>
+    [Required(ErrorMessage = "ConnectionStrings:rabbitmq (env ConnectionStrings__rabbitmq) is required.")]
+    public string RabbitMqUri { get; set; } = "";
+
+    /// <summary>Task types sent to <c>fleet-cpu</c> when a request names no queue; all others go to <c>fleet-io</c>.</summary>
+    public ISet<string> CpuTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "sha256", "sieve", "heat" };
+
+    /// <summary>Rows written per INSERT and messages sent per round when submitting in bulk.</summary>
+    [Range(1, 50_000)]
+    public int BulkChunkSize { get; set; } = 2_000;
+
+    /// <summary>Default <c>maxAttempts</c> of tasks that set none.</summary>
+    [Range(1, 100)]
+    public int DefaultMaxAttempts { get; set; } = 3;
+}

@@ -1,0 +1,28 @@
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.Client;
+
+public static class FleetClientServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers a singleton <see cref="FleetClient"/> configured from <c>ConnectionStrings:fleetdb</c> and
+    /// <c>ConnectionStrings:rabbitmq</c>; missing values fail at start with the config path named.
+    /// </summary>
+    public static IServiceCollection AddFleetClient(
+        this IServiceCollection services, IConfiguration configuration, Action<FleetClientOptions>? configure = null)
+    {
+        services.AddOptions<FleetClientOptions>()
+            .Configure(options =>
+            {
+                options.PostgresConnectionString = configuration.GetConnectionString("fleetdb") ?? "";
+                options.RabbitMqUri = configuration.GetConnectionString("rabbitmq") ?? "";
+                configure?.Invoke(options);
+            })
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton(sp => new FleetClient(sp.GetRequiredService<IOptions<FleetClientOptions>>().Value));
+        return services;
+    }
+}

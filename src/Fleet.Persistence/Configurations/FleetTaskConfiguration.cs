@@ -1,0 +1,32 @@
+using Fleet.Persistence.Entities;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata.Builders;
+
+namespace Fleet.Persistence.Configurations;
+
+internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTask>
+{
+    public void Configure(EntityTypeBuilder<FleetTask> builder)
+    {
+        builder.ToTable("tasks", t => t.HasCheckConstraint(
+            "ck_tasks_status", "status IN ('queued','running','succeeded','failed','timed_out','cancelled')"));
+        builder.HasKey(t => t.Id);
+        builder.Property(t => t.Id).ValueGeneratedNever();
+        builder.Property(t => t.Payload).HasColumnType("jsonb");
+        builder.Property(t => t.Result).HasColumnType("jsonb");
+        builder.Property(t => t.MaxAttempts).HasDefaultValue(3);
+        builder.Property(t => t.SubmittedAt).HasDefaultValueSql("now()");
+
+        // The API and dashboard list tasks by status, type or batch, newest first, with keyset pagination on
+        // (submitted_at, id); each filter gets an index that serves both the filter and the order.
+        builder.HasIndex(t => new { t.Status, t.SubmittedAt, t.Id }).HasDatabaseName("ix_tasks_status_submitted");
+        builder.HasIndex(t => new { t.Type, t.SubmittedAt, t.Id }).HasDatabaseName("ix_tasks_type_submitted");
+        builder.HasIndex(t => t.BatchId).HasDatabaseName("ix_tasks_batch").HasFilter("batch_id IS NOT NULL");
+
+        // Throughput per minute and "latest failures" read recent finished rows.
+        builder.HasIndex(t => t.FinishedAt).HasDatabaseName("ix_tasks_finished").HasFilter("finished_at IS NOT NULL");
+
+        // The outbox relay looks for committed submissions whose publish was never confirmed; they are few.
+        builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL");
+    }
+}

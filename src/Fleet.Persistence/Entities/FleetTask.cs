@@ -1,0 +1,48 @@
+namespace Fleet.Persistence.Entities;
+
+/// <summary>One row of <c>fleet.tasks</c>: a task and, once final, its single result.</summary>
+public sealed class FleetTask
+{
+    public Guid Id { get; set; }
+
+    public required string Type { get; set; }
+
+    /// <summary>The queue it was sent to (<c>fleet-cpu</c> or <c>fleet-io</c>).</summary>
+    public required string Queue { get; set; }
+
+    /// <summary>One of <see cref="TaskState"/>.</summary>
+    public required string Status { get; set; }
+
+    /// <summary>The input, as JSON text (<c>jsonb</c>).</summary>
+    public required string Payload { get; set; }
+
+    /// <summary>The output, as JSON text (<c>jsonb</c>), once succeeded.</summary>
+    public string? Result { get; set; }
+
+    public string? ErrorType { get; set; }
+
+    public string? ErrorMessage { get; set; }
+
+    /// <summary>Executions started so far (each has a <c>fleet.task_attempts</c> row).</summary>
+    public int Attempts { get; set; }
+
+    public int MaxAttempts { get; set; } = 3;
+
+    public int? TimeoutSeconds { get; set; }
+
+    public int Priority { get; set; }
+
+    public Guid? BatchId { get; set; }
+
+    public DateTimeOffset SubmittedAt { get; set; }
+
+    /// <summary>When the broker confirmed the publish; null while a submission awaits its publish (outbox).</summary>
+    public DateTimeOffset? PublishedAt { get; set; }
+
+    public DateTimeOffset? StartedAt { get; set; }
+
+    public DateTimeOffset? FinishedAt { get; set; }
+
+    /// <summary>The worker that ran the latest attempt.</summary>
+    public string? WorkerId { get; set; }
+}

@@ -1,0 +1,34 @@
+namespace Fleet.Persistence.Entities;
+
+/// <summary>One worker process (<c>fleet.workers</c>), kept fresh by its heartbeat.</summary>
+public sealed class FleetWorker
+{
+    /// <summary><c>host:pid:suffix</c>, unique per process start.</summary>
+    public required string Id { get; set; }
+
+    public required string Host { get; set; }
+
+    public int Pid { get; set; }
+
+    public string[] Queues { get; set; } = [];
+
+    public int CpuConcurrency { get; set; }
+
+    public int IoConcurrency { get; set; }
+
+    public DateTimeOffset StartedAt { get; set; }
+
+    public DateTimeOffset LastSeenAt { get; set; }
+
+    /// <summary>One of <see cref="WorkerState"/>.</summary>
+    public required string State { get; set; }
+
+    public long TasksSucceeded { get; set; }
+
+    public long TasksFailed { get; set; }
+
+    /// <summary>Deliveries acknowledged without running because the task was already final (duplicates).</summary>
+    public long TasksSkipped { get; set; }
+
+    public string? Version { get; set; }
+}

@@ -1,0 +1,97 @@
+using System.Threading.Channels;
+
+namespace Fleet.Persistence;
+
+/// <summary>
+/// Group commit: callers enqueue one item each and await its result; a few flush loops take everything that has
+/// queued up (up to <c>maxBatch</c>) and write it in one round trip. Idle, an item is written at once (latency of
+/// one round trip); under load, batches grow by themselves and the database does one statement per batch
+/// instead of one per task. This is what lets a worker acknowledge each message only after its own row is
+/// committed without paying a transaction per message.
+/// </summary>
+public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
+{
+    private readonly Channel<Entry> _channel = Channel.CreateUnbounded<Entry>(new UnboundedChannelOptions { SingleReader = false });
+    private readonly Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> _flush;
+    private readonly int _maxBatch;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly Task[] _loops;
+
+    /// <param name="flush">Writes a batch and returns one result per item, in order. An exception fails every item of the batch.</param>
+    /// <param name="maxBatch">The largest batch one flush takes.</param>
+    /// <param name="concurrentFlushes">Flushes in flight at once, so that one batch gathers while another is written.</param>
+    public GroupCommitter(
+        Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> flush,
+        int maxBatch = 500,
+        int concurrentFlushes = 2)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(concurrentFlushes, 1);
+        _flush = flush;
+        _maxBatch = maxBatch;
+        _loops = [.. Enumerable.Range(0, concurrentFlushes).Select(_ => Task.Run(LoopAsync))];
+    }
+
+    /// <summary>Queues <paramref name="item"/>; the task completes when the batch holding it is committed.</summary>
+    public Task<TResult> EnqueueAsync(TItem item)
+    {
+        var completion = new TaskCompletionSource<TResult>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (!_channel.Writer.TryWrite(new Entry(item, completion)))
+        {
+            completion.SetException(new ObjectDisposedException(nameof(GroupCommitter<TItem, TResult>)));
+        }
+
+        return completion.Task;
+    }
+
+    private async Task LoopAsync()
+    {
+        var batch = new List<Entry>(_maxBatch);
+        var items = new List<TItem>(_maxBatch);
+        var reader = _channel.Reader;
+        while (await reader.WaitToReadAsync().ConfigureAwait(false))
+        {
+            while (batch.Count < _maxBatch && reader.TryRead(out var entry))
+            {
+                batch.Add(entry);
+                items.Add(entry.Item);
+            }
+
+            if (batch.Count == 0)
+            {
+                continue;
+            }
+
+            try
+            {
+                var results = await _flush(items, _stopping.Token).ConfigureAwait(false);
+                for (var i = 0; i < batch.Count; i++)
+                {
+                    batch[i].Completion.TrySetResult(results[i]);
+                }
+            }
+#pragma warning disable CA1031 // Every failure, whatever its type, belongs to the callers waiting on this batch.
+            catch (Exception ex)
+#pragma warning restore CA1031
+            {
+                foreach (var entry in batch)
+                {
+                    entry.Completion.TrySetException(ex);
+                }
+            }
+
+            batch.Clear();
+            items.Clear();
+        }
+    }
+
+    /// <summary>Stops accepting items, writes what is queued, then stops.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _channel.Writer.TryComplete();
+        await Task.WhenAll(_loops).ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    private readonly record struct Entry(TItem Item, TaskCompletionSource<TResult> Completion);
+}

@@ -1,0 +1,207 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Fleet.Persistence;
+
+/// <summary>A delivery asking to run <see cref="TaskId"/>; claiming creates the task row when no producer wrote it.</summary>
+public sealed record TaskClaim(
+    Guid TaskId,
+    string Type,
+    string Queue,
+    string PayloadJson,
+    int Priority,
+    Guid? BatchId,
+    DateTimeOffset? SubmittedAt,
+    int MaxAttempts,
+    int? TimeoutSeconds,
+    DateTimeOffset StartedAt);
+
+/// <summary>The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).</summary>
+public readonly record struct ClaimResult(bool Claimed, int Attempt);
+
+/// <summary>The final state of one execution.</summary>
+public sealed record TaskCompletion(
+    Guid TaskId,
+    int Attempt,
+    string Status,
+    string? ResultJson,
+    string? ErrorType,
+    string? ErrorMessage,
+    DateTimeOffset StartedAt,
+    DateTimeOffset FinishedAt,
+    double WallMs,
+    double CpuMs);
+
+/// <summary>
+/// The worker's hot-path writes, each batched by a <see cref="GroupCommitter{TItem,TResult}"/>:
+/// <list type="bullet">
+/// <item><b>Claim</b> (before running): an upsert keyed by task id that marks the task <c>running</c>, bumps
+/// <c>attempts</c> and inserts the <c>task_attempts</c> row, but only while the task is still open. A task that is
+/// already final is not claimed, so a redelivered or republished message never runs again.</item>
+/// <item><b>Complete</b> (after running): writes the final state, again only where the task is still open, so a
+/// final state is never overwritten (a racing duplicate execution only closes its own attempt row).</item>
+/// </list>
+/// SQL with array parameters and <c>unnest</c> is used here instead of EF because EF cannot express a set-based
+/// conditional upsert; everything is parameterised.
+/// </summary>
+public sealed class TaskLedger : IAsyncDisposable
+{
+    private const string ClaimSql = """
+        WITH input AS (
+            SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at)
+                AS i(id, type, queue, payload, priority, batch_id, submitted_at, max_attempts, timeout_seconds, started_at)
+        ), claimed AS (
+            INSERT INTO fleet.tasks AS t (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority,
+                                          batch_id, submitted_at, published_at, started_at, worker_id)
+            SELECT id, type, queue, 'running', payload, 1, max_attempts, timeout_seconds, priority,
+                   batch_id, coalesce(submitted_at, started_at), coalesce(submitted_at, started_at), started_at, @worker
+            FROM input
+            ON CONFLICT (id) DO UPDATE
+                SET status = 'running', attempts = t.attempts + 1, started_at = excluded.started_at,
+                    worker_id = excluded.worker_id, published_at = coalesce(t.published_at, excluded.started_at)
+                WHERE t.status IN ('queued', 'running')
+            RETURNING t.id, t.attempts, t.submitted_at
+        ), attempt_rows AS (
+            INSERT INTO fleet.task_attempts (task_id, attempt, worker_id, started_at, outcome, queue_wait_ms)
+            SELECT c.id, c.attempts, @worker, i.started_at, 'running',
+                   greatest(0, extract(epoch FROM i.started_at - c.submitted_at) * 1000)::float8
+            FROM claimed c JOIN input i ON i.id = c.id
+        )
+        SELECT id, attempts FROM claimed
+        """;
+
+    private const string CompleteSql = """
+        WITH input AS (
+            SELECT * FROM unnest(@id, @attempt, @status, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms)
+                AS i(id, attempt, status, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms)
+        ), attempt_rows AS (
+            UPDATE fleet.task_attempts a
+            SET finished_at = i.finished_at, outcome = i.status, error_type = i.error_type, error_message = i.error_message,
+                wall_ms = i.wall_ms, cpu_ms = i.cpu_ms
+            FROM input i
+            WHERE a.task_id = i.id AND a.attempt = i.attempt
+        )
+        UPDATE fleet.tasks t
+        SET status = i.status, result = i.result, error_type = i.error_type, error_message = i.error_message,
+            started_at = i.started_at, finished_at = i.finished_at, worker_id = @worker
+        FROM input i
+        WHERE t.id = i.id AND t.status IN ('queued', 'running')
+        RETURNING t.id
+        """;
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly string _workerId;
+    private readonly GroupCommitter<TaskClaim, ClaimResult> _claims;
+    private readonly GroupCommitter<TaskCompletion, bool> _completions;
+
+    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2)
+    {
+        _dataSource = dataSource;
+        _workerId = workerId;
+        _claims = new GroupCommitter<TaskClaim, ClaimResult>(FlushClaimsAsync, maxBatch, concurrentFlushes);
+        _completions = new GroupCommitter<TaskCompletion, bool>(FlushCompletionsAsync, maxBatch, concurrentFlushes);
+    }
+
+    /// <summary>Claims a task for one execution; completes once the claim is committed.</summary>
+    public Task<ClaimResult> ClaimAsync(TaskClaim claim) => _claims.EnqueueAsync(claim);
+
+    /// <summary>
+    /// Commits an execution's final state. Returns true when this write made the task final, false when the task
+    /// was already final (a duplicate execution: only its attempt row was closed).
+    /// </summary>
+    public Task<bool> CompleteAsync(TaskCompletion completion) => _completions.EnqueueAsync(completion);
+
+    private async Task<IReadOnlyList<ClaimResult>> FlushClaimsAsync(IReadOnlyList<TaskClaim> claims, CancellationToken cancellationToken)
+    {
+        var results = new ClaimResult[claims.Count];
+
+        // One statement cannot upsert the same row twice, so repeated ids in a batch (a duplicate publish that
+        // arrived together) go to a later round, where they find the first one's claim.
+        var pending = Enumerable.Range(0, claims.Count).ToList();
+        while (pending.Count > 0)
+        {
+            var seen = new HashSet<Guid>();
+            var round = pending.Where(i => seen.Add(claims[i].TaskId)).ToList();
+            pending = [.. pending.Except(round)];
+
+            await using var command = _dataSource.CreateCommand(ClaimSql);
+            command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
+            command.Parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
+            command.Parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
+            command.Parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
+            command.Parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
+            command.Parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, round.Select(i => claims[i].BatchId)));
+            command.Parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].SubmittedAt?.ToUniversalTime())));
+            command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
+            command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
+            command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
+            command.Parameters.AddWithValue("worker", _workerId);
+
+            var attempts = new Dictionary<Guid, int>(round.Count);
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+                }
+            }
+
+            foreach (var i in round)
+            {
+                results[i] = attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
+            }
+        }
+
+        return results;
+    }
+
+    private async Task<IReadOnlyList<bool>> FlushCompletionsAsync(IReadOnlyList<TaskCompletion> completions, CancellationToken cancellationToken)
+    {
+        var results = new bool[completions.Count];
+        var pending = Enumerable.Range(0, completions.Count).ToList();
+        while (pending.Count > 0)
+        {
+            var seen = new HashSet<Guid>();
+            var round = pending.Where(i => seen.Add(completions[i].TaskId)).ToList();
+            pending = [.. pending.Except(round)];
+
+            await using var command = _dataSource.CreateCommand(CompleteSql);
+            command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => completions[i].TaskId)));
+            command.Parameters.Add(Array("attempt", NpgsqlDbType.Integer, round.Select(i => completions[i].Attempt)));
+            command.Parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
+            command.Parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
+            command.Parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
+            command.Parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
+            command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
+            command.Parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
+            command.Parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
+            command.Parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
+            command.Parameters.AddWithValue("worker", _workerId);
+
+            var finalized = new HashSet<Guid>();
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+            {
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    finalized.Add(reader.GetGuid(0));
+                }
+            }
+
+            foreach (var i in round)
+            {
+                results[i] = finalized.Contains(completions[i].TaskId);
+            }
+        }
+
+        return results;
+    }
+
+    private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
+        new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
+
+    public async ValueTask DisposeAsync()
+    {
+        await _claims.DisposeAsync().ConfigureAwait(false);
+        await _completions.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,71 @@
+using Fleet.Client;
+using Fleet.Persistence;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+
+namespace Fleet.ServiceDefaults;
+
+/// <summary>Host setup shared by every Fleet process.</summary>
+public static class HostingExtensions
+{
+    /// <summary>
+    /// Console logs, one line per event with a UTC timestamp (or JSON when <c>Logging:Format</c> is <c>json</c>, for
+    /// log shippers); the defaults work on empty configuration.
+    /// </summary>
+    public static IHostApplicationBuilder AddServiceDefaults(this IHostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Logging.ClearProviders();
+        if (string.Equals(builder.Configuration["Logging:Format"], "json", StringComparison.OrdinalIgnoreCase))
+        {
+            builder.Logging.AddJsonConsole(o =>
+            {
+                o.UseUtcTimestamp = true;
+                o.IncludeScopes = true;
+                o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
+            });
+        }
+        else
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.UseUtcTimestamp = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+                o.ColorBehavior = LoggerColorBehavior.Disabled;
+            });
+        }
+
+        // MassTransit logs every consumer fault at Error, which we also log with the task id; keep its noise down.
+        builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
+        return builder;
+    }
+
+    /// <summary>Registers the fleet database (<c>ConnectionStrings:fleetdb</c>) for this host.</summary>
+    public static IHostApplicationBuilder AddFleetDatabase(this IHostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddFleetDatabase(builder.Configuration.GetRequiredConnectionString("fleetdb"));
+        return builder;
+    }
+
+    /// <summary>The broker address from <c>ConnectionStrings:rabbitmq</c>.</summary>
+    public static RabbitMqAddress GetRabbitMqAddress(this IConfiguration configuration) =>
+        RabbitMqAddress.Parse(configuration.GetRequiredConnectionString("rabbitmq"));
+
+    /// <summary>Reads a connection string or fails naming both the config path and the environment variable.</summary>
+    public static string GetRequiredConnectionString(this IConfiguration configuration, string name)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var value = configuration.GetConnectionString(name);
+        return string.IsNullOrWhiteSpace(value)
+            ? throw new InvalidOperationException(
+                $"Missing connection string 'ConnectionStrings:{name}' (environment variable ConnectionStrings__{name}). " +
+                "Run `make up` and `. .fleet/env`, or set it yourself.")
+            : value;
+    }
+}

@@ -1,0 +1,183 @@
+using System.Buffers;
+using System.Collections.Frozen;
+using System.Security.Cryptography;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.Tasks.BuiltIn;
+
+/// <summary>
+/// <c>http-get</c>: fetches <c>url</c> with a GET and returns <c>{"status": int, "bytes": long, "sha256": hex}</c>
+/// of the response body. Only hosts in <see cref="HttpGetOptions.AllowedHosts"/> may be fetched, so a payload
+/// cannot make workers reach internal addresses. Redirects are not followed (the named client is configured with
+/// <c>AllowAutoRedirect = false</c>); a 3xx, like any other status, is reported as is, not as a failure.
+/// </summary>
+public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
+{
+    /// <summary>The type name.</summary>
+    public const string TypeName = "http-get";
+
+    /// <summary>The name of the <see cref="IHttpClientFactory"/> client this handler uses.</summary>
+    public const string HttpClientName = "fleet-http-get";
+
+    /// <summary>Default per-task timeout when the payload has no <c>timeoutMs</c>.</summary>
+    public const int DefaultTimeoutMs = 10_000;
+
+    /// <summary>Largest accepted <c>timeoutMs</c>: two minutes.</summary>
+    public const long MaxTimeoutMs = 120_000;
+
+    private const int BufferSize = 64 * 1024;
+
+    private readonly IHttpClientFactory _httpClientFactory;
+    private readonly FrozenSet<string> _allowedHosts;
+    private readonly long _maxResponseBytes;
+
+    public HttpGetHandler(IHttpClientFactory httpClientFactory, IOptions<HttpGetOptions> options)
+    {
+        ArgumentNullException.ThrowIfNull(httpClientFactory);
+        ArgumentNullException.ThrowIfNull(options);
+        var value = options.Value;
+        _httpClientFactory = httpClientFactory;
+        _allowedHosts = value.AllowedHosts
+            .Where(static host => !string.IsNullOrWhiteSpace(host))
+            .Select(static host => host.Trim())
+            .ToFrozenSet(StringComparer.OrdinalIgnoreCase);
+        _maxResponseBytes = value.MaxResponseBytes > 0
+            ? value.MaxResponseBytes
+            : throw new ArgumentOutOfRangeException(nameof(options), value.MaxResponseBytes, "HttpGetOptions.MaxResponseBytes must be positive.");
+    }
+
+    public override string Type => TypeName;
+
+    public override TaskLane Lane => TaskLane.Io;
+
+    protected override void Validate(HttpGetInput input)
+    {
+        _ = ParseAllowedUri(input.Url);
+        TaskValidationException.ThrowIfOutOfRange(input.TimeoutMs, 1, MaxTimeoutMs, "timeoutMs");
+    }
+
+    protected override async ValueTask<HttpGetOutput> ExecuteAsync(HttpGetInput input, CancellationToken cancellationToken)
+    {
+        var uri = ParseAllowedUri(input.Url);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromMilliseconds(input.TimeoutMs));
+
+        var client = _httpClientFactory.CreateClient(HttpClientName);
+
+        // The task's own timeout (timeoutMs, up to 2 minutes) governs, not HttpClient's 100 s default.
+        client.Timeout = Timeout.InfiniteTimeSpan;
+        try
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, uri);
+            using var response = await client
+                .SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token)
+                .ConfigureAwait(false);
+
+            var declaredLength = response.Content.Headers.ContentLength;
+            if (declaredLength > _maxResponseBytes)
+            {
+                throw TooLarge(uri, $"declares {declaredLength} bytes");
+            }
+
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            long total = 0;
+            var buffer = ArrayPool<byte>.Shared.Rent(BufferSize);
+            try
+            {
+                var body = await response.Content.ReadAsStreamAsync(timeout.Token).ConfigureAwait(false);
+                await using (body.ConfigureAwait(false))
+                {
+                    int read;
+                    while ((read = await body.ReadAsync(buffer.AsMemory(0, BufferSize), timeout.Token).ConfigureAwait(false)) > 0)
+                    {
+                        total += read;
+                        if (total > _maxResponseBytes)
+                        {
+                            throw TooLarge(uri, "is longer");
+                        }
+
+                        hash.AppendData(buffer, 0, read);
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buffer);
+            }
+
+            return new HttpGetOutput
+            {
+                Status = (int)response.StatusCode,
+                Bytes = total,
+                Sha256 = Convert.ToHexStringLower(hash.GetHashAndReset()),
+            };
+        }
+        catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            // Our own timeout, not the worker's cancel or time limit: report it as a plain (retryable) failure.
+            throw new TimeoutException($"GET {uri} did not complete within timeoutMs = {input.TimeoutMs}.", ex);
+        }
+    }
+
+    private InvalidOperationException TooLarge(Uri uri, string what) =>
+        new($"The response body of GET {uri} {what} than the limit of {_maxResponseBytes} bytes (HttpGetOptions.MaxResponseBytes).");
+
+    private Uri ParseAllowedUri(string url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
+            || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
+        {
+            throw new TaskValidationException($"'url' must be an absolute http or https URL; got '{url}'.");
+        }
+
+        // IdnHost: punycode for international names, IPv6 without brackets, IPv4 in canonical dotted form.
+        var host = uri.IdnHost;
+        if (!_allowedHosts.Contains(host))
+        {
+            throw new TaskValidationException(_allowedHosts.Count == 0
+                ? $"The host '{host}' is not allowed: no hosts are allowed for 'http-get' (configure HttpGetOptions.AllowedHosts)."
+                : $"The host '{host}' is not allowed for 'http-get'; allowed hosts: {string.Join(", ", _allowedHosts.Order(StringComparer.OrdinalIgnoreCase))}.");
+        }
+
+        return uri;
+    }
+}
+
+/// <summary>Configuration of <c>http-get</c> (section <c>Worker:HttpGet</c> in the worker host).</summary>
+public sealed class HttpGetOptions
+{
+    /// <summary>
+    /// Host names or IP addresses that may be fetched, matched case-insensitively against the URL's host (any
+    /// port). Empty, the default, allows nothing.
+    /// </summary>
+    public IList<string> AllowedHosts { get; set; } = [];
+
+    /// <summary>The largest response body accepted; a longer body fails the task. Default 16 MiB.</summary>
+    public long MaxResponseBytes { get; set; } = 16L * 1024 * 1024;
+}
+
+/// <summary>Input of <c>http-get</c>: <c>{"url": "http://127.0.0.1:8080/x", "timeoutMs": 10000}</c>.</summary>
+public sealed record HttpGetInput
+{
+    [JsonPropertyName("url")]
+    public required string Url { get; init; }
+
+    /// <summary>Per-task timeout in milliseconds; <see cref="HttpGetHandler.DefaultTimeoutMs"/> when absent.</summary>
+    [JsonPropertyName("timeoutMs")]
+    public long TimeoutMs { get; init; } = HttpGetHandler.DefaultTimeoutMs;
+}
+
+/// <summary>Output of <c>http-get</c>.</summary>
+public sealed record HttpGetOutput
+{
+    [JsonPropertyName("status")]
+    public required int Status { get; init; }
+
+    [JsonPropertyName("bytes")]
+    public required long Bytes { get; init; }
+
+    /// <summary>SHA-256 of the body, 64 lowercase hex digits.</summary>
+    [JsonPropertyName("sha256")]
+    public required string Sha256 { get; init; }
+}

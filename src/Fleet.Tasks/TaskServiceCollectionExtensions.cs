@@ -1,0 +1,40 @@
+using Fleet.Tasks.BuiltIn;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+
+namespace Fleet.Tasks;
+
+public static class TaskServiceCollectionExtensions
+{
+    /// <summary>
+    /// Registers the handler registry and the built-in types (<c>noop</c>, <c>sha256</c>, <c>sieve</c>,
+    /// <c>sleep</c>, <c>heat</c>, <c>http-get</c>). <c>http-get</c> only fetches the hosts listed in
+    /// <see cref="HttpGetOptions.AllowedHosts"/>, configured by the host (<c>Worker:HttpGet</c>).
+    /// </summary>
+    public static IServiceCollection AddFleetTasks(this IServiceCollection services)
+    {
+        services.TryAddSingleton<TaskHandlerRegistry>();
+        services.AddTaskHandler<NoopHandler>();
+        services.AddTaskHandler<Sha256Handler>();
+        services.AddTaskHandler<SieveHandler>();
+        services.AddTaskHandler<SleepHandler>();
+        services.AddTaskHandler<HeatHandler>();
+        services.AddHttpClient(HttpGetHandler.HttpClientName)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                // Redirects could lead off the allow-list; the handler follows none and reports the 3xx as is.
+                AllowAutoRedirect = false,
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+            });
+        services.AddTaskHandler<HttpGetHandler>();
+        return services;
+    }
+
+    /// <summary>Registers a task type from any assembly. Handlers are singletons and must be thread-safe.</summary>
+    public static IServiceCollection AddTaskHandler<THandler>(this IServiceCollection services)
+        where THandler : class, ITaskHandler
+    {
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<ITaskHandler, THandler>());
+        return services;
+    }
+}

@@ -1,0 +1,128 @@
+using System.Security.Cryptography;
+using System.Text;
+using Fleet.Contracts;
+using Fleet.Persistence;
+using Fleet.Persistence.Entities;
+using MassTransit;
+using Microsoft.Extensions.Logging;
+
+namespace Fleet.Worker;
+
+/// <summary>
+/// Consumes <see cref="ProcessTask"/> from both lanes' queues (MassTransit envelope or plain JSON). Claim, run,
+/// commit the final state, and only then return, which is when MassTransit acknowledges the message: a crash at
+/// any point before the commit leaves the message unacknowledged, and the broker redelivers it.
+/// </summary>
+public sealed partial class ProcessTaskConsumer(
+    TaskLedger ledger,
+    TaskExecutor executor,
+    WorkerCounters counters,
+    ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
+{
+    private const int DefaultMaxAttempts = 3;
+
+    public async Task Consume(ConsumeContext<ProcessTask> context)
+    {
+        var message = context.Message;
+        var taskId = ResolveTaskId(context);
+        var queue = QueueName(context);
+        var startedAt = DateTimeOffset.UtcNow;
+        var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
+
+        var claim = await ledger.ClaimAsync(new TaskClaim(
+            taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
+            message.MaxAttempts ?? DefaultMaxAttempts, message.TimeoutSeconds, startedAt)).ConfigureAwait(false);
+        if (!claim.Claimed)
+        {
+            counters.AddSkipped();
+            LogSkipped(taskId);
+            return;
+        }
+
+        var outcome = await executor.ExecuteAsync(message with { TaskId = taskId }, context.CancellationToken).ConfigureAwait(false);
+        var finalized = await ledger.CompleteAsync(new TaskCompletion(
+            taskId, claim.Attempt, outcome.Status, outcome.ResultJson, outcome.ErrorType, outcome.ErrorMessage,
+            startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs ?? 0)).ConfigureAwait(false);
+
+        if (outcome.Status == TaskState.Succeeded)
+        {
+            counters.AddSucceeded();
+        }
+        else
+        {
+            counters.AddFailed();
+            LogFailed(taskId, message.Type ?? "", outcome.Status, outcome.ErrorType, outcome.ErrorMessage);
+        }
+
+        if (!finalized)
+        {
+            LogDuplicate(taskId, claim.Attempt);
+        }
+    }
+
+    /// <summary>
+    /// The body's <c>taskId</c>, else the AMQP <c>message_id</c>. A message id that is not a UUID maps to a stable
+    /// name-based UUID, so the same message id always names the same task. A message with neither cannot be
+    /// recorded anywhere and is faulted to the queue's <c>_error</c> queue with the reason.
+    /// </summary>
+    private static Guid ResolveTaskId(ConsumeContext<ProcessTask> context)
+    {
+        if (context.Message.TaskId != Guid.Empty)
+        {
+            return context.Message.TaskId;
+        }
+
+        var messageId = context.TryGetPayload<RabbitMqBasicConsumeContext>(out var rabbit) ? rabbit.Properties?.MessageId : null;
+        messageId ??= context.MessageId?.ToString();
+        if (string.IsNullOrWhiteSpace(messageId))
+        {
+            throw new InvalidTaskMessageException("The message has no 'taskId' and no AMQP message_id; it cannot be tracked.");
+        }
+
+        return Guid.TryParse(messageId, out var id) ? id : NameBasedId(messageId);
+    }
+
+    /// <summary>A UUID (version 8, RFC 9562) derived from SHA-256 of the message id.</summary>
+    private static Guid NameBasedId(string name)
+    {
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(Encoding.UTF8.GetBytes("fleet:message_id:" + name), hash);
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x80);
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash[..16], bigEndian: true);
+    }
+
+    private static string QueueName(ConsumeContext context)
+    {
+        var path = context.ReceiveContext.InputAddress?.AbsolutePath ?? "";
+        var slash = path.LastIndexOf('/');
+        return slash >= 0 ? path[(slash + 1)..] : path;
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final; delivery acknowledged without running it again")]
+    private partial void LogSkipped(Guid taskId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} ({Type}) ended {Status}: {ErrorType}: {ErrorMessage}")]
+    private partial void LogFailed(Guid taskId, string type, string status, string? errorType, string? errorMessage);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} attempt {Attempt} ran as a duplicate: the task was already final, its result was kept")]
+    private partial void LogDuplicate(Guid taskId, int attempt);
+}
+
+/// <summary>A message that cannot be read as a task at all (no id); it goes to the <c>_error</c> queue.</summary>
+public sealed class InvalidTaskMessageException : Exception
+{
+    public InvalidTaskMessageException(string message)
+        : base(message)
+    {
+    }
+
+    public InvalidTaskMessageException()
+    {
+    }
+
+    public InvalidTaskMessageException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}

@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Fleet.Contracts;
+using Fleet.Persistence.Entities;
+using Fleet.Tasks;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.Worker;
+
+/// <summary>What one execution ended with, ready to be committed.</summary>
+public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs);
+
+/// <summary>
+/// Runs one task: finds its handler, validates the payload, runs it in its lane under its time limit, and turns
+/// every ending (output, validation error, failure, time limit) into an <see cref="ExecutionOutcome"/>. Never
+/// throws for a task's own problems; only a cancellation of <c>stopping</c> (worker shutdown) escapes, so that the
+/// message is handed back rather than recorded.
+/// </summary>
+public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, WorkerCounters counters, IOptions<WorkerOptions> options)
+{
+    /// <summary>Error types recorded in <c>error_type</c> for failures that are not a handler's exception.</summary>
+    public static class ErrorTypes
+    {
+        public const string Validation = "ValidationError";
+        public const string UnknownType = "UnknownTaskType";
+        public const string Timeout = "Timeout";
+    }
+
+    private readonly int _defaultTimeoutSeconds = options.Value.DefaultTimeoutSeconds;
+
+    public async Task<ExecutionOutcome> ExecuteAsync(ProcessTask message, CancellationToken stopping)
+    {
+        var clock = Stopwatch.StartNew();
+        if (string.IsNullOrWhiteSpace(message.Type))
+        {
+            return Failed(ErrorTypes.Validation, "The task message has no 'type'.", clock);
+        }
+
+        if (!registry.TryGet(message.Type, out var handler))
+        {
+            return Failed(ErrorTypes.UnknownType,
+                $"No handler for task type '{message.Type}' in this worker. Known types: {string.Join(", ", registry.Types)}.", clock);
+        }
+
+        PreparedTask prepared;
+        try
+        {
+            prepared = handler.Prepare(message.Payload);
+        }
+        catch (TaskValidationException ex)
+        {
+            return Failed(ErrorTypes.Validation, ex.Message, clock);
+        }
+
+        var timeout = TimeSpan.FromSeconds(message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value : _defaultTimeoutSeconds);
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        limit.CancelAfter(timeout);
+        var cpu = handler.Lane == TaskLane.Cpu;
+        counters.EnterLane(cpu);
+        try
+        {
+            var (output, cpuMs) = cpu
+                ? await cpuLane.RunAsync(prepared, limit.Token).ConfigureAwait(false)
+                : (await prepared(limit.Token).ConfigureAwait(false), null);
+            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, cpuMs);
+        }
+        catch (OperationCanceledException) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
+        {
+            return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                $"The task exceeded its time limit of {timeout.TotalSeconds:0} s.", clock.Elapsed.TotalMilliseconds, null);
+        }
+        catch (TaskValidationException ex)
+        {
+            return Failed(ErrorTypes.Validation, ex.Message, clock);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
+        {
+            return Failed(ex.GetType().FullName ?? ex.GetType().Name, ex.Message, clock);
+        }
+        finally
+        {
+            counters.ExitLane(cpu);
+        }
+    }
+
+    private static ExecutionOutcome Failed(string errorType, string message, Stopwatch clock) =>
+        new(TaskState.Failed, null, errorType, message, clock.Elapsed.TotalMilliseconds, null);
+
+    /// <summary>Results are stored as JSON objects; a handler returning a bare value is wrapped as <c>{"value": ...}</c>.</summary>
+    private static string ToJsonObjectText(JsonElement output) =>
+        output.ValueKind == JsonValueKind.Object ? output.GetRawText() : $"{{\"value\":{output.GetRawText()}}}";
+}

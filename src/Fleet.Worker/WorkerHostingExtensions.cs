@@ -1,0 +1,99 @@
+using Fleet.Client;
+using Fleet.Contracts;
+using Fleet.Persistence;
+using Fleet.ServiceDefaults;
+using Fleet.Tasks;
+using Fleet.Tasks.BuiltIn;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace Fleet.Worker;
+
+public static class WorkerHostingExtensions
+{
+    /// <summary>
+    /// Everything a worker process runs: options, the task handlers, the CPU lane, the batched ledger, the
+    /// heartbeat, and MassTransit on RabbitMQ with one receive endpoint per configured queue.
+    /// </summary>
+    public static IHostApplicationBuilder AddFleetWorker(this IHostApplicationBuilder builder, Action<IServiceCollection>? configureTasks = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var services = builder.Services;
+        services.AddOptions<WorkerOptions>()
+            .BindConfiguration(WorkerOptions.SectionName)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddOptions<HttpGetOptions>()
+            .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet");
+
+        var workerOptions = builder.Configuration.GetSection(WorkerOptions.SectionName).Get<WorkerOptions>() ?? new WorkerOptions();
+        var broker = builder.Configuration.GetRabbitMqAddress();
+
+        builder.AddFleetDatabase();
+        services.AddFleetTasks();
+        configureTasks?.Invoke(services);
+        services.AddSingleton<TaskHandlerRegistry>();
+        services.AddSingleton<WorkerIdentity>();
+        services.AddSingleton<WorkerCounters>();
+        services.AddSingleton<CpuLane>();
+        services.AddSingleton<TaskExecutor>();
+        services.AddSingleton(sp => new TaskLedger(
+            sp.GetRequiredService<NpgsqlDataSource>(),
+            sp.GetRequiredService<WorkerIdentity>().Id,
+            sp.GetRequiredService<IOptions<WorkerOptions>>().Value.WriteBatchSize));
+
+        // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the drain.
+        services.AddHostedService<WorkerHeartbeat>();
+
+        // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
+        var drain = TimeSpan.FromSeconds(workerOptions.DrainSeconds);
+        services.Configure<MassTransitHostOptions>(o =>
+        {
+            o.WaitUntilStarted = true;
+            o.StopTimeout = drain;
+        });
+        services.Configure<HostOptions>(o => o.ShutdownTimeout = drain + TimeSpan.FromSeconds(15));
+
+        services.AddMassTransit(x =>
+        {
+            x.AddConsumer<ProcessTaskConsumer>();
+            x.UsingRabbitMq((context, cfg) =>
+            {
+                cfg.UseFleetHost(broker, $"fleet-worker {workerOptions.HostName}:{Environment.ProcessId}");
+
+                // Plain JSON bodies (any AMQP client) and MassTransit envelopes both arrive on the same queues.
+                cfg.UseRawJsonDeserializer(RawSerializerOptions.All, isDefault: true);
+
+                // Short database blips (restart, failover) are ridden out in place instead of faulting the message.
+                cfg.UseMessageRetry(r =>
+                {
+                    r.Handle<NpgsqlException>();
+                    r.Handle<TimeoutException>();
+                    r.Exponential(8, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(300));
+                });
+
+                foreach (var queue in workerOptions.Queues)
+                {
+                    var concurrency = queue == TaskQueues.Cpu ? workerOptions.CpuConcurrency : workerOptions.IoConcurrency;
+                    cfg.ReceiveEndpoint(queue, endpoint =>
+                    {
+                        // Without this every endpoint also binds the message-type exchange, and one publish of a
+                        // task would land in both lanes. Producers send to the lane's exchange/queue instead.
+                        endpoint.ConfigureConsumeTopology = false;
+
+                        // Prefetch follows the lane's concurrency: an idle worker never waits behind a backlog that
+                        // another worker has prefetched but cannot start yet.
+                        endpoint.PrefetchCount = concurrency;
+                        endpoint.ConcurrentMessageLimit = concurrency;
+                        endpoint.ConfigureConsumer<ProcessTaskConsumer>(context);
+                    });
+                }
+            });
+        });
+
+        return builder;
+    }
+}

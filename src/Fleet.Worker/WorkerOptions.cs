@@ -1,0 +1,77 @@
+using System.ComponentModel.DataAnnotations;
+using Fleet.Contracts;
+using Fleet.Tasks.BuiltIn;
+
+namespace Fleet.Worker;
+
+/// <summary>
+/// The <c>Worker</c> section. Every value has a default that works on a developer machine:
+/// <code>
+/// "Worker": {
+///   "Queues": [ "fleet-cpu", "fleet-io" ],
+///   "CpuConcurrency": 2,            // default: processor count
+///   "IoConcurrency": 256,
+///   "DrainSeconds": 30,
+///   "HeartbeatSeconds": 5,
+///   "DefaultTimeoutSeconds": 600,
+///   "HostName": "web-01",           // default: machine name
+///   "WriteBatchSize": 500,
+///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216 }
+/// }
+/// </code>
+/// </summary>
+public sealed class WorkerOptions : IValidatableObject
+{
+    public const string SectionName = "Worker";
+
+    /// <summary>The queues this worker consumes.</summary>
+    [MinLength(1)]
+    public string[] Queues { get; set; } = [.. TaskQueues.All];
+
+    /// <summary>CPU-lane threads: how many CPU tasks run at once, and the CPU queue's prefetch.</summary>
+    [Range(1, 1024)]
+    public int CpuConcurrency { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>I/O-lane tasks in flight at once, and the I/O queue's prefetch.</summary>
+    [Range(1, 10_000)]
+    public int IoConcurrency { get; set; } = 256;
+
+    /// <summary>On SIGTERM, how long held tasks may take to finish before they are handed back to the broker.</summary>
+    [Range(0, 3600)]
+    public int DrainSeconds { get; set; } = 30;
+
+    [Range(1, 300)]
+    public int HeartbeatSeconds { get; set; } = 5;
+
+    /// <summary>
+    /// Time limit of tasks that set none. Kept well under RabbitMQ's <c>consumer_timeout</c> (30 min on 3.10),
+    /// which would otherwise close the channel of a worker holding one unacknowledged message too long.
+    /// </summary>
+    [Range(1, 1500)]
+    public int DefaultTimeoutSeconds { get; set; } = 600;
+
+    /// <summary>The host name recorded in <c>fleet.workers</c>; the machine name by default.</summary>
+    public string HostName { get; set; } = Environment.MachineName;
+
+    /// <summary>The largest batch of claims or results written in one statement.</summary>
+    [Range(1, 10_000)]
+    public int WriteBatchSize { get; set; } = 500;
+
+    public HttpGetOptions HttpGet { get; set; } = new();
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        foreach (var queue in Queues)
+        {
+            if (string.IsNullOrWhiteSpace(queue))
+            {
+                yield return new ValidationResult("Worker:Queues must not contain empty names.", [nameof(Queues)]);
+            }
+        }
+
+        if (string.IsNullOrWhiteSpace(HostName))
+        {
+            yield return new ValidationResult("Worker:HostName must not be empty.", [nameof(HostName)]);
+        }
+    }
+}
