@@ -1,0 +1,62 @@
+# Fleet: developer entry points. `make` alone lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+export DOTNET_CLI_TELEMETRY_OPTOUT := 1
+export DOTNET_NOLOGO := 1
+export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
+
+CONFIGURATION ?= Release
+WORKERS ?= 2
+export CONFIGURATION WORKERS
+
+SOLUTION := Fleet.sln
+CLI := dotnet src/Fleet.Cli/bin/$(CONFIGURATION)/net10.0/fleet.dll
+# A hung test ends the test host after this long instead of blocking the run (and CI) for ever.
+TEST_ARGS ?= --blame-hang-timeout 20m --blame-hang-dump-type none
+
+.PHONY: help build up down status psql migrate demo test clean clean-data
+
+help: ## list the targets
+	@echo "Fleet make targets:"
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables: WORKERS=$(WORKERS) CONFIGURATION=$(CONFIGURATION) KEEP_SERVICES=1 (down keeps PostgreSQL/RabbitMQ)"
+
+build: ## dotnet build the solution (Release)
+	dotnet build $(SOLUTION) -c $(CONFIGURATION)
+
+up: ## start PostgreSQL + RabbitMQ (private, 127.0.0.1), build, migrate, API and WORKERS workers; writes .fleet/env
+	infra/local/fleet.sh up
+
+down: ## stop the API and workers (by pid), then the local servers (KEEP_SERVICES=1 keeps them)
+	infra/local/fleet.sh down
+
+status: ## show what runs (servers, API, workers)
+	@infra/local/fleet.sh status || true
+
+psql: ## psql on the fleet database (as the fleet role, from .fleet/env)
+	@test -f .fleet/env || { echo "no .fleet/env yet: run 'make up' (or infra/local/services.sh start) first" >&2; exit 1; }
+	@. .fleet/env && exec psql "$$FLEET_PG_DSN"
+
+migrate: ## start the servers if needed, build, then apply the database migrations (fleet migrate)
+	infra/local/fleet.sh migrate
+
+demo: up ## make up, then submit the 1,000-task heat job, show progress and the SQL summary
+	. .fleet/env && $(CLI) demo
+
+test: ## install the servers if missing, then run every test (results in TestResults/*.trx)
+	infra/local/install.sh
+	rm -rf TestResults
+	dotnet test $(SOLUTION) -c $(CONFIGURATION) \
+	  --logger "trx;LogFilePrefix=results" --logger "console;verbosity=normal" \
+	  --results-directory TestResults $(TEST_ARGS)
+
+clean: ## remove build outputs and test results (keeps .fleet/ data)
+	-dotnet clean $(SOLUTION) -c $(CONFIGURATION) -v q
+	rm -rf TestResults
+
+clean-data: ## stop everything and delete the local servers' data, settings and secrets (.fleet/)
+	infra/local/fleet.sh down
+	infra/local/services.sh purge

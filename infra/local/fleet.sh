@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# The whole local fleet: private PostgreSQL + RabbitMQ (services.sh), the migrator, the API and N workers.
+#
+#   infra/local/fleet.sh up        services, build, migrate, API (if built) and WORKERS workers; idempotent
+#   infra/local/fleet.sh down      stop API and workers (SIGTERM, 40 s, then SIGKILL), then the services
+#                                  (KEEP_SERVICES=1 leaves PostgreSQL and RabbitMQ running)
+#   infra/local/fleet.sh status    what runs, by pid file
+#   infra/local/fleet.sh build     dotnet build Fleet.sln -c Release
+#   infra/local/fleet.sh migrate   services + build + `fleet migrate`
+#
+# Settings: WORKERS (2), CONFIGURATION (Release), FLEET_SKIP_BUILD=1 (use the existing build), DOTNET (dotnet),
+# FLEET_STOP_TIMEOUT (40 s), FLEET_WORKER_PORT_BASE (5090).
+# Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
+set -euo pipefail
+shopt -s nullglob
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+export FLEET_HOME
+RUN_DIR=$FLEET_HOME/run
+LOG_DIR=$FLEET_HOME/logs
+ENV_FILE=$FLEET_HOME/env
+SERVICES=$ROOT/infra/local/services.sh
+CONFIGURATION=${CONFIGURATION:-Release}
+WORKERS=${WORKERS:-2}
+STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-40}
+WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090} # worker-N: http://127.0.0.1:(base+N), if it serves HTTP
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+OUT=net10.0
+CLI_DLL=$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/$OUT/fleet.dll
+WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/$OUT/Fleet.Worker.dll
+API_DLL=$ROOT/src/Fleet.Api/bin/$CONFIGURATION/$OUT/Fleet.Api.dll
+
+log() { printf 'fleet: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[[ $WORKERS =~ ^[0-9]+$ ]] || die "WORKERS must be a number, not '$WORKERS'"
+DOTNET=$(command -v "${DOTNET:-dotnet}") || die "dotnet not found on PATH"
+
+# One value from .fleet/env (read in a subshell, so nothing else leaks into this script).
+env_get() {
+  (
+    # shellcheck disable=SC1090
+    . "$ENV_FILE" 2>/dev/null && printf '%s' "${!1-}"
+  )
+}
+
+# --------------------------------------------------------------------------------------------- processes
+
+# Prints the pid recorded in $1 if that process is alive and still runs our dll ($2); else fails.
+live_pid() {
+  local pidf=$1 dll=$2 pid
+  [[ -f $pidf ]] || return 1
+  pid=$(tr -dc 0-9 <"$pidf")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF -- "$dll" || return 1
+  printf '%s' "$pid"
+}
+
+# start_proc NAME DLL [VAR=value ...]: runs `dotnet DLL` detached, with .fleet/env and the extra variables.
+start_proc() {
+  local name=$1 dll=$2
+  shift 2
+  local pidf=$RUN_DIR/$name.pid logf=$LOG_DIR/$name.log pid i
+  if pid=$(live_pid "$pidf" "$dll"); then
+    log "$name already running (pid $pid)"
+    return 0
+  fi
+  rm -f "$pidf"
+  printf '==== %s starting %s\n' "$(date -Is)" "$name" >>"$logf"
+  # setsid: own session, so the process outlives this shell and its terminal. The inner shell records its
+  # own pid, then becomes dotnet (exec), so the pid file holds dotnet's pid.
+  (
+    cd "$ROOT"
+    set -a
+    # shellcheck disable=SC1090
+    . "$ENV_FILE"
+    set +a
+    for kv in "$@"; do export "${kv?}"; done
+    # shellcheck disable=SC2016 # $$ and $1 belong to the inner shell
+    exec setsid -f bash -c 'echo $$ >"$1.tmp" && mv -f "$1.tmp" "$1" && shift && exec "$@"' \
+      fleet-launch "$pidf" "$DOTNET" "$dll" </dev/null >>"$logf" 2>&1 9>&-
+  )
+  for ((i = 0; i < 50; i++)); do [[ -s $pidf ]] && break; sleep 0.1; done
+  [[ -s $pidf ]] || die "$name did not start (log: $logf)"
+  log "$name started (pid $(cat "$pidf"), log ${logf#"$ROOT"/})"
+}
+
+# stop_procs PIDFILE...: SIGTERM to each live one, wait up to STOP_TIMEOUT s, then SIGKILL the ones left.
+stop_procs() {
+  local -A pids=()
+  local pidf pid dll name i
+  for pidf in "$@"; do
+    name=$(basename "$pidf" .pid)
+    case $name in api) dll=$API_DLL ;; *) dll=$WORKER_DLL ;; esac
+    if pid=$(live_pid "$pidf" "$dll"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids[$pidf]=$pid
+      log "$name: SIGTERM sent (pid $pid)"
+    else
+      rm -f "$pidf"
+    fi
+  done
+  for ((i = 0; i < STOP_TIMEOUT * 10 && ${#pids[@]} > 0; i++)); do
+    for pidf in "${!pids[@]}"; do
+      if ! kill -0 "${pids[$pidf]}" 2>/dev/null; then
+        log "$(basename "$pidf" .pid) stopped"
+        rm -f "$pidf"
+        unset 'pids[$pidf]'
+      fi
+    done
+    ((${#pids[@]} > 0)) && sleep 0.1
+  done
+  for pidf in "${!pids[@]}"; do
+    log "$(basename "$pidf" .pid) did not stop within ${STOP_TIMEOUT}s: SIGKILL (pid ${pids[$pidf]})"
+    kill -KILL "${pids[$pidf]}" 2>/dev/null || true
+    rm -f "$pidf"
+  done
+}
+
+# -------------------------------------------------------------------------------------------------- steps
+
+build() {
+  if [[ ${FLEET_SKIP_BUILD:-0} == 1 ]]; then log "build skipped (FLEET_SKIP_BUILD=1)"; return 0; fi
+  log "dotnet build Fleet.sln -c $CONFIGURATION"
+  (cd "$ROOT" && "$DOTNET" build Fleet.sln -c "$CONFIGURATION" -v q -nologo) ||
+    die "the build failed; fix it, or run with FLEET_SKIP_BUILD=1 to use the existing binaries"
+}
+
+migrate() {
+  [[ -f $CLI_DLL ]] || die "$CLI_DLL not found (build first: make build)"
+  log "fleet migrate"
+  (
+    cd "$ROOT"
+    set -a
+    # shellcheck disable=SC1090
+    . "$ENV_FILE"
+    set +a
+    exec "$DOTNET" "$CLI_DLL" migrate
+  ) || die "fleet migrate failed"
+}
+
+wait_api() {
+  local url i
+  url=$(env_get FLEET_API_URL)
+  command -v curl >/dev/null 2>&1 || return 0
+  for ((i = 0; i < 60; i++)); do
+    if curl -fsS -o /dev/null --max-time 2 "$url/alive" 2>/dev/null; then log "API answers on $url"; return 0; fi
+    live_pid "$RUN_DIR/api.pid" "$API_DLL" >/dev/null || { tail -n 20 "$LOG_DIR/api.log" >&2; die "the API exited (log: $LOG_DIR/api.log)"; }
+    sleep 0.5
+  done
+  log "warning: the API does not answer on $url/alive yet (log: $LOG_DIR/api.log)"
+}
+
+up() {
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  "$SERVICES" start
+  build
+  migrate
+  if [[ -f $API_DLL ]]; then
+    local url key
+    url=$(env_get FLEET_API_URL)
+    key=$(env_get FLEET_API_KEY)
+    start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key"
+  fi
+  local n pidf
+  # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
+  # claim ASP.NET's default port.
+  for ((n = 1; n <= WORKERS; n++)); do
+    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((WORKER_PORT_BASE + n))"
+  done
+  # Fewer workers asked for than run: stop the extra ones.
+  local extra=()
+  for pidf in "$RUN_DIR"/worker-*.pid; do
+    n=$(basename "$pidf" .pid)
+    n=${n#worker-}
+    [[ $n =~ ^[0-9]+$ ]] && ((n > WORKERS)) && extra+=("$pidf")
+  done
+  ((${#extra[@]} == 0)) || stop_procs "${extra[@]}"
+  [[ -f $API_DLL ]] && wait_api
+  # A worker that dies at once (bad settings, no broker) shows here rather than silently later.
+  sleep 2
+  local dead=0
+  for ((n = 1; n <= WORKERS; n++)); do
+    if ! live_pid "$RUN_DIR/worker-$n.pid" "$WORKER_DLL" >/dev/null; then
+      log "worker-$n exited right after start; last lines of $LOG_DIR/worker-$n.log:"
+      tail -n 20 "$LOG_DIR/worker-$n.log" >&2 || true
+      dead=1
+    fi
+  done
+  ((dead == 0)) || die "some workers did not stay up"
+  log "up: $WORKERS worker(s)$([[ -f $API_DLL ]] && echo ", API on $(env_get FLEET_API_URL)"). Settings: . .fleet/env"
+}
+
+down() {
+  local files=()
+  [[ -f $RUN_DIR/api.pid ]] && files+=("$RUN_DIR/api.pid")
+  local pidf
+  for pidf in "$RUN_DIR"/worker-*.pid; do files+=("$pidf"); done
+  ((${#files[@]} == 0)) || stop_procs "${files[@]}"
+  if [[ ${KEEP_SERVICES:-0} == 1 ]]; then
+    log "KEEP_SERVICES=1: PostgreSQL and RabbitMQ keep running"
+  else
+    "$SERVICES" stop
+  fi
+}
+
+status() {
+  local rc=0 pidf pid name
+  "$SERVICES" status || rc=3
+  if [[ -f $RUN_DIR/api.pid ]] || [[ -f $API_DLL ]]; then
+    if pid=$(live_pid "$RUN_DIR/api.pid" "$API_DLL"); then
+      printf 'api         running  pid %s  %s\n' "$pid" "$(env_get FLEET_API_URL)"
+    else
+      printf 'api         stopped\n'
+    fi
+  fi
+  local any=0
+  for pidf in "$RUN_DIR"/worker-*.pid; do
+    any=1
+    name=$(basename "$pidf" .pid)
+    if pid=$(live_pid "$pidf" "$WORKER_DLL"); then
+      printf '%-11s running  pid %s  log %s\n' "$name" "$pid" "${LOG_DIR#"$ROOT"/}/$name.log"
+    else
+      printf '%-11s stopped  (stale pid file)\n' "$name"
+      rc=3
+    fi
+  done
+  ((any)) || printf 'workers     none running\n'
+  return $rc
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  build) build ;;
+  migrate)
+    "$SERVICES" start
+    build
+    migrate
+    ;;
+  *)
+    sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac

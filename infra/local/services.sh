@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# Private PostgreSQL and RabbitMQ servers for local development, on 127.0.0.1 only, with their data under the
+# repository's git-ignored .fleet/ folder. They never touch a system-wide server (5432/5672/15672).
+#
+#   infra/local/services.sh start    start both (idempotent), create users/vhost/database, write .fleet/env
+#   infra/local/services.sh stop     stop what start started (pg_ctl stop, rabbitmqctl -n <our node> stop)
+#   infra/local/services.sh status   show what runs where (exit 0 only if both run)
+#   infra/local/services.sh env      (re)write .fleet/env from the stored settings and secrets
+#   infra/local/services.sh purge    stop, then delete all local data, settings and secrets (.fleet/)
+#
+# Settings (environment; what `start` used is remembered in .fleet/settings and reused by later calls):
+#   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
+#   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
+#   FLEET_PG_DATA (.fleet/pg)
+# Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
+# FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+PG_BIN=${FLEET_PG_BIN:-/usr/lib/postgresql/15/bin}
+RMQ_BIN=${FLEET_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
+SETTINGS_FILE=$FLEET_HOME/settings
+SECRETS_FILE=$FLEET_HOME/secrets
+ENV_FILE=$FLEET_HOME/env
+LOG_DIR=$FLEET_HOME/logs
+RMQ_DIR=$FLEET_HOME/rabbitmq
+RMQ_PID_FILE=$RMQ_DIR/rabbitmq.pid
+RMQ_DEFS=$RMQ_DIR/definitions.json
+EPMD_MARKER=$RMQ_DIR/epmd.started-by-fleet
+
+log() { printf 'services: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+# True if something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+random_hex() { head -c "${1:-16}" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# hex string -> raw bytes on stdout
+hex_to_bytes() {
+  local h i out=''
+  h=$1
+  for ((i = 0; i < ${#h}; i += 2)); do out+="\\x${h:i:2}"; done
+  printf '%b' "$out"
+}
+
+# Quote a value for a shell file: 'it'\''s'
+shq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# Percent-encode a URI userinfo component.
+urlenc() {
+  local LC_ALL=C s=$1 out='' c i
+  for ((i = 0; i < ${#s}; i++)); do
+    c=${s:i:1}
+    case $c in [a-zA-Z0-9._~-]) out+=$c ;; *) printf -v c '%%%02X' "'$c"; out+=$c ;; esac
+  done
+  printf '%s' "$out"
+}
+
+# libpq keyword/value: quote when needed, escaping ' and \.
+libpq_val() {
+  if [[ $1 =~ ^[A-Za-z0-9._~:/+@-]+$ ]]; then printf '%s' "$1"; else
+    local v=${1//\\/\\\\}; v=${v//\'/\\\'}; printf "'%s'" "$v"; fi
+}
+
+# Npgsql (ADO.NET) value: double-quote when needed, doubling ".
+npgsql_val() {
+  if [[ $1 =~ ^[A-Za-z0-9._~:/+@-]+$ ]]; then printf '%s' "$1"; else printf '"%s"' "${1//\"/\"\"}"; fi
+}
+
+# psql meta-command argument in single quotes (\set): double ' and \.
+psql_meta_quote() { local v=${1//\\/\\\\}; v=${v//\'/\'\'}; printf "'%s'" "$v"; }
+
+# Runs a command as the postgres user when we are root (initdb refuses root), from / so that a cwd the postgres
+# user cannot enter does not matter.
+as_postgres() {
+  if ((EUID == 0)); then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# --------------------------------------------------------------------------------------- settings and secrets
+
+load_settings() {
+  # Values given in the environment win; else what an earlier `start` stored; else the defaults.
+  local -A given=()
+  local k
+  for k in FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_DIST_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT \
+    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA; do
+    [[ -n ${!k-} ]] && given[$k]=${!k}
+  done
+  # shellcheck disable=SC1090
+  [[ -f $SETTINGS_FILE ]] && source "$SETTINGS_FILE"
+  for k in "${!given[@]}"; do printf -v "$k" '%s' "${given[$k]}"; done
+
+  PG_PORT=${FLEET_PG_PORT:-55432}
+  AMQP_PORT=${FLEET_AMQP_PORT:-5673}
+  AMQP_DIST_PORT=${FLEET_AMQP_DIST_PORT:-$((AMQP_PORT + 20000))}
+  AMQP_MGMT_PORT=${FLEET_AMQP_MGMT_PORT:-15673}
+  AMQP_PROM_PORT=${FLEET_AMQP_PROMETHEUS_PORT:-15693}
+  API_URL=${FLEET_API_URL:-http://127.0.0.1:5080}
+  RMQ_NODE=${FLEET_RABBITMQ_NODE:-fleet@localhost}
+  PG_DATA=${FLEET_PG_DATA:-$FLEET_HOME/pg}
+  pg_log_path
+  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT; do
+    if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
+  done
+  for k in 5432 5672 15672; do
+    [[ " $PG_PORT $AMQP_PORT $AMQP_DIST_PORT $AMQP_MGMT_PORT $AMQP_PROM_PORT " == *" $k "* ]] &&
+      die "port $k is a system default; Fleet's private servers stay off it"
+  done
+  return 0
+}
+
+save_settings() {
+  local tmp
+  tmp=$(mktemp "$FLEET_HOME/.settings.XXXXXX")
+  {
+    echo "# Written by infra/local/services.sh start: the settings the local services run with."
+    printf 'FLEET_PG_PORT=%s\nFLEET_AMQP_PORT=%s\nFLEET_AMQP_DIST_PORT=%s\nFLEET_AMQP_MGMT_PORT=%s\n' \
+      "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
+    printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\n' \
+      "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")"
+    # Only a data dir away from the default is remembered (so the repository can move).
+    [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
+  } >"$tmp"
+  mv -f "$tmp" "$SETTINGS_FILE"
+}
+
+# Sets PG_PASSWORD, PG_RO_PASSWORD, AMQP_PASSWORD, API_KEY. $1=1: passwords given in the environment replace
+# the stored ones (only `start` does that, because it also applies them to the servers).
+load_secrets() {
+  local apply_overrides=${1:-0}
+  local o_pg=${FLEET_PG_PASSWORD-} o_ro=${FLEET_PG_READONLY_PASSWORD-} o_amqp=${FLEET_AMQP_PASSWORD-} o_key=${FLEET_API_KEY-}
+  local FLEET_PG_PASSWORD='' FLEET_PG_READONLY_PASSWORD='' FLEET_AMQP_PASSWORD='' FLEET_API_KEY=''
+  if [[ -f $SECRETS_FILE ]]; then
+    # shellcheck disable=SC1090
+    source "$SECRETS_FILE"
+  fi
+  local changed=0
+  if ((apply_overrides)); then
+    [[ -n $o_pg && $o_pg != "$FLEET_PG_PASSWORD" ]] && FLEET_PG_PASSWORD=$o_pg && changed=1
+    [[ -n $o_ro && $o_ro != "$FLEET_PG_READONLY_PASSWORD" ]] && FLEET_PG_READONLY_PASSWORD=$o_ro && changed=1
+    [[ -n $o_amqp && $o_amqp != "$FLEET_AMQP_PASSWORD" ]] && FLEET_AMQP_PASSWORD=$o_amqp && changed=1
+    [[ -n $o_key && $o_key != "$FLEET_API_KEY" ]] && FLEET_API_KEY=$o_key && changed=1
+  fi
+  [[ -z $FLEET_PG_PASSWORD ]] && FLEET_PG_PASSWORD=$(random_hex 16) && changed=1
+  [[ -z $FLEET_PG_READONLY_PASSWORD ]] && FLEET_PG_READONLY_PASSWORD=$(random_hex 16) && changed=1
+  [[ -z $FLEET_AMQP_PASSWORD ]] && FLEET_AMQP_PASSWORD=$(random_hex 16) && changed=1
+  [[ -z $FLEET_API_KEY ]] && FLEET_API_KEY=fleet_$(random_hex 24) && changed=1
+  if ((changed)); then
+    local tmp
+    tmp=$(umask 077 && mktemp "$FLEET_HOME/.secrets.XXXXXX")
+    {
+      echo "# Generated by infra/local/services.sh; never commit. Passwords of the local servers and the API key."
+      printf 'FLEET_PG_PASSWORD=%s\n' "$(shq "$FLEET_PG_PASSWORD")"
+      printf 'FLEET_PG_READONLY_PASSWORD=%s\n' "$(shq "$FLEET_PG_READONLY_PASSWORD")"
+      printf 'FLEET_AMQP_PASSWORD=%s\n' "$(shq "$FLEET_AMQP_PASSWORD")"
+      printf 'FLEET_API_KEY=%s\n' "$(shq "$FLEET_API_KEY")"
+    } >"$tmp"
+    chmod 600 "$tmp"
+    mv -f "$tmp" "$SECRETS_FILE"
+  fi
+  PG_PASSWORD=$FLEET_PG_PASSWORD PG_RO_PASSWORD=$FLEET_PG_READONLY_PASSWORD
+  AMQP_PASSWORD=$FLEET_AMQP_PASSWORD API_KEY=$FLEET_API_KEY
+}
+
+ensure_dirs() {
+  mkdir -p "$FLEET_HOME" "$LOG_DIR" "$FLEET_HOME/run" "$RMQ_DIR/mnesia" "$RMQ_DIR/log"
+  # The postgres user must be able to pass through .fleet (not list it: secrets and env live here too).
+  chmod 711 "$FLEET_HOME" "$LOG_DIR"
+  chmod 700 "$RMQ_DIR" "$FLEET_HOME/run"
+}
+
+write_env() {
+  local tmp amqp_url pg_dsn ro_dsn npgsql
+  amqp_url="amqp://fleet:$(urlenc "$AMQP_PASSWORD")@127.0.0.1:$AMQP_PORT/fleet"
+  pg_dsn="host=127.0.0.1 port=$PG_PORT dbname=fleet user=fleet password=$(libpq_val "$PG_PASSWORD")"
+  ro_dsn="host=127.0.0.1 port=$PG_PORT dbname=fleet user=fleet_readonly password=$(libpq_val "$PG_RO_PASSWORD")"
+  npgsql="Host=127.0.0.1;Port=$PG_PORT;Database=fleet;Username=fleet;Password=$(npgsql_val "$PG_PASSWORD")"
+  tmp=$(umask 077 && mktemp "$FLEET_HOME/.env.XXXXXX")
+  {
+    echo "# Fleet local settings, written by infra/local/services.sh (make up). Source it: . .fleet/env"
+    echo "# Holds passwords: never commit, never paste."
+    printf 'export FLEET_API_URL=%s\n' "$(shq "$API_URL")"
+    printf 'export FLEET_API_KEY=%s\n' "$(shq "$API_KEY")"
+    printf 'export FLEET_AMQP_URL=%s\n' "$(shq "$amqp_url")"
+    printf 'export FLEET_PG_DSN=%s\n' "$(shq "$pg_dsn")"
+    printf 'export FLEET_PG_READONLY_DSN=%s\n' "$(shq "$ro_dsn")"
+    printf 'export ConnectionStrings__fleetdb=%s\n' "$(shq "$npgsql")"
+    printf 'export ConnectionStrings__rabbitmq=%s\n' "$(shq "$amqp_url")"
+  } >"$tmp"
+  chmod 600 "$tmp"
+  mv -f "$tmp" "$ENV_FILE"
+}
+
+# ------------------------------------------------------------------------------------------------ PostgreSQL
+
+pg_choose_data_dir() {
+  # The data dir must be reachable by the postgres user. A clone under /root (mode 700) is not: then keep the
+  # data in /var/lib/fleet-local/<hash of the repo path>/pg and remember that choice in .fleet/settings.
+  [[ -n ${FLEET_PG_DATA-} || -f $PG_DATA/PG_VERSION ]] && return 0
+  if ((EUID == 0)) && ! runuser -u postgres -- test -x "$FLEET_HOME"; then
+    local id
+    id=$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+    PG_DATA=/var/lib/fleet-local/$id/pg
+    log "note: the postgres user cannot reach $FLEET_HOME; PostgreSQL data goes to $PG_DATA"
+    mkdir -p "$(dirname "$PG_DATA")"
+    pg_log_path
+  fi
+}
+
+# The server log sits in .fleet/logs, or next to a data dir kept elsewhere (the postgres user must write it).
+pg_log_path() {
+  if [[ $PG_DATA == "$FLEET_HOME/pg" ]]; then PG_LOG=$LOG_DIR/postgres.log; else PG_LOG=$(dirname "$PG_DATA")/postgres.log; fi
+}
+
+pg_sock_dir() {
+  # Unix socket inside the data dir (mode 700: only postgres and root reach it), unless the path is too long.
+  local s=$PG_DATA
+  if ((${#s} + 20 > 100)); then s=/tmp/fleet-pg-$(printf '%s' "$PG_DATA" | cksum | cut -d' ' -f1); fi
+  printf '%s' "$s"
+}
+
+pg_running() { [[ -f $PG_DATA/PG_VERSION ]] && as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+# Port and socket dir of the running postmaster (lines 4 and 5 of postmaster.pid).
+pg_live_port() { sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null; }
+pg_live_sock() { sed -n 5p "$PG_DATA/postmaster.pid" 2>/dev/null; }
+
+pg_start() {
+  [[ -x $PG_BIN/pg_ctl ]] || die "PostgreSQL 15 not found in $PG_BIN (run infra/local/install.sh)"
+  pg_choose_data_dir
+  if [[ ! -f $PG_DATA/PG_VERSION ]]; then
+    log "initdb $PG_DATA"
+    mkdir -p "$PG_DATA"
+    ((EUID == 0)) && chown postgres:postgres "$PG_DATA"
+    chmod 700 "$PG_DATA"
+    # trust on the unix socket (its dir is the 700 data dir), scram-sha-256 passwords on TCP 127.0.0.1.
+    if ! as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 --no-locale >"$LOG_DIR/initdb.log" 2>&1; then
+      tail -n 20 "$LOG_DIR/initdb.log" >&2
+      die "initdb failed (log: $LOG_DIR/initdb.log)"
+    fi
+  fi
+  if pg_running; then
+    local live
+    live=$(pg_live_port)
+    [[ $live == "$PG_PORT" ]] || log "warning: PostgreSQL already runs on port $live, not $PG_PORT; stop it first to move it"
+    PG_PORT=$live
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+    return 0
+  fi
+  port_open "$PG_PORT" && die "port $PG_PORT (FLEET_PG_PORT) is already in use by another program"
+  local sock
+  sock=$(pg_sock_dir)
+  if [[ $sock != "$PG_DATA" ]]; then
+    mkdir -p "$sock" && chmod 700 "$sock"
+    ((EUID == 0)) && chown postgres:postgres "$sock"
+  fi
+  touch "$PG_LOG"
+  ((EUID == 0)) && chown postgres:postgres "$PG_LOG"
+  if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
+    -o "-p $PG_PORT -k '$sock' -c listen_addresses=127.0.0.1" start >/dev/null 9>&-; then
+    tail -n 20 "$PG_LOG" >&2
+    die "PostgreSQL did not start (log: $PG_LOG)"
+  fi
+  log "PostgreSQL started on 127.0.0.1:$PG_PORT"
+}
+
+pg_bootstrap() {
+  local port sock
+  port=$(pg_live_port) sock=$(pg_live_sock)
+  [[ -n $sock ]] || sock=$(pg_sock_dir)
+  # Passwords travel on stdin, never on a command line.
+  {
+    printf '\\set fleet_password %s\n' "$(psql_meta_quote "$PG_PASSWORD")"
+    printf '\\set readonly_password %s\n' "$(psql_meta_quote "$PG_RO_PASSWORD")"
+    cat "$ROOT/infra/postgres/bootstrap.sql"
+  } | PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+    -h "$sock" -p "$port" -U postgres -d postgres -f - >/dev/null ||
+    die "creating the fleet roles and database failed"
+}
+
+pg_stop() {
+  [[ -f $PG_DATA/PG_VERSION ]] || return 0
+  if pg_running; then
+    as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 9>&- || die "pg_ctl stop failed"
+    log "PostgreSQL stopped"
+  fi
+}
+
+pg_status() {
+  if pg_running; then
+    printf 'postgresql  running  pid %s  127.0.0.1:%s  data %s\n' "$(sed -n 1p "$PG_DATA/postmaster.pid")" \
+      "$(pg_live_port)" "$PG_DATA"
+  else
+    printf 'postgresql  stopped  (port %s, data %s)\n' "$PG_PORT" "$PG_DATA"
+    return 1
+  fi
+}
+
+# -------------------------------------------------------------------------------------------------- RabbitMQ
+
+rmq_export() {
+  export HOME=$RMQ_DIR                      # Erlang cookie: $RMQ_DIR/.erlang.cookie
+  export RABBITMQ_NODENAME=$RMQ_NODE
+  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+  export RABBITMQ_NODE_PORT=$AMQP_PORT
+  export RABBITMQ_DIST_PORT=$AMQP_DIST_PORT
+  export RABBITMQ_MNESIA_BASE=$RMQ_DIR/mnesia
+  export RABBITMQ_LOG_BASE=$RMQ_DIR/log
+  export RABBITMQ_ENABLED_PLUGINS_FILE=$RMQ_DIR/enabled_plugins
+  export RABBITMQ_CONFIG_FILE=$RMQ_DIR/rabbitmq # without .conf
+  export RABBITMQ_ADVANCED_CONFIG_FILE=$RMQ_DIR/advanced.config
+  export RABBITMQ_CONF_ENV_FILE=$RMQ_DIR/rabbitmq-env.conf # ours (empty), not /etc/rabbitmq's
+  export RABBITMQ_PID_FILE=$RMQ_PID_FILE
+  export ERL_CRASH_DUMP=$RMQ_DIR/log/erl_crash.dump
+  # Erlang distribution (node <-> rabbitmqctl) and epmd on loopback only.
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+rmqctl() {
+  (rmq_export && cd "$RMQ_DIR" && exec timeout "${RMQCTL_TIMEOUT:-120}" "$RMQ_BIN/rabbitmqctl" -q -n "$RMQ_NODE" "$@")
+}
+
+rmq_pid() {
+  local pid
+  [[ -f $RMQ_PID_FILE ]] || return 1
+  pid=$(tr -dc 0-9 <"$RMQ_PID_FILE")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  # Make sure the pid is still our node (not a recycled pid): an Erlang VM whose HOME is our dir.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-home $RMQ_DIR " || return 1
+  printf '%s' "$pid"
+}
+
+rmq_running() { rmq_pid >/dev/null; }
+
+# RabbitMQ's password hash: base64(salt(4) || sha256(salt || password)). $2: reuse the salt of that hash.
+rmq_password_hash() {
+  local salt digest
+  if [[ -n ${2-} ]]; then salt=$(printf '%s' "$2" | base64 -d 2>/dev/null | head -c 4 | od -An -tx1 | tr -d ' \n')
+  else salt=$(random_hex 4); fi
+  digest=$({ hex_to_bytes "$salt"; printf '%s' "$1"; } | sha256sum | cut -c1-64)
+  { hex_to_bytes "$salt"; hex_to_bytes "$digest"; } | base64 -w0
+}
+
+# Writes the node's config, plugins and definitions. Returns 0 if the definitions changed.
+rmq_write_config() {
+  {
+    cat "$ROOT/infra/rabbitmq/rabbitmq.conf"
+    echo
+    echo "# ---- added by infra/local/services.sh"
+    echo "management.tcp.ip = 127.0.0.1"
+    echo "management.tcp.port = $AMQP_MGMT_PORT"
+    echo "prometheus.tcp.ip = 127.0.0.1"
+    echo "prometheus.tcp.port = $AMQP_PROM_PORT"
+    echo "load_definitions = $RMQ_DEFS"
+  } >"$RMQ_DIR/rabbitmq.conf"
+  echo '[rabbitmq_management,rabbitmq_prometheus].' >"$RMQ_DIR/enabled_plugins"
+  : >"$RMQ_DIR/rabbitmq-env.conf"
+  if [[ ! -s $RMQ_DIR/.erlang.cookie ]]; then
+    (umask 077 && random_hex 20 | tr 'a-f' 'A-F' >"$RMQ_DIR/.erlang.cookie")
+    chmod 400 "$RMQ_DIR/.erlang.cookie"
+  fi
+  # Definitions: vhost fleet, user fleet (password hash only) with rights on that vhost only.
+  local old='' hash
+  [[ -f $RMQ_DEFS ]] && old=$(sed -n 's/.*"password_hash": *"\([^"]*\)".*/\1/p' "$RMQ_DEFS" | head -n1)
+  if [[ -n $old && $(rmq_password_hash "$AMQP_PASSWORD" "$old") == "$old" ]]; then
+    return 1
+  fi
+  hash=$(rmq_password_hash "$AMQP_PASSWORD")
+  (
+    umask 077
+    cat >"$RMQ_DEFS" <<EOF
+{
+  "vhosts": [ { "name": "fleet" } ],
+  "users": [
+    { "name": "fleet", "password_hash": "$hash",
+      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"] }
+  ],
+  "permissions": [
+    { "user": "fleet", "vhost": "fleet", "configure": ".*", "write": ".*", "read": ".*" }
+  ]
+}
+EOF
+  )
+  return 0
+}
+
+epmd_has_names() { epmd -names 2>/dev/null | grep -q '^name '; }
+
+rmq_start() {
+  [[ -x $RMQ_BIN/rabbitmq-server ]] || die "RabbitMQ not found in $RMQ_BIN (run infra/local/install.sh)"
+  local defs_changed=0 pid
+  rmq_write_config && defs_changed=1
+  if rmq_running; then
+    pid=$(rmq_pid)
+    log "RabbitMQ node $RMQ_NODE already running (pid $pid)"
+  else
+    local p
+    for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT"; do
+      port_open "$p" && die "port $p is already in use by another program (see the FLEET_AMQP_* settings)"
+    done
+    rm -f "$RMQ_PID_FILE"
+    if ! epmd -names >/dev/null 2>&1; then
+      # epmd is started by the node; remember it was us, so `stop` may end it again (only when no node uses it).
+      touch "$EPMD_MARKER"
+    fi
+    log "starting RabbitMQ node $RMQ_NODE"
+    (rmq_export && cd "$RMQ_DIR" && exec "$RMQ_BIN/rabbitmq-server" -detached) \
+      >>"$RMQ_DIR/log/startup.log" 2>&1 9>&- || die "rabbitmq-server -detached failed (log: $RMQ_DIR/log/)"
+    defs_changed=0 # a fresh boot loads the definitions file itself
+  fi
+  # Ready when the AMQP port answers (rabbitmqctl await_startup fails if asked before the node registers).
+  local i
+  for ((i = 0; i < 120; i++)); do
+    port_open "$AMQP_PORT" && rmq_running && break
+    if ((i > 10)) && ! rmq_running && [[ -f $RMQ_PID_FILE ]]; then break; fi
+    sleep 0.5
+  done
+  if ! port_open "$AMQP_PORT" || ! rmq_running; then
+    tail -n 30 "$RMQ_DIR/log/$RMQ_NODE.log" 2>/dev/null >&2 || true
+    die "RabbitMQ did not come up on 127.0.0.1:$AMQP_PORT within 60 s (logs: $RMQ_DIR/log/)"
+  fi
+  if ((defs_changed)); then
+    rmqctl import_definitions "$RMQ_DEFS" >/dev/null || die "importing $RMQ_DEFS failed"
+    log "RabbitMQ user fleet updated"
+  fi
+  [[ -z ${pid-} ]] && log "RabbitMQ started on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$AMQP_MGMT_PORT/)"
+  return 0
+}
+
+rmq_stop() {
+  local pid i
+  if pid=$(rmq_pid); then
+    # `stop <pid file>` returns once the node's process has ended.
+    RMQCTL_TIMEOUT=90 rmqctl stop "$RMQ_PID_FILE" >/dev/null 2>&1 || true
+    for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "rabbitmqctl stop did not end node $RMQ_NODE; sending SIGTERM to pid $pid"
+      kill -TERM "$pid" 2>/dev/null || true
+      for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    fi
+    rm -f "$RMQ_PID_FILE"
+    log "RabbitMQ stopped"
+  fi
+  # End epmd only if this script's node started it and no other node is registered with it.
+  if [[ -f $EPMD_MARKER ]]; then
+    if ! epmd_has_names; then epmd -kill >/dev/null 2>&1 || true; fi
+    rm -f "$EPMD_MARKER"
+  fi
+}
+
+rmq_status() {
+  local pid
+  if pid=$(rmq_pid); then
+    printf 'rabbitmq    running  pid %s  amqp 127.0.0.1:%s  management http://127.0.0.1:%s/  node %s\n' \
+      "$pid" "$AMQP_PORT" "$AMQP_MGMT_PORT" "$RMQ_NODE"
+    port_open "$AMQP_PORT" || { echo "            (AMQP port not answering yet)"; return 1; }
+  else
+    printf 'rabbitmq    stopped  (amqp port %s, node %s)\n' "$AMQP_PORT" "$RMQ_NODE"
+    return 1
+  fi
+}
+
+# ------------------------------------------------------------------------------------------------------ main
+
+with_lock() {
+  exec 9>"$FLEET_HOME/.lock"
+  flock -w 180 9 || die "another services.sh holds $FLEET_HOME/.lock"
+}
+
+cmd=${1:-}
+case $cmd in
+  start)
+    load_settings
+    ensure_dirs
+    with_lock
+    load_secrets 1
+    pg_choose_data_dir
+    save_settings # early, so that `stop` finds a half-started setup
+    pg_start
+    pg_bootstrap
+    rmq_start
+    save_settings
+    write_env
+    log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . .fleet/env)"
+    ;;
+  stop)
+    load_settings
+    [[ -d $FLEET_HOME ]] || exit 0
+    with_lock
+    rmq_stop
+    pg_stop
+    ;;
+  status)
+    load_settings
+    rc=0
+    pg_status || rc=3
+    rmq_status || rc=3
+    exit $rc
+    ;;
+  purge)
+    load_settings
+    [[ -d $FLEET_HOME ]] || exit 0
+    with_lock
+    rmq_stop
+    pg_stop
+    # A data dir kept outside .fleet (see pg_choose_data_dir) goes too, but only one this script made.
+    if [[ $PG_DATA == /var/lib/fleet-local/*/pg ]]; then rm -rf "$(dirname "$PG_DATA")"; fi
+    rm -rf "$FLEET_HOME"
+    log "deleted $FLEET_HOME"
+    ;;
+  env)
+    load_settings
+    ensure_dirs
+    load_secrets 0
+    write_env
+    printf '%s\n' "$ENV_FILE"
+    ;;
+  *)
+    sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac
