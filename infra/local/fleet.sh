@@ -167,8 +167,12 @@ up() {
   local n pidf
   # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
   # claim ASP.NET's default port.
+  # The workers of one machine share its cores: each gets cores/WORKERS CPU-lane threads (at least one), so
+  # that N local workers do not oversubscribe the CPU. Worker__CpuConcurrency in the environment overrides it.
+  local cpu_threads=${Worker__CpuConcurrency:-$(( $(nproc) / WORKERS > 0 ? $(nproc) / WORKERS : 1 ))}
   for ((n = 1; n <= WORKERS; n++)); do
-    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((WORKER_PORT_BASE + n))"
+    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((WORKER_PORT_BASE + n))" \
+      "Worker__CpuConcurrency=$cpu_threads"
   done
   # Fewer workers asked for than run: stop the extra ones.
   local extra=()

@@ -16,10 +16,11 @@ internal static class SubmitCommand
         var count = new Option<int>("--count", "-n") { Description = "How many tasks to submit.", DefaultValueFactory = _ => 1 };
         var wait = new Option<bool>("--wait") { Description = "Wait until every task is final; show progress and a summary." };
         var timeout = new Option<int?>("--timeout-seconds") { Description = "The tasks' time limit." };
+        var queue = new Option<string?>("--queue", "-q") { Description = "The queue to send to (default: fleet-cpu for sha256, sieve, heat; fleet-io otherwise)." };
         var waitTimeout = new Option<int>("--wait-timeout") { Description = "Give up waiting after this many seconds.", DefaultValueFactory = _ => 3600 };
         var command = new Command("submit", "Submit one task, or --count N tasks of a type or workload. Prints the task id (one task) or the batch id.")
         {
-            type, payload, workload, count, wait, timeout, waitTimeout,
+            type, payload, workload, count, wait, timeout, queue, waitTimeout,
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
@@ -53,6 +54,7 @@ internal static class SubmitCommand
             {
                 BatchId = batchId,
                 TimeoutSeconds = parse.GetValue(timeout),
+                Queue = parse.GetValue(queue),
             });
 
             await using var client = CliSettings.CreateClient();

@@ -8,7 +8,7 @@ namespace Fleet.Client;
 /// <summary>
 /// Submits tasks to the fleet and reads their state. A submission first commits the task rows as <c>queued</c>
 /// with <c>published_at</c> null, then sends the messages with publisher confirms, then stamps
-/// <c>published_at</c>: a crash in between leaves rows that a relay can find and republish, and workers are
+/// <c>published_at</c>: a crash in between leaves rows that a relay (planned with the HTTP API) can find and republish, and workers are
 /// idempotent by task id, so a republish never runs a task twice after it is final.
 /// Thread-safe; create one per process and dispose it at shutdown.
 /// </summary>

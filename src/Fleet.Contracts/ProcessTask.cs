@@ -18,10 +18,10 @@ public sealed record ProcessTask
     /// <summary>The handler's input, a JSON object.</summary>
     public JsonElement Payload { get; init; }
 
-    /// <summary>Higher runs earlier where the queue supports priorities; stored for queries.</summary>
+    /// <summary>Stored with the task for queries; the default queues do not reorder by it.</summary>
     public int Priority { get; init; }
 
-    /// <summary>The task's time limit; when absent the handler's or the worker's default applies.</summary>
+    /// <summary>The task's time limit; when absent the worker's <c>Worker:DefaultTimeoutSeconds</c> applies.</summary>
     public int? TimeoutSeconds { get; init; }
 
     /// <summary>How many executions a transiently failing task may take; default 3.</summary>

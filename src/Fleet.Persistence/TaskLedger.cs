@@ -14,7 +14,8 @@ public sealed record TaskClaim(
     DateTimeOffset? SubmittedAt,
     int MaxAttempts,
     int? TimeoutSeconds,
-    DateTimeOffset StartedAt);
+    DateTimeOffset StartedAt,
+    bool Redelivered);
 
 /// <summary>The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).</summary>
 public readonly record struct ClaimResult(bool Claimed, int Attempt);
@@ -30,14 +31,15 @@ public sealed record TaskCompletion(
     DateTimeOffset StartedAt,
     DateTimeOffset FinishedAt,
     double WallMs,
-    double CpuMs);
+    double? CpuMs);
 
 /// <summary>
 /// The worker's hot-path writes, each batched by a <see cref="GroupCommitter{TItem,TResult}"/>:
 /// <list type="bullet">
-/// <item><b>Claim</b> (before running): an upsert keyed by task id that marks the task <c>running</c>, bumps
-/// <c>attempts</c> and inserts the <c>task_attempts</c> row, but only while the task is still open. A task that is
-/// already final is not claimed, so a redelivered or republished message never runs again.</item>
+/// <item><b>Claim</b> (before running): an upsert keyed by task id that marks the task <c>running</c> (creating the
+/// row when no producer wrote one), bumps <c>attempts</c> and inserts the <c>task_attempts</c> row, but only while
+/// the task is still open. A task that is already final is not claimed, so a redelivered or republished message
+/// never runs again.</item>
 /// <item><b>Complete</b> (after running): writes the final state, again only where the task is still open, so a
 /// final state is never overwritten (a racing duplicate execution only closes its own attempt row).</item>
 /// </list>
@@ -46,21 +48,33 @@ public sealed record TaskCompletion(
 /// </summary>
 public sealed class TaskLedger : IAsyncDisposable
 {
+    // A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
+    // only by a redelivery: the broker hands a message back only when the execution that held it is gone (crash,
+    // lost connection, drain), whereas a fresh duplicate of a running task (a second publish) would just run it
+    // twice while the first execution still holds its own message.
     private const string ClaimSql = """
         WITH input AS (
-            SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at)
-                AS i(id, type, queue, payload, priority, batch_id, submitted_at, max_attempts, timeout_seconds, started_at)
-        ), claimed AS (
-            INSERT INTO fleet.tasks AS t (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority,
-                                          batch_id, submitted_at, published_at, started_at, worker_id)
+            SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at, @redelivered)
+                AS i(id, type, queue, payload, priority, batch_id, submitted_at, max_attempts, timeout_seconds, started_at, redelivered)
+        ), updated AS (
+            UPDATE fleet.tasks t
+            SET status = 'running', attempts = t.attempts + 1, started_at = i.started_at, worker_id = @worker,
+                published_at = coalesce(t.published_at, i.started_at)
+            FROM input i
+            WHERE t.id = i.id AND (t.status = 'queued' OR (t.status = 'running' AND i.redelivered))
+            RETURNING t.id, t.attempts, t.submitted_at
+        ), inserted AS (
+            -- Tasks published straight to RabbitMQ have no row yet: the first claim creates it.
+            INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority,
+                                     batch_id, submitted_at, published_at, started_at, worker_id)
             SELECT id, type, queue, 'running', payload, 1, max_attempts, timeout_seconds, priority,
                    batch_id, coalesce(submitted_at, started_at), coalesce(submitted_at, started_at), started_at, @worker
-            FROM input
-            ON CONFLICT (id) DO UPDATE
-                SET status = 'running', attempts = t.attempts + 1, started_at = excluded.started_at,
-                    worker_id = excluded.worker_id, published_at = coalesce(t.published_at, excluded.started_at)
-                WHERE t.status IN ('queued', 'running')
-            RETURNING t.id, t.attempts, t.submitted_at
+            FROM input i
+            WHERE NOT EXISTS (SELECT 1 FROM fleet.tasks t WHERE t.id = i.id)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING id, attempts, submitted_at
+        ), claimed AS (
+            SELECT * FROM updated UNION ALL SELECT * FROM inserted
         ), attempt_rows AS (
             INSERT INTO fleet.task_attempts (task_id, attempt, worker_id, started_at, outcome, queue_wait_ms)
             SELECT c.id, c.attempts, @worker, i.started_at, 'running',
@@ -135,6 +149,7 @@ public sealed class TaskLedger : IAsyncDisposable
             command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
             command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
             command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
+            command.Parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered)));
             command.Parameters.AddWithValue("worker", _workerId);
 
             var attempts = new Dictionary<Guid, int>(round.Count);

@@ -2,7 +2,7 @@ namespace Fleet.Tasks;
 
 /// <summary>
 /// The task's input is invalid for its type (wrong types, missing fields, sizes out of range). Recorded as a
-/// <c>failed</c> task with <c>error_type = "validation"</c> and never retried: running it again cannot help.
+/// <c>failed</c> task with <c>error_type = 'ValidationError'</c> and never retried: running it again cannot help.
 /// </summary>
 public sealed class TaskValidationException : Exception
 {

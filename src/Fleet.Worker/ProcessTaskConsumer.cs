@@ -31,7 +31,8 @@ public sealed partial class ProcessTaskConsumer(
 
         var claim = await ledger.ClaimAsync(new TaskClaim(
             taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
-            message.MaxAttempts ?? DefaultMaxAttempts, message.TimeoutSeconds, startedAt)).ConfigureAwait(false);
+            message.MaxAttempts ?? DefaultMaxAttempts, message.TimeoutSeconds, startedAt,
+            Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
         if (!claim.Claimed)
         {
             counters.AddSkipped();
@@ -42,7 +43,7 @@ public sealed partial class ProcessTaskConsumer(
         var outcome = await executor.ExecuteAsync(message with { TaskId = taskId }, context.CancellationToken).ConfigureAwait(false);
         var finalized = await ledger.CompleteAsync(new TaskCompletion(
             taskId, claim.Attempt, outcome.Status, outcome.ResultJson, outcome.ErrorType, outcome.ErrorMessage,
-            startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs ?? 0)).ConfigureAwait(false);
+            startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
 
         if (outcome.Status == TaskState.Succeeded)
         {

@@ -26,7 +26,7 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
         public const string Timeout = "Timeout";
     }
 
-    private readonly int _defaultTimeoutSeconds = options.Value.DefaultTimeoutSeconds;
+    private readonly WorkerOptions _options = options.Value;
 
     public async Task<ExecutionOutcome> ExecuteAsync(ProcessTask message, CancellationToken stopping)
     {
@@ -52,7 +52,8 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
             return Failed(ErrorTypes.Validation, ex.Message, clock);
         }
 
-        var timeout = TimeSpan.FromSeconds(message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value : _defaultTimeoutSeconds);
+        var timeout = TimeSpan.FromSeconds(Math.Min(
+            message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value : _options.DefaultTimeoutSeconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         limit.CancelAfter(timeout);
         var cpu = handler.Lane == TaskLane.Cpu;

@@ -1,4 +1,5 @@
 using Fleet.Persistence.Entities;
+using Fleet.Tasks;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -15,6 +16,7 @@ public sealed partial class WorkerHeartbeat(
     NpgsqlDataSource dataSource,
     WorkerIdentity identity,
     WorkerCounters counters,
+    TaskHandlerRegistry registry,
     IOptions<WorkerOptions> options,
     IHostApplicationLifetime lifetime,
     ILogger<WorkerHeartbeat> logger) : BackgroundService
@@ -34,7 +36,7 @@ public sealed partial class WorkerHeartbeat(
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         await WriteAsync(cancellationToken).ConfigureAwait(false);
-        LogRegistered(identity.Id, string.Join(',', _options.Queues), _options.CpuConcurrency, _options.IoConcurrency);
+        LogRegistered(identity.Id, string.Join(',', _options.Queues), _options.CpuConcurrency, _options.IoConcurrency, string.Join(',', registry.Types));
 
         // Draining starts when the host begins to stop, before the bus stops taking messages.
         lifetime.ApplicationStopping.Register(() => _state = WorkerState.Draining);
@@ -96,8 +98,8 @@ public sealed partial class WorkerHeartbeat(
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Worker {WorkerId} registered: queues {Queues}, CPU lane {Cpu}, I/O lane {Io}")]
-    private partial void LogRegistered(string workerId, string queues, int cpu, int io);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Worker {WorkerId} registered: queues {Queues}, CPU lane {Cpu}, I/O lane {Io}, task types {Types}")]
+    private partial void LogRegistered(string workerId, string queues, int cpu, int io, string types);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Heartbeat write failed: {Reason}")]
     private partial void LogHeartbeatFailed(string reason);

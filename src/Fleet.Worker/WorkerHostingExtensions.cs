@@ -24,18 +24,16 @@ public static class WorkerHostingExtensions
         var services = builder.Services;
         services.AddOptions<WorkerOptions>()
             .BindConfiguration(WorkerOptions.SectionName)
+            .PostConfigure(o => o.Queues = o.Queues.Length == 0 ? [.. TaskQueues.All] : o.Queues)
             .ValidateDataAnnotations()
             .ValidateOnStart();
         services.AddOptions<HttpGetOptions>()
             .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet");
-
-        var workerOptions = builder.Configuration.GetSection(WorkerOptions.SectionName).Get<WorkerOptions>() ?? new WorkerOptions();
         var broker = builder.Configuration.GetRabbitMqAddress();
 
         builder.AddFleetDatabase();
         services.AddFleetTasks();
         configureTasks?.Invoke(services);
-        services.AddSingleton<TaskHandlerRegistry>();
         services.AddSingleton<WorkerIdentity>();
         services.AddSingleton<WorkerCounters>();
         services.AddSingleton<CpuLane>();
@@ -45,24 +43,26 @@ public static class WorkerHostingExtensions
             sp.GetRequiredService<WorkerIdentity>().Id,
             sp.GetRequiredService<IOptions<WorkerOptions>>().Value.WriteBatchSize));
 
-        // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the drain.
+        // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
+        // drain. It also builds the handler registry at start, so a bad handler setup fails the start, not a message.
         services.AddHostedService<WorkerHeartbeat>();
 
         // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
-        var drain = TimeSpan.FromSeconds(workerOptions.DrainSeconds);
-        services.Configure<MassTransitHostOptions>(o =>
+        services.AddOptions<MassTransitHostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>
         {
             o.WaitUntilStarted = true;
-            o.StopTimeout = drain;
+            o.StopTimeout = TimeSpan.FromSeconds(worker.Value.DrainSeconds);
         });
-        services.Configure<HostOptions>(o => o.ShutdownTimeout = drain + TimeSpan.FromSeconds(15));
+        services.AddOptions<HostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>
+            o.ShutdownTimeout = TimeSpan.FromSeconds(worker.Value.DrainSeconds + 15));
 
         services.AddMassTransit(x =>
         {
             x.AddConsumer<ProcessTaskConsumer>();
             x.UsingRabbitMq((context, cfg) =>
             {
-                cfg.UseFleetHost(broker, $"fleet-worker {workerOptions.HostName}:{Environment.ProcessId}");
+                var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
+                cfg.UseFleetHost(broker, $"fleet-worker {worker.HostName}:{Environment.ProcessId}");
 
                 // Plain JSON bodies (any AMQP client) and MassTransit envelopes both arrive on the same queues.
                 cfg.UseRawJsonDeserializer(RawSerializerOptions.All, isDefault: true);
@@ -75,9 +75,9 @@ public static class WorkerHostingExtensions
                     r.Exponential(8, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(300));
                 });
 
-                foreach (var queue in workerOptions.Queues)
+                foreach (var queue in worker.Queues)
                 {
-                    var concurrency = queue == TaskQueues.Cpu ? workerOptions.CpuConcurrency : workerOptions.IoConcurrency;
+                    var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
                     {
                         // Without this every endpoint also binds the message-type exchange, and one publish of a

@@ -24,9 +24,12 @@ public sealed class WorkerOptions : IValidatableObject
 {
     public const string SectionName = "Worker";
 
-    /// <summary>The queues this worker consumes.</summary>
-    [MinLength(1)]
-    public string[] Queues { get; set; } = [.. TaskQueues.All];
+    /// <summary>
+    /// The queues this worker consumes; both lanes' queues when not configured. (No default in the initializer:
+    /// configuration binding appends to an existing array, so <c>Worker__Queues__0=fleet-cpu</c> would otherwise
+    /// yield both queues plus a duplicate.)
+    /// </summary>
+    public string[] Queues { get; set; } = [];
 
     /// <summary>CPU-lane threads: how many CPU tasks run at once, and the CPU queue's prefetch.</summary>
     [Range(1, 1024)]
@@ -50,6 +53,10 @@ public sealed class WorkerOptions : IValidatableObject
     [Range(1, 1500)]
     public int DefaultTimeoutSeconds { get; set; } = 600;
 
+    /// <summary>The largest time limit a task may ask for; longer requests are capped (same reason as above).</summary>
+    [Range(1, 1500)]
+    public int MaxTimeoutSeconds { get; set; } = 1500;
+
     /// <summary>The host name recorded in <c>fleet.workers</c>; the machine name by default.</summary>
     public string HostName { get; set; } = Environment.MachineName;
 
@@ -61,12 +68,19 @@ public sealed class WorkerOptions : IValidatableObject
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        foreach (var queue in Queues)
+        if (Queues.Any(string.IsNullOrWhiteSpace))
         {
-            if (string.IsNullOrWhiteSpace(queue))
-            {
-                yield return new ValidationResult("Worker:Queues must not contain empty names.", [nameof(Queues)]);
-            }
+            yield return new ValidationResult("Worker:Queues must not contain empty names.", [nameof(Queues)]);
+        }
+
+        if (Queues.Distinct(StringComparer.Ordinal).Count() != Queues.Length)
+        {
+            yield return new ValidationResult($"Worker:Queues lists a queue twice: {string.Join(", ", Queues)}.", [nameof(Queues)]);
+        }
+
+        if (DefaultTimeoutSeconds > MaxTimeoutSeconds)
+        {
+            yield return new ValidationResult("Worker:DefaultTimeoutSeconds must not exceed Worker:MaxTimeoutSeconds.", [nameof(DefaultTimeoutSeconds)]);
         }
 
         if (string.IsNullOrWhiteSpace(HostName))

@@ -115,7 +115,7 @@ public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
         }
         catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
-            // Our own timeout, not the worker's cancel or time limit: report it as a plain (retryable) failure.
+            // Our own timeout, not the worker's cancel or time limit: report it as a plain failure, not as a cancellation.
             throw new TimeoutException($"GET {uri} did not complete within timeoutMs = {input.TimeoutMs}.", ex);
         }
     }
