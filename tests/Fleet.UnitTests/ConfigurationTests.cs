@@ -1,0 +1,133 @@
+using System.Text.Json;
+using Fleet.Client;
+using Fleet.Contracts;
+using Fleet.Worker;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.UnitTests;
+
+/// <summary>Options are bound and validated the way a worker starts; nothing here connects to a server.</summary>
+public sealed class ConfigurationTests
+{
+    [Fact]
+    public void WorkerOptions_DefaultToBothQueuesAndTheProcessorCount()
+    {
+        var options = BuildWorkerOptions([]);
+
+        Assert.Equal(TaskQueues.All, options.Queues);
+        Assert.Equal(Environment.ProcessorCount, options.CpuConcurrency);
+        Assert.Equal(256, options.IoConcurrency);
+    }
+
+    [Fact]
+    public void WorkerQueues_FromConfiguration_ReplaceTheDefault()
+    {
+        var options = BuildWorkerOptions(new() { ["Worker:Queues:0"] = "fleet-cpu", ["Worker:CpuConcurrency"] = "3" });
+
+        Assert.Equal(["fleet-cpu"], options.Queues);
+        Assert.Equal(3, options.CpuConcurrency);
+    }
+
+    [Theory]
+    [InlineData("Worker:CpuConcurrency", "0", "CpuConcurrency")]
+    [InlineData("Worker:IoConcurrency", "-1", "IoConcurrency")]
+    [InlineData("Worker:DefaultTimeoutSeconds", "7200", "DefaultTimeoutSeconds")]
+    [InlineData("Worker:HostName", " ", "HostName")]
+    public void InvalidWorkerOptions_FailValidation_NamingTheSetting(string key, string value, string named)
+    {
+        var ex = Assert.Throws<OptionsValidationException>(() => BuildWorkerOptions(new() { [key] = value }));
+
+        Assert.Contains(named, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AQueueListedTwice_FailsValidation()
+    {
+        var ex = Assert.Throws<OptionsValidationException>(() =>
+            BuildWorkerOptions(new() { ["Worker:Queues:0"] = "fleet-io", ["Worker:Queues:1"] = "fleet-io" }));
+
+        Assert.Contains("twice", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void MissingConnectionString_FailsAtStart_NamingTheEnvironmentVariable()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+
+        var ex = Assert.Throws<InvalidOperationException>(() => builder.AddFleetWorker());
+
+        Assert.Contains("ConnectionStrings__rabbitmq", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RabbitMqAddress_ReadsUserPasswordPortAndVhost_AndHidesThePassword()
+    {
+        var address = RabbitMqAddress.Parse("amqp://fleet:p%40ss%3Aword@127.0.0.1:5673/fleet");
+
+        Assert.Equal(("127.0.0.1", 5673, "fleet", "fleet", "p@ss:word", false),
+            (address.Host, address.Port, address.VirtualHost, address.UserName, address.Password, address.UseTls));
+        Assert.DoesNotContain("p@ss", address.ToString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("amqp://localhost", "/", 5672, false)]
+    [InlineData("amqps://u:p@broker/%2F", "/", 5671, true)]
+    [InlineData("amqp://u:p@broker:1234/prod", "prod", 1234, false)]
+    public void RabbitMqAddress_AppliesTheUriSpecDefaults(string uri, string vhost, int port, bool tls)
+    {
+        var address = RabbitMqAddress.Parse(uri);
+
+        Assert.Equal((vhost, port, tls), (address.VirtualHost, address.Port, address.UseTls));
+    }
+
+    [Fact]
+    public void RabbitMqAddress_RejectsSomethingThatIsNotAnAmqpUri() =>
+        Assert.Throws<FormatException>(() => RabbitMqAddress.Parse("Host=localhost;Port=5672"));
+
+    [Fact]
+    public void PlainJsonExample_FromTheDesign_ReadsAsProcessTask()
+    {
+        const string body = """
+            { "taskId": "7f0c8a55-1d6b-4b0e-9a43-0c1e2d3f4a5b", "type": "sha256", "payload": { "size_kb": 1024, "rounds": 32, "seed": 7 },
+              "priority": 0, "timeoutSeconds": 300, "maxAttempts": 3, "batchId": null, "submittedAt": "2026-11-28T12:00:00Z" }
+            """;
+
+        var message = JsonSerializer.Deserialize<ProcessTask>(body, new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+
+        Assert.Equal(Guid.Parse("7f0c8a55-1d6b-4b0e-9a43-0c1e2d3f4a5b"), message.TaskId);
+        Assert.Equal("sha256", message.Type);
+        Assert.Equal(7, message.Payload.GetProperty("seed").GetInt32());
+        Assert.Equal(300, message.TimeoutSeconds);
+        Assert.Equal(new DateTimeOffset(2026, 11, 28, 12, 0, 0, TimeSpan.Zero), message.SubmittedAt);
+    }
+
+    [Fact]
+    public void JsonSchema_RequiresTypeAndPayload_AndDescribesEveryContractProperty()
+    {
+        using var schema = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "task-message.schema.json")));
+
+        var required = schema.RootElement.GetProperty("required").EnumerateArray().Select(e => e.GetString()!).ToArray();
+        var described = schema.RootElement.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order().ToArray();
+        var contract = typeof(ProcessTask).GetProperties().Select(p => JsonNamingPolicy.CamelCase.ConvertName(p.Name)).Order().ToArray();
+
+        Assert.Equal(["type", "payload"], required);
+        Assert.Equal(contract, described);
+    }
+
+    private static WorkerOptions BuildWorkerOptions(Dictionary<string, string?> settings)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:fleetdb"] = "Host=127.0.0.1;Database=unused",
+            ["ConnectionStrings:rabbitmq"] = "amqp://u:p@127.0.0.1:1/unused",
+        });
+        builder.Configuration.AddInMemoryCollection(settings);
+        builder.AddFleetWorker();
+        using var host = builder.Build();
+        return host.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
+    }
+}
