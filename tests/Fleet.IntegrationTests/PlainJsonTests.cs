@@ -1,0 +1,108 @@
+using System.Text;
+using Fleet.IntegrationTests.Support;
+using RabbitMQ.Client;
+
+namespace Fleet.IntegrationTests;
+
+/// <summary>Any AMQP client may publish the plain JSON body (DESIGN.md); no MassTransit on the publishing side.</summary>
+public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
+{
+    [Fact]
+    public async Task PlainJson_PublishedToTheCpuExchange_IsProcessedAndPersisted()
+    {
+        var id = Guid.NewGuid();
+        var body = $$"""{"taskId":"{{id}}","type":"sha256","payload":{"size_kb":1024,"rounds":32,"seed":7},"priority":0,"timeoutSeconds":300,"maxAttempts":3,"batchId":null,"submittedAt":"2026-11-28T12:00:00Z"}""";
+
+        await PublishAsync(exchange: "fleet-cpu", routingKey: "", body);
+        await WaitForFinalAsync([id]);
+
+        var info = await GetTaskAsync(id);
+        Assert.Equal("succeeded", info!.Status);
+        Assert.Contains("1031ff50e74edab1206d326f41a90b9132aed13d5e613a77aaac89d57a379128", info.Result, StringComparison.Ordinal);
+        Assert.Equal("fleet-cpu", info.Queue);
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));
+    }
+
+    [Fact]
+    public async Task PlainJson_ThroughTheDefaultExchange_WithoutTaskId_UsesTheAmqpMessageId()
+    {
+        var id = Guid.NewGuid();
+        var body = """{"type":"sieve","payload":{"limit":2000000}}""";
+
+        await PublishAsync(exchange: "", routingKey: "fleet-cpu", body, messageId: id.ToString());
+        await WaitForFinalAsync([id]);
+
+        var info = await GetTaskAsync(id);
+        Assert.Equal("succeeded", info!.Status);
+        Assert.Equal("""{"count": 148933}""", info.Result);
+    }
+
+    [Fact]
+    public async Task InvalidPayloads_EndFailed_WithErrorTypeAndMessage()
+    {
+        var tooBig = Guid.NewGuid();
+        var wrongType = Guid.NewGuid();
+        var unknown = Guid.NewGuid();
+        var notObject = Guid.NewGuid();
+
+        await PublishAsync("fleet-cpu", "", Body(tooBig, "sieve", """{"limit":1000000000000}"""));
+        await PublishAsync("fleet-cpu", "", Body(wrongType, "heat", """{"n":"large","steps":10,"seed":1}"""));
+        await PublishAsync("fleet-io", "", Body(unknown, "render-video", "{}"));
+        await PublishAsync("fleet-io", "", Body(notObject, "noop", "[1,2,3]"));
+        await WaitForFinalAsync([tooBig, wrongType, unknown, notObject]);
+
+        var sieve = await GetTaskAsync(tooBig);
+        Assert.Equal(("failed", "ValidationError"), (sieve!.Status, sieve.ErrorType));
+        Assert.Contains("limit", sieve.ErrorMessage, StringComparison.Ordinal);
+        var heat = await GetTaskAsync(wrongType);
+        Assert.Equal(("failed", "ValidationError"), (heat!.Status, heat.ErrorType));
+        Assert.Contains("heat", heat.ErrorMessage, StringComparison.Ordinal);
+        var other = await GetTaskAsync(unknown);
+        Assert.Equal(("failed", "UnknownTaskType"), (other!.Status, other.ErrorType));
+        Assert.Contains("sha256", other.ErrorMessage, StringComparison.Ordinal);
+        var array = await GetTaskAsync(notObject);
+        Assert.Equal(("failed", "ValidationError"), (array!.Status, array.ErrorType));
+        Assert.Equal(4L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids) AND outcome = 'failed' AND error_message IS NOT NULL",
+            ("ids", new[] { tooBig, wrongType, unknown, notObject })));
+    }
+
+    [Fact]
+    public async Task NonJsonBody_GoesToTheErrorQueue_AndTheWorkerKeepsProcessing()
+    {
+        await PublishAsync("fleet-cpu", "", "this is not json {", messageId: "garbage-1");
+
+        Assert.True(await EventuallyAsync(async () => await MessageCountAsync("fleet-cpu_error") == 1), "the unreadable message never reached fleet-cpu_error");
+
+        var good = Guid.NewGuid();
+        await PublishAsync("fleet-cpu", "", Body(good, "sieve", """{"limit":100}"""));
+        await WaitForFinalAsync([good]);
+        Assert.Equal("succeeded", (await GetTaskAsync(good))!.Status);
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id <> @id", ("id", good)));
+    }
+
+    private static string Body(Guid taskId, string type, string payloadJson) =>
+        $"{{\"taskId\":\"{taskId}\",\"type\":\"{type}\",\"payload\":{payloadJson}}}";
+
+    private async Task PublishAsync(string exchange, string routingKey, string body, string? messageId = null)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var properties = new BasicProperties { ContentType = "application/json", DeliveryMode = DeliveryModes.Persistent, MessageId = messageId };
+        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
+    }
+
+    private async Task<uint> MessageCountAsync(string queue)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        try
+        {
+            return (await channel.QueueDeclarePassiveAsync(queue)).MessageCount;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            return 0;
+        }
+    }
+}

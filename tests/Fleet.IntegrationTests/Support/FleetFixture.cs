@@ -1,0 +1,165 @@
+using Fleet.Client;
+using Fleet.Contracts;
+using Fleet.IntegrationTests.Infrastructure;
+using Fleet.Persistence;
+using Fleet.ServiceDefaults;
+using Fleet.Worker;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+using RabbitMQ.Client;
+using Xunit.Abstractions;
+
+namespace Fleet.IntegrationTests.Support;
+
+[CollectionDefinition(Name)]
+public sealed class FleetCollection : ICollectionFixture<FleetFixture>
+{
+    public const string Name = "fleet";
+}
+
+/// <summary>
+/// Boots once per test run: the real servers (<see cref="FleetServersFixture"/>), a fresh database migrated with
+/// the real migrations, an in-process worker host built exactly like <c>Fleet.Worker</c>'s Program, and a
+/// <see cref="FleetClient"/>. Tests reset state before they run (<see cref="ResetAsync"/>), not after.
+/// </summary>
+public sealed class FleetFixture : IAsyncLifetime
+{
+    private readonly FleetServersFixture _servers;
+    private IHost? _worker;
+
+    public FleetFixture(IMessageSink sink)
+    {
+        _servers = new FleetServersFixture(sink);
+    }
+
+    public FleetServersFixture Servers => _servers;
+
+    public string PostgresConnectionString { get; private set; } = "";
+
+    public string AmqpUri => _servers.RabbitMqUri.ToString();
+
+    public NpgsqlDataSource DataSource { get; private set; } = null!;
+
+    public FleetClient Client { get; private set; } = null!;
+
+    /// <summary>The in-process worker's services (counters, identity), or null while it is stopped.</summary>
+    public IServiceProvider? WorkerServices => _worker?.Services;
+
+    /// <summary>Where <c>http-get</c> tests serve files; the in-process worker allows this host.</summary>
+    public const string AllowedHttpHost = "127.0.0.1";
+
+    public async Task InitializeAsync()
+    {
+        await _servers.InitializeAsync();
+        var admin = new NpgsqlConnectionStringBuilder(_servers.PostgresConnectionString);
+        var database = $"fleet_it_{Guid.NewGuid():N}"[..20];
+        await using (var adminSource = NpgsqlDataSource.Create(admin.ConnectionString))
+        {
+            await using var create = adminSource.CreateCommand($"CREATE DATABASE {database}");
+            await create.ExecuteNonQueryAsync();
+        }
+
+        admin.Database = database;
+        PostgresConnectionString = admin.ConnectionString;
+        DataSource = NpgsqlDataSource.Create(PostgresConnectionString);
+
+        var options = new DbContextOptionsBuilder<FleetDbContext>();
+        options.UseFleetNpgsql(DataSource);
+        await using (var db = new FleetDbContext(options.Options))
+        {
+            await db.Database.MigrateAsync();
+        }
+
+        Client = new FleetClient(new FleetClientOptions { PostgresConnectionString = PostgresConnectionString, RabbitMqUri = AmqpUri });
+        await StartWorkerAsync();
+    }
+
+    /// <summary>The settings a worker process of this run gets, as environment-style keys.</summary>
+    public Dictionary<string, string?> WorkerSettings(string hostName, int cpuConcurrency) => new()
+    {
+        ["ConnectionStrings:fleetdb"] = PostgresConnectionString,
+        ["ConnectionStrings:rabbitmq"] = AmqpUri,
+        ["Worker:HostName"] = hostName,
+        ["Worker:CpuConcurrency"] = cpuConcurrency.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["Worker:IoConcurrency"] = "64",
+        ["Worker:HeartbeatSeconds"] = "1",
+        ["Worker:DrainSeconds"] = "10",
+        ["Worker:HttpGet:AllowedHosts:0"] = AllowedHttpHost,
+        ["Logging:LogLevel:Default"] = "Warning",
+    };
+
+    public async Task StartWorkerAsync()
+    {
+        if (_worker is not null)
+        {
+            return;
+        }
+
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(WorkerSettings("in-process", Environment.ProcessorCount));
+        builder.AddServiceDefaults();
+        builder.AddFleetWorker();
+        var host = builder.Build();
+        await host.StartAsync();
+        _worker = host;
+    }
+
+    public async Task StopWorkerAsync()
+    {
+        if (_worker is null)
+        {
+            return;
+        }
+
+        await _worker.StopAsync();
+        _worker.Dispose();
+        _worker = null;
+    }
+
+    /// <summary>Empties the tables and the queues so that each test starts from nothing, with the worker running.</summary>
+    public async Task ResetAsync()
+    {
+        await StartWorkerAsync();
+        await using (var truncate = DataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
+        {
+            await truncate.ExecuteNonQueryAsync();
+        }
+
+        await using var connection = await OpenRabbitAsync();
+        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }))
+        {
+            // A passive declare of a missing queue closes its channel, so each queue gets its own.
+            await using var channel = await connection.CreateChannelAsync();
+            try
+            {
+                await channel.QueueDeclarePassiveAsync(queue);
+                await channel.QueuePurgeAsync(queue);
+            }
+            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                // The queue does not exist yet: nothing to purge.
+            }
+        }
+    }
+
+    public Task<IConnection> OpenRabbitAsync() => new ConnectionFactory { Uri = _servers.RabbitMqUri }.CreateConnectionAsync();
+
+    public async Task DisposeAsync()
+    {
+        await StopWorkerAsync();
+        if (Client is not null)
+        {
+            await Client.DisposeAsync();
+        }
+
+        if (DataSource is not null)
+        {
+            await DataSource.DisposeAsync();
+        }
+
+        await _servers.DisposeAsync();
+    }
+}

@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using Fleet.Client;
+using Fleet.IntegrationTests.Support;
+
+namespace Fleet.IntegrationTests;
+
+/// <summary>Real worker processes: separate OS processes share the queues and drain on SIGTERM.</summary>
+public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
+{
+    public override async Task InitializeAsync()
+    {
+        await base.InitializeAsync();
+
+        // Only the two processes consume in this test.
+        await Fleet.StopWorkerAsync();
+    }
+
+    [Fact]
+    public async Task TwoWorkerProcesses_ShareOneQueue_AndBothRecordTheirWork()
+    {
+        await using var a = WorkerProcess.Start(Fleet.WorkerSettings("proc-a", cpuConcurrency: 1));
+        await using var b = WorkerProcess.Start(Fleet.WorkerSettings("proc-b", cpuConcurrency: 1));
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE state = 'running' AND host IN ('proc-a', 'proc-b')") == 2),
+            "both worker processes should register in fleet.workers");
+
+        var batch = Guid.NewGuid();
+        var ids = await Fleet.Client.SubmitManyAsync(Workloads.Requests("sha256", 40, batch));
+        await WaitForFinalAsync(ids);
+
+        var perHost = await ListAsync(
+            """
+            SELECT w.host, count(*) FROM fleet.task_attempts a JOIN fleet.workers w ON w.id = a.worker_id
+            WHERE a.task_id = ANY(@ids) GROUP BY w.host ORDER BY w.host
+            """,
+            r => (Host: r.GetString(0), Count: r.GetInt64(1)), ("ids", ids.ToArray()));
+        Assert.Equal(["proc-a", "proc-b"], perHost.Select(p => p.Host));
+        Assert.All(perHost, p => Assert.True(p.Count > 0));
+        Assert.Equal(40L, perHost.Sum(p => p.Count));
+        Assert.Equal(40L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE batch_id = @b AND status = 'succeeded'", ("b", batch)));
+
+        Assert.Equal(0, await a.TerminateAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(0, await b.TerminateAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(2L, await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE state = 'stopped' AND host IN ('proc-a', 'proc-b')"));
+    }
+
+    [Fact]
+    public async Task Sigterm_FinishesTheTasksAWorkerHolds_BeforeItExits()
+    {
+        await using var worker = WorkerProcess.Start(Fleet.WorkerSettings("draining", cpuConcurrency: 1));
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE state = 'running' AND host = 'draining'") == 1));
+        var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("sleep", new { ms = 2000 }));
+        Assert.True(await EventuallyAsync(async () => (await GetTaskAsync(id))!.Status == "running"), "the sleep task never started");
+
+        var exitCode = await worker.TerminateAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(0, exitCode);
+        var info = await GetTaskAsync(id);
+        Assert.Equal("succeeded", info!.Status);
+        Assert.Equal("stopped", await ScalarAsync<string>("SELECT state FROM fleet.workers WHERE host = 'draining'"));
+    }
+
+    /// <summary>A <c>Fleet.Worker</c> process started from the build output, configured through environment variables.</summary>
+    private sealed class WorkerProcess : IAsyncDisposable
+    {
+        private readonly Process _process;
+
+        private WorkerProcess(Process process) => _process = process;
+
+        public static WorkerProcess Start(Dictionary<string, string?> settings)
+        {
+            var info = new ProcessStartInfo("dotnet", WorkerDll()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var (key, value) in settings)
+            {
+                info.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
+            }
+
+            var process = Process.Start(info) ?? throw new InvalidOperationException("could not start Fleet.Worker");
+            process.OutputDataReceived += (_, _) => { };
+            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[worker {process.Id}] {e.Data}"); };
+            process.BeginOutputReadLine();
+            process.BeginErrorReadLine();
+            return new WorkerProcess(process);
+        }
+
+        /// <summary>Sends SIGTERM and waits for the exit code.</summary>
+        public async Task<int> TerminateAsync(TimeSpan timeout)
+        {
+            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            {
+                await kill.WaitForExitAsync();
+            }
+
+            using var cts = new CancellationTokenSource(timeout);
+            await _process.WaitForExitAsync(cts.Token);
+            return _process.ExitCode;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync();
+            }
+
+            _process.Dispose();
+        }
+
+        private static string WorkerDll()
+        {
+            // The worker's own build output, next to this test assembly's: src/Fleet.Worker/bin/<Configuration>/net10.0/.
+            var testDir = new DirectoryInfo(AppContext.BaseDirectory);
+            var configuration = testDir.Parent!.Name;
+            var root = testDir;
+            while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
+            {
+                root = root.Parent;
+            }
+
+            var dll = Path.Combine(root?.FullName ?? ".", "src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
+            return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the solution first: {dll} is missing.");
+        }
+    }
+}
