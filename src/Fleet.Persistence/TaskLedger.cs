@@ -20,11 +20,15 @@ public sealed record TaskClaim(
 /// <summary>The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).</summary>
 public readonly record struct ClaimResult(bool Claimed, int Attempt);
 
-/// <summary>The final state of one execution.</summary>
+/// <summary>
+/// The end of one execution: <see cref="Status"/> is the task's new state (final, or <c>queued</c> when a retry is
+/// scheduled) and <see cref="AttemptOutcome"/> what this execution ended with.
+/// </summary>
 public sealed record TaskCompletion(
     Guid TaskId,
     int Attempt,
     string Status,
+    string AttemptOutcome,
     string? ResultJson,
     string? ErrorType,
     string? ErrorMessage,
@@ -80,24 +84,31 @@ public sealed class TaskLedger : IAsyncDisposable
             SELECT c.id, c.attempts, @worker, i.started_at, 'running',
                    greatest(0, extract(epoch FROM i.started_at - c.submitted_at) * 1000)::float8
             FROM claimed c JOIN input i ON i.id = c.id
+        ), abandoned_rows AS (
+            -- An earlier execution still 'running' when its task is claimed again died with its worker (the
+            -- message came back); say so instead of leaving it running for ever.
+            UPDATE fleet.task_attempts a SET outcome = 'abandoned', finished_at = i.started_at
+            FROM claimed c JOIN input i ON i.id = c.id
+            WHERE a.task_id = c.id AND a.attempt < c.attempts AND a.outcome = 'running'
         )
         SELECT id, attempts FROM claimed
         """;
 
     private const string CompleteSql = """
         WITH input AS (
-            SELECT * FROM unnest(@id, @attempt, @status, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms)
-                AS i(id, attempt, status, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms)
+            SELECT * FROM unnest(@id, @attempt, @status, @outcome, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms)
+                AS i(id, attempt, status, outcome, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms)
         ), attempt_rows AS (
             UPDATE fleet.task_attempts a
-            SET finished_at = i.finished_at, outcome = i.status, error_type = i.error_type, error_message = i.error_message,
+            SET finished_at = i.finished_at, outcome = i.outcome, error_type = i.error_type, error_message = i.error_message,
                 wall_ms = i.wall_ms, cpu_ms = i.cpu_ms
             FROM input i
             WHERE a.task_id = i.id AND a.attempt = i.attempt
         )
         UPDATE fleet.tasks t
         SET status = i.status, result = i.result, error_type = i.error_type, error_message = i.error_message,
-            started_at = i.started_at, finished_at = i.finished_at, worker_id = @worker
+            started_at = i.started_at, worker_id = @worker,
+            finished_at = CASE WHEN i.status IN ('queued', 'running') THEN NULL ELSE i.finished_at END
         FROM input i
         WHERE t.id = i.id AND t.status IN ('queued', 'running')
         RETURNING t.id
@@ -105,13 +116,22 @@ public sealed class TaskLedger : IAsyncDisposable
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _workerId;
+    private readonly TimeSpan _maxOutage;
     private readonly GroupCommitter<TaskClaim, ClaimResult> _claims;
     private readonly GroupCommitter<TaskCompletion, bool> _completions;
+    private long _outageSince;
 
-    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2)
+    /// <param name="maxOutage">
+    /// How long a write waits through a database outage (connection refused, server restarting) before it gives
+    /// up. Meanwhile the messages whose rows are waiting stay unacknowledged and hold their consumer slots, so the
+    /// worker stops taking new messages by itself instead of failing them into error queues; it resumes when the
+    /// database answers again.
+    /// </param>
+    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2, TimeSpan? maxOutage = null)
     {
         _dataSource = dataSource;
         _workerId = workerId;
+        _maxOutage = maxOutage ?? TimeSpan.FromMinutes(10);
         _claims = new GroupCommitter<TaskClaim, ClaimResult>(FlushClaimsAsync, maxBatch, concurrentFlushes);
         _completions = new GroupCommitter<TaskCompletion, bool>(FlushCompletionsAsync, maxBatch, concurrentFlushes);
     }
@@ -124,6 +144,44 @@ public sealed class TaskLedger : IAsyncDisposable
     /// was already final (a duplicate execution: only its attempt row was closed).
     /// </summary>
     public Task<bool> CompleteAsync(TaskCompletion completion) => _completions.EnqueueAsync(completion);
+
+    /// <summary>When the current database outage began (as seen by a failing write), or null when writes succeed.</summary>
+    public DateTimeOffset? OutageSince
+    {
+        get
+        {
+            var ticks = Interlocked.Read(ref _outageSince);
+            return ticks == 0 ? null : new DateTimeOffset(ticks, TimeSpan.Zero);
+        }
+    }
+
+    /// <summary>
+    /// Runs one write, repeating it through transient database failures with backoff for up to the outage limit.
+    /// <paramref name="write"/> learns whether it is a repeat: a repeated write may find its first try committed.
+    /// </summary>
+    private async Task<T> RideOutAsync<T>(Func<bool, Task<T>> write, CancellationToken cancellationToken)
+    {
+        var delay = TimeSpan.FromMilliseconds(100);
+        var started = DateTimeOffset.UtcNow;
+        for (var repeat = false; ; repeat = true)
+        {
+            try
+            {
+                var result = await write(repeat).ConfigureAwait(false);
+                Interlocked.Exchange(ref _outageSince, 0);
+                return result;
+            }
+            catch (Exception ex) when (IsTransient(ex) && DateTimeOffset.UtcNow - started < _maxOutage)
+            {
+                Interlocked.CompareExchange(ref _outageSince, started.UtcTicks, 0);
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5_000));
+            }
+        }
+    }
+
+    private static bool IsTransient(Exception ex) =>
+        ex is NpgsqlException { IsTransient: true } or TimeoutException or System.Net.Sockets.SocketException;
 
     private async Task<IReadOnlyList<ClaimResult>> FlushClaimsAsync(IReadOnlyList<TaskClaim> claims, CancellationToken cancellationToken)
     {
@@ -138,29 +196,7 @@ public sealed class TaskLedger : IAsyncDisposable
             var round = pending.Where(i => seen.Add(claims[i].TaskId)).ToList();
             pending = [.. pending.Except(round)];
 
-            await using var command = _dataSource.CreateCommand(ClaimSql);
-            command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
-            command.Parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
-            command.Parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
-            command.Parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
-            command.Parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
-            command.Parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, round.Select(i => claims[i].BatchId)));
-            command.Parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].SubmittedAt?.ToUniversalTime())));
-            command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
-            command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
-            command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
-            command.Parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered)));
-            command.Parameters.AddWithValue("worker", _workerId);
-
-            var attempts = new Dictionary<Guid, int>(round.Count);
-            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    attempts[reader.GetGuid(0)] = reader.GetInt32(1);
-                }
-            }
-
+            var attempts = await RideOutAsync(repeat => ClaimRoundAsync(claims, round, repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
             foreach (var i in round)
             {
                 results[i] = attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
@@ -168,6 +204,33 @@ public sealed class TaskLedger : IAsyncDisposable
         }
 
         return results;
+    }
+
+    private async Task<Dictionary<Guid, int>> ClaimRoundAsync(IReadOnlyList<TaskClaim> claims, List<int> round, bool repeat, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(ClaimSql);
+        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
+        command.Parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
+        command.Parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
+        command.Parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
+        command.Parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
+        command.Parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, round.Select(i => claims[i].BatchId)));
+        command.Parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].SubmittedAt?.ToUniversalTime())));
+        command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
+        command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
+        command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
+        // A repeated claim may find its first try committed (reply lost): the task is then 'running' by us.
+        command.Parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered || repeat)));
+        command.Parameters.AddWithValue("worker", _workerId);
+
+        var attempts = new Dictionary<Guid, int>(round.Count);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+        }
+
+        return attempts;
     }
 
     private async Task<IReadOnlyList<bool>> FlushCompletionsAsync(IReadOnlyList<TaskCompletion> completions, CancellationToken cancellationToken)
@@ -180,28 +243,7 @@ public sealed class TaskLedger : IAsyncDisposable
             var round = pending.Where(i => seen.Add(completions[i].TaskId)).ToList();
             pending = [.. pending.Except(round)];
 
-            await using var command = _dataSource.CreateCommand(CompleteSql);
-            command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => completions[i].TaskId)));
-            command.Parameters.Add(Array("attempt", NpgsqlDbType.Integer, round.Select(i => completions[i].Attempt)));
-            command.Parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
-            command.Parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
-            command.Parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
-            command.Parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
-            command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
-            command.Parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
-            command.Parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
-            command.Parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
-            command.Parameters.AddWithValue("worker", _workerId);
-
-            var finalized = new HashSet<Guid>();
-            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-            {
-                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    finalized.Add(reader.GetGuid(0));
-                }
-            }
-
+            var finalized = await RideOutAsync(_ => CompleteRoundAsync(completions, round, cancellationToken), cancellationToken).ConfigureAwait(false);
             foreach (var i in round)
             {
                 results[i] = finalized.Contains(completions[i].TaskId);
@@ -209,6 +251,32 @@ public sealed class TaskLedger : IAsyncDisposable
         }
 
         return results;
+    }
+
+    private async Task<HashSet<Guid>> CompleteRoundAsync(IReadOnlyList<TaskCompletion> completions, List<int> round, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(CompleteSql);
+        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => completions[i].TaskId)));
+        command.Parameters.Add(Array("attempt", NpgsqlDbType.Integer, round.Select(i => completions[i].Attempt)));
+        command.Parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
+        command.Parameters.Add(Array("outcome", NpgsqlDbType.Text, round.Select(i => completions[i].AttemptOutcome)));
+        command.Parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
+        command.Parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
+        command.Parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
+        command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
+        command.Parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
+        command.Parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
+        command.Parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
+        command.Parameters.AddWithValue("worker", _workerId);
+
+        var finalized = new HashSet<Guid>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            finalized.Add(reader.GetGuid(0));
+        }
+
+        return finalized;
     }
 
     private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>

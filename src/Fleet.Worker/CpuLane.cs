@@ -6,72 +6,152 @@ using Microsoft.Extensions.Options;
 namespace Fleet.Worker;
 
 /// <summary>
-/// The CPU lane: a fixed set of dedicated threads that run CPU-bound handlers. Keeping this work off the thread
+/// The CPU lane: a fixed number of dedicated threads that run CPU-bound handlers. Keeping this work off the thread
 /// pool means the message pump, heartbeats, database writes and I/O-lane handlers always find a free pool thread,
 /// however busy the cores are; the number of threads bounds how many CPU tasks run at once.
+/// A handler that ignores its cancellation token past its time limit cannot be stopped (.NET cannot abort a
+/// thread), so its thread is <em>abandoned</em>: a replacement thread takes its place in the lane at once, and the
+/// stuck one ends by itself if the handler ever returns.
 /// </summary>
 public sealed class CpuLane : IDisposable
 {
-    private readonly BlockingCollection<WorkItem> _queue = [];
-    private readonly Thread[] _threads;
+    private readonly BlockingCollection<CpuRun> _queue = [];
+    private int _threadCount;
+    private int _abandoned;
 
     public CpuLane(IOptions<WorkerOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         Concurrency = options.Value.CpuConcurrency;
-        _threads = new Thread[Concurrency];
-        for (var i = 0; i < _threads.Length; i++)
+        for (var i = 0; i < Concurrency; i++)
         {
-            _threads[i] = new Thread(Run) { IsBackground = true, Name = $"fleet-cpu-{i}" };
-            _threads[i].Start();
+            StartThread();
         }
     }
 
     public int Concurrency { get; }
 
-    /// <summary>Runs <paramref name="task"/> on a lane thread; returns its output and the CPU milliseconds it used.</summary>
-    public Task<(JsonElement Output, double? CpuMs)> RunAsync(PreparedTask task, CancellationToken cancellationToken)
+    /// <summary>Threads that were abandoned to a handler that ignored its time limit and have not come back yet.</summary>
+    public int AbandonedThreads => Volatile.Read(ref _abandoned);
+
+    /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
+    public CpuRun Start(PreparedTask task, CancellationToken cancellationToken)
     {
-        var item = new WorkItem(task, cancellationToken);
-        _queue.Add(item, CancellationToken.None);
-        return item.Completion.Task;
+        var run = new CpuRun(this, task, cancellationToken);
+        _queue.Add(run, CancellationToken.None);
+        return run;
+    }
+
+    private void StartThread()
+    {
+        var thread = new Thread(Run) { IsBackground = true, Name = $"fleet-cpu-{Interlocked.Increment(ref _threadCount)}" };
+        thread.Start();
     }
 
     private void Run()
     {
-        foreach (var item in _queue.GetConsumingEnumerable())
+        foreach (var run in _queue.GetConsumingEnumerable())
         {
-            item.Execute();
+            if (!run.Execute())
+            {
+                // This thread was replaced while the handler ignored its time limit: leave the lane.
+                Interlocked.Decrement(ref _abandoned);
+                return;
+            }
         }
+    }
+
+    private void Replace()
+    {
+        Interlocked.Increment(ref _abandoned);
+        StartThread();
     }
 
     public void Dispose()
     {
         _queue.CompleteAdding();
-        foreach (var thread in _threads)
-        {
-            thread.Join(TimeSpan.FromSeconds(5));
-        }
-
         _queue.Dispose();
     }
 
-    private sealed class WorkItem(PreparedTask task, CancellationToken cancellationToken)
+    /// <summary>One task on the lane: its completion, and the means to abandon it.</summary>
+    public sealed class CpuRun
     {
-        public TaskCompletionSource<(JsonElement, double?)> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly CpuLane _lane;
+        private readonly PreparedTask _task;
+        private readonly CancellationToken _cancellationToken;
+        private readonly Lock _gate = new();
+        private bool _running;
+        private bool _done;
+        private bool _abandoned;
 
-        public void Execute()
+        internal CpuRun(CpuLane lane, PreparedTask task, CancellationToken cancellationToken)
         {
-            if (cancellationToken.IsCancellationRequested)
+            _lane = lane;
+            _task = task;
+            _cancellationToken = cancellationToken;
+        }
+
+        /// <summary>The handler's output and the CPU milliseconds its thread used.</summary>
+        public TaskCompletionSource<(JsonElement Output, double? CpuMs)> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>
+        /// Gives up on this run: the lane gets a replacement thread if the handler is still running, and the run
+        /// never starts if it has not yet.
+        /// </summary>
+        public void Abandon()
+        {
+            lock (_gate)
             {
-                Completion.TrySetCanceled(cancellationToken);
-                return;
+                if (_done || _abandoned)
+                {
+                    return;
+                }
+
+                _abandoned = true;
+                if (_running)
+                {
+                    _lane.Replace();
+                }
             }
 
+            Completion.TrySetCanceled();
+        }
+
+        /// <summary>Runs on a lane thread; returns false when that thread was replaced meanwhile and must leave.</summary>
+        internal bool Execute()
+        {
+            lock (_gate)
+            {
+                if (_abandoned)
+                {
+                    return true;
+                }
+
+                _running = true;
+            }
+
+            if (_cancellationToken.IsCancellationRequested)
+            {
+                Completion.TrySetCanceled(_cancellationToken);
+            }
+            else
+            {
+                RunHandler();
+            }
+
+            lock (_gate)
+            {
+                _done = true;
+                return !_abandoned;
+            }
+        }
+
+        private void RunHandler()
+        {
             var cpuStart = ThreadCpuTime.NowMilliseconds();
             try
             {
-                var pending = task(cancellationToken);
+                var pending = _task(_cancellationToken);
 
                 // CPU handlers complete synchronously; one that awaits still holds this thread, as a CPU task should.
                 var output = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();

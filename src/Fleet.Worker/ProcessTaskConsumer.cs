@@ -16,6 +16,7 @@ namespace Fleet.Worker;
 public sealed partial class ProcessTaskConsumer(
     TaskLedger ledger,
     TaskExecutor executor,
+    RetryScheduler retries,
     WorkerCounters counters,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
 {
@@ -26,12 +27,13 @@ public sealed partial class ProcessTaskConsumer(
         var message = context.Message;
         var taskId = ResolveTaskId(context);
         var queue = QueueName(context);
+        var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
         var startedAt = DateTimeOffset.UtcNow;
         var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
 
         var claim = await ledger.ClaimAsync(new TaskClaim(
             taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
-            message.MaxAttempts ?? DefaultMaxAttempts, message.TimeoutSeconds, startedAt,
+            maxAttempts, message.TimeoutSeconds, startedAt,
             Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
         if (!claim.Claimed)
         {
@@ -40,10 +42,29 @@ public sealed partial class ProcessTaskConsumer(
             return;
         }
 
-        var outcome = await executor.ExecuteAsync(message with { TaskId = taskId }, context.CancellationToken).ConfigureAwait(false);
+        // Failures end or retry through the ledger below and never reach claim again with attempts > maxAttempts;
+        // only executions that died with their process (redelivered, never completed) do. Stop the crash loop.
+        var outcome = claim.Attempt > maxAttempts
+            ? new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
+                $"The task was started {claim.Attempt - 1} times (max attempts {maxAttempts}) and its worker died each time before it finished; it is not run again.",
+                0, null)
+            : await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+
+        var retry = outcome.Retryable && claim.Attempt < maxAttempts;
         var finalized = await ledger.CompleteAsync(new TaskCompletion(
-            taskId, claim.Attempt, outcome.Status, outcome.ResultJson, outcome.ErrorType, outcome.ErrorMessage,
-            startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
+            taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
+            outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
+
+        if (retry && finalized)
+        {
+            // Acknowledged only after the broker confirmed the retry: a crash in between redelivers this message,
+            // and the task (queued again) simply runs from it.
+            var delay = retries.DelayBefore(claim.Attempt + 1);
+            await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false);
+            counters.AddRetried();
+            LogRetry(taskId, claim.Attempt, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
+            return;
+        }
 
         if (outcome.Status == TaskState.Succeeded)
         {
@@ -102,6 +123,9 @@ public sealed partial class ProcessTaskConsumer(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final; delivery acknowledged without running it again")]
     private partial void LogSkipped(Guid taskId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Task {TaskId} attempt {Attempt}/{MaxAttempts} failed ({ErrorType}: {ErrorMessage}); retrying in {DelaySeconds:0.0} s")]
+    private partial void LogRetry(Guid taskId, int attempt, int maxAttempts, string? errorType, string? errorMessage, double delaySeconds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} ({Type}) ended {Status}: {ErrorType}: {ErrorMessage}")]
     private partial void LogFailed(Guid taskId, string type, string status, string? errorType, string? errorMessage);

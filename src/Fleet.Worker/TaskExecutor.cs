@@ -7,16 +7,24 @@ using Microsoft.Extensions.Options;
 
 namespace Fleet.Worker;
 
-/// <summary>What one execution ended with, ready to be committed.</summary>
-public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs);
+/// <summary>
+/// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
+/// attempt may cure (a handler's exception); validation errors, unknown types, time limits and cancels are final.
+/// </summary>
+public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs, bool Retryable = false);
 
 /// <summary>
 /// Runs one task: finds its handler, validates the payload, runs it in its lane under its time limit, and turns
-/// every ending (output, validation error, failure, time limit) into an <see cref="ExecutionOutcome"/>. Never
-/// throws for a task's own problems; only a cancellation of <c>stopping</c> (worker shutdown) escapes, so that the
-/// message is handed back rather than recorded.
+/// every ending (output, validation error, failure, time limit, cancel) into an <see cref="ExecutionOutcome"/>.
+/// Never throws for a task's own problems; only a cancellation of <c>stopping</c> (worker shutdown) escapes, so
+/// that the message is handed back rather than recorded.
 /// </summary>
-public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, WorkerCounters counters, IOptions<WorkerOptions> options)
+public sealed class TaskExecutor(
+    TaskHandlerRegistry registry,
+    CpuLane cpuLane,
+    RunningTasks running,
+    WorkerCounters counters,
+    IOptions<WorkerOptions> options)
 {
     /// <summary>Error types recorded in <c>error_type</c> for failures that are not a handler's exception.</summary>
     public static class ErrorTypes
@@ -24,11 +32,13 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
         public const string Validation = "ValidationError";
         public const string UnknownType = "UnknownTaskType";
         public const string Timeout = "Timeout";
+        public const string Cancelled = "Cancelled";
+        public const string CrashLoop = "CrashLoop";
     }
 
     private readonly WorkerOptions _options = options.Value;
 
-    public async Task<ExecutionOutcome> ExecuteAsync(ProcessTask message, CancellationToken stopping)
+    public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping)
     {
         var clock = Stopwatch.StartNew();
         if (string.IsNullOrWhiteSpace(message.Type))
@@ -55,20 +65,43 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
         var timeout = TimeSpan.FromSeconds(Math.Min(
             message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value : _options.DefaultTimeoutSeconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        using var tracking = running.Track(taskId, limit);
         limit.CancelAfter(timeout);
         var cpu = handler.Lane == TaskLane.Cpu;
+        var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
         counters.EnterLane(cpu);
+        CpuLane.CpuRun? cpuRun = null;
         try
         {
-            var (output, cpuMs) = cpu
-                ? await cpuLane.RunAsync(prepared, limit.Token).ConfigureAwait(false)
-                : (await prepared(limit.Token).ConfigureAwait(false), null);
-            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, cpuMs);
+            (JsonElement Output, double? CpuMs) result;
+            if (cpu)
+            {
+                cpuRun = cpuLane.Start(prepared, limit.Token);
+                result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+            }
+            else
+            {
+                result = (await prepared(limit.Token).AsTask().WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
+            }
+
+            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, clock.Elapsed.TotalMilliseconds, result.CpuMs);
+        }
+        catch (TimeoutException) when (!stopping.IsCancellationRequested)
+        {
+            // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
+            cpuRun?.Abandon();
+            counters.AddAbandoned();
+            return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                $"The task exceeded its time limit of {timeout.TotalSeconds:0} s and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
+                clock.Elapsed.TotalMilliseconds, null);
         }
         catch (OperationCanceledException) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
         {
-            return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
-                $"The task exceeded its time limit of {timeout.TotalSeconds:0} s.", clock.Elapsed.TotalMilliseconds, null);
+            var reason = running.CancelReason(taskId);
+            return reason is not null
+                ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)
+                : new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                    $"The task exceeded its time limit of {timeout.TotalSeconds:0} s.", clock.Elapsed.TotalMilliseconds, null);
         }
         catch (TaskValidationException ex)
         {
@@ -76,7 +109,7 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
         {
-            return Failed(ex.GetType().FullName ?? ex.GetType().Name, ex.Message, clock);
+            return Failed(ex.GetType().FullName ?? ex.GetType().Name, ex.Message, clock, retryable: true);
         }
         finally
         {
@@ -84,8 +117,8 @@ public sealed class TaskExecutor(TaskHandlerRegistry registry, CpuLane cpuLane, 
         }
     }
 
-    private static ExecutionOutcome Failed(string errorType, string message, Stopwatch clock) =>
-        new(TaskState.Failed, null, errorType, message, clock.Elapsed.TotalMilliseconds, null);
+    private static ExecutionOutcome Failed(string errorType, string message, Stopwatch clock, bool retryable = false) =>
+        new(TaskState.Failed, null, errorType, message, clock.Elapsed.TotalMilliseconds, null, retryable);
 
     /// <summary>Results are stored as JSON objects; a handler returning a bare value is wrapped as <c>{"value": ...}</c>.</summary>
     private static string ToJsonObjectText(JsonElement output) =>

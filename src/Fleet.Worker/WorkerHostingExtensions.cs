@@ -38,10 +38,18 @@ public static class WorkerHostingExtensions
         services.AddSingleton<WorkerCounters>();
         services.AddSingleton<CpuLane>();
         services.AddSingleton<TaskExecutor>();
-        services.AddSingleton(sp => new TaskLedger(
-            sp.GetRequiredService<NpgsqlDataSource>(),
-            sp.GetRequiredService<WorkerIdentity>().Id,
-            sp.GetRequiredService<IOptions<WorkerOptions>>().Value.WriteBatchSize));
+        services.AddSingleton<RunningTasks>();
+        services.AddSingleton(broker);
+        services.AddSingleton<RetryScheduler>();
+        services.AddSingleton(sp =>
+        {
+            var worker = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
+            return new TaskLedger(
+                sp.GetRequiredService<NpgsqlDataSource>(),
+                sp.GetRequiredService<WorkerIdentity>().Id,
+                worker.WriteBatchSize,
+                maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds));
+        });
 
         // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
         // drain. It also builds the handler registry at start, so a bad handler setup fails the start, not a message.
@@ -59,6 +67,7 @@ public static class WorkerHostingExtensions
         services.AddMassTransit(x =>
         {
             x.AddConsumer<ProcessTaskConsumer>();
+            x.AddConsumer<CancelTaskConsumer>();
             x.UsingRabbitMq((context, cfg) =>
             {
                 var worker = context.GetRequiredService<IOptions<WorkerOptions>>().Value;
@@ -73,6 +82,14 @@ public static class WorkerHostingExtensions
                     r.Handle<NpgsqlException>();
                     r.Handle<TimeoutException>();
                     r.Exponential(8, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(300));
+                });
+
+                // Cancels are broadcast: each worker has its own auto-deleted queue on the fleet-control fanout.
+                cfg.ReceiveEndpoint(new TemporaryEndpointDefinition($"fleet-control-{worker.HostName}"), endpoint =>
+                {
+                    endpoint.ConfigureConsumeTopology = false;
+                    endpoint.Bind(TaskQueues.Control);
+                    endpoint.ConfigureConsumer<CancelTaskConsumer>(context);
                 });
 
                 foreach (var queue in worker.Queues)

@@ -14,6 +14,11 @@ namespace Fleet.Worker;
 ///   "DrainSeconds": 30,
 ///   "HeartbeatSeconds": 5,
 ///   "DefaultTimeoutSeconds": 600,
+///   "MaxTimeoutSeconds": 1500,
+///   "HardStopGraceSeconds": 5,
+///   "RetryBaseSeconds": 1,
+///   "RetryMaxSeconds": 300,
+///   "MaxDatabaseOutageSeconds": 600,
 ///   "HostName": "web-01",           // default: machine name
 ///   "WriteBatchSize": 500,
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216 }
@@ -56,6 +61,25 @@ public sealed class WorkerOptions : IValidatableObject
     /// <summary>The largest time limit a task may ask for; longer requests are capped (same reason as above).</summary>
     [Range(1, 1500)]
     public int MaxTimeoutSeconds { get; set; } = 1500;
+
+    /// <summary>
+    /// After a time limit fires, how long a handler gets to honour its cancellation token before the worker stops
+    /// waiting for it: the task ends <c>timed_out</c> and its slot (and CPU-lane thread) is replaced.
+    /// </summary>
+    [Range(0, 300)]
+    public int HardStopGraceSeconds { get; set; } = 5;
+
+    /// <summary>Backoff before the first retry of a failed task; it doubles for each further attempt.</summary>
+    [Range(0.01, 3600)]
+    public double RetryBaseSeconds { get; set; } = 1;
+
+    /// <summary>The longest backoff between two attempts.</summary>
+    [Range(0.01, 3600)]
+    public double RetryMaxSeconds { get; set; } = 300;
+
+    /// <summary>How long result writes wait through a database outage (holding their messages) before giving up.</summary>
+    [Range(1, 1500)]
+    public int MaxDatabaseOutageSeconds { get; set; } = 600;
 
     /// <summary>The host name recorded in <c>fleet.workers</c>; the machine name by default.</summary>
     public string HostName { get; set; } = Environment.MachineName;
