@@ -5,6 +5,7 @@ using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
 using MassTransit;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -33,6 +34,11 @@ public static class WorkerHostingExtensions
 
         builder.AddFleetDatabase();
         services.AddFleetTasks();
+        if (builder.Configuration.GetValue<bool>($"{WorkerOptions.SectionName}:FaultInjection"))
+        {
+            services.AddFaultInjectionHandlers();
+        }
+
         configureTasks?.Invoke(services);
         services.AddSingleton<WorkerIdentity>();
         services.AddSingleton<WorkerCounters>();

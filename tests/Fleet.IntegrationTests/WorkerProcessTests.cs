@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
 
@@ -57,68 +56,5 @@ public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
         var info = await GetTaskAsync(id);
         Assert.Equal("succeeded", info!.Status);
         Assert.Equal("stopped", await ScalarAsync<string>("SELECT state FROM fleet.workers WHERE host = 'draining'"));
-    }
-
-    /// <summary>A <c>Fleet.Worker</c> process started from the build output, configured through environment variables.</summary>
-    private sealed class WorkerProcess : IAsyncDisposable
-    {
-        private readonly Process _process;
-
-        private WorkerProcess(Process process) => _process = process;
-
-        public static WorkerProcess Start(Dictionary<string, string?> settings)
-        {
-            var info = new ProcessStartInfo("dotnet", WorkerDll()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var (key, value) in settings)
-            {
-                info.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
-            }
-
-            var process = Process.Start(info) ?? throw new InvalidOperationException("could not start Fleet.Worker");
-            process.OutputDataReceived += (_, _) => { };
-            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[worker {process.Id}] {e.Data}"); };
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            return new WorkerProcess(process);
-        }
-
-        /// <summary>Sends SIGTERM and waits for the exit code.</summary>
-        public async Task<int> TerminateAsync(TimeSpan timeout)
-        {
-            using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
-            {
-                await kill.WaitForExitAsync();
-            }
-
-            using var cts = new CancellationTokenSource(timeout);
-            await _process.WaitForExitAsync(cts.Token);
-            return _process.ExitCode;
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            if (!_process.HasExited)
-            {
-                _process.Kill(entireProcessTree: true);
-                await _process.WaitForExitAsync();
-            }
-
-            _process.Dispose();
-        }
-
-        private static string WorkerDll()
-        {
-            // The worker's own build output, next to this test assembly's: src/Fleet.Worker/bin/<Configuration>/net10.0/.
-            var testDir = new DirectoryInfo(AppContext.BaseDirectory);
-            var configuration = testDir.Parent!.Name;
-            var root = testDir;
-            while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
-            {
-                root = root.Parent;
-            }
-
-            var dll = Path.Combine(root?.FullName ?? ".", "src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
-            return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the solution first: {dll} is missing.");
-        }
     }
 }

@@ -88,6 +88,9 @@ public sealed class FleetFixture : IAsyncLifetime
         ["Worker:HeartbeatSeconds"] = "1",
         ["Worker:DrainSeconds"] = "10",
         ["Worker:HttpGet:AllowedHosts:0"] = AllowedHttpHost,
+        ["Worker:FaultInjection"] = "true",
+        ["Worker:HardStopGraceSeconds"] = "1",
+        ["Worker:RetryBaseSeconds"] = "0.5",
         ["Logging:LogLevel:Default"] = "Warning",
     };
 
@@ -143,6 +146,17 @@ public sealed class FleetFixture : IAsyncLifetime
                 // The queue does not exist yet: nothing to purge.
             }
         }
+    }
+
+    /// <summary>
+    /// After PostgreSQL restarts, every pooled connection of this run is dead: drop them (the test's data source)
+    /// and replace the client, whose pool would otherwise fail its next command.
+    /// </summary>
+    public async Task ReconnectAfterDatabaseRestartAsync()
+    {
+        DataSource.Clear();
+        await Client.DisposeAsync();
+        Client = new FleetClient(new FleetClientOptions { PostgresConnectionString = PostgresConnectionString, RabbitMqUri = AmqpUri });
     }
 
     public Task<IConnection> OpenRabbitAsync() => new ConnectionFactory { Uri = _servers.RabbitMqUri }.CreateConnectionAsync();

@@ -1,0 +1,80 @@
+using System.Collections.Concurrent;
+using System.Text.Json.Serialization;
+using Fleet.Tasks;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Fleet.Worker;
+
+/// <summary>
+/// Task types that misbehave on purpose, for the fault-injection tests and <c>make chaos</c>. Registered only when
+/// <c>Worker:FaultInjection</c> is true (never by default): a payload must not be able to kill a production worker.
+/// </summary>
+public static class FaultInjectionHandlers
+{
+    public static IServiceCollection AddFaultInjectionHandlers(this IServiceCollection services)
+    {
+        services.AddTaskHandler<FlakyHandler>();
+        services.AddTaskHandler<HangHandler>();
+        services.AddTaskHandler<ExitHandler>();
+        return services;
+    }
+
+    public sealed record FlakyInput
+    {
+        /// <summary>Identifies the task across its executions (this process only).</summary>
+        [JsonPropertyName("key")]
+        public required string Key { get; init; }
+
+        /// <summary>How many executions fail before one succeeds.</summary>
+        [JsonPropertyName("failTimes")]
+        public required int FailTimes { get; init; }
+    }
+
+    public sealed record HangInput
+    {
+        [JsonPropertyName("seconds")]
+        public required int Seconds { get; init; }
+    }
+
+    /// <summary><c>fault-flaky</c>: throws on the first <c>failTimes</c> executions of a key in this process, then succeeds.</summary>
+    public sealed class FlakyHandler : TaskHandler<FlakyInput, Empty>
+    {
+        private static readonly ConcurrentDictionary<string, int> Executions = new(StringComparer.Ordinal);
+
+        public override string Type => "fault-flaky";
+
+        public override TaskLane Lane => TaskLane.Io;
+
+        protected override ValueTask<Empty> ExecuteAsync(FlakyInput input, CancellationToken cancellationToken)
+        {
+            var execution = Executions.AddOrUpdate(input.Key, 1, (_, n) => n + 1);
+            return execution <= input.FailTimes
+                ? throw new InvalidOperationException($"Injected failure {execution} of {input.FailTimes} for '{input.Key}'.")
+                : ValueTask.FromResult(Empty.Instance);
+        }
+    }
+
+    /// <summary><c>fault-hang</c>: occupies its CPU-lane thread for <c>seconds</c> and ignores cancellation.</summary>
+    public sealed class HangHandler : CpuTaskHandler<HangInput, Empty>
+    {
+        public override string Type => "fault-hang";
+
+        protected override Empty Execute(HangInput input, CancellationToken cancellationToken)
+        {
+            Thread.Sleep(TimeSpan.FromSeconds(input.Seconds));
+            return Empty.Instance;
+        }
+    }
+
+    /// <summary><c>fault-exit</c>: kills the whole worker process, as a native crash or stack overflow would.</summary>
+    public sealed class ExitHandler : CpuTaskHandler<Empty, Empty>
+    {
+        public override string Type => "fault-exit";
+
+        protected override Empty Execute(Empty input, CancellationToken cancellationToken)
+        {
+            Environment.FailFast("fault-exit: injected process crash");
+            return input;
+        }
+    }
+}
