@@ -15,8 +15,10 @@ SOLUTION := Fleet.sln
 CLI := dotnet src/Fleet.Cli/bin/$(CONFIGURATION)/net10.0/fleet.dll
 # A hung test ends the test host after this long instead of blocking the run (and CI) for ever.
 TEST_ARGS ?= --blame-hang-timeout 20m --blame-hang-dump-type none
+# The randomized soak (make chaos) takes minutes; make test runs the bounded fault tests only.
+TEST_FILTER ?= Category!=Chaos
 
-.PHONY: help build up down status psql migrate demo test clean clean-data
+.PHONY: help build up down status psql migrate demo test chaos clean clean-data
 
 help: ## list the targets
 	@echo "Fleet make targets:"
@@ -51,7 +53,13 @@ test: ## install the servers if missing, then run every test (results in TestRes
 	rm -rf TestResults
 	dotnet test $(SOLUTION) -c $(CONFIGURATION) \
 	  --logger "trx;LogFilePrefix=results" --logger "console;verbosity=normal" \
-	  --results-directory TestResults $(TEST_ARGS)
+	  --results-directory TestResults --filter "$(TEST_FILTER)" $(TEST_ARGS)
+
+chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker and database restarts
+	infra/local/install.sh
+	dotnet build $(SOLUTION) -c $(CONFIGURATION) -v q
+	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) --no-build --filter "Category=Chaos" \
+	  --logger "console;verbosity=detailed" $(TEST_ARGS)
 
 clean: ## remove build outputs and test results (keeps .fleet/ data)
 	-dotnet clean $(SOLUTION) -c $(CONFIGURATION) -v q

@@ -16,6 +16,7 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<FlakyHandler>();
         services.AddTaskHandler<HangHandler>();
         services.AddTaskHandler<ExitHandler>();
+        services.AddTaskHandler<CommitThenExitHandler>();
         return services;
     }
 
@@ -64,6 +65,21 @@ public static class FaultInjectionHandlers
             Thread.Sleep(TimeSpan.FromSeconds(input.Seconds));
             return Empty.Instance;
         }
+    }
+
+    /// <summary>
+    /// <c>fault-commit-exit</c>: succeeds; the consumer then kills the process after the result is committed and
+    /// before the message is acknowledged (the window that makes at-least-once delivery redeliver a finished task).
+    /// </summary>
+    public sealed class CommitThenExitHandler : TaskHandler<Empty, Empty>
+    {
+        public const string TypeName = "fault-commit-exit";
+
+        public override string Type => TypeName;
+
+        public override TaskLane Lane => TaskLane.Io;
+
+        protected override ValueTask<Empty> ExecuteAsync(Empty input, CancellationToken cancellationToken) => ValueTask.FromResult(input);
     }
 
     /// <summary><c>fault-exit</c>: kills the whole worker process, as a native crash or stack overflow would.</summary>

@@ -66,6 +66,12 @@ public sealed partial class ProcessTaskConsumer(
             return;
         }
 
+        if (message.Type == FaultInjectionHandlers.CommitThenExitHandler.TypeName && finalized)
+        {
+            // Fault injection only (the type exists only with Worker:FaultInjection): die between commit and ack.
+            Environment.FailFast("fault-commit-exit: injected crash after the commit, before the acknowledgement");
+        }
+
         if (outcome.Status == TaskState.Succeeded)
         {
             counters.AddSucceeded();

@@ -47,6 +47,28 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
+    public async Task Kill9_AfterTheCommitBeforeTheAck_KeepsOneResultAndDoesNotRunAgain()
+    {
+        var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("fault-commit-exit", new { }));
+        await using (var dying = WorkerProcess.Start(Fleet.WorkerSettings("commit-then-die", cpuConcurrency: 1)))
+        {
+            Assert.True(await EventuallyAsync(() => Task.FromResult(dying.HasExited), TimeSpan.FromSeconds(30)), "the worker did not die after its commit");
+        }
+
+        var finishedAt = (await GetTaskAsync(id))!.FinishedAt;
+        await using var next = WorkerProcess.Start(Fleet.WorkerSettings("after-crash", cpuConcurrency: 1));
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+            "SELECT coalesce(sum(tasks_skipped), 0)::bigint FROM fleet.workers WHERE host = 'after-crash'") == 1, TimeSpan.FromSeconds(30)),
+            "the redelivered message was not acknowledged as a duplicate");
+
+        var info = await GetTaskAsync(id);
+        var report = await DeliveryReport.ReadAsync(Fleet.DataSource, [id]);
+        output.WriteLine($"kill after commit, before ack: {report}; redelivery skipped as already final");
+        Assert.Equal(("succeeded", 1, finishedAt), (info!.Status, info.Attempts, info.FinishedAt));
+        Assert.Equal((0L, 0L, 0L), (report.Lost, report.DuplicateExecutions, report.Unexpected));
+    }
+
+    [Fact]
     public async Task AHandlerThatKillsItsProcess_EndsFailedAsACrashLoop_AfterBoundedTries()
     {
         var settings = Fleet.WorkerSettings("crashy", cpuConcurrency: 1);
