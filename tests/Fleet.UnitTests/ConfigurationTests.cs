@@ -84,6 +84,24 @@ public sealed class ConfigurationTests
     }
 
     [Fact]
+    public void TlsSettings_ForBothConnections_AreCarriedIntoTheWorker()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:fleetdb"] = "Host=db.internal;Database=fleet;Username=fleet;Password=x;SSL Mode=VerifyFull;Root Certificate=/etc/fleet/ca.pem",
+            ["ConnectionStrings:rabbitmq"] = "amqps://fleet:x@mq.internal/fleet",
+        });
+        builder.AddFleetWorker();
+        using var host = builder.Build();
+
+        var database = new Npgsql.NpgsqlConnectionStringBuilder(host.Services.GetRequiredService<Npgsql.NpgsqlDataSource>().ConnectionString);
+        var broker = host.Services.GetRequiredService<RabbitMqAddress>();
+        Assert.Equal((Npgsql.SslMode.VerifyFull, "/etc/fleet/ca.pem"), (database.SslMode, database.RootCertificate));
+        Assert.Equal((true, 5671, "mq.internal"), (broker.UseTls, broker.Port, broker.Host));
+    }
+
+    [Fact]
     public void RabbitMqAddress_RejectsSomethingThatIsNotAnAmqpUri() =>
         Assert.Throws<FormatException>(() => RabbitMqAddress.Parse("Host=localhost;Port=5672"));
 
