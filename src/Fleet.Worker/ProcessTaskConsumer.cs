@@ -18,6 +18,7 @@ public sealed partial class ProcessTaskConsumer(
     TaskExecutor executor,
     RetryScheduler retries,
     WorkerCounters counters,
+    WorkerTelemetry telemetry,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
 {
     private const int DefaultMaxAttempts = 3;
@@ -29,6 +30,10 @@ public sealed partial class ProcessTaskConsumer(
         var queue = QueueName(context);
         var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
         var startedAt = DateTimeOffset.UtcNow;
+        using var activity = WorkerTelemetry.Source.StartActivity("fleet.task");
+        activity?.SetTag("fleet.task.id", taskId);
+        activity?.SetTag("fleet.task.type", message.Type);
+        using var scope = logger.BeginScope(new Dictionary<string, object> { ["TaskId"] = taskId, ["TaskType"] = message.Type ?? "" });
         var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
 
         var claim = await ledger.ClaimAsync(new TaskClaim(
@@ -38,12 +43,18 @@ public sealed partial class ProcessTaskConsumer(
         if (!claim.Claimed)
         {
             counters.AddSkipped();
+            telemetry.Skipped();
             LogSkipped(taskId);
             return;
         }
 
         // Failures end or retry through the ledger below and never reach claim again with attempts > maxAttempts;
         // only executions that died with their process (redelivered, never completed) do. Stop the crash loop.
+        if (message.SubmittedAt is { } submittedAt)
+        {
+            telemetry.QueueWait(message.Type ?? "", startedAt - submittedAt);
+        }
+
         var outcome = claim.Attempt > maxAttempts
             ? new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
                 $"The task was started {claim.Attempt - 1} times (max attempts {maxAttempts}) and its worker died each time before it finished; it is not run again.",
@@ -51,6 +62,9 @@ public sealed partial class ProcessTaskConsumer(
             : await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
 
         var retry = outcome.Retryable && claim.Attempt < maxAttempts;
+
+        // The write itself runs batched on the ledger's own loop; this span puts the wait for its commit in the task's trace.
+        using var commitSpan = WorkerTelemetry.Source.StartActivity("fleet.task.commit");
         var finalized = await ledger.CompleteAsync(new TaskCompletion(
             taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
             outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
@@ -62,6 +76,7 @@ public sealed partial class ProcessTaskConsumer(
             var delay = retries.DelayBefore(claim.Attempt + 1);
             await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false);
             counters.AddRetried();
+            telemetry.Retried(message.Type ?? "");
             LogRetry(taskId, claim.Attempt, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
             return;
         }
@@ -72,6 +87,8 @@ public sealed partial class ProcessTaskConsumer(
             Environment.FailFast("fault-commit-exit: injected crash after the commit, before the acknowledgement");
         }
 
+        activity?.SetTag("fleet.task.status", outcome.Status);
+        telemetry.Finished(message.Type ?? "", queue == TaskQueues.Cpu ? "cpu" : "io", outcome.Status, outcome.WallMs / 1000);
         if (outcome.Status == TaskState.Succeeded)
         {
             counters.AddSucceeded();

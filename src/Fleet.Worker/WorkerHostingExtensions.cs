@@ -45,6 +45,9 @@ public static class WorkerHostingExtensions
         services.AddSingleton<CpuLane>();
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RunningTasks>();
+        services.AddSingleton<WorkerTelemetry>();
+        builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name);
+        services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
         services.AddSingleton<RetryScheduler>();
         services.AddSingleton(sp =>

@@ -32,13 +32,43 @@ public sealed class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output)
             workers.Add(StartWorker());
         }
 
-        var ids = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, total).Select(i => (i % 20) switch
+        // Tasks arrive over FLEET_CHAOS_SECONDS (default 180) in chunks, so the faults hit a fleet that is busy
+        // the whole time. A chunk that fails (broker or database restarting) is submitted again with the same ids:
+        // resubmitting is idempotent.
+        var seconds = int.TryParse(Environment.GetEnvironmentVariable("FLEET_CHAOS_SECONDS"), out var s) ? s : 180;
+        var requests = Enumerable.Range(0, total).Select(i => (i % 20) switch
         {
             < 15 => TaskRequest.Create("noop", new { }),
             < 19 => TaskRequest.Create("sleep", new { ms = 20 }),
             _ => TaskRequest.Create("sha256", new { size_kb = 256, rounds = 4, seed = i }),
-        }));
-        output.WriteLine($"submitted {ids.Count} tasks");
+        } with { TaskId = Guid.CreateVersion7() }).ToList();
+        var ids = requests.Select(r => r.TaskId!.Value).ToList();
+        var chunks = requests.Chunk(500).ToList();
+        var submitted = 0;
+        var resubmits = 0;
+        var submitter = Task.Run(async () =>
+        {
+            foreach (var chunk in chunks)
+            {
+                while (true)
+                {
+                    try
+                    {
+                        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                        await Fleet.Client.SubmitManyAsync(chunk, timeout.Token);
+                        break;
+                    }
+                    catch (Exception ex) when (ex is not OutOfMemoryException)
+                    {
+                        Interlocked.Increment(ref resubmits);
+                        await Task.Delay(1000);
+                    }
+                }
+
+                Interlocked.Add(ref submitted, chunk.Length);
+                await Task.Delay(TimeSpan.FromSeconds((double)seconds / chunks.Count));
+            }
+        });
 
         var clock = Stopwatch.StartNew();
         var actions = new List<string>();
@@ -46,7 +76,7 @@ public sealed class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output)
         var databaseRestarts = 0;
         try
         {
-            while (clock.Elapsed < TimeSpan.FromMinutes(15) && await FinalCountAsync(ids) < ids.Count)
+            while (clock.Elapsed < TimeSpan.FromMinutes(15) && (!submitter.IsCompleted || await FinalCountAsync(ids) < ids.Count))
             {
                 await Task.Delay(TimeSpan.FromMilliseconds(random.Next(2_000, 6_000)));
                 var victim = random.Next(workers.Count);
@@ -64,12 +94,12 @@ public sealed class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output)
                         workers[victim] = StartWorker();
                         actions.Add("SIGTERM worker");
                         break;
-                    case < 8 when brokerRestarts < 2:
+                    case < 8 when brokerRestarts < 3:
                         brokerRestarts++;
                         await Fleet.Servers.RestartRabbitMqAsync();
                         actions.Add("restart RabbitMQ");
                         break;
-                    case < 9 when databaseRestarts < 2:
+                    case < 9 when databaseRestarts < 3:
                         databaseRestarts++;
                         await Fleet.Servers.StopPostgresAsync();
                         await Task.Delay(TimeSpan.FromSeconds(random.Next(1, 5)));
@@ -82,9 +112,10 @@ public sealed class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output)
                         break;
                 }
 
-                output.WriteLine($"{clock.Elapsed:mm\\:ss} {actions[^1]}; {await FinalCountAsync(ids)}/{ids.Count} final");
+                output.WriteLine($"{clock.Elapsed:mm\\:ss} {actions[^1]}; {Volatile.Read(ref submitted)} submitted, {await FinalCountAsync(ids)} final");
             }
 
+            await submitter;
             await WaitForFinalAsync(ids, TimeSpan.FromMinutes(5));
         }
         finally
@@ -96,7 +127,7 @@ public sealed class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output)
         }
 
         var report = await DeliveryReport.ReadAsync(Fleet.DataSource, ids);
-        var summary = $"chaos: {report}; {clock.Elapsed.TotalSeconds:0} s, faults: {string.Join(", ", actions.GroupBy(a => a).Select(g => $"{g.Count()} x {g.Key}"))}";
+        var summary = $"chaos: {report}; {clock.Elapsed.TotalSeconds:0} s, {resubmits} chunk resubmits, faults: {string.Join(", ", actions.GroupBy(a => a).Select(g => $"{g.Count()} x {g.Key}"))}";
         output.WriteLine(summary);
         Console.WriteLine(summary);
         Assert.Equal((0L, 0L), (report.Lost, report.Unexpected));

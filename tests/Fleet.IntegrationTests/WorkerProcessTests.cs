@@ -57,4 +57,55 @@ public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Equal("succeeded", info!.Status);
         Assert.Equal("stopped", await ScalarAsync<string>("SELECT state FROM fleet.workers WHERE host = 'draining'"));
     }
+
+    [Fact]
+    public async Task AWorkerProcess_ServesHealthAndMetrics_AndItsCountersMoveWithWork()
+    {
+        var settings = Fleet.WorkerSettings("observed", cpuConcurrency: 1);
+        var port = FreePort();
+        settings["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        await using var worker = WorkerProcess.Start(settings);
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+        Assert.True(await EventuallyAsync(async () => await TryGetAsync(http, "/health") == System.Net.HttpStatusCode.OK), "/health never became ready");
+        Assert.Equal(System.Net.HttpStatusCode.OK, await TryGetAsync(http, "/alive"));
+
+        var ids = await Fleet.Client.SubmitManyAsync([.. Workloads.Requests("sha256", 5), .. Workloads.Requests("noop", 3)]);
+        await WaitForFinalAsync(ids);
+
+        string metrics = "";
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await http.GetStringAsync("/metrics");
+            return Sample(metrics, "fleet_tasks_finished_total", "type=\"sha256\"") == 5 && Sample(metrics, "fleet_tasks_finished_total", "type=\"noop\"") == 3;
+        }, TimeSpan.FromSeconds(20)), $"counters did not reach 5 sha256 / 3 noop:\n{string.Join('\n', metrics.Split('\n').Where(l => l.StartsWith("fleet_", StringComparison.Ordinal)))}");
+        Assert.Contains("fleet_lane_capacity{", metrics, StringComparison.Ordinal);
+        Assert.Contains("fleet_task_duration_seconds_bucket{", metrics, StringComparison.Ordinal);
+    }
+
+    private static async Task<System.Net.HttpStatusCode?> TryGetAsync(HttpClient http, string path)
+    {
+        try
+        {
+            using var response = await http.GetAsync(path);
+            return response.StatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The sum of the samples of <paramref name="metric"/> whose labels contain <paramref name="label"/>.</summary>
+    private static double Sample(string exposition, string metric, string label) => exposition.Split('\n')
+        .Where(l => l.StartsWith(metric + "{", StringComparison.Ordinal) && l.Contains(label, StringComparison.Ordinal))
+        .Sum(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], System.Globalization.CultureInfo.InvariantCulture));
+
+    private static int FreePort()
+    {
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        return port;
+    }
 }

@@ -1,0 +1,63 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Npgsql;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace Fleet.ServiceDefaults;
+
+/// <summary>
+/// OpenTelemetry for every Fleet host: traces across MassTransit, Npgsql, ASP.NET Core and Fleet's own sources;
+/// metrics from the same plus the .NET runtime, served to Prometheus at <c>/metrics</c> and exported over OTLP when
+/// <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set. Health: <c>/alive</c> (the process answers) and <c>/health</c>
+/// (checks tagged <c>ready</c>, e.g. the bus and the database).
+/// </summary>
+public static class TelemetryExtensions
+{
+    public const string ReadyTag = "ready";
+
+    /// <param name="serviceName">The OpenTelemetry service name, e.g. <c>fleet-worker</c>.</param>
+    /// <param name="sources">Fleet's own ActivitySource and Meter names for this host (e.g. <c>Fleet.Worker</c>).</param>
+    public static IHostApplicationBuilder AddFleetTelemetry(this IHostApplicationBuilder builder, string serviceName, params string[] sources)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddHealthChecks();
+        var telemetry = builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService(serviceName, serviceInstanceId: $"{Environment.MachineName}:{Environment.ProcessId}"))
+            .WithTracing(tracing => tracing
+                .AddSource("MassTransit")
+                .AddSource(sources)
+                .AddNpgsql()
+                .AddAspNetCoreInstrumentation(o => o.Filter = context => !IsInfrastructurePath(context.Request.Path)))
+            .WithMetrics(metrics => metrics
+                .AddMeter("MassTransit")
+                .AddMeter(sources)
+                .AddRuntimeInstrumentation()
+                .AddPrometheusExporter());
+        if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        {
+            telemetry.UseOtlpExporter();
+        }
+
+        return builder;
+    }
+
+    /// <summary>Maps <c>/alive</c>, <c>/health</c> and <c>/metrics</c>.</summary>
+    public static IEndpointRouteBuilder MapFleetDefaultEndpoints(this IEndpointRouteBuilder endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        endpoints.MapHealthChecks("/alive", new HealthCheckOptions { Predicate = _ => false });
+        endpoints.MapHealthChecks("/health", new HealthCheckOptions { Predicate = check => check.Tags.Contains(ReadyTag) || check.Tags.Contains("masstransit") });
+        endpoints.MapPrometheusScrapingEndpoint("/metrics");
+        return endpoints;
+    }
+
+    private static bool IsInfrastructurePath(Microsoft.AspNetCore.Http.PathString path) =>
+        path.StartsWithSegments("/metrics") || path.StartsWithSegments("/health") || path.StartsWithSegments("/alive");
+}
