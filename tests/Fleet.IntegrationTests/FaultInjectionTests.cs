@@ -3,7 +3,6 @@ using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.IntegrationTests.Support;
-using RabbitMQ.Client;
 using Xunit.Abstractions;
 
 namespace Fleet.IntegrationTests;
@@ -150,7 +149,7 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
         var report = await DeliveryReport.ReadAsync(Fleet.DataSource, ids);
         output.WriteLine($"PostgreSQL restart: {report}");
         Assert.Equal((0L, 0L), (report.Lost, report.Unexpected));
-        Assert.Equal(0u, await MessageCountAsync("fleet-io_error"));
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-io_error"));
     }
 
     [Fact]
@@ -160,16 +159,16 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
         var noType = Guid.NewGuid();
         var good = Guid.NewGuid();
 
-        await PublishRawAsync(Encoding.UTF8.GetBytes("not json at all"), "m-1");
-        await PublishRawAsync(Encoding.UTF8.GetBytes($"{{\"taskId\":\"{noType}\",\"payload\":{{}}}}"), null);
-        await PublishRawAsync([0x7B, 0x00, 0x00, 0x22, 0x00], "m-3");
-        await PublishRawAsync(new byte[5 * 1024 * 1024], "m-4");
-        await PublishRawAsync(Encoding.UTF8.GetBytes($"{{\"taskId\":\"{good}\",\"type\":\"sieve\",\"payload\":{{\"limit\":1000}}}}"), null);
+        await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes("not json at all"), "m-1");
+        await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes($"{{\"taskId\":\"{noType}\",\"payload\":{{}}}}"), null);
+        await PublishRawAsync(TaskQueues.Cpu, "", [0x7B, 0x00, 0x00, 0x22, 0x00], "m-3");
+        await PublishRawAsync(TaskQueues.Cpu, "", new byte[5 * 1024 * 1024], "m-4");
+        await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes($"{{\"taskId\":\"{good}\",\"type\":\"sieve\",\"payload\":{{\"limit\":1000}}}}"), null);
         await WaitForFinalAsync([noType, good]);
 
         Assert.Equal(("failed", "ValidationError"), ((await GetTaskAsync(noType))!.Status, (await GetTaskAsync(noType))!.ErrorType));
         Assert.Equal("succeeded", (await GetTaskAsync(good))!.Status);
-        Assert.True(await EventuallyAsync(async () => await MessageCountAsync("fleet-cpu_error") == 3), "expected exactly the 3 unreadable bodies in fleet-cpu_error");
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-cpu_error") == 3), "expected exactly the 3 unreadable bodies in fleet-cpu_error");
         Assert.Equal(2L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
     }
 
@@ -191,27 +190,5 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
         var info = await GetTaskAsync(id);
         Assert.Equal((result, 1), (info!.Result, info.Attempts));
         Assert.Contains("\"seed\": 1", info.Payload, StringComparison.Ordinal);
-    }
-
-    private async Task PublishRawAsync(byte[] body, string? messageId)
-    {
-        await using var connection = await Fleet.OpenRabbitAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        await channel.BasicPublishAsync(TaskQueues.Cpu, "", mandatory: true,
-            new BasicProperties { ContentType = "application/json", DeliveryMode = DeliveryModes.Persistent, MessageId = messageId }, body);
-    }
-
-    private async Task<uint> MessageCountAsync(string queue)
-    {
-        await using var connection = await Fleet.OpenRabbitAsync();
-        await using var channel = await connection.CreateChannelAsync();
-        try
-        {
-            return (await channel.QueueDeclarePassiveAsync(queue)).MessageCount;
-        }
-        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
-        {
-            return 0;
-        }
     }
 }

@@ -1,6 +1,4 @@
-using System.Text;
 using Fleet.IntegrationTests.Support;
-using RabbitMQ.Client;
 
 namespace Fleet.IntegrationTests;
 
@@ -13,7 +11,7 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
         var id = Guid.NewGuid();
         var body = $$"""{"taskId":"{{id}}","type":"sha256","payload":{"size_kb":1024,"rounds":32,"seed":7},"priority":0,"timeoutSeconds":300,"maxAttempts":3,"batchId":null,"submittedAt":"2026-11-28T12:00:00Z"}""";
 
-        await PublishAsync(exchange: "fleet-cpu", routingKey: "", body);
+        await PublishRawAsync("fleet-cpu", "", body);
         await WaitForFinalAsync([id]);
 
         var info = await GetTaskAsync(id);
@@ -29,7 +27,7 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
         var id = Guid.NewGuid();
         var body = """{"type":"sieve","payload":{"limit":2000000}}""";
 
-        await PublishAsync(exchange: "", routingKey: "fleet-cpu", body, messageId: id.ToString());
+        await PublishRawAsync("", "fleet-cpu", body, id.ToString());
         await WaitForFinalAsync([id]);
 
         var info = await GetTaskAsync(id);
@@ -45,10 +43,10 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
         var unknown = Guid.NewGuid();
         var notObject = Guid.NewGuid();
 
-        await PublishAsync("fleet-cpu", "", Body(tooBig, "sieve", """{"limit":1000000000000}"""));
-        await PublishAsync("fleet-cpu", "", Body(wrongType, "heat", """{"n":"large","steps":10,"seed":1}"""));
-        await PublishAsync("fleet-io", "", Body(unknown, "render-video", "{}"));
-        await PublishAsync("fleet-io", "", Body(notObject, "noop", "[1,2,3]"));
+        await PublishRawAsync("fleet-cpu", "", Body(tooBig, "sieve", """{"limit":1000000000000}"""));
+        await PublishRawAsync("fleet-cpu", "", Body(wrongType, "heat", """{"n":"large","steps":10,"seed":1}"""));
+        await PublishRawAsync("fleet-io", "", Body(unknown, "render-video", "{}"));
+        await PublishRawAsync("fleet-io", "", Body(notObject, "noop", "[1,2,3]"));
         await WaitForFinalAsync([tooBig, wrongType, unknown, notObject]);
 
         var sieve = await GetTaskAsync(tooBig);
@@ -70,12 +68,12 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
     [Fact]
     public async Task NonJsonBody_GoesToTheErrorQueue_AndTheWorkerKeepsProcessing()
     {
-        await PublishAsync("fleet-cpu", "", "this is not json {", messageId: "garbage-1");
+        await PublishRawAsync("fleet-cpu", "", "this is not json {", "garbage-1");
 
-        Assert.True(await EventuallyAsync(async () => await MessageCountAsync("fleet-cpu_error") == 1), "the unreadable message never reached fleet-cpu_error");
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-cpu_error") == 1), "the unreadable message never reached fleet-cpu_error");
 
         var good = Guid.NewGuid();
-        await PublishAsync("fleet-cpu", "", Body(good, "sieve", """{"limit":100}"""));
+        await PublishRawAsync("fleet-cpu", "", Body(good, "sieve", """{"limit":100}"""));
         await WaitForFinalAsync([good]);
         Assert.Equal("succeeded", (await GetTaskAsync(good))!.Status);
         Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id <> @id", ("id", good)));
@@ -83,26 +81,4 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
 
     private static string Body(Guid taskId, string type, string payloadJson) =>
         $"{{\"taskId\":\"{taskId}\",\"type\":\"{type}\",\"payload\":{payloadJson}}}";
-
-    private async Task PublishAsync(string exchange, string routingKey, string body, string? messageId = null)
-    {
-        await using var connection = await Fleet.OpenRabbitAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        var properties = new BasicProperties { ContentType = "application/json", DeliveryMode = DeliveryModes.Persistent, MessageId = messageId };
-        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
-    }
-
-    private async Task<uint> MessageCountAsync(string queue)
-    {
-        await using var connection = await Fleet.OpenRabbitAsync();
-        await using var channel = await connection.CreateChannelAsync();
-        try
-        {
-            return (await channel.QueueDeclarePassiveAsync(queue)).MessageCount;
-        }
-        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
-        {
-            return 0;
-        }
-    }
 }

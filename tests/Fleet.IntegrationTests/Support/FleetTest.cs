@@ -1,5 +1,7 @@
+using System.Text;
 using Fleet.Client;
 using Npgsql;
+using RabbitMQ.Client;
 
 namespace Fleet.IntegrationTests.Support;
 
@@ -85,5 +87,32 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
         }
 
         return await condition();
+    }
+
+    /// <summary>Publishes a raw body as any AMQP client would (persistent, JSON content type, publisher confirms).</summary>
+    protected async Task PublishRawAsync(string exchange, string routingKey, byte[] body, string? messageId = null)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var properties = new BasicProperties { ContentType = "application/json", DeliveryMode = DeliveryModes.Persistent, MessageId = messageId };
+        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, properties, body);
+    }
+
+    protected Task PublishRawAsync(string exchange, string routingKey, string body, string? messageId = null) =>
+        PublishRawAsync(exchange, routingKey, Encoding.UTF8.GetBytes(body), messageId);
+
+    /// <summary>Messages ready in <paramref name="queue"/>; 0 when it does not exist.</summary>
+    protected async Task<uint> QueueMessageCountAsync(string queue)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        try
+        {
+            return (await channel.QueueDeclarePassiveAsync(queue)).MessageCount;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            return 0;
+        }
     }
 }
