@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using Fleet.IntegrationTests.Support;
+using Fleet.Persistence;
+using Microsoft.EntityFrameworkCore;
+using Npgsql;
+
+namespace Fleet.IntegrationTests;
+
+/// <summary>
+/// The roles that infra/postgres/bootstrap.sql creates: the fleet's writer owns the schema and migrates it; the
+/// analysts' read-only role can read every table the migrator creates and can write nothing.
+/// </summary>
+public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
+{
+    [Fact]
+    public async Task BootstrapRoles_LetTheWriterMigrate_AndTheReadOnlyRoleOnlyRead()
+    {
+        var admin = new NpgsqlConnectionStringBuilder(Fleet.Servers.PostgresConnectionString);
+        await RunBootstrapAsync(admin, writerPassword: "writer-pw", readonlyPassword: "reader-pw");
+
+        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = "writer-pw" };
+        await using (var writerSource = NpgsqlDataSource.Create(writer.ConnectionString))
+        {
+            var options = new DbContextOptionsBuilder<FleetDbContext>();
+            options.UseFleetNpgsql(writerSource);
+            await using var db = new FleetDbContext(options.Options);
+            await db.Database.MigrateAsync();
+            await using var insert = writerSource.CreateCommand(
+                "INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority) VALUES (gen_random_uuid(), 'noop', 'fleet-io', 'queued', '{}', 0, 0) ON CONFLICT DO NOTHING");
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = "reader-pw" };
+        await using var readerSource = NpgsqlDataSource.Create(reader.ConnectionString);
+        await using (var select = readerSource.CreateCommand("SELECT count(*) FROM fleet.tasks"))
+        {
+            Assert.True((long)(await select.ExecuteScalarAsync())! >= 1);
+        }
+
+        foreach (var sql in new[]
+        {
+            "INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority) VALUES (gen_random_uuid(), 'noop', 'fleet-io', 'queued', '{}', 0, 0)",
+            "UPDATE fleet.tasks SET status = 'cancelled'",
+            "DELETE FROM fleet.task_attempts",
+            "CREATE TABLE fleet.sneaky (id int)",
+        })
+        {
+            await using var write = readerSource.CreateCommand(sql);
+            var ex = await Assert.ThrowsAsync<PostgresException>(() => write.ExecuteNonQueryAsync());
+            Assert.Contains(ex.SqlState, new[] { PostgresErrorCodes.ReadOnlySqlTransaction, PostgresErrorCodes.InsufficientPrivilege });
+        }
+    }
+
+    private static async Task RunBootstrapAsync(NpgsqlConnectionStringBuilder admin, string writerPassword, string readonlyPassword)
+    {
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
+        {
+            root = root.Parent;
+        }
+
+        var script = Path.Combine(root!.FullName, "infra", "postgres", "bootstrap.sql");
+        var info = new ProcessStartInfo("psql")
+        {
+            ArgumentList = { "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", $"fleet_password={writerPassword}", "-v", $"readonly_password={readonlyPassword}", "-f", script },
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        info.Environment["PGHOST"] = admin.Host;
+        info.Environment["PGPORT"] = admin.Port.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        info.Environment["PGUSER"] = admin.Username;
+        info.Environment["PGPASSWORD"] = admin.Password ?? "";
+        info.Environment["PGDATABASE"] = admin.Database;
+        using var psql = Process.Start(info)!;
+        var errors = await psql.StandardError.ReadToEndAsync();
+        await psql.WaitForExitAsync();
+        Assert.True(psql.ExitCode == 0, $"bootstrap.sql failed: {errors}");
+    }
+}
