@@ -24,9 +24,13 @@ class HttpError extends Error {
   }
 }
 
+// With Api:ReadsRequireKey the reads need a key too; the operator types it once per tab.
+const KEY = 'fleet.apiKey';
+
 async function getJson(path) {
+  const key = sessionStorage.getItem(KEY);
   const response = await fetch(path, {
-    headers: { Accept: 'application/json' },
+    headers: key ? { Accept: 'application/json', 'X-Api-Key': key } : { Accept: 'application/json' },
     cache: 'no-store',
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
@@ -84,24 +88,32 @@ function renderStats(stats) {
   $('chart-summary').textContent = `${fmtInt(total)} finished in the window`;
 }
 
-/** Busy slots of a lane, estimated from RabbitMQ: a lane's unacked messages are running or waiting for a free slot. */
+const LANES = { 'fleet-cpu': ['cpuConcurrency', 'runningCpu'], 'fleet-io': ['ioConcurrency', 'runningIo'] };
+
+/**
+ * Busy slots of a lane over the live workers that consume its queue. Exact when /workers reports what each worker
+ * runs (runningCpu/runningIo); otherwise estimated from RabbitMQ: a lane's unacked messages are running or waiting
+ * for a free slot, so min(unacked, slots) are running.
+ */
 function laneUse(queue, workers) {
-  const key = queue.name === 'fleet-cpu' ? 'cpuConcurrency' : queue.name === 'fleet-io' ? 'ioConcurrency' : null;
-  if (!key || !workers) return null;
-  const slots = workers
-    .filter(w => w.live && Array.isArray(w.queues) && w.queues.includes(queue.name))
-    .reduce((sum, w) => sum + (Number(w[key]) || 0), 0);
+  const [slotsKey, runningKey] = LANES[queue.name] ?? [];
+  if (!slotsKey || !workers) return null;
+  const consumers = workers.filter(w => w.live && Array.isArray(w.queues) && w.queues.includes(queue.name));
+  const slots = consumers.reduce((sum, w) => sum + (Number(w[slotsKey]) || 0), 0);
   if (!slots) return null;
-  return { busy: Math.min(Number(queue.unacked) || 0, slots), slots };
+  const exact = consumers.every(w => Number.isFinite(w[runningKey]));
+  const busy = exact ? consumers.reduce((sum, w) => sum + w[runningKey], 0) : Math.min(Number(queue.unacked) || 0, slots);
+  return { busy, slots, estimated: !exact };
 }
 
-function meter(use) {
+function meter(use, label = '') {
   if (!use) return h('span', { class: 'hint' }, '–');
-  const pct = Math.round((use.busy / use.slots) * 100);
+  const pct = Math.min(100, Math.round((use.busy / use.slots) * 100));
+  const text = `${label}${fmtInt(use.busy)} / ${fmtInt(use.slots)}`;
   const bar = h('span', { class: 'meter', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': use.slots, 'aria-valuenow': use.busy,
-    'aria-label': `${use.busy} of ${use.slots} slots busy` }, h('span'));
+    'aria-label': `${label}${use.busy} of ${use.slots} slots busy${use.estimated ? ' (estimated)' : ''}` }, h('span'));
   bar.firstChild.style.width = `${pct}%`;
-  return h('span', { class: 'use' }, bar, `${fmtInt(use.busy)} / ${fmtInt(use.slots)}`);
+  return h('span', { class: 'use', title: use.estimated ? 'estimated from unacked messages' : null }, bar, text);
 }
 
 function renderQueues(stats, workers) {
@@ -112,7 +124,8 @@ function renderQueues(stats, workers) {
     h('td', { class: 'r num' }, fmtInt(q.unacked)),
     h('td', { class: 'r num' }, fmtInt(q.consumers)),
     h('td', { class: 'r' }, meter(laneUse(q, workers)))));
-  $('queues').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, 'No queue reported.')]));
+  const none = stats.queuesError ? `Queue depths unavailable: ${stats.queuesError}` : 'No queue reported.';
+  $('queues').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, none)]));
 }
 
 function badge(text, kind) {
@@ -125,20 +138,29 @@ function workerBadge(w) {
   return badge(w.state, w.state === 'running' ? 'ok' : 'info');
 }
 
+/** A worker's busy slots per lane, when /workers reports them. */
+function workerUse(w) {
+  if (!w.live || !Number.isFinite(w.runningCpu) || !Number.isFinite(w.runningIo)) return h('span', { class: 'hint' }, '–');
+  return h('span', { class: 'stack' },
+    meter({ busy: w.runningCpu, slots: w.cpuConcurrency }, 'cpu '),
+    meter({ busy: w.runningIo, slots: w.ioConcurrency }, 'io '));
+}
+
 function renderWorkers(workers) {
   const rows = workers.map(w => {
     const age = serverNow() - Date.parse(w.lastSeenAt);
     return h('tr', { 'data-worker': w.id, class: w.live ? null : 'dim' },
       h('th', { scope: 'row' }, h('code', { title: `host ${w.host}, pid ${w.pid}` }, w.id)),
       h('td', null, (w.queues ?? []).join(', ')),
-      h('td', { class: 'nowrap' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
+      h('td', { class: 'nowrap lanes' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
+      h('td', null, workerUse(w)),
       h('td', null, workerBadge(w)),
       h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, `${fmtDuration(age)} ago`),
       h('td', { class: 'r num' }, fmtInt(w.tasksSucceeded)),
       h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
       h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
   });
-  $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(8, 'No worker has reported in the last hour.')]));
+  $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(9, 'No worker has reported in the last hour.')]));
   const live = workers.filter(w => w.live);
   const cpu = live.reduce((s, w) => s + (Number(w.cpuConcurrency) || 0), 0);
   const io = live.reduce((s, w) => s + (Number(w.ioConcurrency) || 0), 0);
@@ -205,12 +227,29 @@ function renderTask(t) {
       ? h('div', { class: 'error' }, h('h4', null, t.errorType ?? 'Error'), h('p', null, t.errorMessage ?? ''))
       : null,
     t.result !== undefined && t.result !== null ? h('div', null, h('h4', null, 'Result'), json(t.result)) : null,
+    executions(t.executions),
     h('details', null, h('summary', null, 'Payload'), json(t.payload ?? null)));
 }
 
 let lookupSeq = 0;
 
 /** Shows one task. `fromUser` (a search or a click) also fills the box and the address; a refresh does neither. */
+/** One row per execution (fleet.task_attempts), when the API sends them. */
+function executions(list) {
+  if (!Array.isArray(list) || list.length === 0) return null;
+  const ms = v => (Number.isFinite(v) ? fmtDuration(v) : '–');
+  return h('div', { class: 'scroll' }, h('h4', null, 'Executions'), h('table', { class: 'compact' },
+    h('thead', null, h('tr', null, ['#', 'Worker', 'Outcome', 'Wall', 'CPU', 'Queue wait'].map((c, i) =>
+      h('th', { scope: 'col', class: i >= 3 ? 'r' : null }, c)))),
+    h('tbody', null, list.map(e => h('tr', null,
+      h('td', { class: 'num' }, fmtInt(e.attempt)),
+      h('td', null, h('code', null, e.workerId)),
+      h('td', { title: e.errorMessage ?? '' }, badge(e.outcome ?? 'running', statusKind[e.outcome] ?? 'info')),
+      h('td', { class: 'r num' }, ms(e.wallMs)),
+      h('td', { class: 'r num' }, ms(e.cpuMs)),
+      h('td', { class: 'r num' }, ms(e.queueWaitMs)))))));
+}
+
 async function lookup(id, fromUser = true) {
   id = String(id).trim();
   const out = $('lookup-result');
@@ -245,6 +284,13 @@ $('lookup').addEventListener('submit', e => {
   lookup($('lookup-id').value);
 });
 
+$('key-form').addEventListener('submit', e => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY, $('key-input').value.trim());
+  $('key-input').value = '';
+  loop();
+});
+
 // ---- the refresh loop -------------------------------------------------------------------------------------------
 
 async function refresh() {
@@ -262,6 +308,7 @@ async function refresh() {
   if (failures.status === 'fulfilled') renderFailures(failures.value);
 
   const failed = results.filter(r => r.status === 'rejected');
+  $('key-form').hidden = !failed.some(r => r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
   if (failed.length === 0) {
     lastOk = new Date();
     setConnection('live', 'Live');

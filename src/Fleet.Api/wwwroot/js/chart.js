@@ -33,14 +33,17 @@ function toBuckets(series, serverNow, windowMs) {
     if (d > 0 && d < bucketMs) bucketMs = d;
   }
   const bySlot = new Map(points.map(p => [Math.floor(p.t / bucketMs), p.n]));
-  const first = Math.floor((serverNow - windowMs) / bucketMs);
-  const lastSlot = Math.floor(serverNow / bucketMs);
+  // The window ends with the latest complete bucket (the one still filling is not drawn, so the line never
+  // dips to zero at the right edge just because the current 5 s are not over yet).
+  const newest = points.length ? Math.floor(points[points.length - 1].t / bucketMs) : -Infinity;
+  const lastSlot = Math.max(newest, Math.floor(serverNow / bucketMs) - 1);
+  const count = Math.round(windowMs / bucketMs);
   const buckets = [];
-  for (let slot = first + 1; slot <= lastSlot; slot++) {
+  for (let slot = lastSlot - count + 1; slot <= lastSlot; slot++) {
     const n = bySlot.get(slot) ?? 0;
     buckets.push({ t: slot * bucketMs, n, rate: n / (bucketMs / 1000) });
   }
-  return { buckets, bucketMs };
+  return { buckets, bucketMs, end: (lastSlot + 1) * bucketMs };
 }
 
 /** The smallest of 1, 2, 5 x 10^k at or above `v` (at least 1). */
@@ -55,7 +58,7 @@ function axisLabel(v) {
 }
 
 function draw(container, { series, serverNow }, windowMs) {
-  const { buckets, bucketMs } = toBuckets(series, serverNow, windowMs);
+  const { buckets, bucketMs, end } = toBuckets(series, serverNow, windowMs);
   const total = series.reduce((sum, p) => sum + (Number(p.finished) || 0), 0);
   const peak = buckets.reduce((m, b) => Math.max(m, b.rate), 0);
   const current = buckets.length ? buckets[buckets.length - 1].rate : 0;
@@ -71,7 +74,7 @@ function draw(container, { series, serverNow }, windowMs) {
   const plotW = width - PAD.left - PAD.right;
   const plotH = HEIGHT - PAD.top - PAD.bottom;
   const yMax = niceCeil(peak);
-  const start = serverNow - windowMs;
+  const start = end - windowMs;
   const x = t => PAD.left + ((t - start) / windowMs) * plotW;
   const y = r => PAD.top + plotH - (r / yMax) * plotH;
 
@@ -84,7 +87,7 @@ function draw(container, { series, serverNow }, windowMs) {
       svg('text', { class: 'axis', x: PAD.left - 6, y: gy + 4, 'text-anchor': 'end' }, axisLabel(yMax * frac)));
   }
   for (const minutesAgo of [15, 10, 5, 0]) {
-    const tx = x(serverNow - minutesAgo * MINUTE);
+    const tx = x(end - minutesAgo * MINUTE);
     const anchor = minutesAgo === 15 ? 'start' : minutesAgo === 0 ? 'end' : 'middle';
     root.append(svg('text', { class: 'axis', x: tx, y: HEIGHT - 8, 'text-anchor': anchor }, minutesAgo ? `−${minutesAgo} min` : 'now'));
   }

@@ -49,6 +49,7 @@ export function fmtRate(n) {
 export function fmtDuration(ms) {
   if (!Number.isFinite(ms)) return '–';
   if (ms < 0) ms = 0;
+  if (ms < 10) return `${ms.toFixed(1)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   const s = ms / 1000;
   if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
