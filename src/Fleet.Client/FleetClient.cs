@@ -1,30 +1,18 @@
-using Fleet.Contracts;
 using MassTransit;
 using Npgsql;
-using NpgsqlTypes;
 
 namespace Fleet.Client;
 
 /// <summary>
-/// Submits tasks to the fleet and reads their state. A submission first commits the task rows as <c>queued</c>
-/// with <c>published_at</c> null, then sends the messages with publisher confirms, then stamps
-/// <c>published_at</c>: a crash in between leaves rows that a relay (planned with the HTTP API) can find and republish, and workers are
-/// idempotent by task id, so a republish never runs a task twice after it is final.
+/// Submits tasks to the fleet and reads their state. Submissions go through <see cref="TaskSubmitter"/>, the
+/// pipeline the HTTP API uses too: the task rows commit as <c>queued</c> with <c>published_at</c> null, then the
+/// messages are sent with publisher confirms, then <c>published_at</c> is stamped. A crash in between leaves rows
+/// that the API's relay finds and republishes, and workers are idempotent by task id, so a republish never runs a
+/// task twice after it is final.
 /// Thread-safe; create one per process and dispose it at shutdown.
 /// </summary>
 public sealed class FleetClient : IAsyncDisposable
 {
-    private const string InsertSql = """
-        INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
-        SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at
-        FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at)
-            AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
-        ON CONFLICT (id) DO NOTHING
-        """;
-
-    private const string MarkPublishedSql =
-        "UPDATE fleet.tasks SET published_at = now() WHERE id = ANY(@id) AND published_at IS NULL";
-
     private const string SelectTaskSql = """
         SELECT id, type, queue, status, payload::text, result::text, error_type, error_message, attempts, batch_id,
                submitted_at, started_at, finished_at, worker_id
@@ -42,6 +30,7 @@ public sealed class FleetClient : IAsyncDisposable
     private readonly FleetClientOptions _options;
     private readonly NpgsqlDataSource _dataSource;
     private readonly IBusControl _bus;
+    private readonly TaskSubmitter _submitter;
     private readonly SemaphoreSlim _startLock = new(1, 1);
     private volatile bool _started;
 
@@ -58,6 +47,10 @@ public sealed class FleetClient : IAsyncDisposable
             // send that fails is never stamped published.
             cfg.UseFleetHost(address, "fleet-client");
         });
+        var submitterOptions = new TaskSubmitterOptions { DefaultMaxAttempts = options.DefaultMaxAttempts, ChunkSize = options.BulkChunkSize };
+        submitterOptions.CpuTypes.Clear();
+        submitterOptions.CpuTypes.UnionWith(options.CpuTypes);
+        _submitter = new TaskSubmitter(_dataSource, new MassTransitTaskPublisher(_bus), submitterOptions);
     }
 
     /// <summary>Submits one task and returns its id once it is stored and confirmed by the broker.</summary>
@@ -67,21 +60,29 @@ public sealed class FleetClient : IAsyncDisposable
         return ids[0];
     }
 
-    /// <summary>Submits many tasks with bulk writes and concurrent confirmed sends; returns their ids in order.</summary>
+    /// <summary>
+    /// Submits many tasks with bulk writes and concurrent confirmed sends; returns their ids in order. Each chunk of
+    /// <see cref="FleetClientOptions.BulkChunkSize"/> tasks is stored, sent and stamped before the next, so workers
+    /// start on a long submission while the rest is still being written.
+    /// </summary>
+    /// <exception cref="TaskPublishException">A chunk is stored but the broker did not confirm it (the relay of a running API publishes it).</exception>
     public async Task<IReadOnlyList<Guid>> SubmitManyAsync(IEnumerable<TaskRequest> requests, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(requests);
         await EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
-        var now = DateTimeOffset.UtcNow;
-        var messages = requests.Select(r => ToMessage(r, now)).ToList();
-        foreach (var chunk in messages.Chunk(_options.BulkChunkSize))
+        var ids = new List<Guid>();
+        foreach (var chunk in requests.Chunk(_options.BulkChunkSize))
         {
-            await InsertAsync(chunk, cancellationToken).ConfigureAwait(false);
-            await SendAsync(chunk, cancellationToken).ConfigureAwait(false);
-            await MarkPublishedAsync(chunk, cancellationToken).ConfigureAwait(false);
+            var result = await _submitter.SubmitAsync(chunk, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (result.PublishError is not null)
+            {
+                throw new TaskPublishException(result.TaskIds, result.PublishError);
+            }
+
+            ids.AddRange(result.TaskIds);
         }
 
-        return [.. messages.Select(m => m.Message.TaskId)];
+        return ids;
     }
 
     /// <summary>Reads one task, or null when no task has that id.</summary>
@@ -141,66 +142,6 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
-    private QueuedMessage ToMessage(TaskRequest request, DateTimeOffset now)
-    {
-        ArgumentException.ThrowIfNullOrWhiteSpace(request.Type, nameof(request));
-        if (request.Payload.ValueKind != System.Text.Json.JsonValueKind.Object)
-        {
-            throw new ArgumentException($"The payload of task type '{request.Type}' must be a JSON object.", nameof(request));
-        }
-
-        var queue = request.Queue ?? (_options.CpuTypes.Contains(request.Type) ? TaskQueues.Cpu : TaskQueues.Io);
-        var message = new ProcessTask
-        {
-            TaskId = request.TaskId ?? Guid.CreateVersion7(now),
-            Type = request.Type,
-            Payload = request.Payload,
-            Priority = request.Priority,
-            TimeoutSeconds = request.TimeoutSeconds,
-            MaxAttempts = request.MaxAttempts ?? _options.DefaultMaxAttempts,
-            BatchId = request.BatchId,
-            SubmittedAt = now,
-        };
-        return new QueuedMessage(queue, message);
-    }
-
-    private async Task InsertAsync(QueuedMessage[] chunk, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(InsertSql);
-        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));
-        command.Parameters.Add(Array("type", NpgsqlDbType.Text, chunk.Select(m => m.Message.Type)));
-        command.Parameters.Add(Array("queue", NpgsqlDbType.Text, chunk.Select(m => m.Queue)));
-        command.Parameters.Add(Array("payload", NpgsqlDbType.Jsonb, chunk.Select(m => m.Message.Payload.GetRawText())));
-        command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, chunk.Select(m => m.Message.MaxAttempts)));
-        command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, chunk.Select(m => m.Message.TimeoutSeconds)));
-        command.Parameters.Add(Array("priority", NpgsqlDbType.Integer, chunk.Select(m => m.Message.Priority)));
-        command.Parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.BatchId)));
-        command.Parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, chunk.Select(m => m.Message.SubmittedAt)));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-    }
-
-    private async Task SendAsync(QueuedMessage[] chunk, CancellationToken cancellationToken)
-    {
-        var sends = new List<Task>(chunk.Length);
-        foreach (var group in chunk.GroupBy(m => m.Queue, StringComparer.Ordinal))
-        {
-            var endpoint = await _bus.GetSendEndpoint(new Uri($"queue:{group.Key}")).ConfigureAwait(false);
-            foreach (var message in group)
-            {
-                sends.Add(endpoint.Send(message.Message, context => context.MessageId = message.Message.TaskId, cancellationToken));
-            }
-        }
-
-        await Task.WhenAll(sends).ConfigureAwait(false);
-    }
-
-    private async Task MarkPublishedAsync(QueuedMessage[] chunk, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand(MarkPublishedSql);
-        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-    }
-
     private async Task EnsureStartedAsync(CancellationToken cancellationToken)
     {
         if (_started)
@@ -223,9 +164,6 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
-    private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
-        new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
-
     public async ValueTask DisposeAsync()
     {
         if (_started)
@@ -236,6 +174,4 @@ public sealed class FleetClient : IAsyncDisposable
         await _dataSource.DisposeAsync().ConfigureAwait(false);
         _startLock.Dispose();
     }
-
-    private readonly record struct QueuedMessage(string Queue, ProcessTask Message);
 }

@@ -19,9 +19,10 @@ internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTas
 
         // The API and dashboard list tasks by status, type or batch, newest first, with keyset pagination on
         // (submitted_at, id); each filter gets an index that serves both the filter and the order.
+        // (Schema version 2 widened ix_tasks_batch from batch_id alone, so a batch of any size lists without a sort.)
         builder.HasIndex(t => new { t.Status, t.SubmittedAt, t.Id }).HasDatabaseName("ix_tasks_status_submitted");
         builder.HasIndex(t => new { t.Type, t.SubmittedAt, t.Id }).HasDatabaseName("ix_tasks_type_submitted");
-        builder.HasIndex(t => t.BatchId).HasDatabaseName("ix_tasks_batch").HasFilter("batch_id IS NOT NULL");
+        builder.HasIndex(t => new { t.BatchId, t.SubmittedAt, t.Id }).HasDatabaseName("ix_tasks_batch").HasFilter("batch_id IS NOT NULL");
 
         // Throughput per minute and "latest failures" read recent finished rows.
         builder.HasIndex(t => t.FinishedAt).HasDatabaseName("ix_tasks_finished").HasFilter("finished_at IS NOT NULL");

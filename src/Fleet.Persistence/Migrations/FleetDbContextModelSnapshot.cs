@@ -108,10 +108,6 @@ namespace Fleet.Persistence.Migrations
                     b.HasKey("Id")
                         .HasName("pk_tasks");
 
-                    b.HasIndex("BatchId")
-                        .HasDatabaseName("ix_tasks_batch")
-                        .HasFilter("batch_id IS NOT NULL");
-
                     b.HasIndex("FinishedAt")
                         .HasDatabaseName("ix_tasks_finished")
                         .HasFilter("finished_at IS NOT NULL");
@@ -119,6 +115,10 @@ namespace Fleet.Persistence.Migrations
                     b.HasIndex("SubmittedAt")
                         .HasDatabaseName("ix_tasks_unpublished")
                         .HasFilter("published_at IS NULL");
+
+                    b.HasIndex("BatchId", "SubmittedAt", "Id")
+                        .HasDatabaseName("ix_tasks_batch")
+                        .HasFilter("batch_id IS NOT NULL");
 
                     b.HasIndex("Status", "SubmittedAt", "Id")
                         .HasDatabaseName("ix_tasks_status_submitted");
@@ -196,6 +196,41 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_workers_last_seen");
 
                     b.ToTable("workers", "fleet");
+                });
+
+            modelBuilder.Entity("Fleet.Persistence.Entities.IdempotencyRecord", b =>
+                {
+                    b.Property<string>("Key")
+                        .HasColumnType("text")
+                        .HasColumnName("key");
+
+                    b.Property<Guid?>("BatchId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("batch_id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<string>("RequestHash")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("request_hash");
+
+                    b.PrimitiveCollection<Guid[]>("TaskIds")
+                        .IsRequired()
+                        .HasColumnType("uuid[]")
+                        .HasColumnName("task_ids");
+
+                    b.HasKey("Key")
+                        .HasName("pk_idempotency_keys");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_idempotency_keys_created");
+
+                    b.ToTable("idempotency_keys", "fleet");
                 });
 
             modelBuilder.Entity("Fleet.Persistence.Entities.TaskAttempt", b =>

@@ -1,0 +1,142 @@
+using System.Text.Json;
+using Fleet.Api.Monitoring;
+using Fleet.Api.Queries;
+using Fleet.Api.Relay;
+using Fleet.Api.Security;
+using Fleet.Api.Submission;
+using Fleet.Client;
+using Fleet.ServiceDefaults;
+using Fleet.Tasks;
+using MassTransit;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace Fleet.Api;
+
+public static class ApiHostingExtensions
+{
+    /// <summary>The authorization policy of every write (and of reads with <c>Api:ReadsRequireKey</c>).</summary>
+    public const string ApiKeyPolicy = "api-key";
+
+    /// <summary>
+    /// Everything the API process needs: the <c>Api</c> options (validated at start), the database, the broker
+    /// (MassTransit, send only), the shared <see cref="TaskSubmitter"/> and its outbox relay, API-key
+    /// authentication, problem details, health checks and the OpenAPI document.
+    /// </summary>
+    public static IHostApplicationBuilder AddFleetApi(this IHostApplicationBuilder builder, Action<ApiOptions>? configure = null)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        var services = builder.Services;
+        services.AddOptions<ApiOptions>()
+            .BindConfiguration(ApiOptions.SectionName)
+            .Configure(o => configure?.Invoke(o))
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        var broker = builder.Configuration.GetRabbitMqAddress();
+        builder.AddFleetDatabase();
+
+        // The built-in handlers are registered only to learn their names and lanes; the API runs none of them.
+        services.AddFleetTasks();
+        services.AddSingleton<TaskTypeCatalog>();
+        services.AddSingleton<TaskRequestReader>();
+        services.AddSingleton<TaskQueries>();
+        services.AddSingleton<TaskCanceller>();
+        services.AddSingleton<WorkerQueries>();
+        services.AddSingleton<StatsService>();
+        services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3));
+        services.AddSingleton(sp => new RabbitMqManagementClient(
+            sp.GetRequiredService<IHttpClientFactory>(), sp.GetRequiredService<IOptions<ApiOptions>>().Value.RabbitMqManagementUri, broker));
+
+        // One submission pipeline for the API and FleetClient. The publisher is replaceable (TryAdd), which is how the
+        // crash tests cut the pipeline between commit and confirm.
+        services.TryAddSingleton<ITaskPublisher>(sp => new MassTransitTaskPublisher(sp.GetRequiredService<IBus>()));
+        services.AddSingleton(sp =>
+        {
+            var api = sp.GetRequiredService<IOptions<ApiOptions>>().Value;
+            var submitterOptions = new TaskSubmitterOptions { ChunkSize = 5_000, PublishTimeout = TimeSpan.FromSeconds(api.PublishTimeoutSeconds) };
+            submitterOptions.CpuTypes.Clear();
+            submitterOptions.CpuTypes.UnionWith(sp.GetRequiredService<TaskTypeCatalog>().CpuTypes);
+            return new TaskSubmitter(
+                sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), submitterOptions,
+                sp.GetRequiredService<ILogger<TaskSubmitter>>());
+        });
+        services.AddHostedService<OutboxRelayService>();
+
+        services.AddMassTransit(x =>
+        {
+            // "Broker reachable" is part of readiness: the bus check is tagged like the database check.
+            x.ConfigureHealthCheckOptions(health =>
+            {
+                health.Name = "broker";
+                health.Tags.Add("ready");
+                health.MinimalFailureStatus = HealthStatus.Unhealthy;
+            });
+            x.UsingRabbitMq((_, cfg) => cfg.UseFleetHost(broker, $"fleet-api {Environment.MachineName}:{Environment.ProcessId}"));
+        });
+
+        services.AddProblemDetails();
+        services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
+            .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
+        services.AddAuthorizationBuilder()
+            .AddPolicy(ApiKeyPolicy, policy => policy.AddAuthenticationSchemes(ApiKeyAuthenticationHandler.SchemeName).RequireAuthenticatedUser());
+        services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
+        services.ConfigureHttpJsonOptions(json => json.SerializerOptions.WriteIndented = false);
+        services.AddFleetOpenApi();
+        return builder;
+    }
+
+    /// <summary>The middleware, in order: errors as problem details, the dashboard's files, then API keys.</summary>
+    public static WebApplication UseFleetApi(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+
+        // "/" serves wwwroot/index.html, the dashboard; its files are public like /health.
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        return app;
+    }
+
+    /// <summary>Every endpoint: the pinned paths of DESIGN.md, health and the OpenAPI document.</summary>
+    public static WebApplication MapFleetApi(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        var api = app.Services.GetRequiredService<IOptions<ApiOptions>>().Value;
+
+        var writes = app.MapGroup("").RequireAuthorization(ApiKeyPolicy).WithTags("Tasks");
+        writes.MapSubmissions();
+        writes.MapCancel();
+
+        var reads = app.MapGroup("").WithTags("Reads");
+        if (api.ReadsRequireKey)
+        {
+            reads.RequireAuthorization(ApiKeyPolicy);
+        }
+
+        reads.MapReads();
+
+        // /health: ready to serve (PostgreSQL and RabbitMQ answer). /alive: the process answers, nothing more, so
+        // a restart policy never kills the API for a database outage.
+        app.MapHealthChecks("/health", new HealthCheckOptions { Predicate = check => check.Tags.Contains("ready"), ResponseWriter = WriteHealthAsync });
+        app.MapHealthChecks("/alive", new HealthCheckOptions { Predicate = _ => false, ResponseWriter = WriteHealthAsync });
+        app.MapOpenApi();
+        return app;
+    }
+
+    private static Task WriteHealthAsync(HttpContext context, HealthReport report)
+    {
+        context.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(context.Response.Body, new
+        {
+            status = report.Status.ToString(),
+            checks = report.Entries.Select(e => new { name = e.Key, status = e.Value.Status.ToString(), description = e.Value.Description }),
+        }, cancellationToken: context.RequestAborted);
+    }
+}

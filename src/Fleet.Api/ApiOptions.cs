@@ -1,0 +1,161 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Fleet.Api;
+
+/// <summary>
+/// The <c>Api</c> section. Everything but <see cref="ApiKeys"/> has a default that works on a developer machine:
+/// <code>
+/// "Api": {
+///   "ApiKeys": [ "fleet_0123456789abcdef" ],   // required: at least one, 16 characters or more
+///   "ReadsRequireKey": false,
+///   "MaxTaskBytes": 1048576,                   // body of POST /tasks, and each task of a batch
+///   "MaxBatchTasks": 10000,
+///   "MaxBatchBytes": 67108864,                 // body of POST /tasks/batch
+///   "ListLimitDefault": 100,
+///   "ListLimitMax": 1000,
+///   "KnownTypes": [ "word-count" ],            // accepted besides the built-in types
+///   "CpuTypes": [ "word-count" ],              // sent to fleet-cpu besides the built-in CPU types
+///   "RabbitMqManagementUri": "http://user:pass@127.0.0.1:15672/",
+///   "PublishTimeoutSeconds": 10,
+///   "RelayEnabled": true,
+///   "RelayAfterSeconds": 15,                   // more than PublishTimeoutSeconds
+///   "RelayIntervalSeconds": 2,
+///   "RelayBatchSize": 1000,
+///   "IdempotencyKeyHours": 24,
+///   "WorkerStaleSeconds": 20,
+///   "WorkerRecentMinutes": 60,
+///   "StatsCacheSeconds": 1,
+///   "DailyCountsCacheSeconds": 30
+/// }
+/// </code>
+/// </summary>
+public sealed class ApiOptions : IValidatableObject
+{
+    public const string SectionName = "Api";
+
+    /// <summary>Keys that may write (and read, with <see cref="ReadsRequireKey"/>); sent as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>.</summary>
+    public string[] ApiKeys { get; set; } = [];
+
+    /// <summary>When true, every read endpoint needs a key too; <c>/health</c>, <c>/alive</c>, the OpenAPI document and the dashboard's files stay open.</summary>
+    public bool ReadsRequireKey { get; set; }
+
+    /// <summary>Largest body of <c>POST /tasks</c>, and largest single task inside a batch, in bytes.</summary>
+    [Range(1024, 64 * 1024 * 1024)]
+    public int MaxTaskBytes { get; set; } = 1024 * 1024;
+
+    /// <summary>Most tasks in one <c>POST /tasks/batch</c>.</summary>
+    [Range(1, 100_000)]
+    public int MaxBatchTasks { get; set; } = 10_000;
+
+    /// <summary>Largest body of <c>POST /tasks/batch</c>, in bytes (held in memory while it is validated).</summary>
+    [Range(1024, 1024 * 1024 * 1024)]
+    public long MaxBatchBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>Items per page of <c>GET /tasks</c> when <c>limit</c> is not given.</summary>
+    [Range(1, 100_000)]
+    public int ListLimitDefault { get; set; } = 100;
+
+    /// <summary>The hard cap of <c>limit</c> in <c>GET /tasks</c>; larger values are reduced to it.</summary>
+    [Range(1, 100_000)]
+    public int ListLimitMax { get; set; } = 1000;
+
+    /// <summary>Task types accepted besides the built-in ones (types of your own handlers, registered in your workers).</summary>
+    public string[] KnownTypes { get; set; } = [];
+
+    /// <summary>Types sent to <c>fleet-cpu</c> besides the built-in CPU types; they are known types too.</summary>
+    public string[] CpuTypes { get; set; } = [];
+
+    /// <summary>The RabbitMQ management HTTP API, <c>http://user:pass@host:port/</c>, for queue depths in <c>GET /stats</c>. Without user info the broker's AMQP credentials are used.</summary>
+    public string? RabbitMqManagementUri { get; set; }
+
+    /// <summary>How long a submission waits for the broker's confirms (all of them, whole batch) before it answers anyway and leaves the rest to the relay.</summary>
+    [Range(1, 300)]
+    public int PublishTimeoutSeconds { get; set; } = 10;
+
+    /// <summary>Whether this process runs the outbox relay (it still relays only while it holds the advisory lock).</summary>
+    public bool RelayEnabled { get; set; } = true;
+
+    /// <summary>
+    /// A task still <c>queued</c> with <c>published_at</c> null this long after its submit is republished. Must be more
+    /// than <see cref="PublishTimeoutSeconds"/>: younger rows may belong to a submission that is still publishing.
+    /// </summary>
+    [Range(1, 86_400)]
+    public int RelayAfterSeconds { get; set; } = 15;
+
+    /// <summary>How often the relay looks for unpublished tasks.</summary>
+    [Range(1, 3600)]
+    public int RelayIntervalSeconds { get; set; } = 2;
+
+    /// <summary>Most tasks one relay round republishes; a full round is followed by another at once.</summary>
+    [Range(1, 50_000)]
+    public int RelayBatchSize { get; set; } = 1000;
+
+    /// <summary>How long an <c>Idempotency-Key</c> is remembered.</summary>
+    [Range(1, 24 * 365)]
+    public int IdempotencyKeyHours { get; set; } = 24;
+
+    /// <summary>A worker whose last heartbeat is older than this is not live (<c>"live": false</c> in <c>GET /workers</c>).</summary>
+    [Range(1, 86_400)]
+    public int WorkerStaleSeconds { get; set; } = 20;
+
+    /// <summary><c>GET /workers</c> also lists workers that stopped (or went silent) within this many minutes.</summary>
+    [Range(0, 7 * 24 * 60)]
+    public int WorkerRecentMinutes { get; set; } = 60;
+
+    /// <summary>
+    /// <c>GET /stats</c> answers from a snapshot at most this old, so that any number of open dashboards cost the
+    /// database one set of queries per interval.
+    /// </summary>
+    [Range(0, 60)]
+    public double StatsCacheSeconds { get; set; } = 1;
+
+    /// <summary>The 24-hour counts of <c>GET /stats</c> (the widest index range it reads) are recomputed at most this often.</summary>
+    [Range(0, 3600)]
+    public double DailyCountsCacheSeconds { get; set; } = 30;
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (ApiKeys.Length == 0)
+        {
+            yield return new ValidationResult(
+                "Api:ApiKeys needs at least one key (environment variable Api__ApiKeys__0): every write needs one.", [nameof(ApiKeys)]);
+        }
+
+        for (var i = 0; i < ApiKeys.Length; i++)
+        {
+            // The key itself is never part of the message: validation errors end up in logs.
+            if (string.IsNullOrWhiteSpace(ApiKeys[i]) || ApiKeys[i].Trim().Length < 16)
+            {
+                yield return new ValidationResult($"Api:ApiKeys:{i} must be at least 16 characters long.", [nameof(ApiKeys)]);
+            }
+        }
+
+        if (ListLimitDefault > ListLimitMax)
+        {
+            yield return new ValidationResult("Api:ListLimitDefault must not exceed Api:ListLimitMax.", [nameof(ListLimitDefault)]);
+        }
+
+        if (MaxBatchBytes < MaxTaskBytes)
+        {
+            yield return new ValidationResult("Api:MaxBatchBytes must be at least Api:MaxTaskBytes.", [nameof(MaxBatchBytes)]);
+        }
+
+        if (RelayAfterSeconds <= PublishTimeoutSeconds)
+        {
+            yield return new ValidationResult(
+                "Api:RelayAfterSeconds must be more than Api:PublishTimeoutSeconds, or the relay republishes submissions that are still publishing.",
+                [nameof(RelayAfterSeconds)]);
+        }
+
+        if (KnownTypes.Concat(CpuTypes).Any(string.IsNullOrWhiteSpace))
+        {
+            yield return new ValidationResult("Api:KnownTypes and Api:CpuTypes must not contain empty names.", [nameof(KnownTypes)]);
+        }
+
+        if (!string.IsNullOrWhiteSpace(RabbitMqManagementUri) &&
+            (!Uri.TryCreate(RabbitMqManagementUri, UriKind.Absolute, out var management) || management.Scheme is not ("http" or "https")))
+        {
+            yield return new ValidationResult("Api:RabbitMqManagementUri must be an http:// or https:// URI.", [nameof(RabbitMqManagementUri)]);
+        }
+    }
+}

@@ -1,0 +1,44 @@
+using System.ComponentModel;
+
+namespace Fleet.Api.Models;
+
+/// <summary>One worker process (<c>GET /workers</c>).</summary>
+public sealed record WorkerInfo(
+    string Id,
+    string Host,
+    int Pid,
+    IReadOnlyList<string> Queues,
+    int CpuConcurrency,
+    int IoConcurrency,
+    [property: Description("As the worker last wrote it: running, draining or stopped.")] string State,
+    [property: Description("Not stopped, and a heartbeat within Api:WorkerStaleSeconds.")] bool Live,
+    DateTimeOffset LastSeenAt,
+    long TasksSucceeded,
+    long TasksFailed,
+    long TasksSkipped,
+    DateTimeOffset StartedAt,
+    [property: Description("Tasks of this worker now running from fleet-cpu.")] long RunningCpu,
+    [property: Description("Tasks of this worker now running from other queues.")] long RunningIo);
+
+/// <summary>One RabbitMQ queue of the fleet's vhost (durable queues only).</summary>
+public sealed record QueueDepth(string Name, long Ready, long Unacked, int Consumers);
+
+/// <summary>Open tasks, counted through the status index.</summary>
+public sealed record OpenCounts(long Queued, long Running);
+
+/// <summary>Tasks that reached a final state within a window, counted through <c>ix_tasks_finished</c>.</summary>
+public sealed record FinalCounts(long Succeeded, long Failed, long TimedOut, long Cancelled);
+
+/// <summary>Tasks that reached a final state in the 5-second bucket starting at <c>t</c>.</summary>
+public sealed record ThroughputPoint(DateTimeOffset T, long Finished);
+
+/// <summary><c>GET /stats</c>.</summary>
+public sealed record StatsSnapshot(
+    [property: Description("Database time the snapshot was taken.")] DateTimeOffset GeneratedAt,
+    IReadOnlyList<QueueDepth> Queues,
+    [property: Description("Why queues is empty, when it is: management API not configured or not answering.")] string? QueuesError,
+    OpenCounts Open,
+    FinalCounts LastHour,
+    FinalCounts Last24h,
+    [property: Description("Tasks finished per second over the last 60 s.")] double ThroughputLastMinute,
+    [property: Description("180 five-second buckets covering the last 15 minutes, oldest first; the last one is the latest complete bucket.")] IReadOnlyList<ThroughputPoint> Series);

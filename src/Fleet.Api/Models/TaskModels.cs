@@ -1,0 +1,109 @@
+using System.ComponentModel;
+using System.Text.Json;
+
+namespace Fleet.Api.Models;
+
+/// <summary>The body of <c>POST /tasks</c> and each item of a batch. Only <c>type</c> is required.</summary>
+public sealed record SubmitTaskBody
+{
+    [Description("Task type, e.g. sha256. Must be a built-in type or one listed in Api:KnownTypes.")]
+    public required string Type { get; init; }
+
+    [Description("The handler's input, a JSON object; {} when absent.")]
+    public JsonElement? Payload { get; init; }
+
+    [Description("Stored with the task; does not change delivery order.")]
+    public int? Priority { get; init; }
+
+    [Description("Time limit of one execution in seconds (1-86400); absent means the worker's default.")]
+    public int? TimeoutSeconds { get; init; }
+
+    [Description("Stored with the task (1-100, default 3).")]
+    public int? MaxAttempts { get; init; }
+
+    [Description("fleet-cpu or fleet-io; absent means by type (CPU types to fleet-cpu).")]
+    public string? Queue { get; init; }
+}
+
+/// <summary>The body of <c>POST /tasks/batch</c>.</summary>
+public sealed record SubmitBatchBody
+{
+    [Description("1 to Api:MaxBatchTasks (10,000) tasks, all stored in one transaction under one new batch id.")]
+    public required IReadOnlyList<SubmitTaskBody> Tasks { get; init; }
+}
+
+/// <summary>202 of <c>POST /tasks</c>.</summary>
+public sealed record TaskAccepted(Guid Id, string StatusUrl);
+
+/// <summary>202 of <c>POST /tasks/batch</c>: the ids in request order.</summary>
+public sealed record BatchAccepted(Guid BatchId, int Count, IReadOnlyList<Guid> Ids, string StatusUrl);
+
+/// <summary>One task in a listing (<c>GET /tasks</c>).</summary>
+public sealed record TaskSummary(
+    Guid Id,
+    string Type,
+    string Queue,
+    string Status,
+    string? ErrorType,
+    string? ErrorMessage,
+    int Attempts,
+    DateTimeOffset SubmittedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    string? WorkerId,
+    Guid? BatchId);
+
+/// <summary>A page of <c>GET /tasks</c>, newest first; <c>next</c> is the opaque cursor of the following page, null on the last.</summary>
+public sealed record TaskPage(IReadOnlyList<TaskSummary> Items, string? Next);
+
+/// <summary>One execution of a task (<c>fleet.task_attempts</c>).</summary>
+public sealed record TaskExecution(
+    int Attempt,
+    string WorkerId,
+    string Outcome,
+    DateTimeOffset StartedAt,
+    DateTimeOffset? FinishedAt,
+    string? ErrorType,
+    string? ErrorMessage,
+    double? WallMs,
+    double? CpuMs,
+    double? QueueWaitMs);
+
+/// <summary><c>GET /tasks/{id}</c>: the listing's fields, plus input, output and every execution.</summary>
+public sealed record TaskDetail(
+    Guid Id,
+    string Type,
+    string Queue,
+    string Status,
+    string? ErrorType,
+    string? ErrorMessage,
+    int Attempts,
+    DateTimeOffset SubmittedAt,
+    DateTimeOffset? StartedAt,
+    DateTimeOffset? FinishedAt,
+    string? WorkerId,
+    Guid? BatchId,
+    [property: Description("The input as submitted (a JSON value).")] JsonElement Payload,
+    [property: Description("The output once succeeded (a JSON object), else null.")] JsonElement? Result,
+    int Priority,
+    int? TimeoutSeconds,
+    int MaxAttempts,
+    DateTimeOffset? PublishedAt,
+    IReadOnlyList<TaskExecution> Executions);
+
+/// <summary>Answer of <c>POST /tasks/{id}/cancel</c>: <c>cancelled</c> (200) for a task that was queued, <c>running</c> with <c>cancelRequested</c> (202) for one that runs.</summary>
+public sealed record CancelAccepted(Guid Id, string Status, bool CancelRequested);
+
+/// <summary><c>GET /batches/{id}</c>: counts by state; <c>finishedAt</c> once every task is final.</summary>
+public sealed record BatchStatus(
+    Guid Id,
+    long Total,
+    long Queued,
+    long Running,
+    long Succeeded,
+    long Failed,
+    long TimedOut,
+    long Cancelled,
+    bool Done,
+    DateTimeOffset SubmittedAt,
+    DateTimeOffset? FinishedAt);

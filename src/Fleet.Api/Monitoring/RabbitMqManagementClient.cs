@@ -1,0 +1,102 @@
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using Fleet.Api.Models;
+using Fleet.Client;
+
+namespace Fleet.Api.Monitoring;
+
+/// <summary>
+/// Queue depths from the RabbitMQ management HTTP API (<c>GET /api/queues/{vhost}</c>): the only place that knows
+/// how many messages wait (ready) and are held by consumers (unacked) in each queue, and how many consumers each
+/// queue has. Only durable queues are reported; the auto-deleted ones are per-process plumbing (each worker's
+/// control queue, MassTransit's bus endpoints).
+/// </summary>
+public sealed class RabbitMqManagementClient
+{
+    public const string HttpClientName = "rabbitmq-management";
+
+    private readonly HttpClient _http;
+    private readonly Uri? _baseAddress;
+    private readonly AuthenticationHeaderValue? _authorization;
+    private readonly string _vhost;
+
+    public RabbitMqManagementClient(IHttpClientFactory httpClients, string? managementUri, RabbitMqAddress broker)
+    {
+        ArgumentNullException.ThrowIfNull(httpClients);
+        ArgumentNullException.ThrowIfNull(broker);
+        _http = httpClients.CreateClient(HttpClientName);
+        _vhost = broker.VirtualHost;
+        if (string.IsNullOrWhiteSpace(managementUri))
+        {
+            return;
+        }
+
+        var uri = new Uri(managementUri);
+
+        // Credentials come from the URI's user info, else the AMQP user's (the same user usually has the
+        // management tag). They go into a header, and the address kept for requests has none.
+        var (user, password) = (broker.UserName, broker.Password);
+        if (uri.UserInfo.Length > 0)
+        {
+            var parts = uri.UserInfo.Split(':', 2);
+            user = Uri.UnescapeDataString(parts[0]);
+            password = parts.Length > 1 ? Uri.UnescapeDataString(parts[1]) : "";
+        }
+
+        _authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}")));
+        _baseAddress = new UriBuilder(uri) { UserName = "", Password = "", Path = uri.AbsolutePath.TrimEnd('/') + "/" }.Uri;
+    }
+
+    /// <summary>The queues of the fleet's vhost, or an error text (never with credentials) when they cannot be read.</summary>
+    public async Task<(IReadOnlyList<QueueDepth> Queues, string? Error)> GetQueuesAsync(CancellationToken cancellationToken)
+    {
+        if (_baseAddress is null)
+        {
+            return ([], "Api:RabbitMqManagementUri is not configured.");
+        }
+
+        var address = new Uri(_baseAddress,
+            $"api/queues/{Uri.EscapeDataString(_vhost)}?columns=name,durable,auto_delete,exclusive,messages_ready,messages_unacknowledged,consumers");
+        using var request = new HttpRequestMessage(HttpMethod.Get, address);
+        request.Headers.Authorization = _authorization;
+        try
+        {
+            using var response = await _http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+            {
+                return ([], $"The RabbitMQ management API answered {(int)response.StatusCode} {response.ReasonPhrase}.");
+            }
+
+            await using var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+            using var document = await JsonDocument.ParseAsync(body, cancellationToken: cancellationToken).ConfigureAwait(false);
+            var queues = new List<QueueDepth>();
+            foreach (var queue in document.RootElement.EnumerateArray())
+            {
+                if (!Bool(queue, "durable") || Bool(queue, "auto_delete") || Bool(queue, "exclusive"))
+                {
+                    continue;
+                }
+
+                queues.Add(new QueueDepth(
+                    queue.GetProperty("name").GetString() ?? "",
+                    Long(queue, "messages_ready"),
+                    Long(queue, "messages_unacknowledged"),
+                    (int)Long(queue, "consumers")));
+            }
+
+            return ([.. queues.OrderBy(q => q.Name, StringComparer.Ordinal)], null);
+        }
+        catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException or InvalidOperationException)
+        {
+            return ([], $"The RabbitMQ management API did not answer: {ex.GetType().Name}.");
+        }
+    }
+
+    // Counters appear only after the broker's first statistics tick (5 s): a new queue has none yet.
+    private static long Long(JsonElement queue, string name) =>
+        queue.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.Number ? value.GetInt64() : 0;
+
+    private static bool Bool(JsonElement queue, string name) =>
+        queue.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.True;
+}

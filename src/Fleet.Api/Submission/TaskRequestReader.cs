@@ -1,0 +1,302 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Fleet.Client;
+using Fleet.Contracts;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.Api.Submission;
+
+/// <summary>
+/// Turns submitted JSON into <see cref="TaskRequest"/>s, collecting every problem with the JSON path it belongs
+/// to, so that one answer lists what to fix and nothing is stored unless everything is valid.
+/// </summary>
+public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptions> options)
+{
+    /// <summary>Enough to fix a systematic mistake; a 10,000-task batch must not produce a 10,000-entry answer.</summary>
+    private const int MaxReportedErrors = 50;
+
+    private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue"];
+
+    private readonly ApiOptions _options = options.Value;
+
+    /// <summary>Reads the body of <c>POST /tasks</c>: the request, or the problem to answer.</summary>
+    public (TaskRequest? Request, IResult? Error) ReadTask(JsonElement body)
+    {
+        var errors = new Errors();
+        if (body.ValueKind != JsonValueKind.Object)
+        {
+            return (null, Problems.BadRequest("Not a JSON object", $"The request body must be a JSON object with at least \"type\", not {Describe(body)}."));
+        }
+
+        var request = Read(body, "", errors);
+        return errors.Count == 0 ? (request, null) : (null, errors.ToProblem(catalog));
+    }
+
+    /// <summary>Reads the body of <c>POST /tasks/batch</c>, <c>{"tasks": [...]}</c>.</summary>
+    public (IReadOnlyList<TaskRequest>? Requests, IResult? Error) ReadBatch(JsonElement body)
+    {
+        if (body.ValueKind != JsonValueKind.Object)
+        {
+            return (null, Problems.BadRequest("Not a JSON object", $"The request body must be a JSON object {{\"tasks\": [...]}}, not {Describe(body)}."));
+        }
+
+        var errors = new Errors();
+        JsonElement tasks = default;
+        foreach (var property in body.EnumerateObject())
+        {
+            if (property.NameEquals("tasks"))
+            {
+                tasks = property.Value;
+            }
+            else
+            {
+                errors.Add(property.Name, "Unknown field; a batch body has only \"tasks\".");
+            }
+        }
+
+        if (tasks.ValueKind != JsonValueKind.Array)
+        {
+            errors.Add("tasks", tasks.ValueKind == JsonValueKind.Undefined ? "Required: an array of tasks." : $"Must be an array of tasks, not {Describe(tasks)}.");
+            return (null, errors.ToProblem(catalog));
+        }
+
+        var count = tasks.GetArrayLength();
+        if (count > _options.MaxBatchTasks)
+        {
+            return (null, Problems.TooLarge(
+                $"A batch holds at most {_options.MaxBatchTasks} tasks; this one has {count}. Split it into several batches.",
+                new Dictionary<string, object?> { ["maxTasks"] = _options.MaxBatchTasks, ["tasks"] = count }));
+        }
+
+        if (count == 0)
+        {
+            errors.Add("tasks", "A batch needs at least one task.");
+            return (null, errors.ToProblem(catalog));
+        }
+
+        var requests = new List<TaskRequest>(count);
+        var index = 0;
+        foreach (var item in tasks.EnumerateArray())
+        {
+            var path = $"tasks[{index++}]";
+
+            // Each task obeys the single-task limit, so a batch cannot smuggle in a payload that POST /tasks refuses.
+            var size = JsonMarshal.GetRawUtf8Value(item).Length;
+            if (size > _options.MaxTaskBytes)
+            {
+                return (null, Problems.TooLarge(
+                    $"{path} is {size} bytes; one task may be at most {_options.MaxTaskBytes} bytes.",
+                    new Dictionary<string, object?> { ["limitBytes"] = _options.MaxTaskBytes, ["task"] = index - 1 }));
+            }
+
+            if (item.ValueKind != JsonValueKind.Object)
+            {
+                errors.Add(path, $"Must be a JSON object with at least \"type\", not {Describe(item)}.");
+                continue;
+            }
+
+            var request = Read(item, path + ".", errors);
+            if (request is not null)
+            {
+                requests.Add(request);
+            }
+        }
+
+        return errors.Count == 0 ? (requests, null) : (null, errors.ToProblem(catalog));
+    }
+
+    /// <summary>
+    /// SHA-256 of the endpoint and the body in compact form, so that an identical retry matches whatever its
+    /// whitespace, and the same key sent to another endpoint does not.
+    /// </summary>
+    public static string RequestHash(string endpoint, JsonElement body)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        hash.AppendData(Encoding.UTF8.GetBytes(endpoint + "\n"));
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer))
+        {
+            body.WriteTo(writer);
+        }
+
+        hash.AppendData(buffer.WrittenSpan);
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    private TaskRequest? Read(JsonElement item, string prefix, Errors errors)
+    {
+        string? type = null;
+        JsonElement payload = default;
+        int? priority = null, timeoutSeconds = null, maxAttempts = null;
+        string? queue = null;
+        var before = errors.Count;
+        foreach (var property in item.EnumerateObject())
+        {
+            var path = prefix + property.Name;
+            var value = property.Value;
+            switch (property.Name)
+            {
+                case "type":
+                    if (value.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(value.GetString()))
+                    {
+                        errors.Add(path, "Must be a non-empty string.");
+                    }
+                    else if (!catalog.IsKnown(value.GetString()!))
+                    {
+                        errors.AddUnknownType(path, value.GetString()!);
+                    }
+                    else
+                    {
+                        type = value.GetString();
+                    }
+
+                    break;
+                case "payload":
+                    if (value.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
+                    {
+                        errors.Add(path, $"Must be a JSON object, not {Describe(value)}.");
+                    }
+
+                    payload = value;
+                    break;
+                case "priority":
+                    priority = ReadInt(value, path, int.MinValue, int.MaxValue, errors);
+                    break;
+                case "timeoutSeconds":
+                    timeoutSeconds = ReadInt(value, path, 1, 86_400, errors);
+                    break;
+                case "maxAttempts":
+                    maxAttempts = ReadInt(value, path, 1, 100, errors);
+                    break;
+                case "queue":
+                    if (value.ValueKind == JsonValueKind.Null)
+                    {
+                        break;
+                    }
+
+                    if (value.ValueKind != JsonValueKind.String || !TaskQueues.All.Contains(value.GetString()))
+                    {
+                        errors.Add(path, $"Must be one of {string.Join(", ", TaskQueues.All)}.");
+                    }
+                    else
+                    {
+                        queue = value.GetString();
+                    }
+
+                    break;
+                default:
+                    errors.Add(path, $"Unknown field; a task has {string.Join(", ", Fields)}.");
+                    break;
+            }
+        }
+
+        if (!item.TryGetProperty("type", out _))
+        {
+            errors.Add(prefix + "type", "Required: the task type, e.g. \"sha256\".");
+        }
+
+        if (errors.Count > before || type is null)
+        {
+            return null;
+        }
+
+        // The payload must outlive the request's JsonDocument: it is serialized again when the message is sent.
+        var payloadValue = payload.ValueKind == JsonValueKind.Object ? payload.Clone() : EmptyObject;
+        return new TaskRequest(type, payloadValue)
+        {
+            Priority = priority ?? 0,
+            TimeoutSeconds = timeoutSeconds,
+            MaxAttempts = maxAttempts,
+            Queue = queue ?? (catalog.CpuTypes.Contains(type) ? TaskQueues.Cpu : TaskQueues.Io),
+        };
+    }
+
+    private static readonly JsonElement EmptyObject = JsonDocument.Parse("{}").RootElement.Clone();
+
+    private static int? ReadInt(JsonElement value, string path, int min, int max, Errors errors)
+    {
+        if (value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt32(out var number) || number < min || number > max)
+        {
+            errors.Add(path, min == int.MinValue ? "Must be a 32-bit integer." : $"Must be an integer from {min} to {max}.");
+            return null;
+        }
+
+        return number;
+    }
+
+    private static string Describe(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Null => "null",
+        JsonValueKind.Object => "an object",
+        _ => "nothing",
+    };
+
+    /// <summary>Problems by JSON path, in the shape of ASP.NET Core's validation problem details.</summary>
+    private sealed class Errors
+    {
+        private readonly Dictionary<string, List<string>> _byPath = new(StringComparer.Ordinal);
+        private readonly SortedSet<string> _unknownTypes = new(StringComparer.Ordinal);
+        private bool _onlyUnknownTypes = true;
+
+        public int Count { get; private set; }
+
+        public void Add(string path, string message)
+        {
+            _onlyUnknownTypes = false;
+            AddEntry(path, message);
+        }
+
+        public void AddUnknownType(string path, string type)
+        {
+            _unknownTypes.Add(type);
+            AddEntry(path, $"Unknown task type '{type}'.");
+        }
+
+        public IResult ToProblem(TaskTypeCatalog catalog)
+        {
+            var errors = _byPath.ToDictionary(e => e.Key, e => e.Value.ToArray(), StringComparer.Ordinal);
+            if (_unknownTypes.Count == 0)
+            {
+                return Problems.Invalid("Invalid task", errors);
+            }
+
+            // The answer names the types the API knows, so a client can fix a typo without reading the docs.
+            var extensions = new Dictionary<string, object?> { ["knownTypes"] = catalog.Types, ["unknownTypes"] = _unknownTypes.ToArray() };
+            var known = string.Join(", ", catalog.Types);
+            return _onlyUnknownTypes
+                ? TypedResults.ValidationProblem(
+                    errors,
+                    detail: $"Unknown task type {string.Join(", ", _unknownTypes.Select(t => $"'{t}'"))}. Known types: {known}.",
+                    title: "Unknown task type",
+                    extensions: extensions)
+                : Problems.Invalid("Invalid task", errors, extensions);
+        }
+
+        private void AddEntry(string path, string message)
+        {
+            Count++;
+            if (_byPath.Count >= MaxReportedErrors && !_byPath.ContainsKey(path))
+            {
+                return;
+            }
+
+            if (!_byPath.TryGetValue(path, out var list))
+            {
+                _byPath[path] = list = [];
+            }
+
+            list.Add(message);
+        }
+    }
+}

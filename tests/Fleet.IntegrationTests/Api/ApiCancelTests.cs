@@ -1,0 +1,95 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using Fleet.IntegrationTests.Support;
+using Fleet.Worker;
+using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
+
+namespace Fleet.IntegrationTests.Api;
+
+/// <summary>POST /tasks/{id}/cancel: queued tasks never run, running tasks are cancelled by broadcast, final tasks stay.</summary>
+public sealed class ApiCancelTests(FleetFixture fleet) : ApiTest(fleet)
+{
+    [Fact]
+    public async Task CancelQueuedTask_MakesItCancelled_AndItNeverRuns()
+    {
+        await Fleet.StopWorkerAsync();
+        var id = await SubmitAsync("sleep", """{"ms": 10}""");
+
+        using var response = await Http.PostAsync($"tasks/{id}/cancel", null);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = await ReadJsonAsync(response);
+        Assert.Equal("cancelled", (string?)body["status"]);
+        Assert.False((bool)body["cancelRequested"]!);
+
+        // The message is still in the queue; the worker takes it and must skip it.
+        await Fleet.StartWorkerAsync();
+        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerCounters>();
+        Assert.True(await EventuallyAsync(() => Task.FromResult(counters.Skipped >= 1)), "the worker never consumed the cancelled task's message");
+        var task = await GetTaskAsync(id);
+        Assert.Equal("cancelled", task!.Status);
+        Assert.Equal(0, task.Attempts);
+        Assert.NotNull(task.FinishedAt);
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE published_at IS NULL"));
+    }
+
+    [Fact]
+    public async Task CancelRunningTask_Answers202_AndBroadcastsCancelTaskOnTheControlExchange()
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync();
+
+        // Declared as MassTransit declares it (fanout, durable), with a private queue standing in for a worker's.
+        await channel.ExchangeDeclareAsync("fleet-control", ExchangeType.Fanout, durable: true, autoDelete: false);
+        var listener = await channel.QueueDeclareAsync("", durable: false, exclusive: true, autoDelete: true);
+        await channel.QueueBindAsync(listener.QueueName, "fleet-control", "");
+        var id = await SubmitAsync("sleep", """{"ms": 3000}""");
+        Assert.True(await EventuallyAsync(async () => (await GetTaskAsync(id))?.Status == "running"), "the task never started");
+
+        using var response = await Http.PostAsync($"tasks/{id}/cancel", null);
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var body = await ReadJsonAsync(response);
+        Assert.Equal("running", (string?)body["status"]);
+        Assert.True((bool)body["cancelRequested"]!);
+        JsonNode? broadcast = null;
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            var message = await channel.BasicGetAsync(listener.QueueName, autoAck: true);
+            if (message is not null)
+            {
+                broadcast = JsonNode.Parse(Encoding.UTF8.GetString(message.Body.Span));
+            }
+
+            return broadcast is not null;
+        }, TimeSpan.FromSeconds(20)), "no CancelTask reached the fleet-control exchange");
+        Assert.Equal(id, (Guid)broadcast!["message"]!["taskId"]!);
+        Assert.Contains("urn:message:Fleet.Contracts:CancelTask", broadcast["messageType"]!.AsArray().Select(t => (string?)t));
+        await WaitForFinalAsync([id]);
+    }
+
+    [Fact]
+    public async Task CancelFinalTask_Is409_AndChangesNothing()
+    {
+        var id = await SubmitAsync("noop", "{}");
+        await WaitForFinalAsync([id]);
+        var before = await GetTaskAsync(id);
+
+        using var response = await Http.PostAsync($"tasks/{id}/cancel", null);
+
+        var problem = await AssertProblemAsync(response, HttpStatusCode.Conflict);
+        Assert.Equal("succeeded", (string?)problem["taskStatus"]);
+        Assert.Equal(before, await GetTaskAsync(id));
+    }
+
+    [Fact]
+    public async Task CancelUnknownTask_Is404()
+    {
+        using var response = await Http.PostAsync($"tasks/{Guid.NewGuid()}/cancel", null);
+
+        await AssertProblemAsync(response, HttpStatusCode.NotFound);
+    }
+}

@@ -1,0 +1,116 @@
+using System.Net;
+using Fleet.IntegrationTests.Support;
+
+namespace Fleet.IntegrationTests.Api;
+
+/// <summary>The Idempotency-Key header: a retried submit returns the same task and creates nothing new.</summary>
+public sealed class ApiIdempotencyTests(FleetFixture fleet) : ApiTest(fleet)
+{
+    [Fact]
+    public async Task SameKeyAndSameBody_ReturnTheSameTask_AndCreateNothingNew()
+    {
+        var key = Guid.NewGuid().ToString();
+
+        var first = await PostWithKeyAsync("tasks", """{"type": "noop", "payload": {"n": 1}}""", key);
+        var again = await PostWithKeyAsync("tasks", """{"type": "noop", "payload": {"n": 1}}""", key);
+        var reformatted = await PostWithKeyAsync("tasks", "{ \"type\":\"noop\",\n  \"payload\": { \"n\": 1 } }", key);
+
+        Assert.Equal(HttpStatusCode.Accepted, first.Status);
+        Assert.Equal(HttpStatusCode.Accepted, again.Status);
+        Assert.Equal(HttpStatusCode.Accepted, reformatted.Status);
+        Assert.Equal(first.Id, again.Id);
+        Assert.Equal(first.Id, reformatted.Id);
+        Assert.False(first.Replayed);
+        Assert.True(again.Replayed);
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        await WaitForFinalAsync([first.Id!.Value]);
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts"));
+    }
+
+    [Fact]
+    public async Task SameKeyWithADifferentBody_Is409_AndCreatesNothing()
+    {
+        var key = Guid.NewGuid().ToString();
+        var first = await PostWithKeyAsync("tasks", """{"type": "noop", "payload": {"n": 1}}""", key);
+
+        using var request = Request(HttpMethod.Post, "tasks", """{"type": "noop", "payload": {"n": 2}}""");
+        request.Headers.Add("Idempotency-Key", key);
+        using var conflict = await Http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Accepted, first.Status);
+        var problem = await AssertProblemAsync(conflict, HttpStatusCode.Conflict);
+        Assert.Contains("Idempotency-Key", (string?)problem["detail"], StringComparison.Ordinal);
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+
+        // The key is bound to its endpoint too: the same key on the batch endpoint is a different request.
+        var batch = await PostWithKeyAsync("tasks/batch", """{"tasks": [{"type": "noop", "payload": {"n": 1}}]}""", key);
+        Assert.Equal(HttpStatusCode.Conflict, batch.Status);
+        await WaitForFinalAsync([first.Id!.Value]);
+    }
+
+    [Fact]
+    public async Task ConcurrentRetriesWithOneKey_AllGetTheSameTask()
+    {
+        var key = Guid.NewGuid().ToString();
+
+        var results = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ =>
+            PostWithKeyAsync("tasks", """{"type": "sleep", "payload": {"ms": 10}}""", key)));
+
+        Assert.All(results, r => Assert.Equal(HttpStatusCode.Accepted, r.Status));
+        Assert.Single(results.Select(r => r.Id).Distinct());
+        Assert.Single(results, r => !r.Replayed);
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        await WaitForFinalAsync([results[0].Id!.Value]);
+    }
+
+    [Fact]
+    public async Task BatchRetriedWithItsKey_ReturnsTheSameBatchAndIds()
+    {
+        var key = Guid.NewGuid().ToString();
+        const string body = """{"tasks": [{"type": "noop"}, {"type": "sleep", "payload": {"ms": 5}}, {"type": "noop"}]}""";
+
+        using var first = await SendWithKeyAsync("tasks/batch", body, key);
+        using var again = await SendWithKeyAsync("tasks/batch", body, key);
+
+        var a = await ReadJsonAsync(first);
+        var b = await ReadJsonAsync(again);
+        Assert.Equal((Guid)a["batchId"]!, (Guid)b["batchId"]!);
+        Assert.Equal(a["ids"]!.ToJsonString(), b["ids"]!.ToJsonString());
+        Assert.Equal("true", again.Headers.GetValues("Idempotent-Replayed").Single());
+        Assert.Equal(3L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        await WaitForFinalAsync([.. a["ids"]!.AsArray().Select(i => (Guid)i!)]);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("has space")]
+    public async Task InvalidKey_Is400(string key)
+    {
+        using var request = Request(HttpMethod.Post, "tasks", """{"type": "noop"}""");
+        request.Headers.TryAddWithoutValidation("Idempotency-Key", key);
+
+        using var response = await Http.SendAsync(request);
+
+        await AssertProblemAsync(response, HttpStatusCode.BadRequest);
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+    }
+
+    private async Task<(HttpStatusCode Status, Guid? Id, bool Replayed)> PostWithKeyAsync(string path, string body, string key)
+    {
+        using var response = await SendWithKeyAsync(path, body, key);
+        if (response.StatusCode != HttpStatusCode.Accepted)
+        {
+            return (response.StatusCode, null, false);
+        }
+
+        var json = await ReadJsonAsync(response);
+        return (response.StatusCode, (Guid?)json["id"], response.Headers.Contains("Idempotent-Replayed"));
+    }
+
+    private async Task<HttpResponseMessage> SendWithKeyAsync(string path, string body, string key)
+    {
+        using var request = Request(HttpMethod.Post, path, body);
+        request.Headers.Add("Idempotency-Key", key);
+        return await Http.SendAsync(request);
+    }
+}
