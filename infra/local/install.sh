@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt).
+# Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt),
+# and chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser).
 # Idempotent: installs only what is missing and prints nothing when everything is present.
 # Needs root (or sudo) only when something has to be installed.
 set -euo pipefail
@@ -8,10 +9,11 @@ set -euo pipefail
 declare -A probe=(
   [rabbitmq-server]=/usr/lib/rabbitmq/bin/rabbitmq-server
   [postgresql]=/usr/lib/postgresql/15/bin/pg_ctl
+  [chromium]=/usr/bin/chromium
 )
 
 missing=()
-for pkg in rabbitmq-server postgresql; do
+for pkg in rabbitmq-server postgresql chromium; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || [[ ! -x ${probe[$pkg]} ]]; then
     missing+=("$pkg")
   fi

@@ -1,0 +1,350 @@
+// Fleet dashboard: polls the API every 2 s (three GETs per refresh, none while the tab is hidden) and renders
+// with DOM nodes only. Paths are relative, so the page also works when the API sits behind a path prefix.
+import { h, fmtInt, fmtRate, fmtDuration, fmtClock, fmtDateTime } from './dom.js';
+import { createChart } from './chart.js';
+
+const REFRESH_MS = 2000;
+const TIMEOUT_MS = 5000;
+const FAILURES = 10;
+const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const $ = id => document.getElementById(id);
+const chart = createChart($('chart'));
+
+/** Browser clock minus server clock, from /stats generatedAt, so heartbeat ages are right on a skewed client. */
+let skewMs = 0;
+let lastOk = null;
+let lookedUp = null; // the task shown in the lookup panel, refreshed with the rest while it is not final
+
+class HttpError extends Error {
+  constructor(status, detail) {
+    super(detail ? `HTTP ${status}: ${detail}` : `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+// With Api:ReadsRequireKey the reads need a key too; the operator types it once per tab.
+const KEY = 'fleet.apiKey';
+
+async function getJson(path) {
+  const key = sessionStorage.getItem(KEY);
+  const response = await fetch(path, {
+    headers: key ? { Accept: 'application/json', 'X-Api-Key': key } : { Accept: 'application/json' },
+    cache: 'no-store',
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  });
+  if (!response.ok) {
+    let detail = '';
+    try {
+      const problem = await response.json();
+      detail = problem.detail || problem.title || '';
+    } catch { /* not problem+json */ }
+    throw new HttpError(response.status, detail);
+  }
+  return response.json();
+}
+
+// ---- connection state -------------------------------------------------------------------------------------------
+
+function setConnection(state, pill, banner = '') {
+  const conn = $('conn');
+  conn.dataset.state = state;
+  conn.textContent = pill;
+  $('banner').textContent = banner;
+  $('banner').hidden = !banner;
+  $('banner').dataset.state = state;
+  document.body.classList.toggle('stale', state === 'down');
+}
+
+function describeError(e) {
+  if (e instanceof HttpError) return e.status === 401 || e.status === 403 ? 'API refuses reads without a key' : e.message;
+  if (e.name === 'TimeoutError') return 'no answer within 5 s';
+  return 'no connection';
+}
+
+// ---- sections ---------------------------------------------------------------------------------------------------
+
+function setNum(node, value, format = fmtInt) {
+  node.textContent = format(value);
+  node.dataset.value = Number.isFinite(value) ? String(value) : '';
+}
+
+function renderStats(stats) {
+  const generated = Date.parse(stats.generatedAt);
+  if (Number.isFinite(generated)) skewMs = Date.now() - generated;
+
+  setNum($('open-queued'), stats.open?.queued);
+  setNum($('open-running'), stats.open?.running);
+  for (const period of ['lastHour', 'last24h']) {
+    for (const dd of $(`counts-${period}`).querySelectorAll('dd[data-status]')) {
+      setNum(dd, stats[period]?.[dd.dataset.status]);
+    }
+  }
+  setNum($('throughput'), stats.throughputLastMinute, fmtRate);
+  chart.update(stats.series, serverNow());
+  const series = Array.isArray(stats.series) ? stats.series : [];
+  const total = series.reduce((sum, p) => sum + (Number(p.finished) || 0), 0);
+  $('chart-summary').textContent = `${fmtInt(total)} finished in the window`;
+}
+
+const LANES = { 'fleet-cpu': ['cpuConcurrency', 'runningCpu'], 'fleet-io': ['ioConcurrency', 'runningIo'] };
+
+/**
+ * Busy slots of a lane over the live workers that consume its queue. Exact when /workers reports what each worker
+ * runs (runningCpu/runningIo); otherwise estimated from RabbitMQ: a lane's unacked messages are running or waiting
+ * for a free slot, so min(unacked, slots) are running.
+ */
+function laneUse(queue, workers) {
+  const [slotsKey, runningKey] = LANES[queue.name] ?? [];
+  if (!slotsKey || !workers) return null;
+  const consumers = workers.filter(w => w.live && Array.isArray(w.queues) && w.queues.includes(queue.name));
+  const slots = consumers.reduce((sum, w) => sum + (Number(w[slotsKey]) || 0), 0);
+  if (!slots) return null;
+  const exact = consumers.every(w => Number.isFinite(w[runningKey]));
+  const busy = exact ? consumers.reduce((sum, w) => sum + w[runningKey], 0) : Math.min(Number(queue.unacked) || 0, slots);
+  return { busy, slots, estimated: !exact };
+}
+
+function meter(use, label = '') {
+  if (!use) return h('span', { class: 'hint' }, '–');
+  const pct = Math.min(100, Math.round((use.busy / use.slots) * 100));
+  const text = `${label}${fmtInt(use.busy)} / ${fmtInt(use.slots)}`;
+  const bar = h('span', { class: 'meter', role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': use.slots, 'aria-valuenow': use.busy,
+    'aria-label': `${label}${use.busy} of ${use.slots} slots busy${use.estimated ? ' (estimated)' : ''}` }, h('span'));
+  bar.firstChild.style.width = `${pct}%`;
+  return h('span', { class: 'use', title: use.estimated ? 'estimated from unacked messages' : null }, bar, text);
+}
+
+function renderQueues(stats, workers) {
+  const queues = Array.isArray(stats.queues) ? stats.queues : [];
+  const rows = queues.map(q => h('tr', { 'data-queue': q.name },
+    h('th', { scope: 'row' }, h('code', null, q.name)),
+    h('td', { class: 'r num' }, fmtInt(q.ready)),
+    h('td', { class: 'r num' }, fmtInt(q.unacked)),
+    h('td', { class: 'r num' }, fmtInt(q.consumers)),
+    h('td', { class: 'r' }, meter(laneUse(q, workers)))));
+  const none = stats.queuesError ? `Queue depths unavailable: ${stats.queuesError}` : 'No queue reported.';
+  $('queues').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, none)]));
+}
+
+function badge(text, kind) {
+  return h('span', { class: `badge ${kind}` }, text);
+}
+
+function workerBadge(w) {
+  if (w.state === 'stopped') return badge('stopped', 'muted');
+  if (!w.live) return badge(`stale · ${w.state}`, 'warn');
+  return badge(w.state, w.state === 'running' ? 'ok' : 'info');
+}
+
+/** A worker's busy slots per lane, when /workers reports them. */
+function workerUse(w) {
+  if (!w.live || !Number.isFinite(w.runningCpu) || !Number.isFinite(w.runningIo)) return h('span', { class: 'hint' }, '–');
+  return h('span', { class: 'stack' },
+    meter({ busy: w.runningCpu, slots: w.cpuConcurrency }, 'cpu '),
+    meter({ busy: w.runningIo, slots: w.ioConcurrency }, 'io '));
+}
+
+function renderWorkers(workers) {
+  const rows = workers.map(w => {
+    const age = serverNow() - Date.parse(w.lastSeenAt);
+    return h('tr', { 'data-worker': w.id, class: w.live ? null : 'dim' },
+      h('th', { scope: 'row' }, h('code', { title: `host ${w.host}, pid ${w.pid}` }, w.id)),
+      h('td', null, (w.queues ?? []).join(', ')),
+      h('td', { class: 'nowrap lanes' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
+      h('td', null, workerUse(w)),
+      h('td', null, workerBadge(w)),
+      h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, `${fmtDuration(age)} ago`),
+      h('td', { class: 'r num' }, fmtInt(w.tasksSucceeded)),
+      h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
+      h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
+  });
+  $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(9, 'No worker has reported in the last hour.')]));
+  const live = workers.filter(w => w.live);
+  const cpu = live.reduce((s, w) => s + (Number(w.cpuConcurrency) || 0), 0);
+  const io = live.reduce((s, w) => s + (Number(w.ioConcurrency) || 0), 0);
+  $('workers-summary').textContent = `${live.length} live of ${workers.length} · ${fmtInt(cpu)} cpu + ${fmtInt(io)} io slots`;
+}
+
+function shortId(id) {
+  return `…${String(id).slice(-8)}`;
+}
+
+function renderFailures(page) {
+  const items = Array.isArray(page?.items) ? page.items : [];
+  const rows = items.map(t => h('tr', { 'data-task': t.id },
+    h('td', { class: 'nowrap', title: fmtDateTime(t.finishedAt) }, fmtClock(t.finishedAt)),
+    h('td', null, h('code', null, t.type)),
+    h('td', null, t.errorType ?? '–'),
+    h('td', { class: 'msg', title: t.errorMessage ?? '' }, t.errorMessage ?? ''),
+    h('td', null, h('button', { type: 'button', class: 'link', 'aria-label': `Look up task ${t.id}`, title: t.id,
+      onclick: () => showFromList(t.id) }, shortId(t.id)))));
+  $('failures').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, 'No failed task.')]));
+}
+
+function showFromList(id) {
+  lookup(id);
+  $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+}
+
+function emptyRow(span, text) {
+  return h('tr', { class: 'empty' }, h('td', { colspan: span }, text));
+}
+
+function serverNow() {
+  return Date.now() - skewMs;
+}
+
+// ---- task lookup ------------------------------------------------------------------------------------------------
+
+const statusKind = { succeeded: 'ok', failed: 'bad', timed_out: 'warn', cancelled: 'muted', running: 'info', queued: 'info' };
+
+function json(value) {
+  return h('pre', { class: 'json' }, JSON.stringify(value, null, 2));
+}
+
+function renderTask(t) {
+  const submitted = Date.parse(t.submittedAt);
+  const started = Date.parse(t.startedAt);
+  const finished = Date.parse(t.finishedAt);
+  const fields = [
+    ['Type', h('code', null, t.type)],
+    ['Queue', h('code', null, t.queue)],
+    ['Attempts', fmtInt(t.attempts)],
+    ['Worker', t.workerId ? h('code', null, t.workerId) : '–'],
+    ['Batch', t.batchId ? h('code', null, t.batchId) : '–'],
+    ['Submitted', fmtDateTime(t.submittedAt)],
+    ['Started', t.startedAt ? fmtDateTime(t.startedAt) : '–'],
+    ['Finished', t.finishedAt ? fmtDateTime(t.finishedAt) : '–'],
+    ['Waited', Number.isFinite(started) ? fmtDuration(started - submitted) : '–'],
+    ['Ran', Number.isFinite(finished) && Number.isFinite(started) ? fmtDuration(finished - started) : '–'],
+  ];
+  return h('article', { class: 'task', 'data-task': t.id, 'data-status': t.status },
+    h('h3', null, badge(t.status, statusKind[t.status] ?? 'muted'), ' ', h('code', null, t.id)),
+    h('dl', { class: 'fields' }, fields.flatMap(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
+    t.errorType || t.errorMessage
+      ? h('div', { class: 'error' }, h('h4', null, t.errorType ?? 'Error'), h('p', null, t.errorMessage ?? ''))
+      : null,
+    t.result !== undefined && t.result !== null ? h('div', null, h('h4', null, 'Result'), json(t.result)) : null,
+    executions(t.executions),
+    h('details', null, h('summary', null, 'Payload'), json(t.payload ?? null)));
+}
+
+let lookupSeq = 0;
+
+/** Shows one task. `fromUser` (a search or a click) also fills the box and the address; a refresh does neither. */
+/** One row per execution (fleet.task_attempts), when the API sends them. */
+function executions(list) {
+  if (!Array.isArray(list) || list.length === 0) return null;
+  const ms = v => (Number.isFinite(v) ? fmtDuration(v) : '–');
+  return h('div', { class: 'scroll' }, h('h4', null, 'Executions'), h('table', { class: 'compact' },
+    h('thead', null, h('tr', null, ['#', 'Worker', 'Outcome', 'Wall', 'CPU', 'Queue wait'].map((c, i) =>
+      h('th', { scope: 'col', class: i >= 3 ? 'r' : null }, c)))),
+    h('tbody', null, list.map(e => h('tr', null,
+      h('td', { class: 'num' }, fmtInt(e.attempt)),
+      h('td', null, h('code', null, e.workerId)),
+      h('td', { title: e.errorMessage ?? '' }, badge(e.outcome ?? 'running', statusKind[e.outcome] ?? 'info')),
+      h('td', { class: 'r num' }, ms(e.wallMs)),
+      h('td', { class: 'r num' }, ms(e.cpuMs)),
+      h('td', { class: 'r num' }, ms(e.queueWaitMs)))))));
+}
+
+async function lookup(id, fromUser = true) {
+  id = String(id).trim();
+  const out = $('lookup-result');
+  if (fromUser) {
+    $('lookup-id').value = id;
+    history.replaceState(null, '', `#task=${encodeURIComponent(id)}`);
+  }
+  const seq = ++lookupSeq;
+  if (!UUID.test(id)) {
+    lookedUp = null;
+    out.replaceChildren(h('p', { class: 'note bad' }, 'A task id is a UUID, like 0192f5c1-7d3e-7a10-9c4b-5e2f8a1b3c4d.'));
+    return;
+  }
+  out.setAttribute('aria-busy', 'true');
+  try {
+    const task = await getJson(`tasks/${encodeURIComponent(id)}`);
+    if (seq !== lookupSeq) return; // a newer lookup started meanwhile
+    lookedUp = FINAL.has(task.status) ? null : id;
+    out.replaceChildren(renderTask(task));
+  } catch (e) {
+    if (seq !== lookupSeq) return;
+    lookedUp = null;
+    const text = e instanceof HttpError && e.status === 404 ? `No task with id ${id}.` : `Lookup failed: ${describeError(e)}.`;
+    out.replaceChildren(h('p', { class: 'note bad' }, text));
+  } finally {
+    if (seq === lookupSeq) out.removeAttribute('aria-busy');
+  }
+}
+
+$('lookup').addEventListener('submit', e => {
+  e.preventDefault();
+  lookup($('lookup-id').value);
+});
+
+$('key-form').addEventListener('submit', e => {
+  e.preventDefault();
+  sessionStorage.setItem(KEY, $('key-input').value.trim());
+  $('key-input').value = '';
+  loop();
+});
+
+// ---- the refresh loop -------------------------------------------------------------------------------------------
+
+async function refresh() {
+  const [stats, workers, failures] = await Promise.allSettled([
+    getJson('stats'), getJson('workers'), getJson(`tasks?status=failed&limit=${FAILURES}`),
+  ]);
+  const results = [stats, workers, failures];
+  const okWorkers = workers.status === 'fulfilled' && Array.isArray(workers.value) ? workers.value : null;
+
+  if (stats.status === 'fulfilled') {
+    renderStats(stats.value);
+    renderQueues(stats.value, okWorkers);
+  }
+  if (okWorkers) renderWorkers(okWorkers);
+  if (failures.status === 'fulfilled') renderFailures(failures.value);
+
+  const failed = results.filter(r => r.status === 'rejected');
+  $('key-form').hidden = !failed.some(r => r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
+  if (failed.length === 0) {
+    lastOk = new Date();
+    setConnection('live', 'Live');
+  } else if (failed.length === results.length) {
+    const since = lastOk ? `The figures below are from ${fmtClock(lastOk.toISOString())}.` : 'Nothing loaded yet.';
+    setConnection('down', 'API unreachable',
+      `API unreachable (${describeError(failed[0].reason)}). ${since} Retrying every ${REFRESH_MS / 1000} s.`);
+  } else {
+    lastOk = new Date();
+    setConnection('partial', 'Partly updated', `Some of the page could not be refreshed: ${describeError(failed[0].reason)}.`);
+  }
+  $('updated').textContent = lastOk ? `Updated ${fmtClock(lastOk.toISOString())}.` : '';
+
+  if (lookedUp) await lookup(lookedUp, false);
+}
+
+let timer = 0;
+let refreshing = false;
+async function loop() {
+  clearTimeout(timer);
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    await refresh();
+  } finally {
+    refreshing = false;
+    // The next refresh starts 2 s after this one ended, so a slow API never gets overlapping requests; a hidden
+    // tab stops polling until it is shown again.
+    if (!document.hidden) timer = setTimeout(loop, REFRESH_MS);
+  }
+}
+
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden) loop();
+});
+
+const fromHash = new URLSearchParams(location.hash.slice(1)).get('task');
+if (fromHash) lookup(fromHash);
+loop();
