@@ -66,6 +66,12 @@ internal sealed record RunResult
     /// <summary>Parallel efficiency (CPU workloads): single-task time x N / (wall x cores).</summary>
     public double? Efficiency { get; init; }
 
+    /// <summary>
+    /// CPU workloads: single-task CPU time x N / CPU seconds of the workers, i.e. the share of the workers' CPU that
+    /// was task work. Unlike <see cref="Efficiency"/> it does not drop when other programs take the cores.
+    /// </summary>
+    public double? UsefulWorkerCpuFraction { get; init; }
+
     public required IReadOnlyList<WorkerSample> Workers { get; init; }
 
     /// <summary>CPU seconds (user + system) spent during the run, by component: workers, rabbitmq, postgres, bench.</summary>

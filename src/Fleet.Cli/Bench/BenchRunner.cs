@@ -141,6 +141,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             Log($"{workload} {mode} run {run}: {result.Succeeded}/{result.Tasks} ok in {result.WallSeconds:0.00} s = {result.Throughput:0.0} tasks/s, " +
                 $"latency p50 {result.LatencyP50Ms:0.0} / p95 {result.LatencyP95Ms:0.0} / p99 {result.LatencyP99Ms:0.0} ms" +
                 (result.Efficiency is { } e ? $", efficiency {e:0.000}" : "") +
+                (result.UsefulWorkerCpuFraction is { } u ? $" (task work {u:0.00} of worker CPU)" : "") +
                 $", CPU s {string.Join(" ", result.CpuSeconds.Select(kv => $"{kv.Key} {kv.Value:0.0}"))}");
         }
 
@@ -219,6 +220,9 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             LatencyP95Ms = reader.IsDBNull(5) ? 0 : reader.GetDouble(5),
             LatencyP99Ms = reader.IsDBNull(6) ? 0 : reader.GetDouble(6),
             Efficiency = efficiency,
+            UsefulWorkerCpuFraction = single is null || !(cpu.GetValueOrDefault("workers") > 0) || workers.Any(w => w.Pid == ownPid)
+                ? null
+                : (single.CpuMs ?? single.WallMs) / 1000.0 * tasks / cpu["workers"],
             Workers = samples,
             CpuSeconds = cpu,
             UnstampedAfterDeadlock = Interlocked.Read(ref _unstampedTasks) - unstampedBefore,
