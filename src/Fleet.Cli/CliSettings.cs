@@ -13,6 +13,8 @@ internal static class CliSettings
 
     public static string PostgresConnectionString => Required("fleetdb");
 
+    public static string RabbitMqUri => Required("rabbitmq");
+
     public static FleetClient CreateClient() => new(new FleetClientOptions
     {
         PostgresConnectionString = Required("fleetdb"),

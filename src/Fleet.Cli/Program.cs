@@ -10,5 +10,6 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     WorkersCommand.Create(),
     MigrateCommand.Create(),
     DemoCommand.Create(),
+    BenchCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -1,0 +1,81 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Fleet.Cli.Bench;
+
+/// <summary>Writes a <see cref="BenchReport"/> as indented JSON and as Markdown tables.</summary>
+internal static class BenchOutput
+{
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web)
+    {
+        WriteIndented = true,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public static string ToJson(BenchReport report) => JsonSerializer.Serialize(report, JsonOptions);
+
+    public static string ToMarkdown(BenchReport report)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var md = new StringBuilder();
+        var m = report.Machine;
+        md.AppendLine(inv, $"# fleet bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC");
+        md.AppendLine();
+        md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen.");
+        md.AppendLine();
+        md.AppendLine("| workload | mode | N | run | ok | wall s | submit s | tasks/s | p50 ms | p95 ms | p99 ms | efficiency | task share of worker CPU | worker peak RSS MB | CPU s workers | CPU s rabbitmq | CPU s postgres | CPU s bench |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var w in report.Workloads)
+        {
+            var mode = w.ArrivalRate is { } rate ? string.Create(inv, $"open {rate:0}/s") : "closed";
+            foreach (var r in w.Runs)
+            {
+                var rss = r.Workers.Count == 0 ? "-" : string.Join(" / ", r.Workers.Select(x => x.PeakRssBytes is { } b ? (b / 1048576.0).ToString("0", inv) : "?"));
+                md.AppendLine(inv,
+                    $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} |");
+            }
+        }
+
+        var singles = report.Workloads.Where(w => w.SingleTask is not null).GroupBy(w => w.Workload).Select(g => g.First()).ToList();
+        if (singles.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("Single-task time (the handler in-process on one thread, median; efficiency uses the smaller of wall and CPU):");
+            md.AppendLine();
+            md.AppendLine("| workload | wall ms | CPU ms | runs |");
+            md.AppendLine("|---|---:|---:|---:|");
+            foreach (var w in singles)
+            {
+                md.AppendLine(inv, $"| {w.Workload} | {w.SingleTask!.WallMs:0.00} | {(w.SingleTask.CpuMs is { } c ? c.ToString("0.00", inv) : "-")} | {w.SingleTask.Repeats} |");
+            }
+        }
+
+        if (report.RawBroker.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("Raw broker (RabbitMQ.Client, durable classic queue, persistent, confirms + manual acks, publish and consume at once):");
+            md.AppendLine();
+            md.AppendLine("| run | messages | body bytes | s | msg/s | publish-only msg/s |");
+            md.AppendLine("|---:|---:|---:|---:|---:|---:|");
+            var i = 0;
+            foreach (var r in report.RawBroker)
+            {
+                md.AppendLine(inv, $"| {++i} | {r.Count} | {r.BodyBytes} | {r.Seconds:0.00} | {r.RatePerSecond:0} | {r.PublishRatePerSecond:0} |");
+            }
+
+            var noop = report.Workloads.FirstOrDefault(w => w.Workload == "noop");
+            if (noop is not null && report.RawBrokerMedianRate is { } rawRate)
+            {
+                md.AppendLine();
+                md.AppendLine(inv, $"Fleet noop ({noop.Mode}) median {noop.MedianThroughput:0} tasks/s = **{noop.MedianThroughput / rawRate:0.000}** of the raw-broker median {rawRate:0} msg/s.");
+            }
+        }
+
+        return md.ToString();
+    }
+
+    private static string Cpu(RunResult r, string component) =>
+        r.CpuSeconds.TryGetValue(component, out var s) ? s.ToString("0.0", CultureInfo.InvariantCulture) : "-";
+}

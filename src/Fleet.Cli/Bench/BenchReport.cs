@@ -1,0 +1,85 @@
+namespace Fleet.Cli.Bench;
+
+/// <summary>Everything one <c>fleet bench</c> invocation measured; written as JSON and as a Markdown table.</summary>
+internal sealed record BenchReport
+{
+    public required DateTimeOffset StartedAt { get; init; }
+
+    public required MachineInfo Machine { get; init; }
+
+    public required IReadOnlyList<WorkloadResult> Workloads { get; init; }
+
+    public IReadOnlyList<RawBrokerResult> RawBroker { get; init; } = [];
+
+    /// <summary>Median raw-broker rate of this invocation, or null without a baseline.</summary>
+    public double? RawBrokerMedianRate => RawBroker.Count == 0 ? null : SingleTaskTimer.Median([.. RawBroker.Select(r => r.RatePerSecond)]);
+}
+
+internal sealed record MachineInfo(string Host, int ProcessorCount, int CoresUsed, string Os, string Runtime, string? CpuModel, int Workers);
+
+/// <summary>The runs of one workload in one mode (closed loop: all at once; open loop: at a fixed arrival rate).</summary>
+internal sealed record WorkloadResult
+{
+    public required string Workload { get; init; }
+
+    public required string Mode { get; init; }
+
+    public required int Count { get; init; }
+
+    /// <summary>Target arrival rate in tasks/s (open loop), else null.</summary>
+    public double? ArrivalRate { get; init; }
+
+    public SingleTaskTime? SingleTask { get; init; }
+
+    public required IReadOnlyList<RunResult> Runs { get; init; }
+
+    public double MedianThroughput => SingleTaskTimer.Median([.. Runs.Select(r => r.Throughput)]);
+}
+
+/// <summary>One run of one workload, read back from PostgreSQL and /proc.</summary>
+internal sealed record RunResult
+{
+    public required int Run { get; init; }
+
+    public required Guid BatchId { get; init; }
+
+    public required long Tasks { get; init; }
+
+    public required long Succeeded { get; init; }
+
+    public required long NotSucceeded { get; init; }
+
+    /// <summary>Seconds from the first <c>submitted_at</c> to the last <c>finished_at</c> of the batch.</summary>
+    public required double WallSeconds { get; init; }
+
+    /// <summary>Seconds the producer took to submit the whole batch (client side).</summary>
+    public required double SubmitSeconds { get; init; }
+
+    public required double Throughput { get; init; }
+
+    public required double LatencyP50Ms { get; init; }
+
+    public required double LatencyP95Ms { get; init; }
+
+    public required double LatencyP99Ms { get; init; }
+
+    /// <summary>Parallel efficiency (CPU workloads): single-task time x N / (wall x cores).</summary>
+    public double? Efficiency { get; init; }
+
+    /// <summary>
+    /// CPU workloads: single-task CPU time x N / CPU seconds of the workers, i.e. the share of the workers' CPU that
+    /// was task work. Unlike <see cref="Efficiency"/> it does not drop when other programs take the cores.
+    /// </summary>
+    public double? UsefulWorkerCpuFraction { get; init; }
+
+    public required IReadOnlyList<WorkerSample> Workers { get; init; }
+
+    /// <summary>CPU seconds (user + system) spent during the run, by component: workers, rabbitmq, postgres, bench.</summary>
+    public required IReadOnlyDictionary<string, double> CpuSeconds { get; init; }
+
+    /// <summary>Tasks whose submit call failed only in the client's published_at stamp (deadlock 40P01; see BenchRunner).</summary>
+    public long UnstampedAfterDeadlock { get; init; }
+}
+
+/// <summary>A worker process seen during a run: its pid, peak RSS and CPU seconds of the run.</summary>
+internal sealed record WorkerSample(string WorkerId, int Pid, long? PeakRssBytes, bool PeakIsPerRun, double CpuSeconds);

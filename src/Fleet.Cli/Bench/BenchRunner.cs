@@ -1,0 +1,381 @@
+using System.Diagnostics;
+using System.Globalization;
+using Fleet.Client;
+using Npgsql;
+
+namespace Fleet.Cli.Bench;
+
+/// <summary>What <c>fleet bench</c> runs: workloads, sizes, modes.</summary>
+internal sealed record BenchSettings
+{
+    public required string PostgresConnectionString { get; init; }
+
+    public required string AmqpUri { get; init; }
+
+    public required IReadOnlyList<string> Workloads { get; init; }
+
+    public int Count { get; init; } = 1000;
+
+    public int Runs { get; init; } = 3;
+
+    /// <summary>Open loop at this arrival rate (tasks/s) instead of all at once.</summary>
+    public double? Rate { get; init; }
+
+    /// <summary>Closed loop first, then open loop at half of its median throughput (<c>--rate half</c>).</summary>
+    public bool RateHalfOfMax { get; init; }
+
+    /// <summary>With <see cref="RateHalfOfMax"/>: each open-loop run submits for about this long.</summary>
+    public double OpenLoopSeconds { get; init; } = 20;
+
+    public int? Cores { get; init; }
+
+    /// <summary>Raw-broker baseline for noop; null means on for noop.</summary>
+    public bool Baseline { get; init; } = true;
+
+    public int RawBodyBytes { get; init; } = 1024;
+
+    public int SingleTaskRepeats { get; init; } = 5;
+
+    public TimeSpan RunTimeout { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>How many workers run (for the report only; the bench measures whatever fleet runs).</summary>
+    public int? WorkersHint { get; init; }
+}
+
+/// <summary>
+/// Runs the benchmark against a running fleet (WORKLOADS.md, "How the benchmark measures"): submits each run as
+/// its own batch through <see cref="FleetClient"/>, waits until every task is final, and reads throughput and
+/// latency back from PostgreSQL; CPU seconds and peak RSS come from /proc.
+/// </summary>
+internal sealed class BenchRunner(BenchSettings settings, FleetClient client, TextWriter log)
+{
+    public static readonly IReadOnlySet<string> CpuWorkloads = new HashSet<string>(StringComparer.Ordinal) { "sha256", "sieve", "heat" };
+
+    private const string StatsSql = """
+        SELECT count(*),
+               count(*) FILTER (WHERE status = 'succeeded'),
+               count(*) FILTER (WHERE status <> 'succeeded'),
+               extract(epoch FROM max(finished_at) - min(submitted_at))::float8,
+               percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - submitted_at) * 1000),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - submitted_at) * 1000),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - submitted_at) * 1000)
+        FROM fleet.tasks
+        WHERE batch_id = @batch
+        """;
+
+    private const string WorkersSql = """
+        SELECT id, pid FROM fleet.workers WHERE last_seen_at > now() - interval '30 seconds' ORDER BY started_at
+        """;
+
+    /// <summary>Tasks per <see cref="FleetClient.SubmitManyAsync"/> call in closed loop (the client's own bulk chunk).</summary>
+    private const int ClosedLoopChunk = 2_000;
+
+    private long _unstampedTasks;
+
+    private int Cores => settings.Cores ?? Environment.ProcessorCount;
+
+    public async Task<BenchReport> RunAsync(CancellationToken cancellationToken)
+    {
+        await using var dataSource = NpgsqlDataSource.Create(settings.PostgresConnectionString);
+        var started = DateTimeOffset.UtcNow;
+        var servers = FindServers();
+        var results = new List<WorkloadResult>();
+        var raw = new List<RawBrokerResult>();
+        var workersSeen = 0;
+        foreach (var workload in settings.Workloads)
+        {
+            SingleTaskTime? single = null;
+            if (CpuWorkloads.Contains(workload))
+            {
+                single = SingleTaskTimer.Measure(workload, settings.SingleTaskRepeats, cancellationToken);
+                Log($"{workload}: single task on one thread: median {single.WallMs:0.00} ms wall, {single.CpuMs:0.00} ms CPU ({single.Repeats} runs)");
+            }
+
+            var withBaseline = settings.Baseline && workload == "noop";
+            if (settings.Rate is null)
+            {
+                var closed = await RunSeriesAsync(dataSource, servers, workload, "closed", settings.Count, null, single, withBaseline ? raw : null, cancellationToken).ConfigureAwait(false);
+                results.Add(closed);
+                workersSeen = Math.Max(workersSeen, closed.Runs.Max(r => r.Workers.Count));
+                if (settings.RateHalfOfMax)
+                {
+                    var rate = Math.Max(1, closed.MedianThroughput / 2);
+                    var n = (int)Math.Clamp(Math.Round(rate * settings.OpenLoopSeconds), 10, settings.Count);
+                    results.Add(await RunSeriesAsync(dataSource, servers, workload, "open", n, rate, single, null, cancellationToken).ConfigureAwait(false));
+                }
+            }
+            else
+            {
+                var open = await RunSeriesAsync(dataSource, servers, workload, "open", settings.Count, settings.Rate, single, withBaseline ? raw : null, cancellationToken).ConfigureAwait(false);
+                results.Add(open);
+                workersSeen = Math.Max(workersSeen, open.Runs.Max(r => r.Workers.Count));
+            }
+        }
+
+        return new BenchReport
+        {
+            StartedAt = started,
+            Machine = new MachineInfo(Environment.MachineName, Environment.ProcessorCount, Cores,
+                System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+                System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription, CpuModel(), settings.WorkersHint ?? workersSeen),
+            Workloads = results,
+            RawBroker = raw,
+        };
+    }
+
+    private async Task<WorkloadResult> RunSeriesAsync(NpgsqlDataSource dataSource, IReadOnlyList<ComponentProcesses> servers, string workload, string mode,
+        int count, double? rate, SingleTaskTime? single, List<RawBrokerResult>? raw, CancellationToken cancellationToken)
+    {
+        var runs = new List<RunResult>();
+        for (var run = 1; run <= settings.Runs; run++)
+        {
+            if (raw is not null)
+            {
+                var baseline = await RawBrokerBaseline.RunAsync(settings.AmqpUri, count, settings.RawBodyBytes, cancellationToken).ConfigureAwait(false);
+                raw.Add(baseline);
+                Log($"raw broker run {run}: {count} messages in {baseline.Seconds:0.00} s = {baseline.RatePerSecond:0} msg/s (publish alone {baseline.PublishRatePerSecond:0} msg/s)");
+            }
+
+            var result = await RunOnceAsync(dataSource, servers, workload, run, count, rate, single, cancellationToken).ConfigureAwait(false);
+            runs.Add(result);
+            Log($"{workload} {mode} run {run}: {result.Succeeded}/{result.Tasks} ok in {result.WallSeconds:0.00} s = {result.Throughput:0.0} tasks/s, " +
+                $"latency p50 {result.LatencyP50Ms:0.0} / p95 {result.LatencyP95Ms:0.0} / p99 {result.LatencyP99Ms:0.0} ms" +
+                (result.Efficiency is { } e ? $", efficiency {e:0.000}" : "") +
+                (result.UsefulWorkerCpuFraction is { } u ? $" (task work {u:0.00} of worker CPU)" : "") +
+                $", CPU s {string.Join(" ", result.CpuSeconds.Select(kv => $"{kv.Key} {kv.Value:0.0}"))}");
+        }
+
+        return new WorkloadResult { Workload = workload, Mode = mode, Count = count, ArrivalRate = rate, SingleTask = single, Runs = runs };
+    }
+
+    private async Task<RunResult> RunOnceAsync(NpgsqlDataSource dataSource, IReadOnlyList<ComponentProcesses> servers, string workload, int run,
+        int count, double? rate, SingleTaskTime? single, CancellationToken cancellationToken)
+    {
+        var batchId = Guid.CreateVersion7();
+        var workers = await FindWorkersAsync(dataSource, cancellationToken).ConfigureAwait(false);
+        if (workers.Count == 0)
+        {
+            Log("warning: no live worker of this host in fleet.workers; worker CPU and RSS will be missing");
+        }
+
+        var perRunPeak = workers.All(w => ProcessStats.TryResetPeakRss(w.Pid));
+        var ownPid = Environment.ProcessId;
+        var components = new List<ComponentProcesses> { new("workers", [.. workers.Select(w => w.Pid)], false) };
+        components.AddRange(servers);
+        var workerCpuBefore = workers.ToDictionary(w => w.Pid, w => ProcessStats.CpuSeconds(w.Pid) ?? 0);
+        var before = components.ToDictionary(c => c.Name, c => c.CpuSeconds());
+        var benchBefore = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
+
+        // Ids chosen here, so that a chunk whose submit call fails can be checked in the database.
+        var requests = Fleet.Client.Workloads.Requests(workload, count, batchId).Select(q => q with { TaskId = Guid.CreateVersion7() }).ToList();
+        var unstampedBefore = Interlocked.Read(ref _unstampedTasks);
+        var submitClock = Stopwatch.StartNew();
+        if (rate is { } r)
+        {
+            await SubmitOpenLoopAsync(dataSource, requests, r, cancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            foreach (var chunk in requests.Chunk(ClosedLoopChunk))
+            {
+                await SubmitChunkAsync(dataSource, chunk, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        var submitSeconds = submitClock.Elapsed.TotalSeconds;
+        await WaitFinalAsync(batchId, count, cancellationToken).ConfigureAwait(false);
+
+        var cpu = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var component in components)
+        {
+            cpu[component.Name] = Math.Max(0, component.CpuSeconds() - before[component.Name]);
+        }
+
+        if (!workers.Any(w => w.Pid == ownPid))
+        {
+            cpu["bench"] = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - benchBefore;
+        }
+
+        var samples = workers.Select(w => new WorkerSample(w.Id, w.Pid, ProcessStats.PeakRssBytes(w.Pid), perRunPeak,
+            Math.Max(0, (ProcessStats.CpuSeconds(w.Pid) ?? 0) - workerCpuBefore[w.Pid]))).ToList();
+
+        await using var command = dataSource.CreateCommand(StatsSql);
+        command.Parameters.AddWithValue("batch", batchId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        var tasks = reader.GetInt64(0);
+        var wall = reader.IsDBNull(3) ? 0 : reader.GetDouble(3);
+        double? efficiency = single is null || wall <= 0 ? null : single.EffectiveMs / 1000.0 * tasks / (wall * Cores);
+        return new RunResult
+        {
+            Run = run,
+            BatchId = batchId,
+            Tasks = tasks,
+            Succeeded = reader.GetInt64(1),
+            NotSucceeded = reader.GetInt64(2),
+            WallSeconds = wall,
+            SubmitSeconds = submitSeconds,
+            Throughput = wall > 0 ? tasks / wall : 0,
+            LatencyP50Ms = reader.IsDBNull(4) ? 0 : reader.GetDouble(4),
+            LatencyP95Ms = reader.IsDBNull(5) ? 0 : reader.GetDouble(5),
+            LatencyP99Ms = reader.IsDBNull(6) ? 0 : reader.GetDouble(6),
+            Efficiency = efficiency,
+            UsefulWorkerCpuFraction = single is null || !(cpu.GetValueOrDefault("workers") > 0) || workers.Any(w => w.Pid == ownPid)
+                ? null
+                : (single.CpuMs ?? single.WallMs) / 1000.0 * tasks / cpu["workers"],
+            Workers = samples,
+            CpuSeconds = cpu,
+            UnstampedAfterDeadlock = Interlocked.Read(ref _unstampedTasks) - unstampedBefore,
+        };
+    }
+
+    /// <summary>
+    /// Open loop: chunk k (of about 1/100 s worth of tasks) is due at k x chunk / rate seconds, whatever happened to
+    /// the earlier ones; up to 8 chunks are in flight so that a slow send does not hold back the arrivals.
+    /// </summary>
+    private async Task SubmitOpenLoopAsync(NpgsqlDataSource dataSource, List<TaskRequest> requests, double rate, CancellationToken cancellationToken)
+    {
+        var chunk = Math.Max(1, (int)Math.Round(rate / 100));
+        var clock = Stopwatch.StartNew();
+        var inflight = new List<Task>();
+        var maxLagMs = 0.0;
+        for (var start = 0; start < requests.Count; start += chunk)
+        {
+            var due = TimeSpan.FromSeconds(start / rate);
+            var wait = due - clock.Elapsed;
+            if (wait > TimeSpan.FromMilliseconds(1))
+            {
+                await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+            }
+            else
+            {
+                maxLagMs = Math.Max(maxLagMs, -wait.TotalMilliseconds);
+            }
+
+            inflight.RemoveAll(t => t.IsCompletedSuccessfully);
+            if (inflight.Count >= 8)
+            {
+                await Task.WhenAny(inflight).ConfigureAwait(false);
+                inflight.RemoveAll(t => t.IsCompletedSuccessfully);
+            }
+
+            inflight.Add(SubmitChunkAsync(dataSource, requests.GetRange(start, Math.Min(chunk, requests.Count - start)), cancellationToken));
+        }
+
+        await Task.WhenAll(inflight).ConfigureAwait(false);
+        var achieved = requests.Count / clock.Elapsed.TotalSeconds;
+        if (achieved < rate * 0.95)
+        {
+            Log($"warning: the producer reached only {achieved:0} of {rate:0} tasks/s (max lag {maxLagMs:0} ms): the arrival rate is the client's limit");
+        }
+    }
+
+    /// <summary>
+    /// One <see cref="FleetClient.SubmitManyAsync"/> call. Works around a known client issue: its final
+    /// <c>UPDATE ... SET published_at</c> can deadlock (40P01) with the workers' batched claims of the same rows.
+    /// That statement runs only after every send of the chunk was confirmed, so when all of the chunk's rows exist
+    /// the tasks are submitted and only their <c>published_at</c> stamp is missing: count it and go on. Anything
+    /// else is rethrown.
+    /// </summary>
+    private async Task SubmitChunkAsync(NpgsqlDataSource dataSource, IReadOnlyCollection<TaskRequest> chunk, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await client.SubmitManyAsync(chunk, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.DeadlockDetected)
+        {
+            await using var command = dataSource.CreateCommand("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids)");
+            command.Parameters.AddWithValue("ids", chunk.Select(c => c.TaskId!.Value).ToArray());
+            var stored = (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+            if (stored != chunk.Count)
+            {
+                throw;
+            }
+
+            Interlocked.Add(ref _unstampedTasks, chunk.Count);
+            Log($"note: FleetClient's published_at UPDATE deadlocked with the workers (40P01) on a chunk of {chunk.Count}; its rows are stored and its sends were confirmed: counted as submitted");
+        }
+    }
+
+    private async Task WaitFinalAsync(Guid batchId, int count, CancellationToken cancellationToken)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            var progress = await client.GetBatchProgressAsync(batchId, cancellationToken).ConfigureAwait(false);
+            if (progress.Final >= count)
+            {
+                return;
+            }
+
+            if (clock.Elapsed > settings.RunTimeout)
+            {
+                throw new CliException($"timed out after {clock.Elapsed.TotalSeconds:0} s with {progress.Final}/{count} tasks final; are workers running? (fleet workers)");
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Live workers of this host: rows of fleet.workers with a recent heartbeat whose pid runs Fleet.Worker here (or is this process).</summary>
+    private static async Task<List<(string Id, int Pid)>> FindWorkersAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken)
+    {
+        var result = new List<(string, int)>();
+        await using var command = dataSource.CreateCommand(WorkersSql);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var id = reader.GetString(0);
+            var pid = reader.GetInt32(1);
+            var cmdline = ProcessStats.CommandLine(pid);
+            if (pid == Environment.ProcessId || (cmdline is not null && cmdline.Contains("Fleet.Worker", StringComparison.Ordinal)))
+            {
+                result.Add((id, pid));
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>The PostgreSQL and RabbitMQ servers of this fleet: the processes listening on the ports of its connection strings.</summary>
+    private List<ComponentProcesses> FindServers()
+    {
+        var servers = new List<ComponentProcesses>();
+        var rabbitPort = new Uri(settings.AmqpUri).Port is var p and > 0 ? p : 5672;
+        if (ProcessStats.ListenerPid(rabbitPort) is { } rabbit)
+        {
+            servers.Add(new ComponentProcesses("rabbitmq", [rabbit], true));
+        }
+        else
+        {
+            Log($"warning: no local process listens on {rabbitPort}: RabbitMQ CPU is not measured");
+        }
+
+        var pgPort = new NpgsqlConnectionStringBuilder(settings.PostgresConnectionString).Port;
+        if (ProcessStats.ListenerPid(pgPort) is { } postmaster)
+        {
+            servers.Add(new ComponentProcesses("postgres", [postmaster], true));
+        }
+        else
+        {
+            Log($"warning: no local process listens on {pgPort}: PostgreSQL CPU is not measured");
+        }
+
+        return servers;
+    }
+
+    private static string? CpuModel()
+    {
+        try
+        {
+            return File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim();
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
+    private void Log(string message) => log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{DateTime.Now:HH:mm:ss}] {message}"));
+}

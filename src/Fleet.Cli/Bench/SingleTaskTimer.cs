@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using Fleet.Client;
+using Fleet.Tasks;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Fleet.Cli.Bench;
+
+/// <summary>
+/// The single-task time of a workload on one core: the built-in handler, run in this process on one thread through
+/// <see cref="ITaskHandler.Prepare"/>, once to warm up and then <c>repeats</c> times; the medians of wall time and
+/// of the thread's CPU time.
+/// </summary>
+internal static partial class SingleTaskTimer
+{
+    private const int ClockThreadCpuTimeId = 3;
+
+    public static SingleTaskTime Measure(string workload, int repeats, CancellationToken cancellationToken)
+    {
+        using var services = new ServiceCollection().AddLogging().AddFleetTasks().BuildServiceProvider();
+        var registry = services.GetRequiredService<TaskHandlerRegistry>();
+        if (!registry.TryGet(workload, out var handler))
+        {
+            throw new CliException($"no built-in handler for '{workload}'");
+        }
+
+        SingleTaskTime? result = null;
+        // A thread of its own: the handler runs start to end on it, as on a worker's CPU-lane thread.
+        var thread = new Thread(() => result = Run(handler, workload, repeats, cancellationToken)) { IsBackground = true, Name = "bench-single-task" };
+        thread.Start();
+        thread.Join();
+        return result ?? throw new CliException($"timing '{workload}' failed");
+    }
+
+    private static SingleTaskTime Run(ITaskHandler handler, string workload, int repeats, CancellationToken cancellationToken)
+    {
+        var wall = new List<double>();
+        var cpu = new List<double>();
+        for (var i = 0; i <= repeats; i++)
+        {
+            var payload = Workloads.Payload(workload, i);
+            var clock = Stopwatch.StartNew();
+            var cpuStart = ThreadCpuMilliseconds();
+            var task = handler.Prepare(payload)(cancellationToken);
+            _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
+            var cpuEnd = ThreadCpuMilliseconds();
+            clock.Stop();
+            if (i == 0)
+            {
+                continue; // warm-up: JIT and first-touch allocations
+            }
+
+            wall.Add(clock.Elapsed.TotalMilliseconds);
+            if (cpuStart is { } a && cpuEnd is { } b)
+            {
+                cpu.Add(b - a);
+            }
+        }
+
+        return new SingleTaskTime(Median(wall), cpu.Count > 0 ? Median(cpu) : null, repeats);
+    }
+
+    internal static double Median(IReadOnlyCollection<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        if (sorted.Length == 0)
+        {
+            return double.NaN;
+        }
+
+        var mid = sorted.Length / 2;
+        return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+    }
+
+    private static double? ThreadCpuMilliseconds()
+    {
+        if (!OperatingSystem.IsLinux())
+        {
+            return null;
+        }
+
+        return ClockGetTime(ClockThreadCpuTimeId, out var ts) == 0 ? (ts.Seconds * 1000.0) + (ts.Nanoseconds / 1_000_000.0) : null;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec
+    {
+        public long Seconds;
+        public long Nanoseconds;
+    }
+
+    [LibraryImport("libc", EntryPoint = "clock_gettime")]
+    private static partial int ClockGetTime(int clockId, out TimeSpec timeSpec);
+}
+
+/// <summary>Median wall and thread-CPU milliseconds of one task run alone on one thread.</summary>
+internal sealed record SingleTaskTime(double WallMs, double? CpuMs, int Repeats)
+{
+    /// <summary>
+    /// The time used for parallel efficiency: the smaller of the two medians. On a shared machine the wall time of
+    /// the lone run includes waits for a core, which would flatter the efficiency; the CPU time cannot.
+    /// </summary>
+    public double EffectiveMs => CpuMs is { } c && c > 0 ? Math.Min(WallMs, c) : WallMs;
+}
