@@ -62,8 +62,11 @@ public sealed class TaskExecutor(
             return Failed(ErrorTypes.Validation, ex.Message, clock);
         }
 
-        var timeout = TimeSpan.FromSeconds(Math.Min(
-            message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value : _options.DefaultTimeoutSeconds, _options.MaxTimeoutSeconds));
+        // The task's own limit, else its type's default, else the worker's; never above the cap.
+        var seconds = message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value
+            : _options.TypeTimeoutSeconds.TryGetValue(message.Type, out var typeDefault) ? typeDefault
+            : _options.DefaultTimeoutSeconds;
+        var timeout = TimeSpan.FromSeconds(Math.Min(seconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
         limit.CancelAfter(timeout);

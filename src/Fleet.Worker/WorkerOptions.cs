@@ -58,6 +58,12 @@ public sealed class WorkerOptions : IValidatableObject
     [Range(1, 1500)]
     public int DefaultTimeoutSeconds { get; set; } = 600;
 
+    /// <summary>
+    /// Time limits by task type for tasks that set none, e.g. <c>"TypeTimeoutSeconds": { "heat": 120 }</c>; types not
+    /// listed use <see cref="DefaultTimeoutSeconds"/>.
+    /// </summary>
+    public Dictionary<string, int> TypeTimeoutSeconds { get; set; } = new(StringComparer.Ordinal);
+
     /// <summary>The largest time limit a task may ask for; longer requests are capped (same reason as above).</summary>
     [Range(1, 1500)]
     public int MaxTimeoutSeconds { get; set; } = 1500;
@@ -100,6 +106,14 @@ public sealed class WorkerOptions : IValidatableObject
         if (Queues.Distinct(StringComparer.Ordinal).Count() != Queues.Length)
         {
             yield return new ValidationResult($"Worker:Queues lists a queue twice: {string.Join(", ", Queues)}.", [nameof(Queues)]);
+        }
+
+        foreach (var (type, seconds) in TypeTimeoutSeconds)
+        {
+            if (seconds < 1 || seconds > MaxTimeoutSeconds)
+            {
+                yield return new ValidationResult($"Worker:TypeTimeoutSeconds:{type} must be between 1 and Worker:MaxTimeoutSeconds ({MaxTimeoutSeconds}).", [nameof(TypeTimeoutSeconds)]);
+            }
         }
 
         if (DefaultTimeoutSeconds > MaxTimeoutSeconds)

@@ -69,6 +69,18 @@ public sealed class ReliabilityTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task ATaskWithoutItsOwnLimit_GetsItsTypesDefaultLimit()
+    {
+        var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("fault-hang", new { seconds = 20 }));
+
+        await WaitForFinalAsync([id], TimeSpan.FromSeconds(15));
+
+        var info = await GetTaskAsync(id);
+        Assert.Equal(("timed_out", "Timeout"), (info!.Status, info.ErrorType));
+        Assert.Contains("time limit of 2 s", info.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task ARunningTask_IsCancelledByTheBroadcast_AndEndsCancelled()
     {
         var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("sleep", new { ms = 60_000 }));

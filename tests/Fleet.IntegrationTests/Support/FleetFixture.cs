@@ -90,6 +90,7 @@ public sealed class FleetFixture : IAsyncLifetime
         ["Worker:HttpGet:AllowedHosts:0"] = AllowedHttpHost,
         ["Worker:FaultInjection"] = "true",
         ["Worker:HardStopGraceSeconds"] = "1",
+        ["Worker:TypeTimeoutSeconds:fault-hang"] = "2",
         ["Worker:RetryBaseSeconds"] = "0.5",
         ["Logging:LogLevel:Default"] = "Warning",
     };
