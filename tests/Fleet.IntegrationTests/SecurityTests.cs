@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Fleet.IntegrationTests.Support;
+using Client = Fleet.Client;
 using Fleet.Persistence;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
@@ -75,5 +76,31 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         var errors = await psql.StandardError.ReadToEndAsync();
         await psql.WaitForExitAsync();
         Assert.True(psql.ExitCode == 0, $"bootstrap.sql failed: {errors}");
+    }
+
+    [Fact]
+    public async Task Secrets_NeverAppearInAWorkersLogs_EvenAtDebugLevel()
+    {
+        await Fleet.StopWorkerAsync();
+        const string pgPassword = "pg-Secret-4711-marker";
+        var amqpPassword = Uri.UnescapeDataString(Fleet.Servers.RabbitMqUri.UserInfo.Split(':')[1]);
+        var settings = Fleet.WorkerSettings("secretive", cpuConcurrency: 1);
+        settings["ConnectionStrings:fleetdb"] = new NpgsqlConnectionStringBuilder(Fleet.PostgresConnectionString) { Password = pgPassword }.ConnectionString;
+        settings["Logging:LogLevel:Default"] = "Debug";
+        settings["Logging:LogLevel:MassTransit"] = "Debug";
+
+        await using (var worker = WorkerProcess.Start(settings))
+        {
+            var ids = await Fleet.Client.SubmitManyAsync([
+                .. Client.Workloads.Requests("noop", 3),
+                Client.TaskRequest.Create("sieve", new { limit = 1_000_000_000_000 }),
+            ]);
+            await WaitForFinalAsync(ids);
+            Assert.Equal(0, await worker.TerminateAsync(TimeSpan.FromSeconds(30)));
+
+            Assert.Contains("registered", worker.Output, StringComparison.Ordinal);
+            Assert.DoesNotContain(pgPassword, worker.Output, StringComparison.Ordinal);
+            Assert.DoesNotContain(amqpPassword, worker.Output, StringComparison.Ordinal);
+        }
     }
 }

@@ -6,10 +6,14 @@ namespace Fleet.IntegrationTests.Support;
 public sealed class WorkerProcess : IAsyncDisposable
 {
     private readonly Process _process;
+    private readonly System.Collections.Concurrent.ConcurrentQueue<string> _output = new();
 
     private WorkerProcess(Process process) => _process = process;
 
     public int Pid => _process.Id;
+
+    /// <summary>Everything the process wrote to stdout and stderr so far.</summary>
+    public string Output => string.Join('\n', _output);
 
     public bool HasExited => _process.HasExited;
 
@@ -32,11 +36,25 @@ public sealed class WorkerProcess : IAsyncDisposable
         }
 
         var process = Process.Start(info) ?? throw new InvalidOperationException("could not start Fleet.Worker");
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) Console.Error.WriteLine($"[worker {process.Id}] {e.Data}"); };
+        var worker = new WorkerProcess(process);
+        process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                worker._output.Enqueue(e.Data);
+            }
+        };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                worker._output.Enqueue(e.Data);
+                Console.Error.WriteLine($"[worker {process.Id}] {e.Data}");
+            }
+        };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        return new WorkerProcess(process);
+        return worker;
     }
 
     /// <summary>Sends SIGTERM and waits for the exit code.</summary>
