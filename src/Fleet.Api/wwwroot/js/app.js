@@ -155,7 +155,7 @@ function renderWorkers(workers) {
       h('td', { class: 'nowrap lanes' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
       h('td', null, workerUse(w)),
       h('td', null, workerBadge(w)),
-      h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, `${fmtDuration(age)} ago`),
+      h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, age < 100 ? 'just now' : `${fmtDuration(age)} ago`),
       h('td', { class: 'r num' }, fmtInt(w.tasksSucceeded)),
       h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
       h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
@@ -333,6 +333,9 @@ async function loop() {
   refreshing = true;
   try {
     await refresh();
+  } catch (e) {
+    // An answer the page cannot draw: say so and keep polling rather than stop with an error in the console.
+    setConnection('partial', 'Display error', `Could not show the latest data: ${e.message}`);
   } finally {
     refreshing = false;
     // The next refresh starts 2 s after this one ended, so a slow API never gets overlapping requests; a hidden
