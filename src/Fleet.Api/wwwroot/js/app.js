@@ -125,7 +125,7 @@ function renderQueues(stats, workers) {
     h('td', { class: 'r num' }, fmtInt(q.consumers)),
     h('td', { class: 'r' }, meter(laneUse(q, workers)))));
   const none = stats.queuesError ? `Queue depths unavailable: ${stats.queuesError}` : 'No queue reported.';
-  $('queues').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, none)]));
+  fillTable($('queues'), rows, emptyRow(5, none));
 }
 
 function badge(text, kind) {
@@ -160,7 +160,7 @@ function renderWorkers(workers) {
       h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
       h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
   });
-  $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(9, 'No worker has reported in the last hour.')]));
+  fillTable($('workers'), rows, emptyRow(9, 'No worker has reported in the last hour.'));
   const live = workers.filter(w => w.live);
   const cpu = live.reduce((s, w) => s + (Number(w.cpuConcurrency) || 0), 0);
   const io = live.reduce((s, w) => s + (Number(w.ioConcurrency) || 0), 0);
@@ -180,12 +180,19 @@ function renderFailures(page) {
     h('td', { class: 'msg', title: t.errorMessage ?? '' }, t.errorMessage ?? ''),
     h('td', null, h('button', { type: 'button', class: 'link', 'aria-label': `Look up task ${t.id}`, title: t.id,
       onclick: () => showFromList(t.id) }, shortId(t.id)))));
-  $('failures').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, 'No failed task.')]));
+  fillTable($('failures'), rows, emptyRow(5, 'No failed task.'));
 }
 
 function showFromList(id) {
   lookup(id);
   $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+}
+
+/** Replaces a table's rows and labels each cell with its column's heading (narrow windows show rows as cards). */
+function fillTable(table, rows, empty) {
+  const labels = [...table.tHead.rows[0].cells].map(c => c.textContent.trim());
+  for (const row of rows) [...row.cells].forEach((cell, i) => cell.setAttribute('data-label', labels[i] ?? ''));
+  table.tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
 }
 
 function emptyRow(span, text) {
