@@ -162,7 +162,8 @@ up() {
     local url key
     url=$(env_get FLEET_API_URL)
     key=$(env_get FLEET_API_KEY)
-    start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key"
+    start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key" \
+      "Api__RabbitMqManagementUri=$(env_get FLEET_RABBITMQ_MANAGEMENT_URL)"
   fi
   local n pidf
   # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
@@ -195,6 +196,8 @@ up() {
   done
   ((dead == 0)) || die "some workers did not stay up"
   log "up: $WORKERS worker(s)$([[ -f $API_DLL ]] && echo ", API on $(env_get FLEET_API_URL)"). Settings: . .fleet/env"
+  [[ -f $API_DLL ]] && printf 'dashboard: %s/\n' "$(env_get FLEET_API_URL)"
+  return 0
 }
 
 down() {

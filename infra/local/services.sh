@@ -174,8 +174,10 @@ ensure_dirs() {
 }
 
 write_env() {
-  local tmp amqp_url pg_dsn ro_dsn npgsql
+  local tmp amqp_url pg_dsn ro_dsn npgsql mgmt_url
   amqp_url="amqp://fleet:$(urlenc "$AMQP_PASSWORD")@127.0.0.1:$AMQP_PORT/fleet"
+  # The management HTTP API (queue depths for the API's /stats); the fleet user has the management tag.
+  mgmt_url="http://fleet:$(urlenc "$AMQP_PASSWORD")@127.0.0.1:$AMQP_MGMT_PORT/"
   pg_dsn="host=127.0.0.1 port=$PG_PORT dbname=fleet user=fleet password=$(libpq_val "$PG_PASSWORD")"
   ro_dsn="host=127.0.0.1 port=$PG_PORT dbname=fleet user=fleet_readonly password=$(libpq_val "$PG_RO_PASSWORD")"
   npgsql="Host=127.0.0.1;Port=$PG_PORT;Database=fleet;Username=fleet;Password=$(npgsql_val "$PG_PASSWORD")"
@@ -190,6 +192,7 @@ write_env() {
     printf 'export FLEET_PG_READONLY_DSN=%s\n' "$(shq "$ro_dsn")"
     printf 'export ConnectionStrings__fleetdb=%s\n' "$(shq "$npgsql")"
     printf 'export ConnectionStrings__rabbitmq=%s\n' "$(shq "$amqp_url")"
+    printf 'export FLEET_RABBITMQ_MANAGEMENT_URL=%s\n' "$(shq "$mgmt_url")"
   } >"$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$ENV_FILE"

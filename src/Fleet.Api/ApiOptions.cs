@@ -25,7 +25,8 @@ namespace Fleet.Api;
 ///   "WorkerStaleSeconds": 20,
 ///   "WorkerRecentMinutes": 60,
 ///   "StatsCacheSeconds": 1,
-///   "DailyCountsCacheSeconds": 30
+///   "StatsRecountSeconds": 60,
+///   "StatsResyncMinutes": 10
 /// }
 /// </code>
 /// </summary>
@@ -109,9 +110,17 @@ public sealed class ApiOptions : IValidatableObject
     [Range(0, 60)]
     public double StatsCacheSeconds { get; set; } = 1;
 
-    /// <summary>The 24-hour counts of <c>GET /stats</c> (the widest index range it reads) are recomputed at most this often.</summary>
-    [Range(0, 3600)]
-    public double DailyCountsCacheSeconds { get; set; } = 30;
+    /// <summary>
+    /// Each <c>GET /stats</c> refresh recounts the tasks that finished within this many seconds; older counts are
+    /// kept in memory. A task whose final state commits later than this after its <c>finished_at</c> is counted at
+    /// the next full recount.
+    /// </summary>
+    [Range(5, 3600)]
+    public int StatsRecountSeconds { get; set; } = 60;
+
+    /// <summary>How often <c>GET /stats</c> recounts the whole last 24 hours (also at the first request).</summary>
+    [Range(1, 1440)]
+    public int StatsResyncMinutes { get; set; } = 10;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

@@ -107,10 +107,29 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
             var body = await ReadJsonAsync(again);
             Assert.Null((string?)body["queuesError"]);
             io = body["queues"]!.AsArray().FirstOrDefault(q => (string?)q!["name"] == "fleet-io");
-            return io is not null && (int)io["ready"]! == 1;
-        }, TimeSpan.FromSeconds(30)), $"fleet-io never showed 1 ready message: {io?.ToJsonString()}");
-        Assert.Equal(0, (int)io!["consumers"]!);
-        Assert.Equal(0, (int)io["unacked"]!);
+            return io is not null && (int)io["ready"]! == 1 && (int)io["consumers"]! == 0;
+        }, TimeSpan.FromSeconds(30)), $"fleet-io never showed 1 ready message and no consumer (the worker is stopped): {io?.ToJsonString()}");
+        Assert.Equal(0, (int)io!["unacked"]!);
+    }
+
+    [Fact]
+    public async Task Stats_CountsTasksThatFinishAfterTheFirstRequest()
+    {
+        using var before = await Http.GetAsync("stats");
+        Assert.Equal(0, (int)(await ReadJsonAsync(before))["lastHour"]!["succeeded"]!);
+        var ids = new List<Guid>();
+        for (var i = 0; i < 5; i++)
+        {
+            ids.Add(await SubmitAsync("noop", "{}"));
+        }
+
+        await WaitForFinalAsync(ids);
+
+        // The second refresh recounts only the last minute and keeps the rest from the first.
+        using var after = await Http.GetAsync("stats");
+        var stats = await ReadJsonAsync(after);
+        Assert.Equal(5, (int)stats["lastHour"]!["succeeded"]!);
+        Assert.Equal(5, (int)stats["last24h"]!["succeeded"]!);
     }
 
     [Fact]

@@ -53,7 +53,6 @@ public sealed class ApiHost : IAsyncDisposable
             // Tests read fresh numbers: no caching. The relay tests shorten the relay's delays themselves.
             ["Api:RelayIntervalSeconds"] = "1",
             ["Api:StatsCacheSeconds"] = "0",
-            ["Api:DailyCountsCacheSeconds"] = "0",
             ["Logging:LogLevel:Default"] = "Warning",
         };
     }
