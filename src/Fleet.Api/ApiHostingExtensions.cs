@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
@@ -84,7 +85,8 @@ public static class ApiHostingExtensions
         services.AddAuthorizationBuilder()
             .AddPolicy(ApiKeyPolicy, policy => policy.AddAuthenticationSchemes(ApiKeyAuthenticationHandler.SchemeName).RequireAuthenticatedUser());
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
-        services.ConfigureHttpJsonOptions(json => json.SerializerOptions.WriteIndented = false);
+        // Numbers are numbers: the request reader refuses "5" for 5, and the OpenAPI document should say the same.
+        services.ConfigureHttpJsonOptions(json => json.SerializerOptions.NumberHandling = JsonNumberHandling.Strict);
         services.AddFleetOpenApi();
         return builder;
     }

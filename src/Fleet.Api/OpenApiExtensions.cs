@@ -29,5 +29,19 @@ internal static class OpenApiExtensions
                 Description = "An API key from Api:ApiKeys.",
             };
             return Task.CompletedTask;
+        })
+        .AddOperationTransformer((operation, context, _) =>
+        {
+            // Endpoints behind the API-key policy say so, with either way of sending the key.
+            if (context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
+            {
+                operation.Security =
+                [
+                    new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("bearer", context.Document)] = [] },
+                    new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("apiKey", context.Document)] = [] },
+                ];
+            }
+
+            return Task.CompletedTask;
         }));
 }

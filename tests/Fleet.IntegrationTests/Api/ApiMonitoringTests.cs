@@ -206,6 +206,9 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.Contains("next", schemas["TaskPage"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.Contains("live", schemas["WorkerInfo"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.NotNull(document["components"]!["securitySchemes"]!["bearer"]);
+        Assert.Equal(2, document["paths"]!["/tasks"]!["post"]!["security"]!.AsArray().Count);
+        Assert.Null(document["paths"]!["/stats"]!["get"]!["security"]);
+        Assert.DoesNotContain("string", schemas["SubmitTaskBody"]!["properties"]!["timeoutSeconds"]!["type"]!.ToJsonString(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,0 +1,130 @@
+using System.ComponentModel.DataAnnotations;
+using System.Text.Json;
+using Fleet.Api;
+using Fleet.Api.Queries;
+using Fleet.Api.Submission;
+using Fleet.Tasks;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace Fleet.UnitTests;
+
+/// <summary>The API's pure parts: options validation, the list cursor, and reading submitted JSON. No server.</summary>
+public sealed class ApiInputTests
+{
+    private const string Key = "unit-test-key-0123456789";
+
+    [Fact]
+    public void ApiOptions_WithOneLongKey_AreValid()
+    {
+        Assert.Empty(Validate(new ApiOptions { ApiKeys = [Key] }));
+    }
+
+    [Theory]
+    [InlineData(null, "Api:ApiKeys")]
+    [InlineData("short", "Api:ApiKeys:0")]
+    public void ApiOptions_WithoutAUsableKey_FailNamingTheSetting_WithoutTheKey(string? key, string named)
+    {
+        var errors = Validate(new ApiOptions { ApiKeys = key is null ? [] : [key] });
+
+        var error = Assert.Single(errors);
+        Assert.Contains(named, error, StringComparison.Ordinal);
+        Assert.DoesNotContain("short", error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ApiOptions_RelayNotLongerThanThePublishTimeout_AreRefused()
+    {
+        var errors = Validate(new ApiOptions { ApiKeys = [Key], RelayAfterSeconds = 10, PublishTimeoutSeconds = 10 });
+
+        Assert.Contains(errors, e => e.Contains("Api:RelayAfterSeconds", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ApiOptions_DefaultPageOverTheCap_AreRefused()
+    {
+        var errors = Validate(new ApiOptions { ApiKeys = [Key], ListLimitDefault = 2000, ListLimitMax = 1000 });
+
+        Assert.Contains(errors, e => e.Contains("Api:ListLimitDefault", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void TaskCursor_RoundTripsToTheMicrosecond()
+    {
+        var cursor = new TaskCursor(new DateTimeOffset(2026, 11, 30, 4, 10, 2, TimeSpan.Zero).AddTicks(798_680), Guid.NewGuid());
+
+        Assert.True(TaskCursor.TryDecode(cursor.Encode(), out var decoded));
+        Assert.Equal(cursor, decoded);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("not base64url!")]
+    [InlineData("MTo5OTk5OTk5OTk5OTk5OTk5OTk5OTk5Om5vdC1hLWd1aWQ")]
+    [InlineData("Mjo1OjAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAw")]
+    public void TaskCursor_RejectsAnythingItDidNotWrite(string value)
+    {
+        Assert.False(TaskCursor.TryDecode(value, out _));
+    }
+
+    [Fact]
+    public void ReadTask_DefaultsThePayload_AndRoutesByLane()
+    {
+        var reader = Reader();
+
+        var (cpu, cpuError) = reader.ReadTask(Json("""{"type": "sha256", "payload": {"size_kb": 1}}"""));
+        var (io, ioError) = reader.ReadTask(Json("""{"type": "noop"}"""));
+        var (own, ownError) = reader.ReadTask(Json("""{"type": "render", "queue": "fleet-io", "timeoutSeconds": 30, "maxAttempts": 2}"""));
+
+        Assert.Null(cpuError);
+        Assert.Null(ioError);
+        Assert.Null(ownError);
+        Assert.Equal("fleet-cpu", cpu!.Queue);
+        Assert.Equal("fleet-io", io!.Queue);
+        Assert.Equal(JsonValueKind.Object, io.Payload.ValueKind);
+        Assert.Equal("fleet-io", own!.Queue);
+        Assert.Equal(30, own.TimeoutSeconds);
+        Assert.Equal(2, own.MaxAttempts);
+    }
+
+    [Theory]
+    [InlineData("""{"type": "noop", "payload": "x"}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "noop", "priority": 1.5}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "noop", "maxAttempts": 0}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": ""}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "nope"}""", StatusCodes.Status400BadRequest)]
+    public void ReadTask_RefusesBadFields(string body, int status)
+    {
+        var (request, error) = Reader().ReadTask(Json(body));
+
+        Assert.Null(request);
+        Assert.Equal(status, Assert.IsAssignableFrom<IStatusCodeHttpResult>(error).StatusCode);
+    }
+
+    [Fact]
+    public void RequestHash_IgnoresWhitespace_ButNotTheBodyOrTheEndpoint()
+    {
+        var compact = TaskRequestReader.RequestHash("POST /tasks", Json("""{"type":"noop","payload":{"n":1}}"""));
+
+        Assert.Equal(compact, TaskRequestReader.RequestHash("POST /tasks", Json("{ \"type\": \"noop\",\n \"payload\": { \"n\": 1 } }")));
+        Assert.NotEqual(compact, TaskRequestReader.RequestHash("POST /tasks", Json("""{"type":"noop","payload":{"n":2}}""")));
+        Assert.NotEqual(compact, TaskRequestReader.RequestHash("POST /tasks/batch", Json("""{"type":"noop","payload":{"n":1}}""")));
+    }
+
+    private static TaskRequestReader Reader()
+    {
+        var services = new ServiceCollection().AddFleetTasks().BuildServiceProvider();
+        var options = Options.Create(new ApiOptions { ApiKeys = [Key], CpuTypes = ["render"] });
+        return new TaskRequestReader(new TaskTypeCatalog(services.GetRequiredService<TaskHandlerRegistry>(), options), options);
+    }
+
+    private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
+
+    private static List<string> Validate(ApiOptions options)
+    {
+        var results = new List<ValidationResult>();
+        Validator.TryValidateObject(options, new ValidationContext(options), results, validateAllProperties: true);
+        return [.. results.Select(r => r.ErrorMessage ?? "")];
+    }
+}
