@@ -118,14 +118,16 @@ function meter(use, label = '') {
 
 function renderQueues(stats, workers) {
   const queues = Array.isArray(stats.queues) ? stats.queues : [];
+  // A message in an _error queue could not even be read by a worker: worth a colour.
+  const dead = q => q.name.endsWith('_error') && Number(q.ready) > 0;
   const rows = queues.map(q => h('tr', { 'data-queue': q.name },
     h('th', { scope: 'row' }, h('code', null, q.name)),
-    h('td', { class: 'r num' }, fmtInt(q.ready)),
+    h('td', { class: dead(q) ? 'r num bad' : 'r num', title: dead(q) ? 'unreadable messages, see the worker log' : null }, fmtInt(q.ready)),
     h('td', { class: 'r num' }, fmtInt(q.unacked)),
     h('td', { class: 'r num' }, fmtInt(q.consumers)),
     h('td', { class: 'r' }, meter(laneUse(q, workers)))));
   const none = stats.queuesError ? `Queue depths unavailable: ${stats.queuesError}` : 'No queue reported.';
-  $('queues').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, none)]));
+  fillTable($('queues'), rows, emptyRow(5, none));
 }
 
 function badge(text, kind) {
@@ -155,12 +157,12 @@ function renderWorkers(workers) {
       h('td', { class: 'nowrap lanes' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
       h('td', null, workerUse(w)),
       h('td', null, workerBadge(w)),
-      h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, `${fmtDuration(age)} ago`),
+      h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, age < 100 ? 'just now' : `${fmtDuration(age)} ago`),
       h('td', { class: 'r num' }, fmtInt(w.tasksSucceeded)),
       h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
       h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
   });
-  $('workers').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(9, 'No worker has reported in the last hour.')]));
+  fillTable($('workers'), rows, emptyRow(9, 'No worker has reported in the last hour.'));
   const live = workers.filter(w => w.live);
   const cpu = live.reduce((s, w) => s + (Number(w.cpuConcurrency) || 0), 0);
   const io = live.reduce((s, w) => s + (Number(w.ioConcurrency) || 0), 0);
@@ -180,12 +182,19 @@ function renderFailures(page) {
     h('td', { class: 'msg', title: t.errorMessage ?? '' }, t.errorMessage ?? ''),
     h('td', null, h('button', { type: 'button', class: 'link', 'aria-label': `Look up task ${t.id}`, title: t.id,
       onclick: () => showFromList(t.id) }, shortId(t.id)))));
-  $('failures').tBodies[0].replaceChildren(...(rows.length ? rows : [emptyRow(5, 'No failed task.')]));
+  fillTable($('failures'), rows, emptyRow(5, 'No failed task.'));
 }
 
 function showFromList(id) {
   lookup(id);
   $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
+}
+
+/** Replaces a table's rows and labels each cell with its column's heading (narrow windows show rows as cards). */
+function fillTable(table, rows, empty) {
+  const labels = [...table.tHead.rows[0].cells].map(c => c.textContent.trim());
+  for (const row of rows) [...row.cells].forEach((cell, i) => cell.setAttribute('data-label', labels[i] ?? ''));
+  table.tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
 }
 
 function emptyRow(span, text) {
@@ -333,6 +342,9 @@ async function loop() {
   refreshing = true;
   try {
     await refresh();
+  } catch (e) {
+    // An answer the page cannot draw: say so and keep polling rather than stop with an error in the console.
+    setConnection('partial', 'Display error', `Could not show the latest data: ${e.message}`);
   } finally {
     refreshing = false;
     // The next refresh starts 2 s after this one ended, so a slow API never gets overlapping requests; a hidden

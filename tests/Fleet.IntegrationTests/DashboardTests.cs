@@ -1,0 +1,240 @@
+using System.Globalization;
+using Fleet.Client;
+using Fleet.IntegrationTests.Support;
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+
+namespace Fleet.IntegrationTests;
+
+/// <summary>
+/// The dashboard at <c>/</c>, in Debian's headless Chromium, against the real API started in-process on the fixture's
+/// servers, with tasks the in-process worker really ran. Each figure the page shows is compared with SQL on the
+/// same database.
+/// </summary>
+public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+{
+    private static readonly TimeSpan PageWait = TimeSpan.FromSeconds(20);
+
+    [Fact]
+    public async Task Dashboard_ShowsWorkersCountsFailuresLookupAndALiveChart_FromTheDatabase()
+    {
+        var succeeded = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 12).Select(i =>
+            TaskRequest.Create("sha256", new { size_kb = 16, rounds = 1, seed = i })));
+        var failed = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 3).Select(_ =>
+            TaskRequest.Create("sieve", new { limit = 1_000_000_000_000L })));
+        await WaitForFinalAsync([.. succeeded, .. failed]);
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+
+        await page.GotoAsync(api.BaseAddress.ToString());
+        await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
+
+        // Workers: every worker row the database holds as running, with its lanes.
+        var workers = await ListAsync("SELECT id, cpu_concurrency, io_concurrency FROM fleet.workers WHERE state = 'running'",
+            r => (Id: r.GetString(0), Cpu: r.GetInt32(1), Io: r.GetInt32(2)));
+        Assert.NotEmpty(workers);
+        foreach (var worker in workers)
+        {
+            var row = page.Locator($"#workers tbody tr[data-worker=\"{worker.Id}\"]");
+            await Expect(row).ToContainTextAsync(worker.Id, new() { Timeout = Ms(PageWait) });
+            await Expect(row).ToContainTextAsync($"cpu {worker.Cpu} · io {worker.Io}");
+            await Expect(row.Locator(".badge")).ToHaveTextAsync("running");
+        }
+
+        // Counts by status, open and finished: the page's text equals SQL on the same tables.
+        var expected = await CountsFromDatabaseAsync();
+        Assert.Equal(12, expected["lastHour.succeeded"]);
+        Assert.Equal(3, expected["lastHour.failed"]);
+        var shown = await EventuallyEqualAsync(expected, () => CountsOnPageAsync(page));
+        Assert.Equal(expected, shown);
+
+        // The latest failures carry the validation message the worker stored.
+        var message = await ScalarAsync<string>("SELECT error_message FROM fleet.tasks WHERE id = @id", ("id", failed[0]));
+        Assert.Contains("limit", message, StringComparison.Ordinal);
+        await Expect(page.Locator("#failures tbody")).ToContainTextAsync(message);
+        await Expect(page.Locator("#failures tbody tr[data-task]")).ToHaveCountAsync(3);
+
+        // Lookup by id: status, result, attempts and worker of one task; then a failed one with its error.
+        var lookedUp = succeeded[5];
+        var info = await GetTaskAsync(lookedUp);
+        await page.Locator("#lookup-id").FillAsync(lookedUp.ToString());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Look up", Exact = true }).ClickAsync();
+        var card = page.Locator($"#lookup-result article[data-task=\"{lookedUp}\"]");
+        await Expect(card).ToHaveAttributeAsync("data-status", "succeeded");
+        await Expect(card).ToContainTextAsync("digest");
+        await Expect(card).ToContainTextAsync(info!.WorkerId!);
+        await Expect(card.Locator("dt:text-is('Attempts') + dd")).ToHaveTextAsync("1");
+        await page.Locator($"#failures button[title=\"{failed[1]}\"]").ClickAsync();
+        var failedCard = page.Locator($"#lookup-result article[data-task=\"{failed[1]}\"]");
+        await Expect(failedCard).ToHaveAttributeAsync("data-status", "failed");
+        await Expect(failedCard.Locator(".error")).ToContainTextAsync(message);
+
+        // The chart: its total is every task finished in the last 15 minutes, and it grows as more tasks finish.
+        var before = await EventuallyEqualAsync(15L, () => ChartTotalAsync(page));
+        Assert.Equal(15L, before);
+        var more = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 20).Select(_ => TaskRequest.Create("noop", new { })));
+        await WaitForFinalAsync(more);
+        var finishedInWindow = await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE finished_at > now() - interval '15 minutes'");
+        Assert.Equal(35L, finishedInWindow);
+        var after = await EventuallyEqualAsync(finishedInWindow, () => ChartTotalAsync(page));
+        Assert.Equal(finishedInWindow, after);
+        await Expect(page.Locator("#chart svg path.line")).ToHaveCountAsync(1);
+
+        await SaveScreenshotAsync(page, "dashboard.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    [Fact]
+    public async Task Dashboard_InsertsTaskTextAsText_NeverAsMarkup()
+    {
+        const string hostile = "<img src=x id=injected onerror=\"document.title='pwned'\">";
+        var id = await Fleet.Client.SubmitAsync(TaskRequest.Create(hostile, new { note = "<b id=bold>x</b>" }) with { Queue = "fleet-io" });
+        await WaitForFinalAsync([id]);
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+
+        await page.GotoAsync($"{api.BaseAddress}#task={id}");
+
+        await Expect(page.Locator("#failures tbody")).ToContainTextAsync(hostile, new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator($"#lookup-result article[data-task=\"{id}\"]")).ToContainTextAsync(hostile);
+        await page.Locator("#lookup-result summary").ClickAsync();
+        await Expect(page.Locator("#lookup-result pre")).ToContainTextAsync("<b id=bold>x</b>");
+        Assert.Equal(0, await page.Locator("#injected, #bold").CountAsync());
+        Assert.NotEqual("pwned", await page.TitleAsync());
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    [Fact]
+    public async Task Dashboard_SaysApiUnreachable_AndRecovers_WhenTheApiStopsAnswering()
+    {
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        await page.GotoAsync(api.BaseAddress.ToString());
+        await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
+
+        // Every API read fails as if the server were gone; the page itself stays loaded.
+        await page.RouteAsync(url => !url.EndsWith(".js", StringComparison.Ordinal) && !url.EndsWith(".css", StringComparison.Ordinal),
+            route => route.AbortAsync("connectionrefused"));
+
+        await Expect(page.Locator("#banner")).ToBeVisibleAsync(new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator("#banner")).ToContainTextAsync("API unreachable");
+        await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "down");
+        await SaveScreenshotAsync(page, "dashboard-unreachable.png");
+
+        await page.UnrouteAllAsync();
+        await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator("#banner")).ToBeHiddenAsync();
+        // Refused requests log "Failed to load resource" by design; anything else (a script error) fails the test.
+        var unexpected = errors.Where(e => !e.Contains("net::ERR_CONNECTION_REFUSED", StringComparison.Ordinal)).ToList();
+        Assert.True(unexpected.Count == 0, "Console errors:\n" + string.Join('\n', unexpected));
+    }
+
+    [Fact]
+    public async Task Dashboard_FitsANarrowWindow_WithoutSidewaysScrolling()
+    {
+        var ids = await Fleet.Client.SubmitManyAsync(
+            [.. Enumerable.Range(0, 5).Select(_ => TaskRequest.Create("noop", new { })), TaskRequest.Create("sieve", new { limit = 1 })]);
+        await WaitForFinalAsync(ids);
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync(390, 844);
+
+        await page.GotoAsync(api.BaseAddress.ToString());
+        await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator("#failures tbody tr[data-task]")).ToHaveCountAsync(1, new() { Timeout = Ms(PageWait) });
+
+        var overflow = await page.EvaluateAsync<int>("document.documentElement.scrollWidth - window.innerWidth");
+        Assert.True(overflow <= 0, $"The page is {overflow}px wider than a 390px window.");
+        await Expect(page.GetByRole(AriaRole.Heading, new() { Name = "Workers" })).ToBeVisibleAsync();
+        await SaveScreenshotAsync(page, "dashboard-narrow.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    private static ILocatorAssertions Expect(ILocator locator) => Assertions.Expect(locator);
+
+    private static float Ms(TimeSpan span) => (float)span.TotalMilliseconds;
+
+    /// <summary>Saves a full-page PNG to the repository's <c>TestResults/</c> (where <c>make test</c> puts its results), else next to the test assembly.</summary>
+    private async Task SaveScreenshotAsync(IPage page, string name)
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Fleet.sln")))
+        {
+            directory = directory.Parent;
+        }
+
+        var folder = directory is null ? AppContext.BaseDirectory : Directory.CreateDirectory(Path.Combine(directory.FullName, "TestResults")).FullName;
+        var path = Path.Combine(folder, name);
+        await page.ScreenshotAsync(new PageScreenshotOptions { Path = path, FullPage = true });
+        output.WriteLine($"screenshot: {path}");
+        await Console.Error.WriteLineAsync($"[dashboard] screenshot: {path}");
+    }
+
+    private async Task<SortedDictionary<string, long>> CountsFromDatabaseAsync()
+    {
+        var rows = await ListAsync("""
+            SELECT count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
+                   count(*) FILTER (WHERE status = 'succeeded' AND finished_at > now() - interval '1 hour'),
+                   count(*) FILTER (WHERE status = 'failed' AND finished_at > now() - interval '1 hour'),
+                   count(*) FILTER (WHERE status = 'timed_out' AND finished_at > now() - interval '1 hour'),
+                   count(*) FILTER (WHERE status = 'cancelled' AND finished_at > now() - interval '1 hour'),
+                   count(*) FILTER (WHERE status = 'succeeded' AND finished_at > now() - interval '24 hours'),
+                   count(*) FILTER (WHERE status = 'failed' AND finished_at > now() - interval '24 hours'),
+                   count(*) FILTER (WHERE status = 'timed_out' AND finished_at > now() - interval '24 hours'),
+                   count(*) FILTER (WHERE status = 'cancelled' AND finished_at > now() - interval '24 hours')
+            FROM fleet.tasks
+            """, r => Enumerable.Range(0, 10).Select(r.GetInt64).ToArray());
+        var v = rows.Single();
+        return new SortedDictionary<string, long>(StringComparer.Ordinal)
+        {
+            ["open.queued"] = v[0], ["open.running"] = v[1],
+            ["lastHour.succeeded"] = v[2], ["lastHour.failed"] = v[3], ["lastHour.timedOut"] = v[4], ["lastHour.cancelled"] = v[5],
+            ["last24h.succeeded"] = v[6], ["last24h.failed"] = v[7], ["last24h.timedOut"] = v[8], ["last24h.cancelled"] = v[9],
+        };
+    }
+
+    /// <summary>The counts as the page shows them to a reader: its visible text, thousands separators removed.</summary>
+    private static async Task<SortedDictionary<string, long>> CountsOnPageAsync(IPage page)
+    {
+        var counts = new SortedDictionary<string, long>(StringComparer.Ordinal)
+        {
+            ["open.queued"] = ParseShown(await page.Locator("#open-queued").InnerTextAsync()),
+            ["open.running"] = ParseShown(await page.Locator("#open-running").InnerTextAsync()),
+        };
+        foreach (var period in new[] { "lastHour", "last24h" })
+        {
+            foreach (var status in new[] { "succeeded", "failed", "timedOut", "cancelled" })
+            {
+                counts[$"{period}.{status}"] = ParseShown(await page.Locator($"#counts-{period} dd[data-status=\"{status}\"]").InnerTextAsync());
+            }
+        }
+
+        return counts;
+    }
+
+    private static long ParseShown(string text) =>
+        long.TryParse(text.Replace(",", "", StringComparison.Ordinal).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : -1;
+
+    private static async Task<long> ChartTotalAsync(IPage page) =>
+        ParseShown(await page.Locator("#chart").GetAttributeAsync("data-total") ?? "");
+
+    /// <summary>Reads until the page shows <paramref name="expected"/> or the wait ends; returns what it read last.</summary>
+    private static async Task<T> EventuallyEqualAsync<T>(T expected, Func<Task<T>> read)
+    {
+        var deadline = DateTime.UtcNow + PageWait;
+        var seen = await read();
+        while (!EqualityComparer<T>.Default.Equals(seen, expected) && !Equivalent(seen, expected) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(250);
+            seen = await read();
+        }
+
+        return seen;
+    }
+
+    private static bool Equivalent<T>(T a, T b) =>
+        a is IDictionary<string, long> x && b is IDictionary<string, long> y && x.Count == y.Count && x.All(p => y.TryGetValue(p.Key, out var v) && v == p.Value);
+}
