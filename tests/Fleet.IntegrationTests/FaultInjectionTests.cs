@@ -68,6 +68,32 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
+    public async Task ARetryWaitingInItsDelayQueue_SurvivesTheWorkerThatScheduledIt()
+    {
+        var settings = Fleet.WorkerSettings("retry-scheduler", cpuConcurrency: 1);
+        settings["Worker:RetryBaseSeconds"] = "3";
+        var id = await Fleet.Client.SubmitAsync(
+            TaskRequest.Create("fault-flaky", new { key = Guid.NewGuid().ToString(), failTimes = 1 }) with { MaxAttempts = 3 });
+        await using (var first = WorkerProcess.Start(settings))
+        {
+            // The first attempt failed and its retry waits in fleet-io.retry.{n}s: the task is queued again.
+            Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+                "SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id AND outcome = 'failed'", ("id", id)) == 1));
+            Assert.Equal("queued", (await GetTaskAsync(id))!.Status);
+            await first.KillAsync();
+        }
+
+        await using var second = WorkerProcess.Start(Fleet.WorkerSettings("after-restart", cpuConcurrency: 1));
+        await WaitForFinalAsync([id]);
+
+        // The new process has its own failure count: its first execution fails, its second succeeds.
+        var info = await GetTaskAsync(id);
+        Assert.Equal(("succeeded", 3), (info!.Status, info.Attempts));
+        Assert.Equal(2L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id AND worker_id LIKE 'after-restart:%'", ("id", id)));
+    }
+
+    [Fact]
     public async Task AHandlerThatKillsItsProcess_EndsFailedAsACrashLoop_AfterBoundedTries()
     {
         var settings = Fleet.WorkerSettings("crashy", cpuConcurrency: 1);
