@@ -76,9 +76,6 @@ internal sealed record RunResult
 
     /// <summary>CPU seconds (user + system) spent during the run, by component: workers, rabbitmq, postgres, bench.</summary>
     public required IReadOnlyDictionary<string, double> CpuSeconds { get; init; }
-
-    /// <summary>Tasks whose submit call failed only in the client's published_at stamp (deadlock 40P01; see BenchRunner).</summary>
-    public long UnstampedAfterDeadlock { get; init; }
 }
 
 /// <summary>A worker process seen during a run: its pid, peak RSS and CPU seconds of the run.</summary>

@@ -70,7 +70,6 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
     /// <summary>Tasks per <see cref="FleetClient.SubmitManyAsync"/> call in closed loop (the client's own bulk chunk).</summary>
     private const int ClosedLoopChunk = 2_000;
 
-    private long _unstampedTasks;
 
     private int Cores => settings.Cores ?? Environment.ProcessorCount;
 
@@ -168,7 +167,6 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
         // Ids chosen here, so that a chunk whose submit call fails can be checked in the database.
         var requests = Fleet.Client.Workloads.Requests(workload, count, batchId).Select(q => q with { TaskId = Guid.CreateVersion7() }).ToList();
-        var unstampedBefore = Interlocked.Read(ref _unstampedTasks);
         var submitClock = Stopwatch.StartNew();
         if (rate is { } r)
         {
@@ -178,7 +176,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         {
             foreach (var chunk in requests.Chunk(ClosedLoopChunk))
             {
-                await SubmitChunkAsync(dataSource, chunk, cancellationToken).ConfigureAwait(false);
+                await client.SubmitManyAsync(chunk, cancellationToken).ConfigureAwait(false);
             }
         }
 
@@ -225,7 +223,6 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 : (single.CpuMs ?? single.WallMs) / 1000.0 * tasks / cpu["workers"],
             Workers = samples,
             CpuSeconds = cpu,
-            UnstampedAfterDeadlock = Interlocked.Read(ref _unstampedTasks) - unstampedBefore,
         };
     }
 
@@ -259,7 +256,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 inflight.RemoveAll(t => t.IsCompletedSuccessfully);
             }
 
-            inflight.Add(SubmitChunkAsync(dataSource, requests.GetRange(start, Math.Min(chunk, requests.Count - start)), cancellationToken));
+            inflight.Add(client.SubmitManyAsync(requests.GetRange(start, Math.Min(chunk, requests.Count - start)), cancellationToken));
         }
 
         await Task.WhenAll(inflight).ConfigureAwait(false);
@@ -267,34 +264,6 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         if (achieved < rate * 0.95)
         {
             Log($"warning: the producer reached only {achieved:0} of {rate:0} tasks/s (max lag {maxLagMs:0} ms): the arrival rate is the client's limit");
-        }
-    }
-
-    /// <summary>
-    /// One <see cref="FleetClient.SubmitManyAsync"/> call. Works around a known client issue: its final
-    /// <c>UPDATE ... SET published_at</c> can deadlock (40P01) with the workers' batched claims of the same rows.
-    /// That statement runs only after every send of the chunk was confirmed, so when all of the chunk's rows exist
-    /// the tasks are submitted and only their <c>published_at</c> stamp is missing: count it and go on. Anything
-    /// else is rethrown.
-    /// </summary>
-    private async Task SubmitChunkAsync(NpgsqlDataSource dataSource, IReadOnlyCollection<TaskRequest> chunk, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await client.SubmitManyAsync(chunk, cancellationToken).ConfigureAwait(false);
-        }
-        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.DeadlockDetected)
-        {
-            await using var command = dataSource.CreateCommand("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids)");
-            command.Parameters.AddWithValue("ids", chunk.Select(c => c.TaskId!.Value).ToArray());
-            var stored = (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
-            if (stored != chunk.Count)
-            {
-                throw;
-            }
-
-            Interlocked.Add(ref _unstampedTasks, chunk.Count);
-            Log($"note: FleetClient's published_at UPDATE deadlocked with the workers (40P01) on a chunk of {chunk.Count}; its rows are stored and its sends were confirmed: counted as submitted");
         }
     }
 

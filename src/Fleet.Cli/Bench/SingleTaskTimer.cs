@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using Fleet.Client;
 using Fleet.Tasks;
 using Microsoft.Extensions.DependencyInjection;
@@ -11,10 +10,8 @@ namespace Fleet.Cli.Bench;
 /// <see cref="ITaskHandler.Prepare"/>, once to warm up and then <c>repeats</c> times; the medians of wall time and
 /// of the thread's CPU time.
 /// </summary>
-internal static partial class SingleTaskTimer
+internal static class SingleTaskTimer
 {
-    private const int ClockThreadCpuTimeId = 3;
-
     public static SingleTaskTime Measure(string workload, int repeats, CancellationToken cancellationToken)
     {
         using var services = new ServiceCollection().AddLogging().AddFleetTasks().BuildServiceProvider();
@@ -40,10 +37,10 @@ internal static partial class SingleTaskTimer
         {
             var payload = Workloads.Payload(workload, i);
             var clock = Stopwatch.StartNew();
-            var cpuStart = ThreadCpuMilliseconds();
+            var cpuStart = ThreadCpuTime.NowMilliseconds();
             var task = handler.Prepare(payload)(cancellationToken);
             _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
-            var cpuEnd = ThreadCpuMilliseconds();
+            var cpuEnd = ThreadCpuTime.NowMilliseconds();
             clock.Stop();
             if (i == 0)
             {
@@ -71,26 +68,6 @@ internal static partial class SingleTaskTimer
         var mid = sorted.Length / 2;
         return sorted.Length % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
     }
-
-    private static double? ThreadCpuMilliseconds()
-    {
-        if (!OperatingSystem.IsLinux())
-        {
-            return null;
-        }
-
-        return ClockGetTime(ClockThreadCpuTimeId, out var ts) == 0 ? (ts.Seconds * 1000.0) + (ts.Nanoseconds / 1_000_000.0) : null;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct TimeSpec
-    {
-        public long Seconds;
-        public long Nanoseconds;
-    }
-
-    [LibraryImport("libc", EntryPoint = "clock_gettime")]
-    private static partial int ClockGetTime(int clockId, out TimeSpec timeSpec);
 }
 
 /// <summary>Median wall and thread-CPU milliseconds of one task run alone on one thread.</summary>

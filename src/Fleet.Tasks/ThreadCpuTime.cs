@@ -1,12 +1,12 @@
 using System.Runtime.InteropServices;
 
-namespace Fleet.Worker;
+namespace Fleet.Tasks;
 
 /// <summary>
-/// CPU time of the calling thread, for <c>task_attempts.cpu_ms</c> of CPU-lane tasks (each runs start to end on
+/// CPU time of the calling thread, for the worker's <c>task_attempts.cpu_ms</c> and the benchmark's single-task time (a CPU task runs start to end on
 /// one dedicated thread, so the difference of two readings is the task's own CPU time). Linux only; elsewhere null.
 /// </summary>
-internal static partial class ThreadCpuTime
+public static partial class ThreadCpuTime
 {
     private const int ClockThreadCpuTimeId = 3;
 
