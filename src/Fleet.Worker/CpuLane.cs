@@ -67,11 +67,12 @@ public sealed class CpuLane : IDisposable
         StartThread();
     }
 
-    public void Dispose()
-    {
-        _queue.CompleteAdding();
-        _queue.Dispose();
-    }
+    /// <summary>
+    /// Lets the lane threads leave once the queue is empty. The collection itself is deliberately not disposed:
+    /// lane threads still waking from their wait (or an abandoned thread coming back) would touch it and throw
+    /// an unhandled <see cref="ObjectDisposedException"/> on a dedicated thread, which ends the whole process.
+    /// </summary>
+    public void Dispose() => _queue.CompleteAdding();
 
     /// <summary>One task on the lane: its completion, and the means to abandon it.</summary>
     public sealed class CpuRun
