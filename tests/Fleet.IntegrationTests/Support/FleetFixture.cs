@@ -126,7 +126,8 @@ public sealed class FleetFixture : IAsyncLifetime
     /// <summary>Empties the tables and the queues so that each test starts from nothing, with the worker running.</summary>
     public async Task ResetAsync()
     {
-        await StartWorkerAsync();
+        // Empty first, start the worker last: a message a previous test left behind (a fault type that kills its
+        // process, say) must never reach the in-process worker, which lives in the test host.
         await using (var truncate = DataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
         {
             await truncate.ExecuteNonQueryAsync();
@@ -147,6 +148,8 @@ public sealed class FleetFixture : IAsyncLifetime
                 // The queue does not exist yet: nothing to purge.
             }
         }
+
+        await StartWorkerAsync();
     }
 
     /// <summary>
