@@ -1,4 +1,3 @@
-using MassTransit;
 using Npgsql;
 
 namespace Fleet.Client;
@@ -8,7 +7,8 @@ namespace Fleet.Client;
 /// pipeline the HTTP API uses too: the task rows commit as <c>queued</c> with <c>published_at</c> null, then the
 /// messages are sent with publisher confirms, then <c>published_at</c> is stamped. A crash in between leaves rows
 /// that the API's relay finds and republishes, and workers are idempotent by task id, so a republish never runs a
-/// task twice after it is final.
+/// task twice after it is final. Messages go out as the public plain JSON body through
+/// <see cref="RabbitMqTaskPublisher"/>, with pipelined publisher confirms.
 /// Thread-safe; create one per process and dispose it at shutdown.
 /// </summary>
 public sealed class FleetClient : IAsyncDisposable
@@ -29,10 +29,8 @@ public sealed class FleetClient : IAsyncDisposable
 
     private readonly FleetClientOptions _options;
     private readonly NpgsqlDataSource _dataSource;
-    private readonly IBusControl _bus;
+    private readonly RabbitMqTaskPublisher _publisher;
     private readonly TaskSubmitter _submitter;
-    private readonly SemaphoreSlim _startLock = new(1, 1);
-    private volatile bool _started;
 
     public FleetClient(FleetClientOptions options)
     {
@@ -40,17 +38,11 @@ public sealed class FleetClient : IAsyncDisposable
         System.ComponentModel.DataAnnotations.Validator.ValidateObject(options, new(options), validateAllProperties: true);
         _options = options;
         _dataSource = NpgsqlDataSource.Create(options.PostgresConnectionString);
-        var address = RabbitMqAddress.Parse(options.RabbitMqUri);
-        _bus = Bus.Factory.CreateUsingRabbitMq(cfg =>
-        {
-            // Sends are awaited until the broker confirms them (MassTransit's default publisher confirms), so a
-            // send that fails is never stamped published.
-            cfg.UseFleetHost(address, "fleet-client");
-        });
+        _publisher = new RabbitMqTaskPublisher(RabbitMqAddress.Parse(options.RabbitMqUri), $"fleet-client {Environment.MachineName}:{Environment.ProcessId}");
         var submitterOptions = new TaskSubmitterOptions { DefaultMaxAttempts = options.DefaultMaxAttempts, ChunkSize = options.BulkChunkSize };
         submitterOptions.CpuTypes.Clear();
         submitterOptions.CpuTypes.UnionWith(options.CpuTypes);
-        _submitter = new TaskSubmitter(_dataSource, new MassTransitTaskPublisher(_bus), submitterOptions);
+        _submitter = new TaskSubmitter(_dataSource, _publisher, submitterOptions);
     }
 
     /// <summary>Submits one task and returns its id once it is stored and confirmed by the broker.</summary>
@@ -61,28 +53,47 @@ public sealed class FleetClient : IAsyncDisposable
     }
 
     /// <summary>
-    /// Submits many tasks with bulk writes and concurrent confirmed sends; returns their ids in order. Each chunk of
-    /// <see cref="FleetClientOptions.BulkChunkSize"/> tasks is stored, sent and stamped before the next, so workers
-    /// start on a long submission while the rest is still being written.
+    /// Submits many tasks with bulk writes and pipelined confirmed sends; returns their ids in order. The tasks go in
+    /// chunks of <see cref="FleetClientOptions.BulkChunkSize"/>, each stored, sent and stamped on its own, with up to
+    /// <see cref="FleetClientOptions.ChunksInFlight"/> chunks at different steps at once (one chunk's INSERT runs
+    /// while another waits for its confirms), so workers start on a long submission while the rest is written.
     /// </summary>
     /// <exception cref="TaskPublishException">A chunk is stored but the broker did not confirm it (the relay of a running API publishes it).</exception>
     public async Task<IReadOnlyList<Guid>> SubmitManyAsync(IEnumerable<TaskRequest> requests, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(requests);
-        await EnsureStartedAsync(cancellationToken).ConfigureAwait(false);
+        var pending = new Queue<Task<SubmitResult>>();
         var ids = new List<Guid>();
-        foreach (var chunk in requests.Chunk(_options.BulkChunkSize))
+        try
         {
-            var result = await _submitter.SubmitAsync(chunk, cancellationToken: cancellationToken).ConfigureAwait(false);
-            if (result.PublishError is not null)
+            foreach (var chunk in requests.Chunk(_options.BulkChunkSize))
             {
-                throw new TaskPublishException(result.TaskIds, result.PublishError);
+                if (pending.Count >= _options.ChunksInFlight)
+                {
+                    ids.AddRange(Accepted(await pending.Dequeue().ConfigureAwait(false)));
+                }
+
+                pending.Enqueue(_submitter.SubmitAsync(chunk, cancellationToken: cancellationToken));
             }
 
-            ids.AddRange(result.TaskIds);
+            while (pending.Count > 0)
+            {
+                ids.AddRange(Accepted(await pending.Dequeue().ConfigureAwait(false)));
+            }
+        }
+        finally
+        {
+            // A failed chunk ends the call, but the chunks already started still finish (or fail) before it returns.
+            while (pending.Count > 0)
+            {
+                await ((Task)pending.Dequeue()).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
         }
 
         return ids;
+
+        static IReadOnlyList<Guid> Accepted(SubmitResult result) =>
+            result.PublishError is null ? result.TaskIds : throw new TaskPublishException(result.TaskIds, result.PublishError);
     }
 
     /// <summary>Reads one task, or null when no task has that id.</summary>
@@ -142,36 +153,9 @@ public sealed class FleetClient : IAsyncDisposable
         }
     }
 
-    private async Task EnsureStartedAsync(CancellationToken cancellationToken)
-    {
-        if (_started)
-        {
-            return;
-        }
-
-        await _startLock.WaitAsync(cancellationToken).ConfigureAwait(false);
-        try
-        {
-            if (!_started)
-            {
-                await _bus.StartAsync(cancellationToken).ConfigureAwait(false);
-                _started = true;
-            }
-        }
-        finally
-        {
-            _startLock.Release();
-        }
-    }
-
     public async ValueTask DisposeAsync()
     {
-        if (_started)
-        {
-            await _bus.StopAsync().ConfigureAwait(false);
-        }
-
+        await _publisher.DisposeAsync().ConfigureAwait(false);
         await _dataSource.DisposeAsync().ConfigureAwait(false);
-        _startLock.Dispose();
     }
 }

@@ -25,6 +25,13 @@ public sealed class FleetClientOptions
     [Range(1, 50_000)]
     public int BulkChunkSize { get; set; } = 2_000;
 
+    /// <summary>
+    /// Chunks of one <c>SubmitManyAsync</c> call that are being stored, sent or stamped at the same time. One chunk at
+    /// a time leaves the database idle while the broker confirms and the broker idle while the database writes.
+    /// </summary>
+    [Range(1, 64)]
+    public int ChunksInFlight { get; set; } = 4;
+
     /// <summary>Default <c>maxAttempts</c> of tasks that set none.</summary>
     [Range(1, 100)]
     public int DefaultMaxAttempts { get; set; } = 3;

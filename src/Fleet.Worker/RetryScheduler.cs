@@ -98,17 +98,7 @@ public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddr
         }
 
         await ResetAsync().ConfigureAwait(false);
-        var factory = new ConnectionFactory
-        {
-            HostName = broker.Host,
-            Port = broker.Port,
-            VirtualHost = broker.VirtualHost,
-            UserName = broker.UserName,
-            Password = broker.Password,
-            ClientProvidedName = $"fleet-worker-retries {_options.HostName}:{Environment.ProcessId}",
-            RequestedHeartbeat = TimeSpan.FromSeconds(10),
-            Ssl = new SslOption { Enabled = broker.UseTls, ServerName = broker.Host },
-        };
+        var factory = broker.CreateConnectionFactory($"fleet-worker-retries {_options.HostName}:{Environment.ProcessId}");
         _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         _channel = await _connection.CreateChannelAsync(
             new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true),

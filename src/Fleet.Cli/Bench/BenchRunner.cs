@@ -67,9 +67,6 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         SELECT id, pid FROM fleet.workers WHERE last_seen_at > now() - interval '30 seconds' ORDER BY started_at
         """;
 
-    /// <summary>Tasks per <see cref="FleetClient.SubmitManyAsync"/> call in closed loop (the client's own bulk chunk).</summary>
-    private const int ClosedLoopChunk = 2_000;
-
 
     private int Cores => settings.Cores ?? Environment.ProcessorCount;
 
@@ -174,10 +171,8 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         }
         else
         {
-            foreach (var chunk in requests.Chunk(ClosedLoopChunk))
-            {
-                await client.SubmitManyAsync(chunk, cancellationToken).ConfigureAwait(false);
-            }
+            // One call: the client stores, sends and stamps its chunks itself, several at once.
+            await client.SubmitManyAsync(requests, cancellationToken).ConfigureAwait(false);
         }
 
         var submitSeconds = submitClock.Elapsed.TotalSeconds;
