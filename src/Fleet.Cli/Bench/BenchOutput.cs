@@ -25,8 +25,8 @@ internal static class BenchOutput
         md.AppendLine();
         md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen.");
         md.AppendLine();
-        md.AppendLine("| workload | mode | N | run | ok | wall s | submit s | tasks/s | p50 ms | p95 ms | p99 ms | efficiency | task share of worker CPU | worker peak RSS MB | CPU s workers | CPU s rabbitmq | CPU s postgres | CPU s bench |");
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| workload | mode | N | run | ok | wall s | submit s | tasks/s | p50 ms | p95 ms | p99 ms | last/first 10% | efficiency | task share of worker CPU | worker peak RSS MB | CPU s workers | CPU s rabbitmq | CPU s postgres | CPU s bench |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var w in report.Workloads)
         {
             var mode = w.ArrivalRate is { } rate ? string.Create(inv, $"open {rate:0}/s") : "closed";
@@ -34,7 +34,7 @@ internal static class BenchOutput
             {
                 var rss = r.Workers.Count == 0 ? "-" : string.Join(" / ", r.Workers.Select(x => x.PeakRssBytes is { } b ? (b / 1048576.0).ToString("0", inv) : "?"));
                 md.AppendLine(inv,
-                    $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} |");
+                    $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.GrowthRatio is { } g ? g.ToString("0.00", inv) : "-")} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} |");
             }
         }
 

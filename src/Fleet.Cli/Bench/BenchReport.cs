@@ -63,6 +63,15 @@ internal sealed record RunResult
 
     public required double LatencyP99Ms { get; init; }
 
+    /// <summary>Tasks/s over the first tenth of the run's finishes, from the first submit (null below 100 tasks).</summary>
+    public double? FirstTenthRate { get; init; }
+
+    /// <summary>Tasks/s over the last tenth of the run's finishes; against <see cref="FirstTenthRate"/> it shows growth effects.</summary>
+    public double? LastTenthRate { get; init; }
+
+    /// <summary>Last tenth's rate over the first tenth's (issue 5's growth target: at least 0.8 over 1,000,000 tasks).</summary>
+    public double? GrowthRatio => FirstTenthRate is > 0 && LastTenthRate is { } last ? last / FirstTenthRate : null;
+
     /// <summary>Parallel efficiency (CPU workloads): single-task time x N / (wall x cores).</summary>
     public double? Efficiency { get; init; }
 

@@ -63,6 +63,18 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         WHERE batch_id = @batch
         """;
 
+    // Growth: the first tenth of the finishes (from the first submit to the N/10-th finish) against the last tenth
+    // (from the (N - N/10)-th finish to the last). With a run of 1,000,000 these are issue 5's "first 100,000" and
+    // "last 100,000"; a ratio under 1 means the fleet slowed down as the tables grew.
+    private const string GrowthSql = """
+        WITH f AS (
+            SELECT finished_at, row_number() OVER (ORDER BY finished_at) AS rn
+            FROM fleet.tasks WHERE batch_id = @batch AND finished_at IS NOT NULL)
+        SELECT extract(epoch FROM (SELECT finished_at FROM f WHERE rn = @tenth)
+                                  - (SELECT min(submitted_at) FROM fleet.tasks WHERE batch_id = @batch))::float8,
+               extract(epoch FROM (SELECT max(finished_at) FROM f) - (SELECT finished_at FROM f WHERE rn = @n - @tenth))::float8
+        """;
+
     private const string WorkersSql = """
         SELECT id, pid FROM fleet.workers WHERE last_seen_at > now() - interval '30 seconds' ORDER BY started_at
         """;
@@ -199,19 +211,24 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         var tasks = reader.GetInt64(0);
         var wall = reader.IsDBNull(3) ? 0 : reader.GetDouble(3);
         double? efficiency = single is null || wall <= 0 ? null : single.EffectiveMs / 1000.0 * tasks / (wall * Cores);
+        var (p50, p95, p99) = (reader.IsDBNull(4) ? 0 : reader.GetDouble(4), reader.IsDBNull(5) ? 0 : reader.GetDouble(5), reader.IsDBNull(6) ? 0 : reader.GetDouble(6));
+        var (succeeded, notSucceeded) = (reader.GetInt64(1), reader.GetInt64(2));
+        var (firstTenth, lastTenth) = await GrowthAsync(dataSource, batchId, tasks, cancellationToken).ConfigureAwait(false);
         return new RunResult
         {
             Run = run,
             BatchId = batchId,
             Tasks = tasks,
-            Succeeded = reader.GetInt64(1),
-            NotSucceeded = reader.GetInt64(2),
+            Succeeded = succeeded,
+            NotSucceeded = notSucceeded,
             WallSeconds = wall,
             SubmitSeconds = submitSeconds,
             Throughput = wall > 0 ? tasks / wall : 0,
-            LatencyP50Ms = reader.IsDBNull(4) ? 0 : reader.GetDouble(4),
-            LatencyP95Ms = reader.IsDBNull(5) ? 0 : reader.GetDouble(5),
-            LatencyP99Ms = reader.IsDBNull(6) ? 0 : reader.GetDouble(6),
+            LatencyP50Ms = p50,
+            LatencyP95Ms = p95,
+            LatencyP99Ms = p99,
+            FirstTenthRate = firstTenth,
+            LastTenthRate = lastTenth,
             Efficiency = efficiency,
             UsefulWorkerCpuFraction = single is null || !(cpu.GetValueOrDefault("workers") > 0) || workers.Any(w => w.Pid == ownPid)
                 ? null
@@ -219,6 +236,25 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             Workers = samples,
             CpuSeconds = cpu,
         };
+    }
+
+    /// <summary>Tasks/s of the first and of the last tenth of a run's finishes (see <see cref="GrowthSql"/>); null below 100 tasks.</summary>
+    private static async Task<(double? First, double? Last)> GrowthAsync(NpgsqlDataSource dataSource, Guid batchId, long tasks, CancellationToken cancellationToken)
+    {
+        if (tasks < 100)
+        {
+            return (null, null);
+        }
+
+        var tenth = tasks / 10;
+        await using var command = dataSource.CreateCommand(GrowthSql);
+        command.Parameters.AddWithValue("batch", batchId);
+        command.Parameters.AddWithValue("tenth", tenth);
+        command.Parameters.AddWithValue("n", tasks);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        double? Rate(int i) => reader.IsDBNull(i) || reader.GetDouble(i) <= 0 ? null : tenth / reader.GetDouble(i);
+        return (Rate(0), Rate(1));
     }
 
     /// <summary>
