@@ -105,7 +105,8 @@ def main():
             )
             print(task_id, flush=True)
     finally:
-        connection.close()
+        if connection.is_open:
+            connection.close()
 
     print(f"published {args.count} {args.type} task(s) to {queue}" + (f", batch {batch_id}" if batch_id else ""),
           file=sys.stderr)
