@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt),
-# and chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser).
+# chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser), and
+# python3-pika, the AMQP client of the Python publishing sample (samples/python) that a test runs with /usr/bin/python3.
 # Idempotent: installs only what is missing and prints nothing when everything is present.
 # Needs root (or sudo) only when something has to be installed.
 set -euo pipefail
 
-# package -> a file that proves it is installed and usable
+# package -> a file that proves it is installed and usable (for a Python module: its directory)
 declare -A probe=(
   [rabbitmq-server]=/usr/lib/rabbitmq/bin/rabbitmq-server
   [postgresql]=/usr/lib/postgresql/15/bin/pg_ctl
   [chromium]=/usr/bin/chromium
+  [python3-pika]=/usr/lib/python3/dist-packages/pika
 )
 
 missing=()
-for pkg in rabbitmq-server postgresql chromium; do
+for pkg in rabbitmq-server postgresql chromium python3-pika; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || [[ ! -x ${probe[$pkg]} ]]; then
     missing+=("$pkg")
   fi

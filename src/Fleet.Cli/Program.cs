@@ -3,12 +3,13 @@ using Fleet.Cli;
 
 // The `fleet` command. Settings come from the environment (ConnectionStrings__fleetdb, ConnectionStrings__rabbitmq),
 // as written to .fleet/env by `make up`.
-var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database.")
+var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention).")
 {
     SubmitCommand.Create(),
     StatusCommand.Create(),
     WorkersCommand.Create(),
     MigrateCommand.Create(),
+    RetentionCommand.Create(),
     DemoCommand.Create(),
     BenchCommand.Create(),
 };

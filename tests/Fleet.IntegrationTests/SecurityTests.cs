@@ -52,15 +52,84 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         }
     }
 
-    private static async Task RunBootstrapAsync(NpgsqlConnectionStringBuilder admin, string writerPassword, string readonlyPassword)
+    [Fact]
+    public async Task ReadOnlyRole_SelectsEveryView_AndCannotWrite_EvenInAReadWriteTransaction()
     {
-        var root = new DirectoryInfo(AppContext.BaseDirectory);
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
+        var admin = new NpgsqlConnectionStringBuilder(Fleet.Servers.PostgresConnectionString);
+        await RunBootstrapAsync(admin, writerPassword: "writer-pw", readonlyPassword: "reader-pw");
+        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = "writer-pw" };
+        List<string> views;
+        await using (var writerSource = NpgsqlDataSource.Create(writer.ConnectionString))
         {
-            root = root.Parent;
+            var options = new DbContextOptionsBuilder<FleetDbContext>();
+            options.UseFleetNpgsql(writerSource);
+            await using var db = new FleetDbContext(options.Options);
+            await db.Database.MigrateAsync();
+            views = await ReadColumnAsync(writerSource, "SELECT table_name::text FROM information_schema.views WHERE table_schema = 'fleet' ORDER BY 1");
         }
 
-        var script = Path.Combine(root!.FullName, "infra", "postgres", "bootstrap.sql");
+        Assert.Superset(
+            new HashSet<string> { "schema_version", "v_batch_progress", "v_duplicate_executions", "v_throughput_per_minute", "v_type_stats", "v_worker_stats" },
+            views.ToHashSet());
+
+        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = "reader-pw" };
+        await using var readerSource = NpgsqlDataSource.Create(reader.ConnectionString);
+        foreach (var view in views)
+        {
+            await using var select = readerSource.CreateCommand($"SELECT * FROM fleet.{view}");
+            await using var rows = await select.ExecuteReaderAsync();
+            while (await rows.ReadAsync())
+            {
+            }
+        }
+
+        // The role's sessions are read-only by default, but any session may switch that off; what must stop the writes
+        // then is the missing privilege (or, for a view, that it cannot be written at all: "cannot insert into view").
+        await using var connection = await readerSource.OpenConnectionAsync();
+        foreach (var sql in new[]
+        {
+            "INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority) VALUES (gen_random_uuid(), 'noop', 'fleet-io', 'queued', '{}', 0, 0)",
+            "UPDATE fleet.tasks SET priority = 1",
+            "DELETE FROM fleet.task_attempts",
+            "DELETE FROM fleet.workers",
+            "INSERT INTO fleet.v_batch_progress (batch_id) VALUES (gen_random_uuid())",
+            "UPDATE fleet.v_worker_stats SET host = 'x'",
+            "DELETE FROM fleet.v_duplicate_executions",
+            "DELETE FROM fleet.schema_version",
+            "CREATE OR REPLACE VIEW fleet.v_type_stats AS SELECT 1 AS one",
+        })
+        {
+            await using var transaction = await connection.BeginTransactionAsync();
+            await using (var readWrite = new NpgsqlCommand("SET TRANSACTION READ WRITE", connection, transaction))
+            {
+                await readWrite.ExecuteNonQueryAsync();
+            }
+
+            await using var write = new NpgsqlCommand(sql, connection, transaction);
+            var ex = await Assert.ThrowsAsync<PostgresException>(() => write.ExecuteNonQueryAsync());
+            Assert.True(
+                ex.SqlState is PostgresErrorCodes.InsufficientPrivilege or PostgresErrorCodes.ObjectNotInPrerequisiteState,
+                $"{sql}: {ex.SqlState} {ex.MessageText}");
+            await transaction.RollbackAsync();
+        }
+    }
+
+    private static async Task<List<string>> ReadColumnAsync(NpgsqlDataSource source, string sql)
+    {
+        await using var command = source.CreateCommand(sql);
+        await using var reader = await command.ExecuteReaderAsync();
+        var values = new List<string>();
+        while (await reader.ReadAsync())
+        {
+            values.Add(reader.GetString(0));
+        }
+
+        return values;
+    }
+
+    private static async Task RunBootstrapAsync(NpgsqlConnectionStringBuilder admin, string writerPassword, string readonlyPassword)
+    {
+        var script = Repository.PathTo("infra", "postgres", "bootstrap.sql");
         var info = new ProcessStartInfo("psql")
         {
             ArgumentList = { "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", $"fleet_password={writerPassword}", "-v", $"readonly_password={readonlyPassword}", "-f", script },

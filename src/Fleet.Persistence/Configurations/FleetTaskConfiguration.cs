@@ -27,6 +27,11 @@ internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTas
         // Throughput per minute and "latest failures" read recent finished rows.
         builder.HasIndex(t => t.FinishedAt).HasDatabaseName("ix_tasks_finished").HasFilter("finished_at IS NOT NULL");
 
+        // Tasks that ran more than once (retries, crashes, duplicate executions) are rare; this partial index holds
+        // only them, so fleet.v_duplicate_executions reads them without scanning the table, and it costs the hot
+        // path nothing for the usual single-attempt task. (Schema version 3.)
+        builder.HasIndex(t => t.FinishedAt, "ix_tasks_multi_attempt").HasFilter("attempts > 1");
+
         // The outbox relay looks for committed submissions whose publish was never confirmed; they are few.
         builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL");
     }

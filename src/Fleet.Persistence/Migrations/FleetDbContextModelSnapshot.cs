@@ -126,6 +126,9 @@ namespace Fleet.Persistence.Migrations
                     b.HasIndex("Type", "SubmittedAt", "Id")
                         .HasDatabaseName("ix_tasks_type_submitted");
 
+                    b.HasIndex(new[] { "FinishedAt" }, "ix_tasks_multi_attempt")
+                        .HasFilter("attempts > 1");
+
                     b.ToTable("tasks", "fleet", t =>
                         {
                             t.HasCheckConstraint("ck_tasks_status", "status IN ('queued','running','succeeded','failed','timed_out','cancelled')");

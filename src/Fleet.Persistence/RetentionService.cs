@@ -1,0 +1,154 @@
+using System.Diagnostics;
+using Npgsql;
+
+namespace Fleet.Persistence;
+
+/// <summary>What retention deleted (or, for a dry run, would delete) from the <c>fleet</c> schema.</summary>
+public sealed record RetentionResult(
+    DateTimeOffset Cutoff,
+    long Tasks,
+    long Attempts,
+    long IdempotencyKeys,
+    long Workers,
+    int Batches,
+    TimeSpan Elapsed,
+    bool DryRun);
+
+/// <summary>
+/// Keeps the schema's size bounded: deletes final tasks (succeeded, failed, timed_out, cancelled) that finished
+/// before a cutoff together with their <c>task_attempts</c> rows, idempotency keys created before it, and worker
+/// rows whose last heartbeat is older than it. Queued and running tasks are never touched.
+/// <para>
+/// It runs beside busy workers: each batch is one short statement (its own transaction) that picks at most
+/// <c>batchSize</c> rows, oldest first, through an index (<c>ix_tasks_finished</c>, <c>ix_idempotency_keys_created</c>,
+/// <c>ix_workers_last_seen</c>), locks them <c>FOR UPDATE SKIP LOCKED</c> and deletes them. Workers only ever update
+/// open tasks, so they never wait on these locks, and two retention runs share the work instead of queueing behind
+/// each other. The cost of a batch does not grow with the table (measured in docs/sql.md).
+/// </para>
+/// Used by <c>fleet retention</c>; a host can run it on a schedule the same way.
+/// </summary>
+public sealed class RetentionService(NpgsqlDataSource dataSource)
+{
+    public const int DefaultBatchSize = 5_000;
+
+    // `status NOT IN (open states)` rather than a list of final ones: PostgreSQL then has no status index to pair
+    // with, so it walks ix_tasks_finished in order and stops after @limit rows, even before the table has
+    // statistics. The ids travel as an array so the deletes use the primary keys, never a join over a whole table.
+    private const string DeleteTasksSql = """
+        WITH doomed AS (
+            SELECT id FROM fleet.tasks
+            WHERE finished_at < @cutoff AND status NOT IN ('queued', 'running')
+            ORDER BY finished_at
+            LIMIT @limit
+            FOR UPDATE SKIP LOCKED
+        ), attempts AS (
+            DELETE FROM fleet.task_attempts WHERE task_id = ANY (ARRAY(SELECT id FROM doomed)) RETURNING 1
+        ), tasks AS (
+            DELETE FROM fleet.tasks WHERE id = ANY (ARRAY(SELECT id FROM doomed)) RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM tasks), (SELECT count(*) FROM attempts)
+        """;
+
+    // A key is written with its tasks, so one created before the cutoff belongs to a submission at least that old.
+    // (The API already expires keys after Api:IdempotencyKeyHours; this catches databases no API cleans.)
+    private const string DeleteKeysSql = """
+        DELETE FROM fleet.idempotency_keys
+        WHERE key = ANY (ARRAY(SELECT key FROM fleet.idempotency_keys
+                               WHERE created_at < @cutoff
+                               ORDER BY created_at LIMIT @limit
+                               FOR UPDATE SKIP LOCKED))
+        """;
+
+    // A live worker heartbeats every few seconds, so a row unseen since the cutoff belongs to a process that stopped
+    // or died long ago. (Were a live worker's row ever deleted, its next heartbeat would insert it again.)
+    private const string DeleteWorkersSql = """
+        DELETE FROM fleet.workers
+        WHERE id = ANY (ARRAY(SELECT id FROM fleet.workers
+                              WHERE last_seen_at < @cutoff
+                              ORDER BY last_seen_at LIMIT @limit
+                              FOR UPDATE SKIP LOCKED))
+        """;
+
+    private const string CountSql = """
+        SELECT (SELECT count(*) FROM fleet.tasks WHERE finished_at < @cutoff AND status NOT IN ('queued', 'running')),
+               (SELECT count(*) FROM fleet.task_attempts a
+                 WHERE a.task_id IN (SELECT id FROM fleet.tasks WHERE finished_at < @cutoff AND status NOT IN ('queued', 'running'))),
+               (SELECT count(*) FROM fleet.idempotency_keys WHERE created_at < @cutoff),
+               (SELECT count(*) FROM fleet.workers WHERE last_seen_at < @cutoff)
+        """;
+
+    /// <summary>Counts what <see cref="DeleteAsync"/> would delete for <paramref name="cutoff"/>, deleting nothing.</summary>
+    public async Task<RetentionResult> CountAsync(DateTimeOffset cutoff, CancellationToken cancellationToken = default)
+    {
+        var clock = Stopwatch.StartNew();
+        await using var command = dataSource.CreateCommand(CountSql);
+        command.Parameters.AddWithValue("cutoff", cutoff.ToUniversalTime());
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return new RetentionResult(cutoff, reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), 0, clock.Elapsed, DryRun: true);
+    }
+
+    /// <summary>
+    /// Deletes, batch by batch, everything older than <paramref name="cutoff"/> (see the class summary) until a batch
+    /// finds nothing left. <paramref name="progress"/> hears the running totals after each batch. Stopping it
+    /// midway is safe: every batch committed on its own, and the next run continues where this one stopped.
+    /// </summary>
+    public async Task<RetentionResult> DeleteAsync(
+        DateTimeOffset cutoff,
+        int batchSize = DefaultBatchSize,
+        IProgress<RetentionResult>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        var clock = Stopwatch.StartNew();
+        var result = new RetentionResult(cutoff, 0, 0, 0, 0, 0, TimeSpan.Zero, DryRun: false);
+
+        while (true)
+        {
+            var (tasks, attempts) = await DeleteTaskBatchAsync(cutoff, batchSize, cancellationToken).ConfigureAwait(false);
+            if (tasks == 0)
+            {
+                break;
+            }
+
+            result = result with { Tasks = result.Tasks + tasks, Attempts = result.Attempts + attempts, Batches = result.Batches + 1, Elapsed = clock.Elapsed };
+            progress?.Report(result);
+        }
+
+        for (long keys; (keys = await DeleteBatchAsync(DeleteKeysSql, cutoff, batchSize, cancellationToken).ConfigureAwait(false)) > 0;)
+        {
+            result = result with { IdempotencyKeys = result.IdempotencyKeys + keys, Batches = result.Batches + 1, Elapsed = clock.Elapsed };
+            progress?.Report(result);
+        }
+
+        for (long workers; (workers = await DeleteBatchAsync(DeleteWorkersSql, cutoff, batchSize, cancellationToken).ConfigureAwait(false)) > 0;)
+        {
+            result = result with { Workers = result.Workers + workers, Batches = result.Batches + 1, Elapsed = clock.Elapsed };
+            progress?.Report(result);
+        }
+
+        return result with { Elapsed = clock.Elapsed };
+    }
+
+    private async Task<(long Tasks, long Attempts)> DeleteTaskBatchAsync(DateTimeOffset cutoff, int batchSize, CancellationToken cancellationToken)
+    {
+        await using var command = CreateBatchCommand(DeleteTasksSql, cutoff, batchSize);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return (reader.GetInt64(0), reader.GetInt64(1));
+    }
+
+    private async Task<long> DeleteBatchAsync(string sql, DateTimeOffset cutoff, int batchSize, CancellationToken cancellationToken)
+    {
+        await using var command = CreateBatchCommand(sql, cutoff, batchSize);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private NpgsqlCommand CreateBatchCommand(string sql, DateTimeOffset cutoff, int batchSize)
+    {
+        var command = dataSource.CreateCommand(sql);
+        command.Parameters.AddWithValue("cutoff", cutoff.ToUniversalTime());
+        command.Parameters.AddWithValue("limit", batchSize);
+        return command;
+    }
+}
