@@ -106,7 +106,9 @@ class Worker:
         self.process = None
 
     def start(self, timeout=120):
-        ready = tempfile.mktemp(prefix="celery-bench-ready-")
+        ready = self.pid_file + ".ready"
+        if os.path.exists(ready):
+            os.unlink(ready)
         env = dict(os.environ, CELERY_BENCH_READY_FILE=ready, PYTHONPATH=HERE)
         cmd = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-P", self.pool, "-c", str(self.concurrency),
                "-Q", QUEUE, "-n", f"bench-{os.getpid()}@%h",
@@ -114,8 +116,9 @@ class Worker:
                # for a single node), and WARNING logs: no log line per task, as Fleet's workers write none.
                "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", "-f", self.log_file]
         log(f"starting celery worker: -P {self.pool} -c {self.concurrency}")
-        self.process = subprocess.Popen(cmd, cwd=HERE, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=open(self.log_file, "ab"))
+        with open(self.log_file, "ab") as stderr:
+            self.process = subprocess.Popen(cmd, cwd=HERE, env=env, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
         self._write_pids()
         deadline = time.monotonic() + timeout
         while not os.path.exists(ready):

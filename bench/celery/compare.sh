@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fleet and Celery side by side on this machine (issue 5): `make bench-compare`.
 #
-#   1. bench/celery/install.sh (Debian's python3-celery & co. if missing), then selfcheck.py: the Python workloads
-#      against WORKLOADS.md's reference vectors
+#   1. infra/local/install.sh and bench/celery/install.sh (the servers, Debian's python3-celery & co., each only
+#      if missing), then selfcheck.py: the Python workloads against WORKLOADS.md's reference vectors
 #   2. build Fleet; stop Fleet's API and workers if they run (so Celery has the machine); start the servers
 #   3. Celery: bench/celery/bench.py per workload, each with its own worker that it starts and stops
 #      (prefork x cores for noop and the CPU workloads, CELERY_SLEEP_POOL x CELERY_SLEEP_THREADS for sleep)
@@ -51,9 +51,29 @@ done
 
 # ------------------------------------------------------------------------------- stopping what we started
 
+# Celery processes still alive from the pid file (the worker and its pool processes), by pid, and only while the
+# pid still runs celery, in case it was reused: after bench.py died without stopping its worker.
+stop_celery_leftovers() {
+  local pids pid children
+  [[ -f $PID_FILE ]] || return 0
+  read -r -a pids <"$PID_FILE" || true
+  # Pool processes forked after the file was written are found as children of the listed pids; they go first.
+  for pid in "${pids[@]}"; do
+    read -r -a children < <(ps -o pid= --ppid "$pid" 2>/dev/null | tr '\n' ' ') || true
+    pids=("${children[@]}" "${pids[@]}")
+  done
+  for pid in "${pids[@]}"; do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q celery; then
+      log "SIGKILL to leftover Celery process $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "$PID_FILE"
+}
+
 bench_pid=''
 cleanup() {
-  local rc=$? pid i
+  local rc=$? i
   trap - EXIT INT TERM
   # bench.py stops its own worker on SIGTERM; give it the time a warm shutdown takes.
   if [[ -n $bench_pid ]] && kill -0 "$bench_pid" 2>/dev/null; then
@@ -62,17 +82,7 @@ cleanup() {
     for ((i = 0; i < 400; i++)); do kill -0 "$bench_pid" 2>/dev/null || break; sleep 0.1; done
     kill -0 "$bench_pid" 2>/dev/null && kill -KILL "$bench_pid" 2>/dev/null
   fi
-  # Whatever Celery process is still alive from the pid file (the worker and its pool processes), by pid; only
-  # while the pid still runs celery, in case it was reused.
-  if [[ -f $PID_FILE ]]; then
-    for pid in $(cat "$PID_FILE"); do
-      if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q celery; then
-        log "SIGKILL to leftover Celery process $pid"
-        kill -KILL "$pid" 2>/dev/null || true
-      fi
-    done
-    rm -f "$PID_FILE"
-  fi
+  stop_celery_leftovers
   exit "$rc"
 }
 trap cleanup EXIT
@@ -96,6 +106,7 @@ celery_bench() { # WORKLOAD N
   bench_pid=$!
   wait "$bench_pid" || log "warning: the Celery bench of $w exited with $? (see above; failed tasks are in the table)"
   bench_pid=''
+  stop_celery_leftovers
 }
 
 fleet_bench() { # WORKLOAD N WORKERS
@@ -112,6 +123,7 @@ fleet_bench() { # WORKLOAD N WORKERS
 }
 
 mkdir -p "$OUT" "$FLEET_HOME/run" "$FLEET_HOME/logs"
+"$ROOT/infra/local/install.sh" # PostgreSQL and RabbitMQ, if missing (a no-op where make test ran)
 "$HERE/install.sh"
 (cd "$HERE" && "$PYTHON" selfcheck.py) >&2 || { log "the Python workloads do not match WORKLOADS.md"; exit 1; }
 "$ROOT/infra/local/fleet.sh" build
