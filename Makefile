@@ -18,14 +18,15 @@ TEST_ARGS ?= --blame-hang-timeout 20m --blame-hang-dump-type none
 # The randomized soak (make chaos) takes minutes; make test runs the bounded fault tests only.
 TEST_FILTER ?= Category!=Chaos
 
-.PHONY: help build up down status psql migrate demo bench test chaos clean clean-data
+.PHONY: help build up down status psql migrate demo bench bench-compare test chaos clean clean-data
 
 help: ## list the targets
 	@echo "Fleet make targets:"
-	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: WORKERS=$(WORKERS) CONFIGURATION=$(CONFIGURATION) KEEP_SERVICES=1 (down keeps PostgreSQL/RabbitMQ)"
 	@echo "  bench: COUNT=1 (scale factor on task counts) RUNS=3 SLEEP_IO=1024 BENCH_WORKLOADS=\"noop sha256 sieve heat sleep\" BENCH_ARGS="
+	@echo "  bench-compare: COUNT=1 RUNS=3 SLEEP_IO=1024 CELERY_SLEEP_POOL=threads CELERY_SLEEP_THREADS=200 COMPARE_WORKLOADS=\"noop sha256 sieve heat sleep\""
 
 build: ## dotnet build the solution (Release)
 	dotnet build $(SOLUTION) -c $(CONFIGURATION)
@@ -51,6 +52,9 @@ demo: up ## make up, then submit the 1,000-task heat job, show progress and the 
 
 bench: ## make up, then the standard fleet bench (issue 5) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
 	infra/local/bench.sh
+
+bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads and counts; one Fleet/Celery table (~15 min)
+	bench/celery/compare.sh
 
 test: ## install the servers if missing, then run every test (results in TestResults/*.trx)
 	infra/local/install.sh
