@@ -20,6 +20,7 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
             Count = 200,
             Runs = 1,
             SingleTaskRepeats = 3,
+            WarmUpTasks = 20,
             RunTimeout = TimeSpan.FromMinutes(5),
         };
         using var log = new StringWriter();
@@ -34,6 +35,8 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Equal(200, noopRun.Succeeded);
         AssertSaneRun(noopRun);
         Assert.Null(noopRun.Efficiency);
+        Assert.True(noopRun.GrowthRatio > 0, "a run of 200 tasks reports its last tenth against its first");
+        Assert.Contains("warm-up of 20 tasks", log.ToString(), StringComparison.Ordinal);
         var raw = Assert.Single(report.RawBroker);
         Assert.Equal(200, raw.Count);
         Assert.True(raw.RatePerSecond > 0);

@@ -36,6 +36,9 @@ internal sealed record BenchSettings
 
     public int SingleTaskRepeats { get; init; } = 5;
 
+    /// <summary>Tasks of the unmeasured warm-up batch before each workload's runs (at most the run size; 0: none).</summary>
+    public int WarmUpTasks { get; init; } = 1000;
+
     public TimeSpan RunTimeout { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>How many workers run (for the report only; the bench measures whatever fleet runs).</summary>
@@ -99,6 +102,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 Log($"{workload}: single task on one thread: median {single.WallMs:0.00} ms wall, {single.CpuMs:0.00} ms CPU ({single.Repeats} runs)");
             }
 
+            await WarmUpAsync(dataSource, workload, cancellationToken).ConfigureAwait(false);
             var withBaseline = settings.Baseline && workload == "noop";
             if (settings.Rate is null)
             {
@@ -129,6 +133,25 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             Workloads = results,
             RawBroker = raw,
         };
+    }
+
+    /// <summary>
+    /// An unmeasured batch before a workload's runs: without it, run 1 also measures the workers' JIT and the first
+    /// connections (a cold noop run came out at a fifth of the warm ones), and with few runs that skews the median.
+    /// </summary>
+    private async Task WarmUpAsync(NpgsqlDataSource dataSource, string workload, CancellationToken cancellationToken)
+    {
+        if (settings.WarmUpTasks <= 0)
+        {
+            return;
+        }
+
+        var batchId = Guid.CreateVersion7();
+        var count = Math.Min(settings.WarmUpTasks, settings.Count);
+        var clock = Stopwatch.StartNew();
+        await client.SubmitManyAsync(Fleet.Client.Workloads.Requests(workload, count, batchId), cancellationToken).ConfigureAwait(false);
+        await WaitFinalAsync(batchId, count, cancellationToken).ConfigureAwait(false);
+        Log($"{workload}: warm-up of {count} tasks in {clock.Elapsed.TotalSeconds:0.0} s (not measured)");
     }
 
     private async Task<WorkloadResult> RunSeriesAsync(NpgsqlDataSource dataSource, IReadOnlyList<ComponentProcesses> servers, string workload, string mode,
