@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt),
-# and chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser).
+# chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser), and
+# docker-compose (1.29), with which the tests validate docker-compose.yml (no Docker engine needed for that).
 # Idempotent: installs only what is missing and prints nothing when everything is present.
 # Needs root (or sudo) only when something has to be installed.
 set -euo pipefail
@@ -10,10 +11,11 @@ declare -A probe=(
   [rabbitmq-server]=/usr/lib/rabbitmq/bin/rabbitmq-server
   [postgresql]=/usr/lib/postgresql/15/bin/pg_ctl
   [chromium]=/usr/bin/chromium
+  [docker-compose]=/usr/bin/docker-compose
 )
 
 missing=()
-for pkg in rabbitmq-server postgresql chromium; do
+for pkg in rabbitmq-server postgresql chromium docker-compose; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || [[ ! -x ${probe[$pkg]} ]]; then
     missing+=("$pkg")
   fi
