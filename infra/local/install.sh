@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt),
 # chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser), and
-# python3-pika, the AMQP client of the Python publishing sample (samples/python) that a test runs with /usr/bin/python3.
+# python3-pika, the AMQP client of the Python publishing sample (samples/python) that a test runs with /usr/bin/python3,
+# and docker-compose (1.29), with which the tests validate docker-compose.yml (no Docker engine needed for that).
 # Idempotent: installs only what is missing and prints nothing when everything is present.
 # Needs root (or sudo) only when something has to be installed.
 set -euo pipefail
@@ -12,10 +13,11 @@ declare -A probe=(
   [postgresql]=/usr/lib/postgresql/15/bin/pg_ctl
   [chromium]=/usr/bin/chromium
   [python3-pika]=/usr/lib/python3/dist-packages/pika
+  [docker-compose]=/usr/bin/docker-compose
 )
 
 missing=()
-for pkg in rabbitmq-server postgresql chromium python3-pika; do
+for pkg in rabbitmq-server postgresql chromium python3-pika docker-compose; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || [[ ! -x ${probe[$pkg]} ]]; then
     missing+=("$pkg")
   fi

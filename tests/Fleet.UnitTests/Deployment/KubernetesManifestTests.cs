@@ -1,0 +1,241 @@
+using System.Globalization;
+using k8s.Models;
+
+namespace Fleet.UnitTests.Deployment;
+
+/// <summary>
+/// infra/k8s against the code: names, labels, ports, probes and settings agree with what the processes do. No
+/// cluster runs here; KubernetesClient's models stand in for the API server's schema check of the core kinds.
+/// </summary>
+public sealed class KubernetesManifestTests
+{
+    private const string Kustomization = "infra/k8s/kustomization.yaml";
+
+    [Fact]
+    public void EveryManifest_IsAKnownKind_AndTheCoreKindsMatchTheirSchemaFieldByField()
+    {
+        Assert.NotEmpty(KubernetesManifests.Documents);
+        foreach (var document in KubernetesManifests.Documents)
+        {
+            Assert.False(string.IsNullOrEmpty(document.Name), $"{document}: no metadata.name");
+            if (document.Kind == "ScaledObject")
+            {
+                Assert.Equal("keda.sh/v1alpha1", document.ApiVersion);
+                continue;
+            }
+
+            Assert.True(KubernetesManifests.CoreKinds.ContainsKey($"{document.ApiVersion}/{document.Kind}"), $"{document}: unexpected kind {document.ApiVersion}/{document.Kind}");
+            KubernetesManifests.ReadStrictly(document);
+        }
+    }
+
+    [Fact]
+    public void TheKustomization_ListsEveryManifest_ButTheExamples_AndMapsTheImages()
+    {
+        var kustomization = DeploymentFiles.LoadYaml(Kustomization).Single();
+        var listed = kustomization.Items("resources").Select(r => $"{KubernetesManifests.Folder}/{r}").ToList();
+
+        Assert.All(listed, r => Assert.True(DeploymentFiles.Exists(r), $"{Kustomization}: {r} does not exist"));
+        string[] alternatives = ["infra/k8s/secret.example.yaml", "infra/k8s/autoscaling/hpa.yaml"];
+        var expected = KubernetesManifests.Files.Except(KubernetesManifests.NotManifests).Except(alternatives);
+        Assert.Equal(expected.Order(StringComparer.Ordinal), listed.Order(StringComparer.Ordinal));
+
+        // Kustomize's images: entries rewrite exactly the images the workloads use, one per app image.
+        var images = kustomization.Items("images").Select(i => i.Text("name")).ToList();
+        Assert.Equal(FleetApp.All.Select(a => a.Image).Order(StringComparer.Ordinal), images.Order(StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("api")]
+    [InlineData("worker")]
+    public void TheDeployment_SelectsItsOwnPods_AndRunsTheAppsImage_OnThePortTheAppListensOn(string name)
+    {
+        var app = FleetApp.Named(name);
+        var deployment = KubernetesManifests.Get<V1Deployment>("Deployment", app.Workload);
+        var pod = deployment.Spec.Template;
+        var container = Assert.Single(pod.Spec.Containers);
+
+        Assert.True(KubernetesManifests.Selects(deployment.Spec.Selector.MatchLabels, pod.Metadata.Labels), $"{app.Workload}: the selector does not match the pod labels");
+        Assert.Equal(app.Workload, KubernetesManifests.SelectedDeployment(deployment.Spec.Selector.MatchLabels, $"{app.Workload}'s selector").Metadata.Name);
+        Assert.Equal(app.Image, container.Image.Split(':')[0]);
+
+        var environment = KubernetesManifests.EnvironmentOf(container, app.Workload);
+        var port = app.ListenPort(environment);
+        Assert.Equal(port, Assert.Single(container.Ports).ContainerPort);
+        Assert.Equal("http", container.Ports[0].Name);
+        Assert.Equal(port.ToString(CultureInfo.InvariantCulture), pod.Metadata.Annotations["prometheus.io/port"]);
+        Assert.Equal("/metrics", pod.Metadata.Annotations["prometheus.io/path"]);
+    }
+
+    [Theory]
+    [InlineData("api")]
+    [InlineData("worker")]
+    public void TheProbes_AskAliveForLiveness_AndHealthForReadiness_OnTheAppsPort(string name)
+    {
+        var app = FleetApp.Named(name);
+        var container = KubernetesManifests.Get<V1Deployment>("Deployment", app.Workload).Spec.Template.Spec.Containers.Single();
+        var port = app.ListenPort(KubernetesManifests.EnvironmentOf(container, app.Workload));
+
+        // /alive: the process answers (src/Fleet.ServiceDefaults, src/Fleet.Api). /health: the servers answer too.
+        foreach (var (probe, path) in new[] { (container.StartupProbe, "/alive"), (container.LivenessProbe, "/alive"), (container.ReadinessProbe, "/health") })
+        {
+            Assert.NotNull(probe);
+            Assert.Equal(path, probe.HttpGet.Path);
+            Assert.Equal(port, KubernetesManifests.ResolvePort(container, probe.HttpGet.Port, $"{app.Workload} probe {path}"));
+        }
+    }
+
+    [Theory]
+    [InlineData("api")]
+    [InlineData("worker")]
+    [InlineData("migrator")]
+    public void ThePods_RunAsNonRoot_WithSettingsTheAppReallyReads(string name)
+    {
+        var app = FleetApp.Named(name);
+        var pod = app == FleetApp.Migrator
+            ? KubernetesManifests.Get<V1Job>("Job", app.Workload).Spec.Template.Spec
+            : KubernetesManifests.Get<V1Deployment>("Deployment", app.Workload).Spec.Template.Spec;
+        var container = Assert.Single(pod.Containers);
+
+        Assert.True(pod.SecurityContext.RunAsNonRoot);
+        Assert.True(pod.SecurityContext.RunAsUser > 0);
+        Assert.False(container.SecurityContext.AllowPrivilegeEscalation);
+        Assert.Equal(app.Image, container.Image.Split(':')[0]);
+
+        var environment = KubernetesManifests.EnvironmentOf(container, app.Workload);
+        if (app == FleetApp.Worker)
+        {
+            AppEnvironment.Worker(environment, app.Workload);
+        }
+        else if (app == FleetApp.Api)
+        {
+            AppEnvironment.Api(environment, app.Workload);
+        }
+        else
+        {
+            Assert.Equal("fleet", AppEnvironment.Migrator(environment, app.Workload).Database);
+        }
+    }
+
+    [Fact]
+    public void Workers_GetMoreTimeToStopThanTheirDrainAndShutdown()
+    {
+        var pod = KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Worker.Workload).Spec.Template.Spec;
+        var (options, shutdown) = AppEnvironment.Worker(KubernetesManifests.EnvironmentOf(pod.Containers.Single(), "fleet-worker"), "fleet-worker");
+
+        Assert.True(pod.TerminationGracePeriodSeconds > shutdown.TotalSeconds,
+            $"terminationGracePeriodSeconds {pod.TerminationGracePeriodSeconds} must exceed the worker's shutdown timeout {shutdown.TotalSeconds} s (Worker:DrainSeconds {options.DrainSeconds} + 15 s)");
+        Assert.True(pod.TerminationGracePeriodSeconds > options.DrainSeconds);
+    }
+
+    [Fact]
+    public void TheWorkersCpu_RequestAndLimit_EqualItsCpuConcurrency()
+    {
+        var container = KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Worker.Workload).Spec.Template.Spec.Containers.Single();
+        var options = AppEnvironment.Worker(KubernetesManifests.EnvironmentOf(container, "fleet-worker"), "fleet-worker").Worker;
+
+        Assert.Equal(options.CpuConcurrency, container.Resources.Requests["cpu"].ToDecimal());
+        Assert.Equal(options.CpuConcurrency, container.Resources.Limits["cpu"].ToDecimal());
+        Assert.True(container.Resources.Limits.ContainsKey("memory"));
+    }
+
+    [Fact]
+    public void EveryService_SelectsOneDeployment_AndTargetsAPortOfItsContainer()
+    {
+        var services = KubernetesManifests.All<V1Service>("Service").ToList();
+        Assert.Contains(services, s => s.Metadata.Name == "fleet-api");
+        Assert.Contains(services, s => s.Metadata.Name == "fleet-worker-metrics" && s.Spec.ClusterIP == "None");
+
+        foreach (var service in services)
+        {
+            var deployment = KubernetesManifests.SelectedDeployment(service.Spec.Selector, $"Service {service.Metadata.Name}");
+            var container = deployment.Spec.Template.Spec.Containers.Single();
+            var app = FleetApp.All.Single(a => a.Workload == deployment.Metadata.Name);
+            foreach (var port in service.Spec.Ports)
+            {
+                var target = KubernetesManifests.ResolvePort(container, port.TargetPort, $"Service {service.Metadata.Name}");
+                Assert.Equal(app.ListenPort(KubernetesManifests.EnvironmentOf(container, app.Workload)), target);
+            }
+        }
+    }
+
+    [Fact]
+    public void TheDisruptionBudgets_SelectTheirOwnPods()
+    {
+        var budgets = KubernetesManifests.All<V1PodDisruptionBudget>("PodDisruptionBudget").ToDictionary(b => b.Metadata.Name);
+
+        Assert.Equal("fleet-worker", KubernetesManifests.SelectedDeployment(budgets["fleet-worker"].Spec.Selector.MatchLabels, "PodDisruptionBudget fleet-worker").Metadata.Name);
+        Assert.Equal("fleet-api", KubernetesManifests.SelectedDeployment(budgets["fleet-api"].Spec.Selector.MatchLabels, "PodDisruptionBudget fleet-api").Metadata.Name);
+        Assert.NotNull(budgets["fleet-worker"].Spec.MaxUnavailable);
+    }
+
+    [Fact]
+    public void TheMigratorJob_RunsFleetMigrateOnce()
+    {
+        var job = KubernetesManifests.Get<V1Job>("Job", FleetApp.Migrator.Workload);
+        var container = job.Spec.Template.Spec.Containers.Single();
+
+        Assert.Equal("migrate", container.Args[0]);
+        Assert.Null(container.Command);
+        Assert.Contains(job.Spec.Template.Spec.RestartPolicy, new[] { "Never", "OnFailure" });
+        Assert.True(job.Spec.BackoffLimit > 0);
+    }
+
+    [Fact]
+    public void TheScaledObject_ScalesTheWorkerDeployment_OnTheApisDesiredWorkers()
+    {
+        var scaled = KubernetesManifests.Find("ScaledObject", "fleet-worker").Node;
+
+        Assert.Equal(("apps/v1", "Deployment", FleetApp.Worker.Workload),
+            (scaled.Text("spec", "scaleTargetRef", "apiVersion"), scaled.Text("spec", "scaleTargetRef", "kind"), scaled.Text("spec", "scaleTargetRef", "name")));
+        var trigger = Assert.Single(scaled.Items("spec", "triggers"));
+        Assert.Equal("prometheus", trigger.Text("type"));
+        Assert.Equal("AverageValue", trigger.Text("metricType"));
+        Assert.Equal("1", trigger.Text("metadata", "threshold"));
+        Assert.Equal("false", trigger.Text("metadata", "ignoreNullValues"));
+
+        // The signal is the API's fleet_desired_workers; every API replica exports it, so max, never sum.
+        var query = trigger.Text("metadata", "query")!;
+        Assert.Equal(["fleet_desired_workers"], ExportedMetrics.NamesIn(query));
+        Assert.StartsWith("max(", query, StringComparison.Ordinal);
+        Assert.True(int.Parse(scaled.Text("spec", "minReplicaCount")!, CultureInfo.InvariantCulture) >= 1);
+    }
+
+    [Fact]
+    public void TheHpaAlternative_ScalesTheWorkerDeployment_OnTheMetricTheAdapterRulePublishes()
+    {
+        var hpa = KubernetesManifests.Get<V2HorizontalPodAutoscaler>("HorizontalPodAutoscaler", "fleet-worker");
+        Assert.Equal(("apps/v1", "Deployment", FleetApp.Worker.Workload), (hpa.Spec.ScaleTargetRef.ApiVersion, hpa.Spec.ScaleTargetRef.Kind, hpa.Spec.ScaleTargetRef.Name));
+        var metric = Assert.Single(hpa.Spec.Metrics);
+        Assert.Equal("External", metric.Type);
+        Assert.Equal(("AverageValue", 1m), (metric.External.Target.Type, metric.External.Target.AverageValue.ToDecimal()));
+
+        var rule = Assert.Single(DeploymentFiles.LoadYaml("infra/k8s/autoscaling/prometheus-adapter-values.yaml").Single().Items("rules", "external"));
+        Assert.Equal(metric.External.Metric.Name, rule.Text("name", "as"));
+        Assert.Equal(["fleet_desired_workers"], ExportedMetrics.NamesIn(rule.Text("seriesQuery")!));
+        Assert.StartsWith("max(", rule.Text("metricsQuery"), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TheSecretExample_HoldsPlaceholdersOnly()
+    {
+        var secret = KubernetesManifests.Get<V1Secret>("Secret", "fleet-secrets");
+
+        Assert.NotEmpty(secret.StringData);
+        Assert.Null(secret.Data);
+        Assert.All(secret.StringData, e => Assert.Contains("CHANGE_ME", e.Value, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void EveryWorkload_IsLabelledWithItsName_AndThePrometheusAnnotationsPointAtMetrics()
+    {
+        foreach (var deployment in KubernetesManifests.All<V1Deployment>("Deployment"))
+        {
+            Assert.Equal(deployment.Metadata.Name, deployment.Metadata.Labels["app.kubernetes.io/name"]);
+            Assert.Equal(deployment.Metadata.Name, deployment.Spec.Template.Metadata.Labels["app.kubernetes.io/name"]);
+            Assert.Equal("true", deployment.Spec.Template.Metadata.Annotations["prometheus.io/scrape"]);
+        }
+
+        Assert.Null(KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Worker.Workload).Spec.Replicas);
+    }
+}
