@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Fleet.Api.Autoscaling;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
@@ -26,7 +27,8 @@ public static class ApiHostingExtensions
     /// <summary>
     /// Everything the API process needs: the <c>Api</c> options (validated at start), the database, the broker
     /// (MassTransit, send only), the shared <see cref="TaskSubmitter"/> and its outbox relay, API-key
-    /// authentication, problem details, health checks and the OpenAPI document.
+    /// authentication, problem details, health checks, OpenTelemetry (traces, <c>/metrics</c> with the autoscaling
+    /// signal) and the OpenAPI document.
     /// </summary>
     public static IHostApplicationBuilder AddFleetApi(this IHostApplicationBuilder builder, Action<ApiOptions>? configure = null)
     {
@@ -48,6 +50,15 @@ public static class ApiHostingExtensions
         services.AddSingleton<TaskCanceller>();
         services.AddSingleton<WorkerQueries>();
         services.AddSingleton<StatsService>();
+
+        // The autoscaling signal (fleet_desired_workers and its inputs) on /metrics, sampled in the background.
+        services.AddOptions<AutoscaleOptions>()
+            .BindConfiguration(AutoscaleOptions.SectionName)
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        services.AddSingleton<AutoscaleSampler>();
+        services.AddHostedService(sp => sp.GetRequiredService<AutoscaleSampler>());
+        builder.AddFleetTelemetry("fleet-api", AutoscaleSampler.MeterName, ClientTelemetry.Name);
         services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3));
         services.AddSingleton(sp => new RabbitMqManagementClient(
             sp.GetRequiredService<IHttpClientFactory>(), sp.GetRequiredService<IOptions<ApiOptions>>().Value.RabbitMqManagementUri, broker));
@@ -123,6 +134,14 @@ public static class ApiHostingExtensions
         }
 
         reads.MapReads();
+
+        // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule: open by default,
+        // behind a key with Api:ReadsRequireKey (Prometheus and KEDA send one as a bearer token).
+        var metrics = app.MapFleetMetrics().ExcludeFromDescription();
+        if (api.ReadsRequireKey)
+        {
+            metrics.RequireAuthorization(ApiKeyPolicy);
+        }
 
         // /health: ready to serve (PostgreSQL and RabbitMQ answer). /alive: the process answers, nothing more, so
         // a restart policy never kills the API for a database outage.

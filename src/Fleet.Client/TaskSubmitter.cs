@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Fleet.Contracts;
 using Microsoft.Extensions.Logging;
@@ -138,13 +139,33 @@ public sealed partial class TaskSubmitter
 
         var now = DateTimeOffset.UtcNow;
         var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId)).ToList();
+        using var activity = ClientTelemetry.Source.StartActivity("fleet.submit");
+        activity?.SetTag("fleet.task.count", tasks.Count);
+        if (tasks.Count == 1)
+        {
+            activity?.SetTag("fleet.task.id", tasks[0].Message.TaskId);
+            activity?.SetTag("fleet.task.type", tasks[0].Message.Type);
+        }
+
+        if (options.BatchId is { } batchId)
+        {
+            activity?.SetTag("fleet.batch.id", batchId);
+        }
+
         var replay = await StoreAsync(tasks, options, cancellationToken).ConfigureAwait(false);
         if (replay is not null)
         {
+            activity?.SetTag("fleet.submit.replayed", true);
             return replay;
         }
 
         var publishError = await PublishAndStampAsync(tasks, cancellationToken).ConfigureAwait(false);
+        if (publishError is not null)
+        {
+            // Accepted all the same (the relay publishes later), but the trace should show that the send failed.
+            activity?.SetStatus(ActivityStatusCode.Error, publishError.Message);
+        }
+
         return new SubmitResult([.. tasks.Select(t => t.Message.TaskId)], options.BatchId, Replayed: false, publishError);
     }
 
@@ -172,6 +193,9 @@ public sealed partial class TaskSubmitter
             var tasks = await ReadUnpublishedAsync(connection, olderThan, maxTasks, cancellationToken).ConfigureAwait(false);
             if (tasks.Count > 0)
             {
+                // The original submit's trace is not stored with the row: a relayed task starts a trace of its own here.
+                using var activity = ClientTelemetry.Source.StartActivity("fleet.relay");
+                activity?.SetTag("fleet.task.count", tasks.Count);
                 LogRelaying(tasks.Count, tasks[0].Message.SubmittedAt);
                 var error = await PublishAndStampAsync(tasks, cancellationToken).ConfigureAwait(false);
                 if (error is not null)

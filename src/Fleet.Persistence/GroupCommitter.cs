@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 
 namespace Fleet.Persistence;
@@ -8,6 +9,12 @@ namespace Fleet.Persistence;
 /// one round trip); under load, batches grow by themselves and the database does one statement per batch
 /// instead of one per task. This is what lets a worker acknowledge each message only after its own row is
 /// committed without paying a transaction per message.
+/// <para>
+/// Tracing: a batch serves many traces, so it cannot be a child of any one of them. Each item remembers the trace
+/// context it was enqueued in (a struct copy, no allocation); when <c>activityName</c> is given and someone listens
+/// to <see cref="PersistenceTelemetry.Source"/>, each flush runs in a root span of that name with a link to every
+/// item's span, and the database client spans of the flush are its children.
+/// </para>
 /// </summary>
 public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
 {
@@ -16,27 +23,38 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
     private readonly int _maxBatch;
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task[] _loops;
+    private readonly string? _activityName;
 
     /// <param name="flush">Writes a batch and returns one result per item, in order. An exception fails every item of the batch.</param>
     /// <param name="maxBatch">The largest batch one flush takes.</param>
     /// <param name="concurrentFlushes">Flushes in flight at once, so that one batch gathers while another is written.</param>
+    /// <param name="activityName">The name of each flush's span (see the class remarks); null for none.</param>
     public GroupCommitter(
         Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> flush,
         int maxBatch = 500,
-        int concurrentFlushes = 2)
+        int concurrentFlushes = 2,
+        string? activityName = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(concurrentFlushes, 1);
         _flush = flush;
         _maxBatch = maxBatch;
-        _loops = [.. Enumerable.Range(0, concurrentFlushes).Select(_ => Task.Run(LoopAsync))];
+        _activityName = activityName;
+
+        // The loops outlive whoever created this (often the first message's consumer): without this they would
+        // run for ever in that caller's execution context, with its Activity.Current and log scopes, and every
+        // later batch would be traced and logged as part of that first task.
+        using (ExecutionContext.SuppressFlow())
+        {
+            _loops = [.. Enumerable.Range(0, concurrentFlushes).Select(_ => Task.Run(LoopAsync))];
+        }
     }
 
     /// <summary>Queues <paramref name="item"/>; the task completes when the batch holding it is committed.</summary>
     public Task<TResult> EnqueueAsync(TItem item)
     {
         var completion = new TaskCompletionSource<TResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_channel.Writer.TryWrite(new Entry(item, completion)))
+        if (!_channel.Writer.TryWrite(new Entry(item, completion, Activity.Current?.Context ?? default)))
         {
             completion.SetException(new ObjectDisposedException(nameof(GroupCommitter<TItem, TResult>)));
         }
@@ -62,6 +80,7 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
                 continue;
             }
 
+            using var activity = StartFlushActivity(batch);
             try
             {
                 var results = await _flush(items, _stopping.Token).ConfigureAwait(false);
@@ -74,6 +93,7 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
             catch (Exception ex)
 #pragma warning restore CA1031
             {
+                activity?.SetStatus(ActivityStatusCode.Error, ex.Message);
                 foreach (var entry in batch)
                 {
                     entry.Completion.TrySetException(ex);
@@ -85,6 +105,28 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
         }
     }
 
+    /// <summary>A root span for one flush, linked to the traced items; null (and no allocation) when nobody listens.</summary>
+    private Activity? StartFlushActivity(List<Entry> batch)
+    {
+        if (_activityName is null || !PersistenceTelemetry.Source.HasListeners())
+        {
+            return null;
+        }
+
+        var links = new List<ActivityLink>();
+        foreach (var entry in batch)
+        {
+            if (entry.Trace != default)
+            {
+                links.Add(new ActivityLink(entry.Trace));
+            }
+        }
+
+        var activity = PersistenceTelemetry.Source.StartActivity(ActivityKind.Internal, parentContext: default, links: links, name: _activityName);
+        activity?.SetTag("fleet.batch.size", batch.Count);
+        return activity;
+    }
+
     /// <summary>Stops accepting items, writes what is queued, then stops.</summary>
     public async ValueTask DisposeAsync()
     {
@@ -93,5 +135,5 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
         _stopping.Dispose();
     }
 
-    private readonly record struct Entry(TItem Item, TaskCompletionSource<TResult> Completion);
+    private readonly record struct Entry(TItem Item, TaskCompletionSource<TResult> Completion, ActivityContext Trace);
 }

@@ -132,8 +132,8 @@ public sealed class TaskLedger : IAsyncDisposable
         _dataSource = dataSource;
         _workerId = workerId;
         _maxOutage = maxOutage ?? TimeSpan.FromMinutes(10);
-        _claims = new GroupCommitter<TaskClaim, ClaimResult>(FlushClaimsAsync, maxBatch, concurrentFlushes);
-        _completions = new GroupCommitter<TaskCompletion, bool>(FlushCompletionsAsync, maxBatch, concurrentFlushes);
+        _claims = new GroupCommitter<TaskClaim, ClaimResult>(FlushClaimsAsync, maxBatch, concurrentFlushes, "fleet.ledger.claim");
+        _completions = new GroupCommitter<TaskCompletion, bool>(FlushCompletionsAsync, maxBatch, concurrentFlushes, "fleet.ledger.complete");
     }
 
     /// <summary>Claims a task for one execution; completes once the claim is committed.</summary>

@@ -27,6 +27,12 @@ public static class HostingExtensions
                 o.IncludeScopes = true;
                 o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ";
             });
+
+            // Every line written inside a traced operation (a request, a task's consume) carries its TraceId and
+            // SpanId as a scope, so a log shipper can join log lines to traces and one task's lines across processes.
+            // Host.CreateDefaultBuilder sets this too, but hosts built without defaults (tests, tools) would not.
+            builder.Logging.Configure(o => o.ActivityTrackingOptions =
+                ActivityTrackingOptions.TraceId | ActivityTrackingOptions.SpanId | ActivityTrackingOptions.ParentId);
         }
         else
         {

@@ -38,6 +38,7 @@ public static class TelemetryExtensions
             .WithMetrics(metrics => metrics
                 .AddMeter("MassTransit")
                 .AddMeter(sources)
+                .AddAspNetCoreInstrumentation()
                 .AddRuntimeInstrumentation()
                 .AddPrometheusExporter());
         if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
@@ -54,8 +55,18 @@ public static class TelemetryExtensions
         ArgumentNullException.ThrowIfNull(endpoints);
         endpoints.MapHealthChecks("/alive", new HealthCheckOptions { Predicate = _ => false });
         endpoints.MapHealthChecks("/health", new HealthCheckOptions { Predicate = check => check.Tags.Contains(ReadyTag) || check.Tags.Contains("masstransit") });
-        endpoints.MapPrometheusScrapingEndpoint("/metrics");
+        endpoints.MapFleetMetrics();
         return endpoints;
+    }
+
+    /// <summary>
+    /// Maps the Prometheus scrape endpoint <c>/metrics</c> alone, for hosts that map their own health endpoints (the
+    /// API); the returned builder lets them put it behind their read policy.
+    /// </summary>
+    public static IEndpointConventionBuilder MapFleetMetrics(this IEndpointRouteBuilder endpoints)
+    {
+        ArgumentNullException.ThrowIfNull(endpoints);
+        return endpoints.MapPrometheusScrapingEndpoint("/metrics");
     }
 
     private static bool IsInfrastructurePath(Microsoft.AspNetCore.Http.PathString path) =>

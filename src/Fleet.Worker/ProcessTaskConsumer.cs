@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using Fleet.Contracts;
@@ -23,6 +24,11 @@ public sealed partial class ProcessTaskConsumer(
 {
     private const int DefaultMaxAttempts = 3;
 
+    // A typed scope instead of a dictionary: one small object per message, and JSON logs show TaskId and TaskType
+    // as properties of the scope on every line written while the task is handled (the executor's, the handler's).
+    private static readonly Func<ILogger, Guid, string, IDisposable?> TaskScope =
+        LoggerMessage.DefineScope<Guid, string>("Task {TaskId} ({TaskType})");
+
     public async Task Consume(ConsumeContext<ProcessTask> context)
     {
         var message = context.Message;
@@ -30,16 +36,29 @@ public sealed partial class ProcessTaskConsumer(
         var queue = QueueName(context);
         var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
         var startedAt = DateTimeOffset.UtcNow;
+        var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
+
+        // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
+        // and under it the claim write, the handler, and the result write. The two writes are batched with other
+        // tasks' (TaskLedger); their spans time this task's wait for its batch, which links back to them.
         using var activity = WorkerTelemetry.Source.StartActivity("fleet.task");
         activity?.SetTag("fleet.task.id", taskId);
         activity?.SetTag("fleet.task.type", message.Type);
-        using var scope = logger.BeginScope(new Dictionary<string, object> { ["TaskId"] = taskId, ["TaskType"] = message.Type ?? "" });
+        activity?.SetTag("fleet.task.lane", lane);
+        using var scope = TaskScope(logger, taskId, message.Type ?? "");
         var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
 
-        var claim = await ledger.ClaimAsync(new TaskClaim(
-            taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
-            maxAttempts, message.TimeoutSeconds, startedAt,
-            Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
+        ClaimResult claim;
+        using (var claimSpan = WorkerTelemetry.StartDatabaseWrite("fleet.task.claim"))
+        {
+            claim = await ledger.ClaimAsync(new TaskClaim(
+                taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
+                maxAttempts, message.TimeoutSeconds, startedAt,
+                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
+            claimSpan?.SetTag("fleet.task.claimed", claim.Claimed);
+        }
+
+        activity?.SetTag("fleet.task.attempt", claim.Attempt);
         if (!claim.Claimed)
         {
             counters.AddSkipped();
@@ -52,22 +71,37 @@ public sealed partial class ProcessTaskConsumer(
         // only executions that died with their process (redelivered, never completed) do. Stop the crash loop.
         if (message.SubmittedAt is { } submittedAt)
         {
-            telemetry.QueueWait(message.Type ?? "", startedAt - submittedAt);
+            telemetry.QueueWait(message.Type ?? "", lane, startedAt - submittedAt);
         }
 
-        var outcome = claim.Attempt > maxAttempts
-            ? new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
+        ExecutionOutcome outcome;
+        if (claim.Attempt > maxAttempts)
+        {
+            outcome = new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
                 $"The task was started {claim.Attempt - 1} times (max attempts {maxAttempts}) and its worker died each time before it finished; it is not run again.",
-                0, null)
-            : await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+                0, null);
+        }
+        else
+        {
+            using var handlerSpan = WorkerTelemetry.Source.StartActivity("fleet.task.execute");
+            outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+            handlerSpan?.SetTag("fleet.task.status", outcome.Status);
+            if (outcome.Status != TaskState.Succeeded)
+            {
+                handlerSpan?.SetStatus(ActivityStatusCode.Error, outcome.ErrorType);
+            }
+        }
 
         var retry = outcome.Retryable && claim.Attempt < maxAttempts;
 
-        // The write itself runs batched on the ledger's own loop; this span puts the wait for its commit in the task's trace.
-        using var commitSpan = WorkerTelemetry.Source.StartActivity("fleet.task.commit");
-        var finalized = await ledger.CompleteAsync(new TaskCompletion(
-            taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
-            outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
+        bool finalized;
+        using (var commitSpan = WorkerTelemetry.StartDatabaseWrite("fleet.task.commit"))
+        {
+            finalized = await ledger.CompleteAsync(new TaskCompletion(
+                taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
+                outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs)).ConfigureAwait(false);
+            commitSpan?.SetTag("fleet.task.finalized", finalized);
+        }
 
         if (retry && finalized)
         {
@@ -76,7 +110,8 @@ public sealed partial class ProcessTaskConsumer(
             var delay = retries.DelayBefore(claim.Attempt + 1);
             await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false);
             counters.AddRetried();
-            telemetry.Retried(message.Type ?? "");
+            telemetry.Retried(message.Type ?? "", lane);
+            activity?.SetTag("fleet.task.status", "retrying");
             LogRetry(taskId, claim.Attempt, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
             return;
         }
@@ -88,7 +123,7 @@ public sealed partial class ProcessTaskConsumer(
         }
 
         activity?.SetTag("fleet.task.status", outcome.Status);
-        telemetry.Finished(message.Type ?? "", queue == TaskQueues.Cpu ? "cpu" : "io", outcome.Status, outcome.WallMs / 1000);
+        telemetry.Finished(message.Type ?? "", lane, outcome.Status, outcome.WallMs / 1000);
         if (outcome.Status == TaskState.Succeeded)
         {
             counters.AddSucceeded();

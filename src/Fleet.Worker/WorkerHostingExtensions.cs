@@ -46,7 +46,7 @@ public static class WorkerHostingExtensions
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<WorkerTelemetry>();
-        builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name);
+        builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name, PersistenceTelemetry.Name);
         services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
         services.AddSingleton<RetryScheduler>();

@@ -7,9 +7,10 @@ namespace Fleet.Worker;
 
 /// <summary>
 /// The worker's own traces and metrics (ActivitySource and Meter <c>Fleet.Worker</c>). On <c>/metrics</c> the
-/// instruments appear as <c>fleet_tasks_finished_total{type,lane,status}</c>, <c>fleet_task_retries_total</c>,
-/// <c>fleet_task_duration_seconds</c>, <c>fleet_task_queue_wait_seconds</c> and <c>fleet_lane_busy</c> /
-/// <c>fleet_lane_capacity</c> (utilisation = busy / capacity).
+/// instruments appear as <c>fleet_tasks_finished_total{type,lane,status}</c>, <c>fleet_task_retries_total{type,lane}</c>,
+/// <c>fleet_tasks_skipped_total</c>, <c>fleet_task_duration_seconds{type,lane}</c>,
+/// <c>fleet_task_queue_wait_seconds{type,lane}</c> and <c>fleet_lane_busy</c> / <c>fleet_lane_capacity</c>
+/// (utilisation = busy / capacity). docs/observability.md lists them.
 /// </summary>
 public sealed class WorkerTelemetry : IDisposable
 {
@@ -53,11 +54,23 @@ public sealed class WorkerTelemetry : IDisposable
         _duration.Record(seconds, new TagList { { "type", type }, { "lane", lane } });
     }
 
-    public void Retried(string type) => _retries.Add(1, new TagList { { "type", type } });
+    public void Retried(string type, string lane) => _retries.Add(1, new TagList { { "type", type }, { "lane", lane } });
 
     public void Skipped() => _skipped.Add(1);
 
-    public void QueueWait(string type, TimeSpan wait) => _queueWait.Record(Math.Max(0, wait.TotalSeconds), new TagList { { "type", type } });
+    public void QueueWait(string type, string lane, TimeSpan wait) =>
+        _queueWait.Record(Math.Max(0, wait.TotalSeconds), new TagList { { "type", type }, { "lane", lane } });
+
+    /// <summary>
+    /// A span for one task's wait on a batched database write, in the task's trace; null when no tracer listens.
+    /// The write itself is traced by the batch's <c>Fleet.Persistence</c> span, which links to this one.
+    /// </summary>
+    public static Activity? StartDatabaseWrite(string name)
+    {
+        var activity = Source.StartActivity(name, ActivityKind.Internal);
+        activity?.SetTag("db.system.name", "postgresql");
+        return activity;
+    }
 
     public void Dispose() => _meter.Dispose();
 }

@@ -1,0 +1,267 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using Fleet.Api.Models;
+using Fleet.Api.Monitoring;
+using Fleet.Contracts;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace Fleet.Api.Autoscaling;
+
+/// <summary>One sample of the autoscaling inputs and the resulting desired worker counts.</summary>
+public sealed record AutoscaleSample(
+    IReadOnlyList<QueueDepth> Queues,
+    int LiveWorkers,
+    int BusyWorkers,
+    IReadOnlyList<LaneLoad> Lanes,
+    DesiredWorkers Desired,
+    long TakenAtTimestamp);
+
+/// <summary>
+/// Reads the autoscaling inputs every <c>Api:Autoscale:SampleSeconds</c> and exports them with the result on the
+/// meter <c>Fleet.Api</c> (Prometheus names in docs/observability.md): <c>fleet_queue_ready{queue}</c>,
+/// <c>fleet_queue_unacked{queue}</c>, <c>fleet_queue_consumers{queue}</c>, <c>fleet_workers_live</c>,
+/// <c>fleet_workers_busy</c>, <c>fleet_worker_completion_rate{lane}</c>, <c>fleet_desired_workers</c> and
+/// <c>fleet_desired_workers_by_lane{lane}</c>. Sampling is done here, off the scrape path: a scrape reads the last
+/// sample. When sampling fails (management API or database away) the last good sample is served until it is
+/// <see cref="StaleAfter"/> old, then the gauges go absent, so that an autoscaler sees "no data" (and can hold its
+/// replicas) instead of a stale number or a zero.
+/// </summary>
+public sealed partial class AutoscaleSampler : BackgroundService
+{
+    public const string MeterName = "Fleet.Api";
+
+    // Live workers: running (not draining, not stopped) with a recent heartbeat. Few rows (ix_workers_last_seen).
+    private const string WorkersSql = """
+        SELECT id, queues, cpu_concurrency, io_concurrency FROM fleet.workers
+        WHERE state = 'running' AND last_seen_at > now() - make_interval(secs => @stale)
+        """;
+
+    // Which workers are running which lane's tasks: the 'running' range of ix_tasks_status_submitted, which holds at
+    // most the fleet's slots.
+    private const string BusySql = """
+        SELECT worker_id, queue FROM fleet.tasks
+        WHERE status = 'running' AND worker_id IS NOT NULL
+        GROUP BY worker_id, queue
+        """;
+
+    // Executions that ended in the window (ix_tasks_finished); a cancel of a task that never started is no work done.
+    private const string FinishedSql = """
+        SELECT queue, count(*) FROM fleet.tasks
+        WHERE finished_at >= now() - make_interval(secs => @window) AND started_at IS NOT NULL
+          AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled')
+        GROUP BY queue
+        """;
+
+    private static readonly (string Lane, string Queue)[] Lanes = [("cpu", TaskQueues.Cpu), ("io", TaskQueues.Io)];
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly RabbitMqManagementClient _management;
+    private readonly AutoscaleOptions _options;
+    private readonly ApiOptions _api;
+    private readonly DesiredWorkersCalculator _calculator;
+    private readonly ILogger<AutoscaleSampler> _logger;
+    private readonly Meter _meter;
+    private readonly Counter<long> _errors;
+
+    // The last capacity seen per lane: with every worker gone (scaled to zero) the size of the next one is still known.
+    private readonly Dictionary<string, double> _lastCapacity = new(StringComparer.Ordinal);
+    private volatile AutoscaleSample? _latest;
+    private bool _failing;
+
+    public AutoscaleSampler(
+        NpgsqlDataSource dataSource,
+        RabbitMqManagementClient management,
+        IOptions<AutoscaleOptions> options,
+        IOptions<ApiOptions> api,
+        IMeterFactory meters,
+        ILogger<AutoscaleSampler> logger)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(api);
+        ArgumentNullException.ThrowIfNull(meters);
+        _dataSource = dataSource;
+        _management = management;
+        _options = options.Value;
+        _api = api.Value;
+        _calculator = new DesiredWorkersCalculator(_options);
+        _logger = logger;
+        _meter = meters.Create(MeterName);
+        _errors = _meter.CreateCounter<long>("fleet.autoscale.errors", description: "Autoscaling samples that failed (management API or database did not answer).");
+        _meter.CreateObservableGauge("fleet.queue.ready", () => Observe(s => s.Queues.Select(q => new Measurement<long>(q.Ready, Tag("queue", q.Name)))),
+            description: "Messages waiting in the queue for a worker (RabbitMQ management API).");
+        _meter.CreateObservableGauge("fleet.queue.unacked", () => Observe(s => s.Queues.Select(q => new Measurement<long>(q.Unacked, Tag("queue", q.Name)))),
+            description: "Messages delivered to workers and not yet acknowledged: running or prefetched.");
+        _meter.CreateObservableGauge("fleet.queue.consumers", () => Observe(s => s.Queues.Select(q => new Measurement<int>(q.Consumers, Tag("queue", q.Name)))),
+            description: "Consumers of the queue.");
+        _meter.CreateObservableGauge("fleet.workers.live", () => Observe<int>(s => [new Measurement<int>(s.LiveWorkers)]),
+            description: "Workers running with a recent heartbeat.");
+        _meter.CreateObservableGauge("fleet.workers.busy", () => Observe<int>(s => [new Measurement<int>(s.BusyWorkers)]),
+            description: "Live workers running at least one task.");
+        _meter.CreateObservableGauge("fleet.worker.completion_rate", () => Observe(s => s.Lanes
+                .Where(l => l.CompletionsPerWorkerPerSecond is not null)
+                .Select(l => new Measurement<double>(l.CompletionsPerWorkerPerSecond!.Value, Tag("lane", l.Lane)))),
+            description: "Tasks finished per live worker and second over Api:Autoscale:RateWindowSeconds.");
+        _meter.CreateObservableGauge("fleet.desired_workers", () => Observe<int>(s => [new Measurement<int>(s.Desired.Total)]),
+            description: "Workers the fleet should have now: the autoscaling signal (docs/observability.md).");
+        _meter.CreateObservableGauge("fleet.desired_workers_by_lane", () => Observe(s => s.Desired.ByLane.Select(l => new Measurement<int>(l.Value, Tag("lane", l.Key)))),
+            description: "Workers each lane alone needs, for fleets with one worker set per lane.");
+    }
+
+    /// <summary>The latest sample while it is fresh, else null.</summary>
+    public AutoscaleSample? Latest =>
+        _latest is { } sample && Stopwatch.GetElapsedTime(sample.TakenAtTimestamp) <= StaleAfter ? sample : null;
+
+    /// <summary>Three sampling intervals, and never under 30 s: one failed sample does not blank the signal.</summary>
+    public TimeSpan StaleAfter => TimeSpan.FromSeconds(Math.Max(30, 3 * _options.SampleSeconds));
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!_options.Enabled)
+        {
+            return;
+        }
+
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(_options.SampleSeconds));
+        try
+        {
+            do
+            {
+                await SampleOnceAsync(stoppingToken).ConfigureAwait(false);
+            }
+            while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task SampleOnceAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            var queuesCall = _management.GetQueuesAsync(cancellationToken);
+            var (workers, busy, finished) = await ReadDatabaseAsync(cancellationToken).ConfigureAwait(false);
+            var (queues, error) = await queuesCall.ConfigureAwait(false);
+            if (error is not null)
+            {
+                Failed(error);
+                return;
+            }
+
+            _latest = Build(queues, workers, busy, finished);
+            if (_failing)
+            {
+                _failing = false;
+                LogRecovered();
+            }
+        }
+#pragma warning disable CA1031 // Whatever failed, the sample is skipped and the next tick tries again; the API must not stop for it.
+        catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+#pragma warning restore CA1031
+        {
+            Failed($"{ex.GetType().Name}: {ex.Message}");
+        }
+    }
+
+    private AutoscaleSample Build(
+        IReadOnlyList<QueueDepth> queues,
+        List<(string Id, string[] Queues, int Cpu, int Io)> workers,
+        List<(string WorkerId, string Queue)> busy,
+        Dictionary<string, long> finished)
+    {
+        var live = workers.Select(w => w.Id).ToHashSet(StringComparer.Ordinal);
+        var busyLive = busy.Where(b => live.Contains(b.WorkerId)).ToList();
+        var lanes = new List<LaneLoad>(Lanes.Length);
+        foreach (var (lane, queue) in Lanes)
+        {
+            var serving = workers.Where(w => w.Queues.Contains(queue, StringComparer.Ordinal)).ToList();
+            if (serving.Count > 0)
+            {
+                _lastCapacity[lane] = serving.Average(w => queue == TaskQueues.Cpu ? w.Cpu : w.Io);
+            }
+
+            var depth = queues.FirstOrDefault(q => q.Name == queue);
+            double? rate = serving.Count > 0 && finished.TryGetValue(queue, out var done) && done > 0
+                ? done / (double)_options.RateWindowSeconds / serving.Count
+                : null;
+            lanes.Add(new LaneLoad(
+                lane,
+                depth?.Ready ?? 0,
+                depth?.Unacked ?? 0,
+                _lastCapacity.GetValueOrDefault(lane),
+                busyLive.Where(b => b.Queue == queue).Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count(),
+                rate));
+        }
+
+        var busyWorkers = busyLive.Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count();
+        return new AutoscaleSample(queues, workers.Count, busyWorkers, lanes, _calculator.Calculate(lanes, busyWorkers), Stopwatch.GetTimestamp());
+    }
+
+    private async Task<(List<(string Id, string[] Queues, int Cpu, int Io)> Workers, List<(string WorkerId, string Queue)> Busy, Dictionary<string, long> Finished)>
+        ReadDatabaseAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var workers = new List<(string, string[], int, int)>();
+        await using (var command = new NpgsqlCommand(WorkersSql, connection))
+        {
+            command.Parameters.AddWithValue("stale", (double)_api.WorkerStaleSeconds);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                workers.Add((reader.GetString(0), reader.GetFieldValue<string[]>(1), reader.GetInt32(2), reader.GetInt32(3)));
+            }
+        }
+
+        var busy = new List<(string, string)>();
+        await using (var command = new NpgsqlCommand(BusySql, connection))
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                busy.Add((reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        var finished = new Dictionary<string, long>(StringComparer.Ordinal);
+        await using (var command = new NpgsqlCommand(FinishedSql, connection))
+        {
+            command.Parameters.AddWithValue("window", (double)_options.RateWindowSeconds);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                finished[reader.GetString(0)] = reader.GetInt64(1);
+            }
+        }
+
+        return (workers, busy, finished);
+    }
+
+    private void Failed(string reason)
+    {
+        _errors.Add(1);
+        if (!_failing)
+        {
+            // Once per outage, not once per sample.
+            _failing = true;
+            LogSampleFailed(reason, StaleAfter.TotalSeconds);
+        }
+    }
+
+    private IEnumerable<Measurement<T>> Observe<T>(Func<AutoscaleSample, IEnumerable<Measurement<T>>> measure)
+        where T : struct => Latest is { } sample ? measure(sample) : [];
+
+    private static KeyValuePair<string, object?> Tag(string name, string value) => new(name, value);
+
+    public override void Dispose()
+    {
+        _meter.Dispose();
+        base.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Autoscaling sample failed ({Reason}); the last sample is served for {StaleSeconds} s, then the autoscaling gauges go absent until sampling works again")]
+    private partial void LogSampleFailed(string reason, double staleSeconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Autoscaling samples work again")]
+    private partial void LogRecovered();
+}
