@@ -65,7 +65,7 @@ public static class ApiHostingExtensions
 
         // One submission pipeline for the API and FleetClient. The publisher is replaceable (TryAdd), which is how the
         // crash tests cut the pipeline between commit and confirm.
-        services.TryAddSingleton<ITaskPublisher>(sp => new MassTransitTaskPublisher(sp.GetRequiredService<IBus>()));
+        services.TryAddSingleton<ITaskPublisher>(_ => new RabbitMqTaskPublisher(broker, $"fleet-api-publisher {Environment.MachineName}:{Environment.ProcessId}"));
         services.AddSingleton(sp =>
         {
             var api = sp.GetRequiredService<IOptions<ApiOptions>>().Value;

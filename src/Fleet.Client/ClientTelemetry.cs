@@ -4,8 +4,8 @@ namespace Fleet.Client;
 
 /// <summary>
 /// The ActivitySource <c>Fleet.Client</c>: a <c>fleet.submit</c> span per submission (<see cref="TaskSubmitter"/>),
-/// whose children are the database insert and MassTransit's send spans; the send carries the trace context in the
-/// message headers, so the worker's consume and everything under it join the submitter's trace. Add the source to
+/// whose children are the database insert and the <see cref="RabbitMqTaskPublisher"/>'s send span; the messages carry
+/// the trace context in their headers, so the worker's consume and everything under it join the submitter's trace. Add the source to
 /// your own tracer provider to see it; without a listener no span is created.
 /// </summary>
 public static class ClientTelemetry

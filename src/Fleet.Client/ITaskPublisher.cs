@@ -1,5 +1,4 @@
 using Fleet.Contracts;
-using MassTransit;
 
 namespace Fleet.Client;
 
@@ -14,30 +13,4 @@ public readonly record struct OutgoingTask(string Queue, ProcessTask Message);
 public interface ITaskPublisher
 {
     Task PublishAsync(IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken);
-}
-
-/// <summary>
-/// Sends with MassTransit to <c>queue:NAME</c> (the lane's queue and its fanout exchange), each message with the
-/// task id as its message id. MassTransit's RabbitMQ transport awaits the publisher confirm of every send.
-/// Sends go to the lane's queue rather than being published by message type, because a type-bound publish would
-/// land in every lane (see DESIGN.md, "Pitfalls seen").
-/// </summary>
-public sealed class MassTransitTaskPublisher(ISendEndpointProvider sendEndpoints) : ITaskPublisher
-{
-    public async Task PublishAsync(IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(tasks);
-        var sends = new List<Task>(tasks.Count);
-        foreach (var group in tasks.GroupBy(t => t.Queue, StringComparer.Ordinal))
-        {
-            var endpoint = await sendEndpoints.GetSendEndpoint(new Uri($"queue:{group.Key}")).ConfigureAwait(false);
-            foreach (var task in group)
-            {
-                var message = task.Message;
-                sends.Add(endpoint.Send(message, context => context.MessageId = message.TaskId, cancellationToken));
-            }
-        }
-
-        await Task.WhenAll(sends).ConfigureAwait(false);
-    }
 }

@@ -26,9 +26,6 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
     /// <summary>Messages awaiting their confirm per channel; the broker acknowledges in batches, so a wide window pays.</summary>
     public const int ConfirmWindow = 1024;
 
-    /// <summary>The source of the <c>send</c> span around each publish call.</summary>
-    public static readonly ActivitySource ActivitySource = new("Fleet.Client");
-
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly SemaphoreSlim _connectionLock = new(1, 1);
     private readonly Stack<IChannel> _idle = new();
@@ -46,7 +43,7 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
             return;
         }
 
-        using var activity = ActivitySource.StartActivity(tasks.Count == 1 ? $"{tasks[0].Queue} send" : "fleet send", ActivityKind.Producer);
+        using var activity = ClientTelemetry.Source.StartActivity(tasks.Count == 1 ? $"{tasks[0].Queue} send" : "fleet send", ActivityKind.Producer);
         activity?.SetTag("messaging.system", "rabbitmq");
         activity?.SetTag("messaging.batch.message_count", tasks.Count);
         if (tasks.Count == 1)

@@ -28,6 +28,8 @@ public static class TelemetryExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         builder.Services.AddHealthChecks();
+        var exporting = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        var samplerChosen = !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_TRACES_SAMPLER"]);
         var telemetry = builder.Services.AddOpenTelemetry()
             .ConfigureResource(resource => resource.AddService(serviceName, serviceInstanceId: $"{Environment.MachineName}:{Environment.ProcessId}"))
             .WithTracing(tracing => tracing
@@ -41,7 +43,15 @@ public static class TelemetryExtensions
                 .AddAspNetCoreInstrumentation()
                 .AddRuntimeInstrumentation()
                 .AddPrometheusExporter());
-        if (!string.IsNullOrWhiteSpace(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        if (!exporting && !samplerChosen)
+        {
+            // With nowhere to send spans, record none: the activities still exist (the SDK keeps unsampled ones for
+            // propagation), so trace ids still reach the logs and the next hop, but no span data is built per
+            // message. OTEL_TRACES_SAMPLER, when set, decides instead (the SDK reads it), as it does when exporting.
+            telemetry.WithTracing(tracing => tracing.SetSampler(new AlwaysOffSampler()));
+        }
+
+        if (exporting)
         {
             telemetry.UseOtlpExporter();
         }

@@ -48,7 +48,7 @@ public sealed class ApiRelayTests(FleetFixture fleet) : FleetTest(fleet)
         await Fleet.StopWorkerAsync();
         var ids = new List<Guid>();
         await using (var crashing = await ApiHost.StartAsync(Fleet, NoRelay, s =>
-            s.AddSingleton<ITaskPublisher>(sp => new CrashingPublisher(new MassTransitTaskPublisher(sp.GetRequiredService<IBus>())))))
+            s.AddSingleton<ITaskPublisher>(_ => new CrashingPublisher(new RabbitMqTaskPublisher(RabbitMqAddress.Parse(Fleet.AmqpUri), "relay-test")))))
         {
             using var http = crashing.CreateClient();
             ids.AddRange(await SubmitBatchAsync(http, 30));
@@ -143,8 +143,10 @@ public sealed class ApiRelayTests(FleetFixture fleet) : FleetTest(fleet)
     /// Stands for the API process dying inside the publish step: with <c>sendFirst</c> null before anything reached
     /// the broker, otherwise after the broker confirmed (but before <c>published_at</c> could be stamped).
     /// </summary>
-    private sealed class CrashingPublisher(ITaskPublisher? sendFirst) : ITaskPublisher
+    private sealed class CrashingPublisher(RabbitMqTaskPublisher? sendFirst) : ITaskPublisher, IAsyncDisposable
     {
+        public ValueTask DisposeAsync() => sendFirst?.DisposeAsync() ?? ValueTask.CompletedTask;
+
         public async Task PublishAsync(IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken)
         {
             if (sendFirst is not null)
