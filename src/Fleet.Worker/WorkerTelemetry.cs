@@ -14,6 +14,16 @@ namespace Fleet.Worker;
 /// </summary>
 public sealed class WorkerTelemetry : IDisposable
 {
+    /// <summary>
+    /// Bucket bounds in seconds, from a noop's millisecond to the 30-minute broker limit. Without them the exporter
+    /// uses its default bounds (0, 5, 10 ... 10,000), which are meant for milliseconds and put every task of under
+    /// five seconds in one bucket, so p50/p95 panels showed seconds for millisecond tasks.
+    /// </summary>
+    private static readonly InstrumentAdvice<double> SecondsBuckets = new()
+    {
+        HistogramBucketBoundaries = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+    };
+
     public const string Name = "Fleet.Worker";
 
     public static readonly ActivitySource Source = new(Name);
@@ -33,8 +43,8 @@ public sealed class WorkerTelemetry : IDisposable
         _finished = _meter.CreateCounter<long>("fleet.tasks.finished", description: "Executions that ended, by type, lane and status.");
         _retries = _meter.CreateCounter<long>("fleet.task.retries", description: "Failed executions sent back for another attempt.");
         _skipped = _meter.CreateCounter<long>("fleet.tasks.skipped", description: "Deliveries of tasks already final, acknowledged without running.");
-        _duration = _meter.CreateHistogram<double>("fleet.task.duration", unit: "s", description: "Execution time, claim to result.");
-        _queueWait = _meter.CreateHistogram<double>("fleet.task.queue_wait", unit: "s", description: "From submit to the start of execution.");
+        _duration = _meter.CreateHistogram("fleet.task.duration", unit: "s", description: "Execution time, claim to result.", tags: null, advice: SecondsBuckets);
+        _queueWait = _meter.CreateHistogram("fleet.task.queue_wait", unit: "s", description: "From submit to the start of execution.", tags: null, advice: SecondsBuckets);
         _meter.CreateObservableGauge("fleet.lane.busy", () => new[]
         {
             new Measurement<int>(counters.CpuBusy, new KeyValuePair<string, object?>("lane", "cpu")),

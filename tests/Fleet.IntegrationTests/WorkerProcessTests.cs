@@ -89,6 +89,9 @@ public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Equal(1, Sample(metrics, "fleet_lane_capacity", "lane=\"cpu\""));
         Assert.Equal(0, Sample(metrics, "fleet_lane_busy", "lane=\"cpu\""));
         Assert.Equal(5, Sample(metrics, "fleet_task_duration_seconds_count", "type=\"sha256\""));
+
+        // Buckets in seconds: a noop (well under a second) lands in the 1 s bucket, not only in a 5 s catch-all.
+        Assert.Equal(3, Sample(metrics, "fleet_task_duration_seconds_bucket", "type=\"noop\",le=\"1\""));
         Assert.Equal(5, Sample(metrics, "fleet_task_queue_wait_seconds_count", "lane=\"cpu\""));
     }
 
