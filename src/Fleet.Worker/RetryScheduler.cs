@@ -106,7 +106,8 @@ public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddr
             UserName = broker.UserName,
             Password = broker.Password,
             ClientProvidedName = $"fleet-worker-retries {_options.HostName}:{Environment.ProcessId}",
-            RequestedHeartbeat = TimeSpan.FromSeconds(10),
+            RequestedHeartbeat = broker.Heartbeat,
+            RequestedConnectionTimeout = broker.ConnectionTimeout,
             Ssl = new SslOption { Enabled = broker.UseTls, ServerName = broker.Host },
         };
         _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
