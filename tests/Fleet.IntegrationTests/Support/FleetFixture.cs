@@ -127,12 +127,19 @@ public sealed class FleetFixture : IAsyncLifetime
     public async Task ResetAsync()
     {
         await StartWorkerAsync();
-        await using (var truncate = DataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
+        await ClearAsync(DataSource, _servers.RabbitMqUri);
+    }
+
+    /// <summary>Empties the fleet tables and the task queues (and their <c>_error</c> queues).</summary>
+    public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
         {
             await truncate.ExecuteNonQueryAsync();
         }
 
-        await using var connection = await OpenRabbitAsync();
+        await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
         foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
