@@ -131,6 +131,13 @@ public sealed class MultiHostFixture : IAsyncLifetime
         return process;
     }
 
+    /// <summary>
+    /// The real API in this process (127.0.0.1, free port) against this fleet's database and broker: for
+    /// measurements that read what the API reports about the simulated servers (workers, stats).
+    /// </summary>
+    public Task<ApiHost> StartApiAsync(IDictionary<string, string?>? overrides = null) =>
+        ApiHost.StartAsync(ApiHost.DefaultSettings(PostgresConnectionString, Servers.RabbitMqUri.ToString(), Servers.RabbitMqManagementUri), overrides);
+
     public Task CutAsync(SimulatedHost host) => Network.CutAsync(host);
 
     public Task HealAsync(SimulatedHost host) => Network.HealAsync(host);

@@ -50,7 +50,7 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         Assert.All(fleet.Hosts, h => Assert.Contains(h.Address.ToString(), clients));
 
         var batch = Guid.CreateVersion7();
-        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(3000, steps: 300, batch));
+        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(3000, steps: 1000, batch));
         await WaitForFinalAsync(batch, ids.Count);
 
         var report = await DeliveryReport.ReadAsync(fleet.DataSource, ids);
@@ -67,6 +67,14 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         var workers = await ListAsync("SELECT host, id FROM fleet.workers ORDER BY host", r => (Host: r.GetString(0), Id: r.GetString(1)));
         Assert.Equal(fleet.Hosts.Select(h => h.Name), workers.Select(w => w.Host));
         Assert.All(workers, w => Assert.StartsWith(w.Host + ":", w.Id, StringComparison.Ordinal));
+
+        // The API sees the same fleet: every server live in GET /workers.
+        await using var api = await fleet.StartApiAsync();
+        using var http = api.CreateClient();
+        using var listed = JsonDocument.Parse(await http.GetStringAsync(new Uri("workers", UriKind.Relative)));
+        Assert.Equal(
+            fleet.Hosts.Select(h => h.Name),
+            listed.RootElement.EnumerateArray().Where(w => w.GetProperty("live").GetBoolean()).Select(w => w.GetProperty("host").GetString()).Order());
     }
 
     [Fact]
