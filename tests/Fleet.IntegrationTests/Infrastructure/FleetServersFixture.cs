@@ -56,8 +56,11 @@ public sealed class FleetServersFixture : IAsyncLifetime
         _log = new FixtureLog(diagnosticMessageSink);
     }
 
-    /// <summary>Private servers that also listen on <paramref name="alsoListenOn"/> (same ports).</summary>
-    public FleetServersFixture(IMessageSink diagnosticMessageSink, ExtraListenAddress alsoListenOn)
+    /// <summary>
+    /// Private servers that also listen on <paramref name="alsoListenOn"/> (same ports). Internal: xunit requires a
+    /// collection fixture to have a single public constructor.
+    /// </summary>
+    internal FleetServersFixture(IMessageSink diagnosticMessageSink, ExtraListenAddress alsoListenOn)
         : this(diagnosticMessageSink)
     {
         _alsoListenOn = alsoListenOn;
