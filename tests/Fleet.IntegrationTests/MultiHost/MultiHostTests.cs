@@ -50,7 +50,7 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         Assert.All(fleet.Hosts, h => Assert.Contains(h.Address.ToString(), clients));
 
         var batch = Guid.CreateVersion7();
-        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(3000, steps: 1000, batch));
+        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(3000, steps: 2500, batch));
         await WaitForFinalAsync(batch, ids.Count);
 
         var report = await DeliveryReport.ReadAsync(fleet.DataSource, ids);
@@ -99,7 +99,7 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         }
 
         var batch = Guid.CreateVersion7();
-        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(600, steps: 1500, batch));
+        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(900, steps: 2500, batch));
         await WaitForFinalAsync(batch, ids.Count);
 
         var report = await DeliveryReport.ReadAsync(fleet.DataSource, ids);
