@@ -9,6 +9,7 @@ export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 
 CONFIGURATION ?= Release
 WORKERS ?= 2
+HOSTS ?= 3
 export CONFIGURATION WORKERS
 
 SOLUTION := Fleet.sln
@@ -18,13 +19,14 @@ TEST_ARGS ?= --blame-hang-timeout 20m --blame-hang-dump-type none
 # The randomized soak (make chaos) takes minutes; make test runs the bounded fault tests only.
 TEST_FILTER ?= Category!=Chaos
 
-.PHONY: help build up down status psql migrate demo bench bench-compare test chaos clean clean-data
+.PHONY: help build up down status psql migrate demo bench bench-compare fleet-sim test chaos clean clean-data
 
 help: ## list the targets
 	@echo "Fleet make targets:"
 	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: WORKERS=$(WORKERS) CONFIGURATION=$(CONFIGURATION) KEEP_SERVICES=1 (down keeps PostgreSQL/RabbitMQ)"
+	@echo "  fleet-sim: HOSTS=$(HOSTS) COUNT=1000 SIM_CPU=(cores/HOSTS) FLEET_SKIP_BUILD=1"
 	@echo "  bench: COUNT=1 (scale factor on task counts) RUNS=3 SLEEP_IO=1024 BENCH_WORKLOADS=\"noop sha256 sieve heat sleep\" BENCH_ARGS="
 	@echo "  bench-compare: COUNT=1 RUNS=3 SLEEP_IO=1024 CELERY_SLEEP_POOL=threads CELERY_SLEEP_THREADS=200 COMPARE_WORKLOADS=\"noop sha256 sieve heat sleep\""
 
@@ -55,6 +57,10 @@ bench: ## make up, then the standard fleet bench (issue 5) into bench/results/ (
 
 bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads and counts; one Fleet/Celery table (~15 min)
 	bench/celery/compare.sh
+
+fleet-sim: ## HOSTS simulated servers (network namespaces, own addresses, root) run the heat demo; per-server SQL; all removed after
+	infra/local/install.sh
+	HOSTS=$(HOSTS) infra/local/fleet-sim.sh
 
 test: ## install the servers if missing, then run every test (results in TestResults/*.trx)
 	infra/local/install.sh

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the servers Fleet's local services and tests run on: rabbitmq-server and postgresql (Debian 12, apt),
-# chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser), and
-# python3-pika, the AMQP client of the Python publishing sample (samples/python) that a test runs with /usr/bin/python3,
-# and docker-compose (1.29), with which the tests validate docker-compose.yml (no Docker engine needed for that).
+# chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser),
+# iproute2 (the multi-host test bed's network namespaces), python3-pika, the AMQP client of the Python publishing
+# sample (samples/python) that a test runs with /usr/bin/python3, and docker-compose (1.29), with which the tests
+# validate docker-compose.yml (no Docker engine needed for that).
 # Idempotent: installs only what is missing and prints nothing when everything is present.
 # Needs root (or sudo) only when something has to be installed.
 set -euo pipefail
@@ -24,6 +25,8 @@ for pkg in rabbitmq-server postgresql chromium python3-pika docker-compose; do
 done
 # psql is what the scripts talk to PostgreSQL with (postgresql depends on it, but check anyway).
 command -v psql >/dev/null 2>&1 || [[ " ${missing[*]} " == *" postgresql "* ]] || missing+=(postgresql-client)
+# ip (iproute2) builds the simulated hosts of the multi-host tests and `make fleet-sim` (network namespaces).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 # openssl generates the local passwords (services.sh falls back to /dev/urandom, so this is optional).
 
 ((${#missing[@]} == 0)) && exit 0

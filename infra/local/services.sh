@@ -12,6 +12,9 @@
 #   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
 #   FLEET_PG_DATA (.fleet/pg)
+#   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
+#   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
+#   read by `start` only, from the environment (not remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
 # FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
 set -euo pipefail
@@ -103,6 +106,7 @@ load_settings() {
   RMQ_NODE=${FLEET_RABBITMQ_NODE:-fleet@localhost}
   PG_DATA=${FLEET_PG_DATA:-$FLEET_HOME/pg}
   pg_log_path
+  listen_extra
   for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT; do
     if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
   done
@@ -111,6 +115,21 @@ load_settings() {
       die "port $k is a system default; Fleet's private servers stay off it"
   done
   return 0
+}
+
+# FLEET_LISTEN_EXTRA=A.B.C.D/N -> LISTEN_ADDR (A.B.C.D) and LISTEN_NET (its network, CIDR); both empty if unset.
+listen_extra() {
+  LISTEN_ADDR='' LISTEN_NET=''
+  [[ -n ${FLEET_LISTEN_EXTRA-} ]] || return 0
+  [[ $FLEET_LISTEN_EXTRA =~ ^([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+)/([0-9]+)$ ]] ||
+    die "FLEET_LISTEN_EXTRA must be ADDRESS/PREFIX (IPv4), not '$FLEET_LISTEN_EXTRA'"
+  local prefix=${BASH_REMATCH[5]} ip=0 i mask
+  for i in 1 2 3 4; do ((BASH_REMATCH[i] <= 255)) || die "FLEET_LISTEN_EXTRA: bad address"; ip=$(((ip << 8) | BASH_REMATCH[i])); done
+  ((prefix >= 8 && prefix <= 30)) || die "FLEET_LISTEN_EXTRA: prefix must be 8 to 30"
+  mask=$(((0xffffffff << (32 - prefix)) & 0xffffffff))
+  LISTEN_ADDR=${FLEET_LISTEN_EXTRA%/*}
+  LISTEN_NET=$(printf '%d.%d.%d.%d/%d' $(((ip & mask) >> 24)) $((((ip & mask) >> 16) & 255)) $((((ip & mask) >> 8) & 255)) $((ip & mask & 255)) "$prefix")
+  ip -4 -o addr show 2>/dev/null | grep -qF " $LISTEN_ADDR/" || die "FLEET_LISTEN_EXTRA: $LISTEN_ADDR is not an address of this machine"
 }
 
 save_settings() {
@@ -206,7 +225,10 @@ pg_choose_data_dir() {
   [[ -n ${FLEET_PG_DATA-} || -f $PG_DATA/PG_VERSION ]] && return 0
   if ((EUID == 0)) && ! runuser -u postgres -- test -x "$FLEET_HOME"; then
     local id
-    id=$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)
+    # Keyed by the repository, or by FLEET_HOME when that is not the default (a second setup of the same clone).
+    local key=$ROOT
+    [[ $FLEET_HOME == "$ROOT/.fleet" ]] || key=$FLEET_HOME
+    id=$(printf '%s' "$key" | cksum | cut -d' ' -f1)
     PG_DATA=/var/lib/fleet-local/$id/pg
     log "note: the postgres user cannot reach $FLEET_HOME; PostgreSQL data goes to $PG_DATA"
     mkdir -p "$(dirname "$PG_DATA")"
@@ -264,12 +286,20 @@ pg_start() {
   fi
   touch "$PG_LOG"
   ((EUID == 0)) && chown postgres:postgres "$PG_LOG"
+  local listen=127.0.0.1 extra_opts=''
+  if [[ -n $LISTEN_ADDR ]]; then
+    listen+=",$LISTEN_ADDR"
+    grep -qF "host all all $LISTEN_NET scram-sha-256" "$PG_DATA/pg_hba.conf" ||
+      printf '# added by services.sh (FLEET_LISTEN_EXTRA)\nhost all all %s scram-sha-256\n' "$LISTEN_NET" >>"$PG_DATA/pg_hba.conf"
+    # Clients on other hosts can vanish without a FIN (a cut link): probe idle ones so their backends end.
+    extra_opts=' -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'
+  fi
   if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
-    -o "-p $PG_PORT -k '$sock' -c listen_addresses=127.0.0.1" start >/dev/null 9>&-; then
+    -o "-p $PG_PORT -k '$sock' -c listen_addresses=$listen$extra_opts" start >/dev/null 9>&-; then
     tail -n 20 "$PG_LOG" >&2
     die "PostgreSQL did not start (log: $PG_LOG)"
   fi
-  log "PostgreSQL started on 127.0.0.1:$PG_PORT"
+  log "PostgreSQL started on $listen port $PG_PORT"
 }
 
 pg_bootstrap() {
@@ -309,8 +339,10 @@ pg_status() {
 rmq_export() {
   export HOME=$RMQ_DIR                      # Erlang cookie: $RMQ_DIR/.erlang.cookie
   export RABBITMQ_NODENAME=$RMQ_NODE
-  export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  export RABBITMQ_NODE_PORT=$AMQP_PORT
+  if [[ -z $LISTEN_ADDR ]]; then
+    export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    export RABBITMQ_NODE_PORT=$AMQP_PORT
+  fi # else: two listeners.tcp lines in rabbitmq.conf (with these set as well the node would bind twice)
   export RABBITMQ_DIST_PORT=$AMQP_DIST_PORT
   export RABBITMQ_MNESIA_BASE=$RMQ_DIR/mnesia
   export RABBITMQ_LOG_BASE=$RMQ_DIR/log
@@ -362,6 +394,10 @@ rmq_write_config() {
     echo "prometheus.tcp.ip = 127.0.0.1"
     echo "prometheus.tcp.port = $AMQP_PROM_PORT"
     echo "load_definitions = $RMQ_DEFS"
+    if [[ -n $LISTEN_ADDR ]]; then
+      echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT"
+      echo "listeners.tcp.2 = $LISTEN_ADDR:$AMQP_PORT"
+    fi
   } >"$RMQ_DIR/rabbitmq.conf"
   echo '[rabbitmq_management,rabbitmq_prometheus].' >"$RMQ_DIR/enabled_plugins"
   : >"$RMQ_DIR/rabbitmq-env.conf"

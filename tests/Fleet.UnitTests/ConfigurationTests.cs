@@ -102,6 +102,28 @@ public sealed class ConfigurationTests
     }
 
     [Fact]
+    public void RabbitMqAddress_ReadsHeartbeatAndConnectionTimeout_FromTheUriQuery()
+    {
+        var tuned = RabbitMqAddress.Parse("amqp://u:p@broker:5672/fleet?heartbeat=4&connection_timeout=2500");
+        var plain = RabbitMqAddress.Parse("amqp://u:p@broker:5672/fleet");
+
+        Assert.Equal((TimeSpan.FromSeconds(4), TimeSpan.FromMilliseconds(2500), "fleet"), (tuned.Heartbeat, tuned.ConnectionTimeout, tuned.VirtualHost));
+        Assert.Equal((RabbitMqAddress.DefaultHeartbeat, RabbitMqAddress.DefaultConnectionTimeout), (plain.Heartbeat, plain.ConnectionTimeout));
+    }
+
+    [Theory]
+    [InlineData("amqp://u:p@broker/fleet?heartbeat=0", "heartbeat")]
+    [InlineData("amqp://u:p@broker/fleet?heartbeat=5s", "heartbeat")]
+    [InlineData("amqp://u:p@broker/fleet?connection_timeout=-1", "connection_timeout")]
+    [InlineData("amqp://u:p@broker/fleet?heartbeats=5", "heartbeats")]
+    public void RabbitMqAddress_RejectsABadOrUnknownQueryParameter_NamingIt(string uri, string key)
+    {
+        var ex = Assert.Throws<FormatException>(() => RabbitMqAddress.Parse(uri));
+
+        Assert.Contains($"'{key}'", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void RabbitMqAddress_RejectsSomethingThatIsNotAnAmqpUri() =>
         Assert.Throws<FormatException>(() => RabbitMqAddress.Parse("Host=localhost;Port=5672"));
 

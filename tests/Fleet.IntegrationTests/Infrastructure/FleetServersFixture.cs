@@ -37,10 +37,13 @@ public sealed class FleetServersCollection : ICollectionFixture<FleetServersFixt
 /// Owned servers can be stopped, killed and started again on the same port with the same data (fault tests).
 /// Note for restarts: pooled Npgsql connections to a restarted PostgreSQL are broken; clear the pool
 /// (<c>NpgsqlConnection.ClearAllPools()</c>) or expect one failure per pooled connection.
+/// Created with an <see cref="ExtraListenAddress"/> (the multi-host tests), it always starts private servers that
+/// listen on that address too: servers from the environment or a container would not be reachable there.
 /// </summary>
 public sealed class FleetServersFixture : IAsyncLifetime
 {
     private readonly FixtureLog _log;
+    private readonly ExtraListenAddress? _alsoListenOn;
     private IOwnedServer? _postgres;
     private IOwnedServer? _rabbitMq;
     private LocalWorkspace? _workspace;
@@ -51,6 +54,16 @@ public sealed class FleetServersFixture : IAsyncLifetime
     public FleetServersFixture(IMessageSink diagnosticMessageSink)
     {
         _log = new FixtureLog(diagnosticMessageSink);
+    }
+
+    /// <summary>
+    /// Private servers that also listen on <paramref name="alsoListenOn"/> (same ports). Internal: xunit requires a
+    /// collection fixture to have a single public constructor.
+    /// </summary>
+    internal FleetServersFixture(IMessageSink diagnosticMessageSink, ExtraListenAddress alsoListenOn)
+        : this(diagnosticMessageSink)
+    {
+        _alsoListenOn = alsoListenOn;
     }
 
     /// <summary>Where the servers came from.</summary>
@@ -114,7 +127,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var stopwatch = Stopwatch.StartNew();
-        var mode = (System.Environment.GetEnvironmentVariable("FLEET_TEST_SERVERS") ?? "auto").Trim().ToLowerInvariant();
+        var mode = _alsoListenOn is null ? (System.Environment.GetEnvironmentVariable("FLEET_TEST_SERVERS") ?? "auto").Trim().ToLowerInvariant() : "local";
         if (mode is not ("auto" or "" or "environment" or "testcontainers" or "local"))
         {
             throw new InvalidOperationException($"FLEET_TEST_SERVERS={mode}: use auto, environment, testcontainers or local.");
@@ -250,14 +263,14 @@ public sealed class FleetServersFixture : IAsyncLifetime
 
         await LocalWorkspace.SweepStaleAsync(_log).ConfigureAwait(false);
         _workspace = LocalWorkspace.Create(_log);
-        var postgres = new LocalPostgresServer(postgresBin!, _workspace.Root, _log);
-        var rabbitMq = new LocalRabbitMqServer(rabbitMqServer!, epmd!, _workspace.Root, _log);
+        var postgres = new LocalPostgresServer(postgresBin!, _workspace.Root, _log, _alsoListenOn);
+        var rabbitMq = new LocalRabbitMqServer(rabbitMqServer!, epmd!, _workspace.Root, _log, _alsoListenOn);
         _postgres = postgres;
         _rabbitMq = rabbitMq;
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
         await _workspace.StartWatchdogAsync(epmd!).ConfigureAwait(false);
         _log.Info(
-            $"starting local servers in {_workspace.Root}: PostgreSQL ({postgresBin}) on 127.0.0.1:{postgres.Port}, " +
+            $"starting local servers in {_workspace.Root}{(_alsoListenOn is null ? "" : $" (also listening on {_alsoListenOn.Address})")}: PostgreSQL ({postgresBin}) on 127.0.0.1:{postgres.Port}, " +
             $"RabbitMQ node {rabbitMq.NodeName} on 127.0.0.1:{rabbitMq.AmqpPort} (AMQP), {rabbitMq.ManagementPort} (management), " +
             $"{rabbitMq.DistributionPort} (distribution), {rabbitMq.EpmdPort} (own epmd)");
         try

@@ -9,6 +9,8 @@ namespace Fleet.IntegrationTests.Infrastructure;
 /// fsync and full_page_writes are off (they only protect against an OS crash; this data is thrown away at the end
 /// of the run). synchronous_commit stays on: with it off, a killed server loses commits it had already confirmed,
 /// which would make the fault tests (kill PostgreSQL, check nothing committed was lost) fail for the wrong reason.
+/// With an <see cref="ExtraListenAddress"/> it also listens there and trusts that subnet (the multi-host tests'
+/// simulated servers), with TCP keepalives that end the backends of clients whose link was cut.
 /// </summary>
 internal sealed class LocalPostgresServer : IOwnedServer
 {
@@ -22,10 +24,12 @@ internal sealed class LocalPostgresServer : IOwnedServer
     private readonly FixtureLog _log;
     private readonly bool _runAsPostgresUser;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly ExtraListenAddress? _alsoListenOn;
     private bool _running;
 
-    public LocalPostgresServer(string binDirectory, string workDirectory, FixtureLog log)
+    public LocalPostgresServer(string binDirectory, string workDirectory, FixtureLog log, ExtraListenAddress? alsoListenOn = null)
     {
+        _alsoListenOn = alsoListenOn;
         _binDirectory = binDirectory;
         _dataDirectory = Path.Combine(workDirectory, "postgres");
         _logFile = Path.Combine(_dataDirectory, "server.log");
@@ -92,6 +96,15 @@ internal sealed class LocalPostgresServer : IOwnedServer
                 "initdb",
                 ["-D", _dataDirectory, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
                 cancellationToken).ConfigureAwait(false);
+            if (_alsoListenOn is { } extra)
+            {
+                // initdb trusts loopback only; the simulated servers connect from their own subnet.
+                await File.AppendAllTextAsync(
+                    Path.Combine(_dataDirectory, "pg_hba.conf"),
+                    $"host all all {extra.Clients} trust\n",
+                    cancellationToken).ConfigureAwait(false);
+            }
+
             for (var attempt = 1; ; attempt++)
             {
                 try
@@ -240,10 +253,16 @@ internal sealed class LocalPostgresServer : IOwnedServer
             ' ',
             "-p", Port.ToString(CultureInfo.InvariantCulture),
             "-k", _dataDirectory,
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", _alsoListenOn is { } extra ? $"listen_addresses=127.0.0.1,{extra.Address}" : "listen_addresses=127.0.0.1",
             "-c", "fsync=off",
             "-c", "full_page_writes=off",
             "-c", "max_connections=300");
+        if (_alsoListenOn is not null)
+        {
+            // A client whose link is cut sends no FIN: probe idle connections so that their backends end (about 20 s).
+            options += " -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3";
+        }
+
         await PgToolAsync("pg_ctl", ["start", "-D", _dataDirectory, "-o", options, "-l", _logFile, "-w", "-t", "60"], cancellationToken).ConfigureAwait(false);
         _running = true;
     }

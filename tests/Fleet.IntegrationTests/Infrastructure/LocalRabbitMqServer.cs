@@ -12,6 +12,7 @@ namespace Fleet.IntegrationTests.Infrastructure;
 /// (AMQP, management, distribution and a private epmd), cookie, data and logs in the run's temp dir, all on 127.0.0.1.
 /// The vhost <c>fleet</c> and the administrator user <c>fleet</c> come from a definitions file loaded at boot,
 /// so they exist before the AMQP listener opens and no rabbitmqctl call is needed; the node has no guest user.
+/// With an <see cref="ExtraListenAddress"/> the AMQP listener opens on that address too (same port).
 /// </summary>
 internal sealed class LocalRabbitMqServer : IOwnedServer
 {
@@ -29,9 +30,11 @@ internal sealed class LocalRabbitMqServer : IOwnedServer
     private readonly FixtureLog _log;
     private readonly string _password;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly ExtraListenAddress? _alsoListenOn;
 
-    public LocalRabbitMqServer(string serverScript, string epmd, string workDirectory, FixtureLog log)
+    public LocalRabbitMqServer(string serverScript, string epmd, string workDirectory, FixtureLog log, ExtraListenAddress? alsoListenOn = null)
     {
+        _alsoListenOn = alsoListenOn;
         _serverScript = serverScript;
         _epmd = epmd;
         _directory = Path.Combine(workDirectory, "rabbitmq");
@@ -262,12 +265,22 @@ internal sealed class LocalRabbitMqServer : IOwnedServer
         EpmdPort = ProcessTools.GetFreeLoopbackPort();
     }
 
-    private Dictionary<string, string> NodeEnvironment() => new()
+    private Dictionary<string, string> NodeEnvironment()
+    {
+        var environment = BaseEnvironment();
+        if (_alsoListenOn is null)
+        {
+            environment["RABBITMQ_NODE_IP_ADDRESS"] = "127.0.0.1";
+            environment["RABBITMQ_NODE_PORT"] = AmqpPort.ToString(CultureInfo.InvariantCulture);
+        }
+
+        return environment;
+    }
+
+    private Dictionary<string, string> BaseEnvironment() => new()
     {
         ["HOME"] = Path.Combine(_directory, "home"), // the Erlang cookie lives here, not in the real HOME
         ["RABBITMQ_NODENAME"] = NodeName,
-        ["RABBITMQ_NODE_IP_ADDRESS"] = "127.0.0.1",
-        ["RABBITMQ_NODE_PORT"] = AmqpPort.ToString(CultureInfo.InvariantCulture),
         ["RABBITMQ_DIST_PORT"] = DistributionPort.ToString(CultureInfo.InvariantCulture),
         ["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] = "-kernel inet_dist_use_interface {127,0,0,1}",
         ["ERL_EPMD_PORT"] = EpmdPort.ToString(CultureInfo.InvariantCulture), // own epmd: ours to stop, no clash with a system node
@@ -295,16 +308,22 @@ internal sealed class LocalRabbitMqServer : IOwnedServer
         var definitions = Path.Combine(_directory, "definitions.json");
         File.WriteAllText(definitions, Definitions().ToJsonString());
 
-        // No listeners.tcp here: RABBITMQ_NODE_IP_ADDRESS/PORT set it, and both together bind twice (eaddrinuse).
+        // Without an extra address no listeners.tcp here: RABBITMQ_NODE_IP_ADDRESS/PORT set it, and both together
+        // bind twice (eaddrinuse). With one, the two listeners come from here and those variables are not set.
+        var port = AmqpPort.ToString(CultureInfo.InvariantCulture);
+        string[] listeners = _alsoListenOn is { } extra ? [$"listeners.tcp.1 = 127.0.0.1:{port}", $"listeners.tcp.2 = {extra.Address}:{port}"] : [];
         File.WriteAllText(
             Path.Combine(_directory, "rabbitmq.conf"),
             string.Join(
                 '\n',
-                $"management.tcp.port = {ManagementPort.ToString(CultureInfo.InvariantCulture)}",
-                "management.tcp.ip = 127.0.0.1",
-                $"load_definitions = {definitions}",
-                "log.console = false",
-                string.Empty));
+                [
+                    $"management.tcp.port = {ManagementPort.ToString(CultureInfo.InvariantCulture)}",
+                    "management.tcp.ip = 127.0.0.1",
+                    $"load_definitions = {definitions}",
+                    "log.console = false",
+                    .. listeners,
+                    string.Empty,
+                ]));
     }
 
     private JsonObject Definitions()

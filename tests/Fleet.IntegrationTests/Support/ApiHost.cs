@@ -43,12 +43,18 @@ public sealed class ApiHost : IAsyncDisposable
     public static Dictionary<string, string?> DefaultSettings(FleetFixture fleet)
     {
         ArgumentNullException.ThrowIfNull(fleet);
+        return DefaultSettings(fleet.PostgresConnectionString, fleet.AmqpUri, fleet.Servers.RabbitMqManagementUri);
+    }
+
+    /// <summary>The settings every test host gets, against the given database, broker and management API.</summary>
+    public static Dictionary<string, string?> DefaultSettings(string postgresConnectionString, string rabbitMqUri, Uri? rabbitMqManagementUri)
+    {
         return new()
         {
-            ["ConnectionStrings:fleetdb"] = fleet.PostgresConnectionString,
-            ["ConnectionStrings:rabbitmq"] = fleet.AmqpUri,
+            ["ConnectionStrings:fleetdb"] = postgresConnectionString,
+            ["ConnectionStrings:rabbitmq"] = rabbitMqUri,
             ["Api:ApiKeys:0"] = ApiKey,
-            ["Api:RabbitMqManagementUri"] = fleet.Servers.RabbitMqManagementUri?.ToString(),
+            ["Api:RabbitMqManagementUri"] = rabbitMqManagementUri?.ToString(),
 
             // Tests read fresh numbers: no caching. The relay tests shorten the relay's delays themselves.
             ["Api:RelayIntervalSeconds"] = "1",
@@ -60,10 +66,17 @@ public sealed class ApiHost : IAsyncDisposable
     /// <param name="fleet">The collection fixture: database and broker.</param>
     /// <param name="overrides">Settings over <see cref="DefaultSettings"/> (a null value removes one).</param>
     /// <param name="configureServices">Runs after AddFleetApi, to replace services (for example the publisher).</param>
+    public static Task<ApiHost> StartAsync(
+        FleetFixture fleet, IDictionary<string, string?>? overrides = null, Action<IServiceCollection>? configureServices = null) =>
+        StartAsync(DefaultSettings(fleet), overrides, configureServices);
+
+    /// <param name="settings">All settings (<see cref="DefaultSettings(string, string, Uri?)"/> for another fixture's servers).</param>
+    /// <param name="overrides">Settings over <paramref name="settings"/> (a null value removes one).</param>
+    /// <param name="configureServices">Runs after AddFleetApi, to replace services.</param>
     public static async Task<ApiHost> StartAsync(
-        FleetFixture fleet, IDictionary<string, string?>? overrides = null, Action<IServiceCollection>? configureServices = null)
+        Dictionary<string, string?> settings, IDictionary<string, string?>? overrides = null, Action<IServiceCollection>? configureServices = null)
     {
-        var settings = DefaultSettings(fleet);
+        ArgumentNullException.ThrowIfNull(settings);
         foreach (var (key, value) in overrides ?? new Dictionary<string, string?>())
         {
             settings[key] = value;

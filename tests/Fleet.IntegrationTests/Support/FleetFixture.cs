@@ -128,12 +128,20 @@ public sealed class FleetFixture : IAsyncLifetime
     {
         // Empty first, start the worker last: a message a previous test left behind (a fault type that kills its
         // process, say) must never reach the in-process worker, which lives in the test host.
-        await using (var truncate = DataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
+        await ClearAsync(DataSource, _servers.RabbitMqUri);
+        await StartWorkerAsync();
+    }
+
+    /// <summary>Empties the fleet tables and the task queues (and their <c>_error</c> queues).</summary>
+    public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers"))
         {
             await truncate.ExecuteNonQueryAsync();
         }
 
-        await using var connection = await OpenRabbitAsync();
+        await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
         foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
@@ -148,8 +156,6 @@ public sealed class FleetFixture : IAsyncLifetime
                 // The queue does not exist yet: nothing to purge.
             }
         }
-
-        await StartWorkerAsync();
     }
 
     /// <summary>

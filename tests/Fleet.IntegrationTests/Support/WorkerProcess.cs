@@ -27,9 +27,17 @@ public sealed class WorkerProcess : IAsyncDisposable
         await _process.WaitForExitAsync();
     }
 
-    public static WorkerProcess Start(Dictionary<string, string?> settings)
+    /// <param name="settings">Configuration keys (<c>Worker:HostName</c>), passed as environment variables.</param>
+    /// <param name="networkNamespace">Runs the worker inside this network namespace (<c>ip netns exec</c>, which execs, so
+    /// <see cref="Pid"/> is the worker's own pid): a simulated server of the multi-host tests.</param>
+    public static WorkerProcess Start(Dictionary<string, string?> settings, string? networkNamespace = null)
     {
-        var info = new ProcessStartInfo("dotnet", WorkerDll()) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var info = networkNamespace is null
+            ? new ProcessStartInfo("dotnet", [WorkerDll()])
+            : new ProcessStartInfo("ip", ["netns", "exec", networkNamespace, "dotnet", WorkerDll()]);
+        info.RedirectStandardOutput = true;
+        info.RedirectStandardError = true;
+        info.UseShellExecute = false;
         foreach (var (key, value) in settings)
         {
             info.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
@@ -81,18 +89,23 @@ public sealed class WorkerProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    private static string WorkerDll()
+    /// <summary>The repository's root: the nearest folder above this test assembly that holds Fleet.sln.</summary>
+    internal static string RepositoryRoot()
     {
-        // The worker's own build output, next to this test assembly's: src/Fleet.Worker/bin/<Configuration>/net10.0/.
-        var testDir = new DirectoryInfo(AppContext.BaseDirectory);
-        var configuration = testDir.Parent!.Name;
-        var root = testDir;
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
         while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
         {
             root = root.Parent;
         }
 
-        var dll = Path.Combine(root?.FullName ?? ".", "src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
+        return root?.FullName ?? throw new DirectoryNotFoundException($"No Fleet.sln above {AppContext.BaseDirectory}.");
+    }
+
+    private static string WorkerDll()
+    {
+        // The worker's own build output, next to this test assembly's: src/Fleet.Worker/bin/<Configuration>/net10.0/.
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
+        var dll = Path.Combine(RepositoryRoot(), "src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the solution first: {dll} is missing.");
     }
 }

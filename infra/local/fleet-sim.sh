@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# make fleet-sim HOSTS=3: a fleet of HOSTS simulated servers on this machine (network namespaces, see
+# netsim.sh), each with its own address and its own worker process, against a private PostgreSQL and RabbitMQ
+# that listen on the simulation's bridge. Runs the heat demo (COUNT tasks, 1,000 by default) across them,
+# prints from SQL how many tasks each server ran and its throughput, then removes everything it made: workers,
+# namespaces, links, servers and their data. Ctrl-C or an error tears down the same way.
+#
+# Settings: HOSTS (3), COUNT (1000), SIM_CPU (CPU-lane threads per server; default cores / HOSTS, at least 1),
+# FLEET_SKIP_BUILD=1 (use the existing build), CONFIGURATION (Release), FLEET_SIM_KEEP_DATA=1 (leave
+# .fleet/sim/ for inspection). The servers take the first free ports from 55700 (PostgreSQL), 5900 (AMQP) and
+# 15900 (management), so a `make up` fleet keeps running untouched. Needs root (ip netns).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HOSTS=${HOSTS:-3}
+COUNT=${COUNT:-1000}
+CONFIGURATION=${CONFIGURATION:-Release}
+NETSIM=$ROOT/infra/local/netsim.sh
+SERVICES=$ROOT/infra/local/services.sh
+CLI_DLL=$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/net10.0/fleet.dll
+WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/net10.0/Fleet.Worker.dll
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+export NETSIM_OWNER=$$
+
+log() { printf 'fleet-sim: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# The first port from $1 up that nothing accepts connections on at 127.0.0.1 and that is not among $2...
+free_port() {
+  local p=$1
+  shift
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || [[ " $* " == *" $p "* ]]; do p=$((p + 1)); done
+  printf '%s' "$p"
+}
+
+# The simulation's own servers: own FLEET_HOME, node name and free ports (other fleets of this machine keep theirs).
+export FLEET_HOME=$ROOT/.fleet/sim
+FLEET_PG_PORT=$(free_port 55700)
+FLEET_AMQP_PORT=$(free_port 5900)
+FLEET_AMQP_MGMT_PORT=$(free_port 15900)
+FLEET_AMQP_PROMETHEUS_PORT=$(free_port 15920 "$FLEET_AMQP_MGMT_PORT")
+FLEET_AMQP_DIST_PORT=$(free_port 25900)
+export FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT FLEET_AMQP_DIST_PORT
+export FLEET_RABBITMQ_NODE=fleetsim$$@localhost
+
+if ! [[ $HOSTS =~ ^[0-9]+$ ]] || ((HOSTS < 1 || HOSTS > 50)); then die "HOSTS must be 1 to 50"; fi
+if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 1)); then die "COUNT must be a positive number"; fi
+((EUID == 0)) || die "needs root: the simulated servers are network namespaces (ip netns)"
+SIM_CPU=${SIM_CPU:-$(($(nproc) / HOSTS > 0 ? $(nproc) / HOSTS : 1))}
+
+declare -A WORKER_PID=()
+NET_UP=0 SERVICES_UP=0
+
+stop_workers() {
+  local h pid i
+  for h in "${!WORKER_PID[@]}"; do kill -TERM "${WORKER_PID[$h]}" 2>/dev/null || true; done
+  for ((i = 0; i < 400; i++)); do
+    for h in "${!WORKER_PID[@]}"; do kill -0 "${WORKER_PID[$h]}" 2>/dev/null || unset 'WORKER_PID[$h]'; done
+    ((${#WORKER_PID[@]} == 0)) && return 0
+    sleep 0.1
+  done
+  for pid in "${WORKER_PID[@]}"; do log "worker $pid did not stop within 40 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  log "tearing down"
+  stop_workers
+  ((NET_UP)) && { "$NETSIM" down || true; }
+  if ((SERVICES_UP)); then
+    if [[ ${FLEET_SIM_KEEP_DATA:-0} == 1 ]]; then "$SERVICES" stop || true; log "kept $FLEET_HOME"; else "$SERVICES" purge || true; fi
+  fi
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --------------------------------------------------------------------------------------------- network
+"$NETSIM" sweep
+declare -A NS=() ADDR=()
+NET_UP=1
+while IFS='=' read -r key value; do
+  case $key in
+    NETSIM_BRIDGE_ADDR) BRIDGE=$value ;;
+    NETSIM_HOST_*) read -r ns addr _ <<<"$value"; NS[${key#NETSIM_HOST_}]=$ns ADDR[${key#NETSIM_HOST_}]=$addr ;;
+  esac
+done < <("$NETSIM" up "$HOSTS")
+[[ -n ${BRIDGE-} && ${#NS[@]} == "$HOSTS" ]] || die "netsim.sh up did not report the bridge and $HOSTS hosts"
+
+# --------------------------------------------------------------------------------------------- servers
+SERVICES_UP=1
+FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start
+if [[ ${FLEET_SKIP_BUILD:-0} != 1 ]]; then
+  log "dotnet build Fleet.sln -c $CONFIGURATION"
+  (cd "$ROOT" && dotnet build Fleet.sln -c "$CONFIGURATION" -v q -nologo) >&2 || die "the build failed"
+fi
+[[ -f $CLI_DLL && -f $WORKER_DLL ]] || die "build output missing ($CLI_DLL, $WORKER_DLL)"
+set -a
+# shellcheck disable=SC1091
+. "$FLEET_HOME/env"
+set +a
+dotnet "$CLI_DLL" migrate >&2
+
+# --------------------------------------------------------------------------------------------- workers
+# Inside a host the servers are at the bridge address, not 127.0.0.1.
+# shellcheck disable=SC2154 # both come from .fleet/sim/env
+{
+  PG_IN_HOST=${ConnectionStrings__fleetdb/Host=127.0.0.1/Host=$BRIDGE}
+  AMQP_IN_HOST=${ConnectionStrings__rabbitmq/@127.0.0.1:/@$BRIDGE:}
+}
+mkdir -p "$FLEET_HOME/logs"
+for ((n = 1; n <= HOSTS; n++)); do
+  logf=$FLEET_HOME/logs/server-$n.log
+  # Own session, so that Ctrl-C reaches this script only and the workers get an orderly SIGTERM from teardown.
+  setsid ip netns exec "${NS[$n]}" env \
+    ConnectionStrings__fleetdb="$PG_IN_HOST" ConnectionStrings__rabbitmq="$AMQP_IN_HOST" \
+    Worker__HostName="server-$n" Worker__CpuConcurrency="$SIM_CPU" Logging__LogLevel__Default=Warning \
+    dotnet "$WORKER_DLL" </dev/null >"$logf" 2>&1 &
+  WORKER_PID[$n]=$!
+  log "server-$n: ${ADDR[$n]} (namespace ${NS[$n]}), worker pid ${WORKER_PID[$n]}, $SIM_CPU CPU-lane thread(s), log ${logf#"$ROOT"/}"
+done
+
+psql_q() { psql "$FLEET_PG_DSN" -X -q -v ON_ERROR_STOP=1 "$@"; }
+for ((i = 0; ; i++)); do
+  live=$(psql_q -At -c "SELECT count(DISTINCT host) FROM fleet.workers WHERE state = 'running' AND last_seen_at > now() - interval '30 seconds'")
+  ((live == HOSTS)) && break
+  for n in "${!WORKER_PID[@]}"; do
+    kill -0 "${WORKER_PID[$n]}" 2>/dev/null || { tail -n 20 "$FLEET_HOME/logs/server-$n.log" >&2; die "the worker of server-$n exited"; }
+  done
+  ((i < 240)) || die "only $live of $HOSTS servers registered in fleet.workers within 120 s"
+  sleep 0.5
+done
+log "$HOSTS servers registered; their connections come from their own addresses:"
+psql_q -c "SELECT client_addr, count(*) AS connections FROM pg_stat_activity WHERE datname = current_database() AND client_addr <> '127.0.0.1' GROUP BY 1 ORDER BY 1" >&2
+
+# --------------------------------------------------------------------------------------------- the run
+dotnet "$CLI_DLL" demo --count "$COUNT"
+
+echo
+echo "Per server (from fleet.task_attempts; tasks/s = tasks / (its last finish - its first start)):"
+psql_q -P footer=off -c "
+  SELECT w.host AS server,
+         count(*) AS tasks,
+         round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS share_pct,
+         round(extract(epoch FROM max(a.finished_at) - min(a.started_at))::numeric, 2) AS busy_s,
+         round((count(*) / nullif(extract(epoch FROM max(a.finished_at) - min(a.started_at)), 0))::numeric, 1) AS tasks_per_s,
+         round(avg(a.wall_ms)::numeric, 1) AS avg_run_ms,
+         max(w.cpu_concurrency) AS cpu_threads
+  FROM fleet.task_attempts a JOIN fleet.workers w ON w.id = a.worker_id
+  WHERE a.outcome = 'succeeded'
+  GROUP BY w.host ORDER BY w.host"
+psql_q -At -F ' ' -c "
+  SELECT 'all servers: ' || count(*) || ' executions of ' || count(DISTINCT task_id) || ' tasks in '
+         || round(extract(epoch FROM max(finished_at) - min(started_at))::numeric, 2) || ' s = '
+         || round((count(*) / nullif(extract(epoch FROM max(finished_at) - min(started_at)), 0))::numeric, 1) || ' tasks/s'
+  FROM fleet.task_attempts WHERE outcome = 'succeeded'"
