@@ -78,7 +78,7 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
     }
 
     [Fact]
-    public async Task FairDispatch_ASlowServerHoldsNoBacklog_RunEndsWithin15PercentOfWhatTheCapacitiesPredict()
+    public async Task FairDispatch_ASlowServerHoldsNoBacklog_RunEndsWithin15PercentOfWhatTheCapacitiesPredict_AndTheAutoscalingSignalFollowsIt()
     {
         // server-3 is the slow one: one CPU-lane thread against two.
         var threads = new Dictionary<string, int> { ["server-1"] = 2, ["server-2"] = 2, ["server-3"] = 1 };
@@ -98,9 +98,56 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
             Assert.Equal(threads[host.Name], Assert.Single(consumers, c => c.PeerHost == host.Address.ToString()).Prefetch);
         }
 
+        // The autoscaling signal of the same run: the API samples the backlog, the in-flight work and the
+        // servers every second, and /metrics is read before, during and after the run.
+        await using var api = await fleet.StartApiAsync(new Dictionary<string, string?>
+        {
+            ["Api:Autoscale:SampleSeconds"] = "1",
+            ["Api:Autoscale:MinWorkers"] = "1",
+            ["Api:Autoscale:MaxWorkers"] = "50",
+        });
+        using var scrape = api.CreateClient(apiKey: null);
+        var signal = new List<(double Desired, double Backlog)>();
+        async Task<(double Desired, double Backlog)> ReadSignalAsync()
+        {
+            var metrics = await scrape.GetStringAsync(new Uri("metrics", UriKind.Relative));
+            return (PrometheusText.Sum(metrics, "fleet_desired_workers") ?? double.NaN,
+                (PrometheusText.Sum(metrics, "fleet_queue_ready") ?? 0) + (PrometheusText.Sum(metrics, "fleet_queue_unacked") ?? 0));
+        }
+
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            var metrics = await scrape.GetStringAsync(new Uri("metrics", UriKind.Relative));
+            return PrometheusText.Sum(metrics, "fleet_workers_live") == fleet.Hosts.Count;
+        }, StartWait), "the API's sampler never saw the three servers live");
+        var idle = await ReadSignalAsync();
+
         var batch = Guid.CreateVersion7();
         var ids = await fleet.Client.SubmitManyAsync(HeatRequests(900, steps: 2500, batch));
-        await WaitForFinalAsync(batch, ids.Count);
+        using (var stopSampling = new CancellationTokenSource())
+        {
+            var sampling = Task.Run(async () =>
+            {
+                while (!stopSampling.IsCancellationRequested)
+                {
+                    signal.Add(await ReadSignalAsync());
+                    await Task.Delay(500, CancellationToken.None);
+                }
+            });
+            await WaitForFinalAsync(batch, ids.Count);
+            await stopSampling.CancelAsync();
+            await sampling;
+        }
+
+        // Once the queues are empty and nobody is busy, the next samples say so.
+        var drained = idle;
+        Assert.True(await EventuallyAsync(async () => (drained = await ReadSignalAsync()) is { Backlog: 0 } && drained.Desired < signal.Max(x => x.Desired), StartWait),
+            $"the signal did not fall after the run: {drained}, peak {signal.Max(x => x.Desired)}");
+        var peak = signal.MaxBy(x => x.Desired);
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"fleet_desired_workers: {idle.Desired} idle before the run, peak {peak.Desired} (backlog + in flight then {peak.Backlog}; highest backlog seen {signal.Max(x => x.Backlog)}), {drained.Desired} after the drain; {signal.Count} scrapes"));
+        Assert.True(peak.Desired > idle.Desired, $"the signal did not rise with the run: idle {idle.Desired}, peak {peak.Desired}");
+        Assert.True(signal.Max(x => x.Backlog) > 0, "no scrape saw the backlog");
 
         var report = await DeliveryReport.ReadAsync(fleet.DataSource, ids);
         var shares = await PerHostAsync(batch);
