@@ -10,7 +10,9 @@ public sealed class LaneIsolationTests(FleetFixture fleet) : FleetTest(fleet)
     public async Task SleepTasks_CompleteNearTheirDuration_WhileTheCpuLaneIsSaturated()
     {
         var heatBatch = Guid.NewGuid();
-        var heat = await Fleet.Client.SubmitManyAsync(Workloads.Requests("heat", 120, heatBatch));
+        // Enough CPU work to outlast the 40 sleeps by far (about 15 s of lane time on two threads): the pipelined
+        // client submits so fast now that 120 heat tasks could finish before the last sleep did.
+        var heat = await Fleet.Client.SubmitManyAsync(Workloads.Requests("heat", 1000, heatBatch));
         await Task.Delay(500);
 
         var sleeps = new List<Guid>();

@@ -222,8 +222,17 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
                 "RabbitMQ never closed the cut server's connection.");
             var brokerClosed = clock.Elapsed;
 
-            // Still cut for a moment after the broker gave up, so that the hand-over happens before the heal.
-            await Task.Delay(TimeSpan.FromSeconds(2));
+            // Still cut until every task the cut server held has started on another server, so that the hand-over
+            // is shown to happen during the partition (a fixed pause raced with a slow redelivery on a busy machine).
+            Assert.True(await EventuallyAsync(async () => (await ListAsync(
+                """
+                SELECT a.task_id FROM fleet.task_attempts a JOIN fleet.workers w ON w.id = a.worker_id
+                WHERE w.host = @victim AND a.started_at < @cut_start AND (a.finished_at IS NULL OR a.finished_at > @cut_end)
+                  AND NOT EXISTS (SELECT 1 FROM fleet.task_attempts b JOIN fleet.workers v ON v.id = b.worker_id
+                                  WHERE b.task_id = a.task_id AND v.host <> @victim AND b.started_at > @cut_start)
+                """,
+                r => r.GetGuid(0), ("victim", victim.Name), ("cut_start", cutStart), ("cut_end", cutEnd))).Count == 0, TimeSpan.FromMinutes(1)),
+                "The tasks the cut server held were not handed to the other servers within a minute of the broker dropping it.");
             var healStart = DateTime.UtcNow;
             await fleet.HealAsync(victim);
             clock.Restart();
