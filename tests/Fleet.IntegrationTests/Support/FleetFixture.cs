@@ -132,7 +132,7 @@ public sealed class FleetFixture : IAsyncLifetime
         await StartWorkerAsync();
     }
 
-    /// <summary>Empties the fleet tables and the task queues (and their <c>_error</c> queues).</summary>
+    /// <summary>Empties the fleet tables and the task queues (with their <c>_error</c> and retry delay queues).</summary>
     public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
@@ -142,7 +142,10 @@ public sealed class FleetFixture : IAsyncLifetime
         }
 
         await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
-        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }))
+        // The retry delay queues too: a retry a previous test scheduled would otherwise come back into a lane
+        // queue in the middle of the next test, as a task that test never submitted.
+        var rungs = Enumerable.Range(0, 13).Select(i => 1 << i);
+        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }.Concat(rungs.Select(s => $"{q}.retry.{s}s"))))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
             await using var channel = await connection.CreateChannelAsync();
