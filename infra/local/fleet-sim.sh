@@ -34,8 +34,23 @@ free_port() {
   printf '%s' "$p"
 }
 
+if ! [[ $HOSTS =~ ^[0-9]+$ ]] || ((HOSTS < 1 || HOSTS > 50)); then die "HOSTS must be 1 to 50"; fi
+if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 1)); then die "COUNT must be a positive number"; fi
+((EUID == 0)) || die "needs root: the simulated servers are network namespaces (ip netns)"
+
 # The simulation's own servers: own FLEET_HOME, node name and free ports (other fleets of this machine keep theirs).
 export FLEET_HOME=$ROOT/.fleet/sim
+
+# One simulation per clone at a time (fd 9 is closed for every long-lived process started below). What a run
+# that could not tear down left in .fleet/sim (its servers) is removed first.
+mkdir -p "$ROOT/.fleet"
+exec 9>"$ROOT/.fleet/sim.lock"
+flock -n 9 || die "another make fleet-sim runs in this clone"
+if [[ -d $FLEET_HOME ]]; then
+  log "removing what an earlier run left in ${FLEET_HOME#"$ROOT"/}"
+  "$SERVICES" purge
+fi
+
 FLEET_PG_PORT=$(free_port 55700)
 FLEET_AMQP_PORT=$(free_port 5900)
 FLEET_AMQP_MGMT_PORT=$(free_port 15900)
@@ -44,9 +59,6 @@ FLEET_AMQP_DIST_PORT=$(free_port 25900)
 export FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT FLEET_AMQP_DIST_PORT
 export FLEET_RABBITMQ_NODE=fleetsim$$@localhost
 
-if ! [[ $HOSTS =~ ^[0-9]+$ ]] || ((HOSTS < 1 || HOSTS > 50)); then die "HOSTS must be 1 to 50"; fi
-if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 1)); then die "COUNT must be a positive number"; fi
-((EUID == 0)) || die "needs root: the simulated servers are network namespaces (ip netns)"
 SIM_CPU=${SIM_CPU:-$(($(nproc) / HOSTS > 0 ? $(nproc) / HOSTS : 1))}
 
 declare -A WORKER_PID=()
@@ -65,8 +77,14 @@ stop_workers() {
 
 teardown() {
   local rc=$?
-  trap - EXIT INT TERM
-  log "tearing down"
+  # Nothing stops the teardown: not a second Ctrl-C, not a closed terminal, not the end of a `| tee` that the
+  # same Ctrl-C ended (writes then fail instead of killing this script, and the output goes to /dev/null).
+  trap '' PIPE INT TERM HUP
+  trap - EXIT
+  set +e
+  exec 3>&2
+  if ! printf 'fleet-sim: tearing down\n' >&3 2>/dev/null; then exec >/dev/null 2>&1; fi
+  exec 3>&-
   stop_workers
   ((NET_UP)) && { "$NETSIM" down || true; }
   if ((SERVICES_UP)); then
@@ -77,6 +95,8 @@ teardown() {
 trap teardown EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
+
 
 # --------------------------------------------------------------------------------------------- network
 "$NETSIM" sweep
@@ -87,7 +107,7 @@ while IFS='=' read -r key value; do
     NETSIM_BRIDGE_ADDR) BRIDGE=$value ;;
     NETSIM_HOST_*) read -r ns addr _ <<<"$value"; NS[${key#NETSIM_HOST_}]=$ns ADDR[${key#NETSIM_HOST_}]=$addr ;;
   esac
-done < <("$NETSIM" up "$HOSTS")
+done < <("$NETSIM" up "$HOSTS" 9>&-)
 [[ -n ${BRIDGE-} && ${#NS[@]} == "$HOSTS" ]] || die "netsim.sh up did not report the bridge and $HOSTS hosts"
 
 # --------------------------------------------------------------------------------------------- servers
@@ -118,7 +138,7 @@ for ((n = 1; n <= HOSTS; n++)); do
   setsid ip netns exec "${NS[$n]}" env \
     ConnectionStrings__fleetdb="$PG_IN_HOST" ConnectionStrings__rabbitmq="$AMQP_IN_HOST" \
     Worker__HostName="server-$n" Worker__CpuConcurrency="$SIM_CPU" Logging__LogLevel__Default=Warning \
-    dotnet "$WORKER_DLL" </dev/null >"$logf" 2>&1 &
+    dotnet "$WORKER_DLL" </dev/null >"$logf" 2>&1 9>&- &
   WORKER_PID[$n]=$!
   log "server-$n: ${ADDR[$n]} (namespace ${NS[$n]}), worker pid ${WORKER_PID[$n]}, $SIM_CPU CPU-lane thread(s), log ${logf#"$ROOT"/}"
 done
