@@ -130,9 +130,17 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
     /// </summary>
     private async Task DeclareAsync(IChannel channel, IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken)
     {
+        // A submission goes to one or two lanes: look each distinct queue up once, not once per task.
+        string? previous = null;
         foreach (var task in tasks)
         {
             var queue = task.Queue;
+            if (queue == previous)
+            {
+                continue;
+            }
+
+            previous = queue;
             bool known;
             lock (_idleLock)
             {

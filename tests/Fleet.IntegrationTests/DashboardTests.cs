@@ -157,16 +157,10 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
 
     private static float Ms(TimeSpan span) => (float)span.TotalMilliseconds;
 
-    /// <summary>Saves a full-page PNG to the repository's <c>TestResults/</c> (where <c>make test</c> puts its results), else next to the test assembly.</summary>
+    /// <summary>Saves a full-page PNG to the repository's <c>TestResults/</c> (where <c>make test</c> puts its results).</summary>
     private async Task SaveScreenshotAsync(IPage page, string name)
     {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Fleet.sln")))
-        {
-            directory = directory.Parent;
-        }
-
-        var folder = directory is null ? AppContext.BaseDirectory : Directory.CreateDirectory(Path.Combine(directory.FullName, "TestResults")).FullName;
+        var folder = Directory.CreateDirectory(Repository.PathTo("TestResults")).FullName;
         var path = Path.Combine(folder, name);
         await page.ScreenshotAsync(new PageScreenshotOptions { Path = path, FullPage = true });
         output.WriteLine($"screenshot: {path}");

@@ -44,7 +44,7 @@ internal sealed class SimulatedNetwork : IAsyncDisposable
 
     public static async Task<SimulatedNetwork> CreateAsync(int hosts, FixtureLog log)
     {
-        var script = Path.Combine(WorkerProcess.RepositoryRoot(), "infra", "local", "netsim.sh");
+        var script = Repository.PathTo("infra", "local", "netsim.sh");
         if (!OperatingSystem.IsLinux() || !Environment.IsPrivilegedProcess || ProcessTools.FindOnPath("ip") is null)
         {
             throw new InvalidOperationException(

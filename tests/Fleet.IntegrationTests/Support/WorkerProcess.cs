@@ -89,23 +89,11 @@ public sealed class WorkerProcess : IAsyncDisposable
         _process.Dispose();
     }
 
-    /// <summary>The repository's root: the nearest folder above this test assembly that holds Fleet.sln.</summary>
-    internal static string RepositoryRoot()
-    {
-        var root = new DirectoryInfo(AppContext.BaseDirectory);
-        while (root is not null && !File.Exists(Path.Combine(root.FullName, "Fleet.sln")))
-        {
-            root = root.Parent;
-        }
-
-        return root?.FullName ?? throw new DirectoryNotFoundException($"No Fleet.sln above {AppContext.BaseDirectory}.");
-    }
-
     private static string WorkerDll()
     {
         // The worker's own build output, next to this test assembly's: src/Fleet.Worker/bin/<Configuration>/net10.0/.
         var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
-        var dll = Path.Combine(RepositoryRoot(), "src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
+        var dll = Repository.PathTo("src", "Fleet.Worker", "bin", configuration, "net10.0", "Fleet.Worker.dll");
         return File.Exists(dll) ? dll : throw new FileNotFoundException($"Build the solution first: {dll} is missing.");
     }
 }
