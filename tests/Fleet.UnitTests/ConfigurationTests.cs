@@ -171,3 +171,18 @@ public sealed class ConfigurationTests
         return host.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
     }
 }
+
+/// <summary>The hosts' PostgreSQL pool prepares its hot statements unless the connection string decides.</summary>
+public sealed class DataSourceTests
+{
+    [Theory]
+    [InlineData("Host=db;Username=fleet", 32)]
+    [InlineData("Host=db;Username=fleet;Max Auto Prepare=0", 0)]
+    [InlineData("Host=db;Username=fleet;maxautoprepare=5", 5)]
+    public void MaxAutoPrepare_DefaultsTo32_AndAnExplicitValueWins(string connectionString, int expected)
+    {
+        using var dataSource = Fleet.Persistence.FleetDatabaseExtensions.CreateDataSource(connectionString);
+
+        Assert.Equal(expected, new Npgsql.NpgsqlConnectionStringBuilder(dataSource.ConnectionString).MaxAutoPrepare);
+    }
+}
