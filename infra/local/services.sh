@@ -354,7 +354,10 @@ rmq_export() {
   export ERL_CRASH_DUMP=$RMQ_DIR/log/erl_crash.dump
   # Erlang distribution (node <-> rabbitmqctl) and epmd on loopback only.
   export ERL_EPMD_ADDRESS=127.0.0.1
-  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+  # Scheduler busy-waiting off (FLEET_RABBITMQ_ERL_ARGS to change): the broker shares its cores with PostgreSQL,
+  # the workers and the producer, and an idle Erlang scheduler that spins burns CPU they need (about a third of
+  # all CPU samples under the noop bench was spinning schedulers).
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} ${FLEET_RABBITMQ_ERL_ARGS-+sbwt none +sbwtdcpu none +sbwtdio none}"
   export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
 }
 
