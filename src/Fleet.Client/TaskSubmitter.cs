@@ -66,9 +66,14 @@ public sealed partial class TaskSubmitter
     // SKIP LOCKED: a worker may already be claiming or completing some of these rows (the message arrived before
     // the stamp). Waiting for those locks while holding others deadlocked with the workers' batched statements;
     // and a skipped row needs no stamp, because the claim sets published_at itself (a cancel does too).
-    private const string MarkPublishedSql = """
+    // The null test is a CASE so that the rows are found by primary key only: as "published_at IS NULL" it let the
+    // planner read every unstamped task through ix_tasks_unpublished (the whole backlog while workers lag) and
+    // join the chunk's ids to them.
+    internal const string MarkPublishedSql = """
         UPDATE fleet.tasks SET published_at = now()
-        WHERE id IN (SELECT id FROM fleet.tasks WHERE id = ANY(@id) AND published_at IS NULL FOR UPDATE SKIP LOCKED)
+        WHERE id IN (SELECT id FROM fleet.tasks
+                     WHERE id = ANY(@id) AND CASE WHEN published_at IS NULL THEN true ELSE false END
+                     FOR UPDATE SKIP LOCKED)
         """;
 
     private const string InsertKeySql = """

@@ -1,0 +1,83 @@
+using Fleet.Client;
+using Fleet.IntegrationTests.Support;
+using Fleet.Persistence;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Fleet.IntegrationTests;
+
+/// <summary>
+/// The hot-path statements (the worker's claim and completion, the producer's <c>published_at</c> stamp) must find
+/// their rows by primary key whatever the statistics say. Written with plain status tests, PostgreSQL planned them
+/// (statistics taken while every task was final, a 500-row batch) as a read of every open task through
+/// <c>ix_tasks_status_submitted</c> or <c>ix_tasks_unpublished</c>: free without a backlog, the whole backlog per
+/// batch with one, so a lagging fleet fell to a quarter of its speed. Here the statements are explained, with their
+/// real parameters, in exactly that state.
+/// </summary>
+public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
+{
+    private const int BatchSize = 500;
+
+    [Fact]
+    public async Task ClaimCompleteAndStamp_UseThePrimaryKey_WhenStatisticsSayNothingIsOpen()
+    {
+        // 200,000 final tasks (enough that PostgreSQL prefers index probes to a scan) and fresh statistics: to the planner, open tasks look (nearly) nonexistent.
+        await ScalarAsync<int>("""
+            WITH done AS (
+                INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority, submitted_at, published_at,
+                                         started_at, finished_at, worker_id)
+                SELECT gen_random_uuid(), 'noop', 'fleet-io', 'succeeded', '{}', 1, 0, now(), now(), now(), now(), 'plan-test'
+                FROM generate_series(1, 200000)
+                RETURNING 1)
+            SELECT count(*)::int FROM done
+            """);
+        await using (var analyze = Fleet.DataSource.CreateCommand("ANALYZE fleet.tasks"))
+        {
+            await analyze.ExecuteNonQueryAsync();
+        }
+
+        var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToList();
+        var round = Enumerable.Range(0, BatchSize).ToList();
+        var now = DateTimeOffset.UtcNow;
+        await using var ledger = new TaskLedger(Fleet.DataSource, "plan-test:1:000000");
+
+        var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
+        await using (var claim = ledger.CreateClaimCommand(claims, round, repeat: false))
+        {
+            AssertPrimaryKeyOnly(await ExplainAsync(claim), "claim");
+        }
+
+        var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
+        await using (var complete = ledger.CreateCompleteCommand(completions, round))
+        {
+            AssertPrimaryKeyOnly(await ExplainAsync(complete), "completion");
+        }
+
+        await using var stamp = Fleet.DataSource.CreateCommand(TaskSubmitter.MarkPublishedSql);
+        stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
+        AssertPrimaryKeyOnly(await ExplainAsync(stamp), "published_at stamp");
+    }
+
+    /// <summary>EXPLAIN of the command as it would run: an unnamed statement, planned with its parameter values.</summary>
+    private static async Task<string> ExplainAsync(NpgsqlCommand command)
+    {
+        command.CommandText = "EXPLAIN (COSTS OFF) " + command.CommandText;
+        var lines = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            lines.Add(reader.GetString(0));
+        }
+
+        return string.Join('\n', lines);
+    }
+
+    private static void AssertPrimaryKeyOnly(string plan, string statement)
+    {
+        Assert.True(plan.Contains("pk_tasks", StringComparison.Ordinal), $"the {statement} does not read fleet.tasks by primary key:\n{plan}");
+        foreach (var index in new[] { "ix_tasks_status_submitted", "ix_tasks_unpublished", "Seq Scan on tasks" })
+        {
+            Assert.False(plan.Contains(index, StringComparison.Ordinal), $"the {statement} reads {index}:\n{plan}");
+        }
+    }
+}
