@@ -16,6 +16,7 @@ namespace Fleet.Worker;
 public sealed class CpuLane : IDisposable
 {
     private readonly BlockingCollection<CpuRun> _queue = [];
+    private readonly SemaphoreSlim _slots;
     private int _threadCount;
     private int _abandoned;
 
@@ -23,6 +24,7 @@ public sealed class CpuLane : IDisposable
     {
         ArgumentNullException.ThrowIfNull(options);
         Concurrency = options.Value.CpuConcurrency;
+        _slots = new SemaphoreSlim(Concurrency, Concurrency);
         for (var i = 0; i < Concurrency; i++)
         {
             StartThread();
@@ -33,6 +35,19 @@ public sealed class CpuLane : IDisposable
 
     /// <summary>Threads that were abandoned to a handler that ignored its time limit and have not come back yet.</summary>
     public int AbandonedThreads => Volatile.Read(ref _abandoned);
+
+    /// <summary>
+    /// Waits for one of the lane's <see cref="Concurrency"/> places; dispose the result when the task has left the
+    /// lane. A CPU-queue message takes its place before it is claimed, so the worker can hold more CPU messages
+    /// than it has threads (<c>Worker:CpuLookahead</c>) without claiming more than it runs: when a task ends, the
+    /// next one is already delivered and needs only its claim, instead of waiting for the acknowledgement, a
+    /// delivery and the claim. That gap, a few milliseconds per task, cost a quarter of the cores on 25 ms tasks.
+    /// </summary>
+    public async ValueTask<IDisposable> EnterAsync(CancellationToken cancellationToken)
+    {
+        await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return new Place(_slots);
+    }
 
     /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
     public CpuRun Start(PreparedTask task, CancellationToken cancellationToken)
@@ -73,6 +88,19 @@ public sealed class CpuLane : IDisposable
     /// an unhandled <see cref="ObjectDisposedException"/> on a dedicated thread, which ends the whole process.
     /// </summary>
     public void Dispose() => _queue.CompleteAdding();
+
+    private sealed class Place(SemaphoreSlim slots) : IDisposable
+    {
+        private int _released;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _released, 1) == 0)
+            {
+                slots.Release();
+            }
+        }
+    }
 
     /// <summary>One task on the lane: its completion, and the means to abandon it.</summary>
     public sealed class CpuRun

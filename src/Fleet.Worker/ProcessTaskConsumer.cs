@@ -17,6 +17,7 @@ namespace Fleet.Worker;
 public sealed partial class ProcessTaskConsumer(
     TaskLedger ledger,
     TaskExecutor executor,
+    CpuLane cpuLane,
     RetryScheduler retries,
     WorkerCounters counters,
     WorkerTelemetry telemetry,
@@ -35,8 +36,12 @@ public sealed partial class ProcessTaskConsumer(
         var taskId = ResolveTaskId(context);
         var queue = QueueName(context);
         var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
-        var startedAt = DateTimeOffset.UtcNow;
         var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
+
+        // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
+        // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.
+        using var place = queue == TaskQueues.Cpu ? await cpuLane.EnterAsync(context.CancellationToken).ConfigureAwait(false) : null;
+        var startedAt = DateTimeOffset.UtcNow;
 
         // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
         // and under it the claim write, the handler, and the result write. The two writes are batched with other
@@ -92,6 +97,7 @@ public sealed partial class ProcessTaskConsumer(
             }
         }
 
+        place?.Dispose();
         var retry = outcome.Retryable && claim.Attempt < maxAttempts;
 
         bool finalized;

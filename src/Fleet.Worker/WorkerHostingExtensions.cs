@@ -103,15 +103,17 @@ public static class WorkerHostingExtensions
 
                 foreach (var queue in worker.Queues)
                 {
-                    var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency : worker.IoConcurrency;
+                    // The CPU lane's threads bound its running tasks (CpuLane.EnterAsync); the endpoint holds the
+                    // lookahead on top, so the next task is delivered before a thread is free.
+                    var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency + worker.EffectiveCpuLookahead : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
                     {
                         // Without this every endpoint also binds the message-type exchange, and one publish of a
                         // task would land in both lanes. Producers send to the lane's exchange/queue instead.
                         endpoint.ConfigureConsumeTopology = false;
 
-                        // Prefetch follows the lane's concurrency: an idle worker never waits behind a backlog that
-                        // another worker has prefetched but cannot start yet.
+                        // Prefetch follows the lane's concurrency (plus the small CPU lookahead): an idle worker
+                        // never waits behind a backlog that another worker has prefetched but cannot start yet.
                         endpoint.PrefetchCount = concurrency;
                         endpoint.ConcurrentMessageLimit = concurrency;
                         endpoint.ConfigureConsumer<ProcessTaskConsumer>(context);

@@ -10,6 +10,7 @@ namespace Fleet.Worker;
 /// "Worker": {
 ///   "Queues": [ "fleet-cpu", "fleet-io" ],
 ///   "CpuConcurrency": 2,            // default: processor count
+///   "CpuLookahead": 2,              // default: CpuConcurrency
 ///   "IoConcurrency": 256,
 ///   "DrainSeconds": 30,
 ///   "HeartbeatSeconds": 5,
@@ -39,6 +40,18 @@ public sealed class WorkerOptions : IValidatableObject
     /// <summary>CPU-lane threads: how many CPU tasks run at once, and the CPU queue's prefetch.</summary>
     [Range(1, 1024)]
     public int CpuConcurrency { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>
+    /// CPU-queue messages a worker holds beyond its running CPU tasks: delivered, not yet claimed, each waiting for
+    /// a lane thread, so that a thread that finishes starts its next task after one claim. The CPU queue's prefetch
+    /// is <see cref="CpuConcurrency"/> plus this. 0 makes every finished task wait for its acknowledgement and the
+    /// next delivery; more than a few holds tasks that an idle worker elsewhere could run. Default: one per thread.
+    /// </summary>
+    [Range(0, 1024)]
+    public int? CpuLookahead { get; set; }
+
+    /// <summary>The lookahead in effect: <see cref="CpuLookahead"/>, or one per CPU-lane thread.</summary>
+    public int EffectiveCpuLookahead => CpuLookahead ?? CpuConcurrency;
 
     /// <summary>I/O-lane tasks in flight at once, and the I/O queue's prefetch.</summary>
     [Range(1, 10_000)]

@@ -44,4 +44,24 @@ public sealed class CpuLaneTests
         Assert.Equal(2, (await second.Completion.Task).Output.GetInt32());
         Assert.Throws<InvalidOperationException>(() => lane.Start(_ => ValueTask.FromResult(default(JsonElement)), CancellationToken.None));
     }
+
+    [Fact]
+    public async Task EnterAsync_AdmitsAsManyAsThereAreThreads_AndAPlaceReturnsOnce()
+    {
+        using var lane = NewLane(2);
+        var first = await lane.EnterAsync(CancellationToken.None);
+        var second = await lane.EnterAsync(CancellationToken.None);
+
+        var third = lane.EnterAsync(CancellationToken.None).AsTask();
+        await Task.Delay(50);
+        Assert.False(third.IsCompleted); // both places taken: the third message waits, unclaimed
+
+        first.Dispose();
+        first.Dispose(); // a second dispose must not hand out a place that does not exist
+        using var admitted = await third.WaitAsync(TimeSpan.FromSeconds(10));
+
+        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(50));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => lane.EnterAsync(cancel.Token).AsTask());
+        second.Dispose();
+    }
 }

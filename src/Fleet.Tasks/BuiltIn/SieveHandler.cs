@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text.Json.Serialization;
 
 namespace Fleet.Tasks.BuiltIn;
@@ -26,7 +27,24 @@ public sealed class SieveHandler : CpuTaskHandler<SieveInput, SieveOutput>
     {
         cancellationToken.ThrowIfCancellationRequested();
         var limit = (int)input.Limit;
-        var composite = new bool[limit];
+
+        // A pooled buffer, cleared: the algorithm is unchanged, but a fresh 2 MB array per task is a large-object
+        // allocation, and at one task every 11 ms they made the workers' garbage collector cost about a third
+        // more CPU than the sieve itself.
+        var composite = ArrayPool<bool>.Shared.Rent(limit);
+        try
+        {
+            Array.Clear(composite, 0, limit);
+            return new SieveOutput { Count = Count(composite, limit, cancellationToken) };
+        }
+        finally
+        {
+            ArrayPool<bool>.Shared.Return(composite);
+        }
+    }
+
+    private static int Count(bool[] composite, int limit, CancellationToken cancellationToken)
+    {
         var count = 0;
         for (var i = 2; i < limit; i++)
         {
@@ -47,7 +65,7 @@ public sealed class SieveHandler : CpuTaskHandler<SieveInput, SieveOutput>
             }
         }
 
-        return new SieveOutput { Count = count };
+        return count;
     }
 }
 
