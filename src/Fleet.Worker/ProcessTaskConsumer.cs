@@ -97,7 +97,7 @@ public sealed partial class ProcessTaskConsumer(
             }
         }
 
-        place?.Dispose();
+        place?.Dispose(); // the handler is done: free the lane now, not after the commit (the using covers early exits)
         var retry = outcome.Retryable && claim.Attempt < maxAttempts;
 
         bool finalized;

@@ -21,7 +21,8 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
     [Fact]
     public async Task ClaimCompleteAndStamp_UseThePrimaryKey_WhenStatisticsSayNothingIsOpen()
     {
-        // 200,000 final tasks (enough that PostgreSQL prefers index probes to a scan) and fresh statistics: to the planner, open tasks look (nearly) nonexistent.
+        // 200,000 final tasks (enough that PostgreSQL prefers index probes to a scan) and fresh statistics: to the
+        // planner, open tasks look (nearly) nonexistent. The fixture empties the tables before the next test.
         await ScalarAsync<int>("""
             WITH done AS (
                 INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority, submitted_at, published_at,
