@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -38,7 +39,7 @@ public sealed record TaskCompletion(
     double? CpuMs);
 
 /// <summary>
-/// The worker's hot-path writes, each batched by a <see cref="GroupCommitter{TItem,TResult}"/>:
+/// The worker's hot-path writes, batched together by one <see cref="GroupCommitter{TItem,TResult}"/>:
 /// <list type="bullet">
 /// <item><b>Claim</b> (before running): an upsert keyed by task id that marks the task <c>running</c> (creating the
 /// row when no producer wrote one), bumps <c>attempts</c> and inserts the <c>task_attempts</c> row, but only while
@@ -47,8 +48,10 @@ public sealed record TaskCompletion(
 /// <item><b>Complete</b> (after running): writes the final state, again only where the task is still open, so a
 /// final state is never overwritten (a racing duplicate execution only closes its own attempt row).</item>
 /// </list>
-/// SQL with array parameters and <c>unnest</c> is used here instead of EF because EF cannot express a set-based
-/// conditional upsert; everything is parameterised.
+/// A flush writes the claims and the completions that have queued up in one round trip and one commit: under load
+/// one statement each per batch, and at a CPU lane's pace (a task ending while the next one is claimed) one commit
+/// per task instead of two. SQL with array parameters and <c>unnest</c> is used here instead of EF because EF cannot
+/// express a set-based conditional upsert; everything is parameterised.
 /// </summary>
 public sealed class TaskLedger : IAsyncDisposable
 {
@@ -124,8 +127,7 @@ public sealed class TaskLedger : IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _workerId;
     private readonly TimeSpan _maxOutage;
-    private readonly GroupCommitter<TaskClaim, ClaimResult> _claims;
-    private readonly GroupCommitter<TaskCompletion, bool> _completions;
+    private readonly GroupCommitter<LedgerWrite, LedgerOutcome> _writes;
     private long _outageSince;
 
     /// <param name="maxOutage">
@@ -139,18 +141,29 @@ public sealed class TaskLedger : IAsyncDisposable
         _dataSource = dataSource;
         _workerId = workerId;
         _maxOutage = maxOutage ?? TimeSpan.FromMinutes(10);
-        _claims = new GroupCommitter<TaskClaim, ClaimResult>(FlushClaimsAsync, maxBatch, concurrentFlushes, "fleet.ledger.claim");
-        _completions = new GroupCommitter<TaskCompletion, bool>(FlushCompletionsAsync, maxBatch, concurrentFlushes, "fleet.ledger.complete");
+        _writes = new GroupCommitter<LedgerWrite, LedgerOutcome>(FlushAsync, maxBatch, concurrentFlushes, "fleet.ledger.write");
     }
 
     /// <summary>Claims a task for one execution; completes once the claim is committed.</summary>
-    public Task<ClaimResult> ClaimAsync(TaskClaim claim) => _claims.EnqueueAsync(claim);
+    public async Task<ClaimResult> ClaimAsync(TaskClaim claim) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(claim, null)).ConfigureAwait(false)).Claim;
 
     /// <summary>
     /// Commits an execution's final state. Returns true when this write made the task final, false when the task
     /// was already final (a duplicate execution: only its attempt row was closed).
     /// </summary>
-    public Task<bool> CompleteAsync(TaskCompletion completion) => _completions.EnqueueAsync(completion);
+    public async Task<bool> CompleteAsync(TaskCompletion completion) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).ConfigureAwait(false)).Finalized;
+
+    private static LedgerOutcome ThrowIfFailed(LedgerOutcome outcome)
+    {
+        if (outcome.Error is { } error)
+        {
+            ExceptionDispatchInfo.Throw(error);
+        }
+
+        return outcome;
+    }
 
     /// <summary>When the current database outage began (as seen by a failing write), or null when writes succeed.</summary>
     public DateTimeOffset? OutageSince
@@ -190,120 +203,214 @@ public sealed class TaskLedger : IAsyncDisposable
     private static bool IsTransient(Exception ex) =>
         ex is NpgsqlException { IsTransient: true } or TimeoutException or System.Net.Sockets.SocketException;
 
-    private async Task<IReadOnlyList<ClaimResult>> FlushClaimsAsync(IReadOnlyList<TaskClaim> claims, CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes one batch: its claims and its completions together, in one transaction. A statement error that is not
+    /// transient (a payload PostgreSQL refuses, say) fails only its own kind: the round is then written again as two
+    /// transactions, so that a claim that cannot be written never takes the results of tasks that already ran with it.
+    /// </summary>
+    internal async Task<IReadOnlyList<LedgerOutcome>> FlushAsync(IReadOnlyList<LedgerWrite> writes, CancellationToken cancellationToken)
     {
-        var results = new ClaimResult[claims.Count];
-
-        // One statement cannot upsert the same row twice, so repeated ids in a batch (a duplicate publish that
-        // arrived together) go to a later round, where they find the first one's claim.
-        var pending = Enumerable.Range(0, claims.Count).ToList();
-        while (pending.Count > 0)
+        var (claims, claimAt) = (new List<TaskClaim>(), new List<int>());
+        var (completions, completionAt) = (new List<TaskCompletion>(), new List<int>());
+        for (var i = 0; i < writes.Count; i++)
         {
-            var seen = new HashSet<Guid>();
-            var round = pending.Where(i => seen.Add(claims[i].TaskId)).ToList();
-            pending = [.. pending.Except(round)];
-
-            var attempts = await RideOutAsync(repeat => ClaimRoundAsync(claims, round, repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
-            foreach (var i in round)
+            if (writes[i].Claim is { } claim)
             {
-                results[i] = attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
+                claims.Add(claim);
+                claimAt.Add(i);
+            }
+            else
+            {
+                completions.Add(writes[i].Completion!);
+                completionAt.Add(i);
             }
         }
 
-        return results;
-    }
+        var outcomes = new LedgerOutcome[writes.Count];
 
-    private async Task<Dictionary<Guid, int>> ClaimRoundAsync(IReadOnlyList<TaskClaim> claims, List<int> round, bool repeat, CancellationToken cancellationToken)
-    {
-        await using var command = CreateClaimCommand(claims, round, repeat);
-        var attempts = new Dictionary<Guid, int>(round.Count);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        // One statement cannot change the same row twice, so repeated ids of one kind in a batch (a duplicate
+        // publish that arrived together) go to a later round, where they find the first one's write.
+        var pendingClaims = Enumerable.Range(0, claims.Count).ToList();
+        var pendingCompletions = Enumerable.Range(0, completions.Count).ToList();
+        while (pendingClaims.Count > 0 || pendingCompletions.Count > 0)
         {
-            attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+            var claimRound = TakeRound(pendingClaims, i => claims[i].TaskId);
+            var completionRound = TakeRound(pendingCompletions, i => completions[i].TaskId);
+            try
+            {
+                var (attempts, finalized) = await RideOutAsync(
+                    repeat => WriteRoundAsync(claims, claimRound, completions, completionRound, repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
+                RecordClaims(claimRound, attempts, null);
+                RecordCompletions(completionRound, finalized, null);
+            }
+            catch (PostgresException ex) when (claimRound.Count == 0 || completionRound.Count == 0)
+            {
+                RecordClaims(claimRound, null, ex);
+                RecordCompletions(completionRound, null, ex);
+            }
+            catch (PostgresException)
+            {
+                try
+                {
+                    var (attempts, _) = await RideOutAsync(
+                        repeat => WriteRoundAsync(claims, claimRound, completions, [], repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
+                    RecordClaims(claimRound, attempts, null);
+                }
+                catch (PostgresException ex)
+                {
+                    RecordClaims(claimRound, null, ex);
+                }
+
+                try
+                {
+                    var (_, finalized) = await RideOutAsync(
+                        repeat => WriteRoundAsync(claims, [], completions, completionRound, repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
+                    RecordCompletions(completionRound, finalized, null);
+                }
+                catch (PostgresException ex)
+                {
+                    RecordCompletions(completionRound, null, ex);
+                }
+            }
         }
 
-        return attempts;
+        return outcomes;
+
+        void RecordClaims(List<int> round, Dictionary<Guid, int>? attempts, Exception? error)
+        {
+            foreach (var i in round)
+            {
+                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
+                outcomes[claimAt[i]] = new LedgerOutcome(claim, false, error);
+            }
+        }
+
+        void RecordCompletions(List<int> round, HashSet<Guid>? finalized, Exception? error)
+        {
+            foreach (var i in round)
+            {
+                outcomes[completionAt[i]] = new LedgerOutcome(default, finalized?.Contains(completions[i].TaskId) == true, error);
+            }
+        }
+    }
+
+    /// <summary>Removes from <paramref name="pending"/>, and returns, its items whose task id is the first of its kind.</summary>
+    private static List<int> TakeRound(List<int> pending, Func<int, Guid> taskId)
+    {
+        var seen = new HashSet<Guid>();
+        var round = new List<int>(pending.Count);
+        var later = new List<int>();
+        foreach (var i in pending)
+        {
+            (seen.Add(taskId(i)) ? round : later).Add(i);
+        }
+
+        pending.Clear();
+        pending.AddRange(later);
+        return round;
+    }
+
+    /// <summary>The claims and completions of one round, one batch of (up to) two statements: one round trip, one commit.</summary>
+    private async Task<(Dictionary<Guid, int> Attempts, HashSet<Guid> Finalized)> WriteRoundAsync(
+        IReadOnlyList<TaskClaim> claims, List<int> claimRound, IReadOnlyList<TaskCompletion> completions, List<int> completionRound,
+        bool repeat, CancellationToken cancellationToken)
+    {
+        await using var batch = _dataSource.CreateBatch();
+        if (claimRound.Count > 0)
+        {
+            var command = new NpgsqlBatchCommand(ClaimSql);
+            AddClaimParameters(command.Parameters, claims, claimRound, repeat);
+            batch.BatchCommands.Add(command);
+        }
+
+        if (completionRound.Count > 0)
+        {
+            var command = new NpgsqlBatchCommand(CompleteSql);
+            AddCompleteParameters(command.Parameters, completions, completionRound);
+            batch.BatchCommands.Add(command);
+        }
+
+        var attempts = new Dictionary<Guid, int>(claimRound.Count);
+        var finalized = new HashSet<Guid>();
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        if (claimRound.Count > 0)
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+            }
+
+            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        if (completionRound.Count > 0)
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                finalized.Add(reader.GetGuid(0));
+            }
+        }
+
+        return (attempts, finalized);
     }
 
     /// <summary>The claim statement for the given items of <paramref name="claims"/> (internal: the tests explain its plan).</summary>
     internal NpgsqlCommand CreateClaimCommand(IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
     {
         var command = _dataSource.CreateCommand(ClaimSql);
-        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
-        command.Parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
-        command.Parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
-        command.Parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
-        command.Parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
-        command.Parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, round.Select(i => claims[i].BatchId)));
-        command.Parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].SubmittedAt?.ToUniversalTime())));
-        command.Parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
-        command.Parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
-        command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
-        // A repeated claim may find its first try committed (reply lost): the task is then 'running' by us.
-        command.Parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered || repeat)));
-        command.Parameters.AddWithValue("worker", _workerId);
+        AddClaimParameters(command.Parameters, claims, round, repeat);
         return command;
     }
 
-    private async Task<IReadOnlyList<bool>> FlushCompletionsAsync(IReadOnlyList<TaskCompletion> completions, CancellationToken cancellationToken)
+    private void AddClaimParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
     {
-        var results = new bool[completions.Count];
-        var pending = Enumerable.Range(0, completions.Count).ToList();
-        while (pending.Count > 0)
-        {
-            var seen = new HashSet<Guid>();
-            var round = pending.Where(i => seen.Add(completions[i].TaskId)).ToList();
-            pending = [.. pending.Except(round)];
-
-            var finalized = await RideOutAsync(_ => CompleteRoundAsync(completions, round, cancellationToken), cancellationToken).ConfigureAwait(false);
-            foreach (var i in round)
-            {
-                results[i] = finalized.Contains(completions[i].TaskId);
-            }
-        }
-
-        return results;
-    }
-
-    private async Task<HashSet<Guid>> CompleteRoundAsync(IReadOnlyList<TaskCompletion> completions, List<int> round, CancellationToken cancellationToken)
-    {
-        await using var command = CreateCompleteCommand(completions, round);
-        var finalized = new HashSet<Guid>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            finalized.Add(reader.GetGuid(0));
-        }
-
-        return finalized;
+        parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
+        parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
+        parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
+        parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
+        parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
+        parameters.Add(Array("batch_id", NpgsqlDbType.Uuid, round.Select(i => claims[i].BatchId)));
+        parameters.Add(Array("submitted_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].SubmittedAt?.ToUniversalTime())));
+        parameters.Add(Array("max_attempts", NpgsqlDbType.Integer, round.Select(i => claims[i].MaxAttempts)));
+        parameters.Add(Array("timeout_seconds", NpgsqlDbType.Integer, round.Select(i => claims[i].TimeoutSeconds)));
+        parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
+        // A repeated claim may find its first try committed (reply lost): the task is then 'running' by us.
+        parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered || repeat)));
+        parameters.AddWithValue("worker", _workerId);
     }
 
     /// <summary>The completion statement for the given items of <paramref name="completions"/> (internal: the tests explain its plan).</summary>
     internal NpgsqlCommand CreateCompleteCommand(IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> round)
     {
         var command = _dataSource.CreateCommand(CompleteSql);
-        command.Parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => completions[i].TaskId)));
-        command.Parameters.Add(Array("attempt", NpgsqlDbType.Integer, round.Select(i => completions[i].Attempt)));
-        command.Parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
-        command.Parameters.Add(Array("outcome", NpgsqlDbType.Text, round.Select(i => completions[i].AttemptOutcome)));
-        command.Parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
-        command.Parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
-        command.Parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
-        command.Parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
-        command.Parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
-        command.Parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
-        command.Parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
-        command.Parameters.AddWithValue("worker", _workerId);
+        AddCompleteParameters(command.Parameters, completions, round);
         return command;
+    }
+
+    private void AddCompleteParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> round)
+    {
+        parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => completions[i].TaskId)));
+        parameters.Add(Array("attempt", NpgsqlDbType.Integer, round.Select(i => completions[i].Attempt)));
+        parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
+        parameters.Add(Array("outcome", NpgsqlDbType.Text, round.Select(i => completions[i].AttemptOutcome)));
+        parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
+        parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
+        parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
+        parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
+        parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
+        parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
+        parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
+        parameters.AddWithValue("worker", _workerId);
     }
 
     private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
         new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
 
-    public async ValueTask DisposeAsync()
-    {
-        await _claims.DisposeAsync().ConfigureAwait(false);
-        await _completions.DisposeAsync().ConfigureAwait(false);
-    }
+    public ValueTask DisposeAsync() => _writes.DisposeAsync();
 }
+
+/// <summary>One queued ledger write: a claim or a completion (exactly one of the two).</summary>
+internal sealed record LedgerWrite(TaskClaim? Claim, TaskCompletion? Completion);
+
+/// <summary>What one write came to: the claim's result or whether the completion made the task final; or its error.</summary>
+internal readonly record struct LedgerOutcome(ClaimResult Claim, bool Finalized, Exception? Error = null);

@@ -57,7 +57,7 @@ public sealed class ApiTracingTests(FleetFixture fleet) : ApiTest(fleet)
             var commit = spans.Values.FirstOrDefault(s => s.OperationName == "fleet.task.commit" && s.ParentSpanId == task?.SpanId);
             chain = commit is null ? [] : ChainOfParents(commit, spans);
             return Task.FromResult(chain.Count > 0 && chain[^1].ParentSpanId == default
-                && spans.Values.Any(s => s.OperationName == "fleet.ledger.complete" && s.Links.Any(l => l.Context.SpanId == commit!.SpanId)));
+                && spans.Values.Any(s => s.OperationName == "fleet.ledger.write" && s.Links.Any(l => l.Context.SpanId == commit!.SpanId)));
         }, TimeSpan.FromSeconds(30)), $"spans seen: {Describe(spans.Values)}");
 
         var trace = spans.Values.Where(s => s.TraceId == task!.TraceId).ToList();
@@ -84,7 +84,7 @@ public sealed class ApiTracingTests(FleetFixture fleet) : ApiTest(fleet)
 
         // The batched write that committed the result links back to this task's commit span, and its SQL is a child.
         // The batch is a trace of its own (it serves many tasks), not a child of whichever task created the ledger.
-        var batch = spans.Values.Single(s => s.OperationName == "fleet.ledger.complete" && s.Links.Any(l => l.Context.SpanId == commit.SpanId));
+        var batch = spans.Values.Single(s => s.OperationName == "fleet.ledger.write" && s.Links.Any(l => l.Context.SpanId == commit.SpanId));
         Assert.Equal(default, batch.ParentSpanId);
         Assert.NotEqual(task.TraceId, batch.TraceId);
         Assert.Contains(spans.Values, s => s.Source.Name == "Npgsql" && s.ParentSpanId == batch.SpanId && s.TraceId == batch.TraceId);
