@@ -19,6 +19,7 @@ internal static class BenchCommand
         var baseline = new Option<bool>("--baseline") { Description = "Raw RabbitMQ.Client publish+consume baseline before each noop run.", DefaultValueFactory = _ => true };
         var rawBody = new Option<int>("--raw-body-bytes") { Description = "Body size of the raw-broker messages.", DefaultValueFactory = _ => 1024 };
         var repeats = new Option<int>("--single-runs") { Description = "In-process single-task timings per CPU workload (median).", DefaultValueFactory = _ => 5 };
+        var parallelFor = new Option<double>("--parallel-for-seconds") { Description = "In-process Parallel.For baseline per CPU workload, about this long (0: none): the machine's own efficiency ceiling.", DefaultValueFactory = _ => 5 };
         var warmUp = new Option<int>("--warm-up") { Description = "Tasks of an unmeasured warm-up batch before each workload's runs (0: none).", DefaultValueFactory = _ => 1000 };
         var workers = new Option<int?>("--workers") { Description = "Worker processes running (recorded in the report; the bench measures whatever runs)." };
         var json = new Option<FileInfo?>("--json") { Description = "Write the full report as JSON." };
@@ -26,7 +27,7 @@ internal static class BenchCommand
         var timeout = new Option<int>("--run-timeout") { Description = "Give up a run after this many seconds.", DefaultValueFactory = _ => 3600 };
         var command = new Command("bench", "Benchmark the running fleet: throughput, latency, efficiency, RSS and CPU per component (WORKLOADS.md).")
         {
-            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, warmUp, workers, json, markdown, timeout,
+            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout,
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
@@ -67,6 +68,7 @@ internal static class BenchCommand
                 Baseline = parse.GetValue(baseline),
                 RawBodyBytes = parse.GetValue(rawBody),
                 SingleTaskRepeats = Math.Max(1, parse.GetValue(repeats)),
+                ParallelForSeconds = Math.Max(0, parse.GetValue(parallelFor)),
                 WarmUpTasks = Math.Max(0, parse.GetValue(warmUp)),
                 WorkersHint = parse.GetValue(workers),
                 RunTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),

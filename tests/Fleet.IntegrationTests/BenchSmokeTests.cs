@@ -20,6 +20,7 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
             Count = 200,
             Runs = 1,
             SingleTaskRepeats = 3,
+            ParallelForSeconds = 0.5,
             WarmUpTasks = 20,
             RunTimeout = TimeSpan.FromMinutes(5),
         };
@@ -49,6 +50,10 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.NotNull(sha.SingleTask);
         Assert.True(sha.SingleTask.WallMs > 0);
         Assert.InRange(shaRun.Efficiency!.Value, 1e-6, 1.5);
+        var parallel = sha.SingleTask.ParallelFor;
+        Assert.NotNull(parallel);
+        Assert.True(parallel.Tasks >= parallel.Threads * 4 && parallel.TasksPerSecond > 0, $"Parallel.For baseline: {parallel}");
+        Assert.InRange(parallel.Efficiency, 1e-6, 1.5);
         Assert.Empty(cpuReport.RawBroker);
 
         // The in-process worker is this test process: it is found, with a peak RSS and some CPU time.
@@ -61,6 +66,8 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Contains("| noop | closed | 200 | 1 | 200 |", markdown, StringComparison.Ordinal);
         Assert.Contains("of the raw-broker median", markdown, StringComparison.Ordinal);
         Assert.Contains("\"throughput\"", BenchOutput.ToJson(cpuReport), StringComparison.Ordinal);
+        Assert.Contains("\"parallelFor\"", BenchOutput.ToJson(cpuReport), StringComparison.Ordinal);
+        Assert.Contains("| sha256 |", BenchOutput.ToMarkdown(cpuReport).Split("Parallel.For in the bench process")[1], StringComparison.Ordinal);
     }
 
     private static void AssertSaneRun(RunResult run)

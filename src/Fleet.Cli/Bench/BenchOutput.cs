@@ -42,13 +42,19 @@ internal static class BenchOutput
         if (singles.Count > 0)
         {
             md.AppendLine();
-            md.AppendLine("Single-task time (the handler in-process on one thread, median; efficiency uses the smaller of wall and CPU):");
+            md.AppendLine("Single-task time (the handler in-process on one thread, median; efficiency uses the smaller of wall and CPU), and the");
+            md.AppendLine("same handler under Parallel.For in the bench process (no broker, no database): this machine's ceiling, measured in the same invocation.");
             md.AppendLine();
-            md.AppendLine("| workload | wall ms | CPU ms | runs |");
-            md.AppendLine("|---|---:|---:|---:|");
+            md.AppendLine("| workload | wall ms | CPU ms | runs | Parallel.For tasks | threads | tasks/s | efficiency | fleet median efficiency | fleet / Parallel.For |");
+            md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var w in singles)
             {
-                md.AppendLine(inv, $"| {w.Workload} | {w.SingleTask!.WallMs:0.00} | {(w.SingleTask.CpuMs is { } c ? c.ToString("0.00", inv) : "-")} | {w.SingleTask.Repeats} |");
+                var t = w.SingleTask!;
+                var p = t.ParallelFor;
+                var fleet = report.Workloads.Where(x => x.Workload == w.Workload).SelectMany(x => x.Runs).Select(r => r.Efficiency).OfType<double>().ToArray();
+                double? fleetMedian = fleet.Length > 0 ? SingleTaskTimer.Median(fleet) : null;
+                md.AppendLine(inv,
+                    $"| {w.Workload} | {t.WallMs:0.00} | {(t.CpuMs is { } c ? c.ToString("0.00", inv) : "-")} | {t.Repeats} | {(p is null ? "-" : p.Tasks.ToString(inv))} | {(p is null ? "-" : p.Threads.ToString(inv))} | {(p is null ? "-" : p.TasksPerSecond.ToString("0.0", inv))} | {(p is null ? "-" : p.Efficiency.ToString("0.000", inv))} | {(fleetMedian is { } f ? f.ToString("0.000", inv) : "-")} | {(p is not null && fleetMedian is { } g ? (g / p.Efficiency).ToString("0.00", inv) : "-")} |");
             }
         }
 

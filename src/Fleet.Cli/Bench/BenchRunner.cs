@@ -36,6 +36,9 @@ internal sealed record BenchSettings
 
     public int SingleTaskRepeats { get; init; } = 5;
 
+    /// <summary>Seconds of the in-process Parallel.For baseline for each CPU workload (0: none).</summary>
+    public double ParallelForSeconds { get; init; } = 5;
+
     /// <summary>Tasks of the unmeasured warm-up batch before each workload's runs (at most the run size; 0: none).</summary>
     public int WarmUpTasks { get; init; } = 1000;
 
@@ -104,6 +107,12 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             {
                 single = SingleTaskTimer.Measure(workload, settings.SingleTaskRepeats, cancellationToken);
                 Log($"{workload}: single task on one thread: median {single.WallMs:0.00} ms wall, {single.CpuMs:0.00} ms CPU ({single.Repeats} runs)");
+                if (settings.ParallelForSeconds > 0)
+                {
+                    var parallel = SingleTaskTimer.MeasureParallelFor(workload, single, Cores, settings.ParallelForSeconds, cancellationToken);
+                    single = single with { ParallelFor = parallel };
+                    Log($"{workload}: Parallel.For over {parallel.Threads} threads, no broker or database: {parallel.Tasks} tasks in {parallel.Seconds:0.00} s = {parallel.TasksPerSecond:0.0} tasks/s, efficiency {parallel.Efficiency:0.000}");
+                }
             }
 
             await WarmUpAsync(dataSource, workload, cancellationToken).ConfigureAwait(false);

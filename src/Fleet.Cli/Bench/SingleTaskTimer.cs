@@ -65,6 +65,29 @@ internal static class SingleTaskTimer
         return new SingleTaskTime(Median(wall), cpu.Count > 0 ? Median(cpu) : null, repeats);
     }
 
+    /// <summary>
+    /// The machine's own ceiling for a CPU workload, measured in the same invocation as the fleet runs: the handler in
+    /// this process under <see cref="Parallel.For(int, int, ParallelOptions, Action{int})"/> over
+    /// <paramref name="cores"/> threads, with no broker and no database, for about <paramref name="seconds"/>. Its
+    /// efficiency uses the same single-task time as the fleet's, so the two compare directly: on a machine whose
+    /// cores are slow to share (a busy host, SMT siblings) both fall, and the gap between them is the fleet's own.
+    /// </summary>
+    public static ParallelForTime MeasureParallelFor(string workload, SingleTaskTime single, int cores, double seconds, CancellationToken cancellationToken)
+    {
+        using var services = new ServiceCollection().AddLogging().AddFleetTasks().BuildServiceProvider();
+        var handler = services.GetRequiredService<TaskHandlerRegistry>().TryGet(workload, out var h) ? h : throw new CliException($"no built-in handler for '{workload}'");
+        var tasks = (int)Math.Clamp(Math.Round(seconds * cores * 1000 / single.EffectiveMs), cores * 4, 100_000);
+        var options = new ParallelOptions { MaxDegreeOfParallelism = cores, CancellationToken = cancellationToken };
+        var clock = Stopwatch.StartNew();
+        Parallel.For(0, tasks, options, i =>
+        {
+            var task = handler.Prepare(Workloads.Payload(workload, i))(cancellationToken);
+            _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
+        });
+        var elapsed = clock.Elapsed.TotalSeconds;
+        return new ParallelForTime(tasks, cores, elapsed, tasks / elapsed, single.EffectiveMs / 1000 * tasks / (elapsed * cores));
+    }
+
     internal static double Median(IReadOnlyCollection<double> values)
     {
         var sorted = values.Order().ToArray();
@@ -81,9 +104,15 @@ internal static class SingleTaskTimer
 /// <summary>Median wall and thread-CPU milliseconds of one task run alone on one thread.</summary>
 internal sealed record SingleTaskTime(double WallMs, double? CpuMs, int Repeats)
 {
+    /// <summary>The same handler under Parallel.For on this machine, measured right after (null when not measured).</summary>
+    public ParallelForTime? ParallelFor { get; init; }
+
     /// <summary>
     /// The time used for parallel efficiency: the smaller of the two medians. On a shared machine the wall time of
     /// the lone run includes waits for a core, which would flatter the efficiency; the CPU time cannot.
     /// </summary>
     public double EffectiveMs => CpuMs is { } c && c > 0 ? Math.Min(WallMs, c) : WallMs;
 }
+
+/// <summary>One Parallel.For run of a CPU workload in the bench process: its rate and parallel efficiency.</summary>
+internal sealed record ParallelForTime(int Tasks, int Threads, double Seconds, double TasksPerSecond, double Efficiency);
