@@ -236,6 +236,20 @@ public sealed class TaskLedger : IAsyncDisposable
         {
             var claimRound = TakeRound(pendingClaims, i => claims[i].TaskId);
             var completionRound = TakeRound(pendingCompletions, i => completions[i].TaskId);
+            if (!await TryWriteAsync(claimRound, completionRound, splitOnError: claimRound.Count > 0 && completionRound.Count > 0).ConfigureAwait(false))
+            {
+                // Refused together: one kind at a time, so that each write gets its own outcome.
+                await TryWriteAsync(claimRound, [], splitOnError: false).ConfigureAwait(false);
+                await TryWriteAsync([], completionRound, splitOnError: false).ConfigureAwait(false);
+            }
+        }
+
+        return outcomes;
+
+        // Writes one round and records its outcomes. A statement PostgreSQL refuses becomes the outcome of the
+        // round's writes, or, with splitOnError, false: nothing was committed, and the caller writes it again split.
+        async Task<bool> TryWriteAsync(List<int> claimRound, List<int> completionRound, bool splitOnError)
+        {
             try
             {
                 var (attempts, finalized) = await RideOutAsync(
@@ -243,38 +257,18 @@ public sealed class TaskLedger : IAsyncDisposable
                 RecordClaims(claimRound, attempts, null);
                 RecordCompletions(completionRound, finalized, null);
             }
-            catch (PostgresException ex) when (claimRound.Count == 0 || completionRound.Count == 0)
+            catch (PostgresException ex) when (!splitOnError)
             {
                 RecordClaims(claimRound, null, ex);
                 RecordCompletions(completionRound, null, ex);
             }
             catch (PostgresException)
             {
-                try
-                {
-                    var (attempts, _) = await RideOutAsync(
-                        repeat => WriteRoundAsync(claims, claimRound, completions, [], repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
-                    RecordClaims(claimRound, attempts, null);
-                }
-                catch (PostgresException ex)
-                {
-                    RecordClaims(claimRound, null, ex);
-                }
-
-                try
-                {
-                    var (_, finalized) = await RideOutAsync(
-                        repeat => WriteRoundAsync(claims, [], completions, completionRound, repeat, cancellationToken), cancellationToken).ConfigureAwait(false);
-                    RecordCompletions(completionRound, finalized, null);
-                }
-                catch (PostgresException ex)
-                {
-                    RecordCompletions(completionRound, null, ex);
-                }
+                return false;
             }
-        }
 
-        return outcomes;
+            return true;
+        }
 
         void RecordClaims(List<int> round, Dictionary<Guid, int>? attempts, Exception? error)
         {
@@ -410,7 +404,7 @@ public sealed class TaskLedger : IAsyncDisposable
 }
 
 /// <summary>One queued ledger write: a claim or a completion (exactly one of the two).</summary>
-internal sealed record LedgerWrite(TaskClaim? Claim, TaskCompletion? Completion);
+internal readonly record struct LedgerWrite(TaskClaim? Claim, TaskCompletion? Completion);
 
 /// <summary>What one write came to: the claim's result or whether the completion made the task final; or its error.</summary>
 internal readonly record struct LedgerOutcome(ClaimResult Claim, bool Finalized, Exception? Error = null);
