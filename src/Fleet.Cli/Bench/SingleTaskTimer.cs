@@ -18,12 +18,7 @@ internal static class SingleTaskTimer
     public static SingleTaskTime Measure(string workload, int repeats, CancellationToken cancellationToken)
     {
         using var services = new ServiceCollection().AddLogging().AddFleetTasks().BuildServiceProvider();
-        var registry = services.GetRequiredService<TaskHandlerRegistry>();
-        if (!registry.TryGet(workload, out var handler))
-        {
-            throw new CliException($"no built-in handler for '{workload}'");
-        }
-
+        var handler = Handler(services, workload);
         SingleTaskTime? result = null;
         // A thread of its own: the handler runs start to end on it, as on a worker's CPU-lane thread.
         var thread = new Thread(() => result = Run(handler, workload, repeats, cancellationToken)) { IsBackground = true, Name = "bench-single-task" };
@@ -40,19 +35,16 @@ internal static class SingleTaskTimer
         var warmUp = Stopwatch.StartNew();
         for (var i = 0; i < MinWarmUpRuns || warmUp.Elapsed < MinWarmUpTime; i++)
         {
-            var task = handler.Prepare(Workloads.Payload(workload, i))(cancellationToken);
-            _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
+            RunOne(handler, workload, i, cancellationToken);
         }
 
         var wall = new List<double>();
         var cpu = new List<double>();
         for (var i = 1; i <= repeats; i++)
         {
-            var payload = Workloads.Payload(workload, i);
             var clock = Stopwatch.StartNew();
             var cpuStart = ThreadCpuTime.NowMilliseconds();
-            var task = handler.Prepare(payload)(cancellationToken);
-            _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
+            RunOne(handler, workload, i, cancellationToken);
             var cpuEnd = ThreadCpuTime.NowMilliseconds();
             clock.Stop();
             wall.Add(clock.Elapsed.TotalMilliseconds);
@@ -75,17 +67,25 @@ internal static class SingleTaskTimer
     public static ParallelForTime MeasureParallelFor(string workload, SingleTaskTime single, int cores, double seconds, CancellationToken cancellationToken)
     {
         using var services = new ServiceCollection().AddLogging().AddFleetTasks().BuildServiceProvider();
-        var handler = services.GetRequiredService<TaskHandlerRegistry>().TryGet(workload, out var h) ? h : throw new CliException($"no built-in handler for '{workload}'");
+        var handler = Handler(services, workload);
         var tasks = (int)Math.Clamp(Math.Round(seconds * cores * 1000 / single.EffectiveMs), cores * 4, 100_000);
         var options = new ParallelOptions { MaxDegreeOfParallelism = cores, CancellationToken = cancellationToken };
         var clock = Stopwatch.StartNew();
-        Parallel.For(0, tasks, options, i =>
-        {
-            var task = handler.Prepare(Workloads.Payload(workload, i))(cancellationToken);
-            _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
-        });
+        Parallel.For(0, tasks, options, i => RunOne(handler, workload, i, cancellationToken));
         var elapsed = clock.Elapsed.TotalSeconds;
         return new ParallelForTime(tasks, cores, elapsed, tasks / elapsed, single.EffectiveMs / 1000 * tasks / (elapsed * cores));
+    }
+
+    private static ITaskHandler Handler(IServiceProvider services, string workload) =>
+        services.GetRequiredService<TaskHandlerRegistry>().TryGet(workload, out var handler)
+            ? handler
+            : throw new CliException($"no built-in handler for '{workload}'");
+
+    /// <summary>Runs task <paramref name="i"/> of the workload to its end on the calling thread, as a lane thread does.</summary>
+    private static void RunOne(ITaskHandler handler, string workload, int i, CancellationToken cancellationToken)
+    {
+        var task = handler.Prepare(Workloads.Payload(workload, i))(cancellationToken);
+        _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
     }
 
     internal static double Median(IReadOnlyCollection<double> values)
