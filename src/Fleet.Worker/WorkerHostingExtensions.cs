@@ -50,11 +50,13 @@ public static class WorkerHostingExtensions
         services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
         services.AddSingleton<RetryScheduler>();
+        var postgres = builder.Configuration.GetRequiredConnectionString("fleetdb");
+        services.AddKeyedSingleton(nameof(TaskLedger), (_, _) => FleetDatabaseExtensions.CreateLedgerDataSource(postgres));
         services.AddSingleton(sp =>
         {
             var worker = sp.GetRequiredService<IOptions<WorkerOptions>>().Value;
             return new TaskLedger(
-                sp.GetRequiredService<NpgsqlDataSource>(),
+                sp.GetRequiredKeyedService<NpgsqlDataSource>(nameof(TaskLedger)),
                 sp.GetRequiredService<WorkerIdentity>().Id,
                 worker.WriteBatchSize,
                 maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds));

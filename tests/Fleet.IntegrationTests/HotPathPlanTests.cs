@@ -57,12 +57,68 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         await using var stamp = Fleet.DataSource.CreateCommand(TaskSubmitter.MarkPublishedSql);
         stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
         AssertPrimaryKeyOnly(await ExplainAsync(stamp), "published_at stamp");
+
+        // The worker's ledger pool and the client's pool plan these statements once, for no values in particular
+        // (plan_cache_mode=force_generic_plan): that one plan must read by primary key too.
+        await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(Fleet.PostgresConnectionString);
+        await using var clientPool = FleetClient.CreateDataSource(Fleet.PostgresConnectionString);
+        await using (var claim = ledger.CreateClaimCommand(claims, round, repeat: false))
+        {
+            AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, claim), "claim (generic plan)");
+        }
+
+        await using (var complete = ledger.CreateCompleteCommand(completions, round))
+        {
+            AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, complete), "completion (generic plan)");
+        }
+
+        await using var clientStamp = clientPool.CreateCommand(TaskSubmitter.MarkPublishedSql);
+        clientStamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
+        var genericStamp = await ExplainGenericAsync(clientPool, clientStamp);
+        AssertPrimaryKeyOnly(genericStamp, "published_at stamp (generic plan)");
+        Assert.True(genericStamp.Contains("ANY ($1)", StringComparison.Ordinal), $"not the generic plan:\n{genericStamp}");
+    }
+
+    /// <summary>
+    /// EXPLAIN of the plan a pool with <c>plan_cache_mode=force_generic_plan</c> runs: the statement prepared on one
+    /// of its connections, then explained through EXECUTE (a plain EXPLAIN would plan with the parameter values).
+    /// The values passed are nulls; a generic plan does not look at them.
+    /// </summary>
+    private static async Task<string> ExplainGenericAsync(NpgsqlDataSource pool, NpgsqlCommand statement)
+    {
+        await using var connection = await pool.OpenConnectionAsync();
+        await using var prepared = new NpgsqlCommand(statement.CommandText, connection);
+        foreach (NpgsqlParameter parameter in statement.Parameters)
+        {
+            prepared.Parameters.Add(parameter.Clone());
+        }
+
+        await prepared.PrepareAsync();
+        await using var find = new NpgsqlCommand(
+            "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements ORDER BY prepare_time DESC LIMIT 1", connection);
+        string name;
+        int count;
+        await using (var reader = await find.ExecuteReaderAsync())
+        {
+            Assert.True(await reader.ReadAsync());
+            (name, count) = (reader.GetString(0), reader.GetInt32(1));
+        }
+
+        await using var explain = new NpgsqlCommand($"EXPLAIN (COSTS OFF) EXECUTE {name}({string.Join(", ", Enumerable.Repeat("NULL", count))})", connection);
+        var plan = await ReadPlanAsync(explain);
+        await prepared.UnprepareAsync();
+        return plan;
     }
 
     /// <summary>EXPLAIN of the command as it would run: an unnamed statement, planned with its parameter values.</summary>
     private static async Task<string> ExplainAsync(NpgsqlCommand command)
     {
         command.CommandText = "EXPLAIN (COSTS OFF) " + command.CommandText;
+        return await ReadPlanAsync(command);
+    }
+
+    private static async Task<string> ReadPlanAsync(NpgsqlCommand command)
+    {
         var lines = new List<string>();
         await using var reader = await command.ExecuteReaderAsync();
         while (await reader.ReadAsync())

@@ -63,6 +63,42 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.True((await ledger.ClaimAsync(Claim(valid))).Claimed);
     }
 
+    [Fact]
+    public async Task LedgerPool_RunsTheClaimOnAGenericPlan_WhereTheHostPoolReplansIt()
+    {
+        // One connection per pool, so the prepared statements read back are the ones the claims ran on. Eight
+        // claims of one row each, as at a CPU lane's pace: Npgsql prepares the statement from its fifth use, and
+        // PostgreSQL's default then plans each execution for its values (a custom plan), which cost more than
+        // running the claim. The ledger's pool plans it once.
+        var oneConnection = $"{Fleet.PostgresConnectionString};Maximum Pool Size=1";
+        await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(oneConnection);
+        await using var hostPool = FleetDatabaseExtensions.CreateDataSource(oneConnection);
+
+        var ledgerPlans = await ClaimEightAndCountPlansAsync(ledgerPool);
+        var hostPlans = await ClaimEightAndCountPlansAsync(hostPool);
+
+        Assert.True(ledgerPlans.Generic >= 1, $"generic {ledgerPlans.Generic}");
+        Assert.Equal(0L, ledgerPlans.Custom);
+        Assert.True(hostPlans.Custom >= 1, $"custom {hostPlans.Custom}");
+    }
+
+    private static async Task<(long Generic, long Custom)> ClaimEightAndCountPlansAsync(NpgsqlDataSource pool)
+    {
+        await using (var ledger = new TaskLedger(pool, WorkerId))
+        {
+            for (var i = 0; i < 8; i++)
+            {
+                Assert.True((await ledger.ClaimAsync(Claim(Guid.CreateVersion7()))).Claimed);
+            }
+        }
+
+        await using var command = pool.CreateCommand(
+            "SELECT coalesce(sum(generic_plans), 0)::bigint, coalesce(sum(custom_plans), 0)::bigint FROM pg_prepared_statements WHERE statement LIKE '%INSERT INTO fleet.task_attempts%'");
+        await using var reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        return (reader.GetInt64(0), reader.GetInt64(1));
+    }
+
     private static TaskClaim Claim(Guid id, string payload = "{}")
     {
         var now = DateTimeOffset.UtcNow;

@@ -185,4 +185,18 @@ public sealed class DataSourceTests
 
         Assert.Equal(expected, new Npgsql.NpgsqlConnectionStringBuilder(dataSource.ConnectionString).MaxAutoPrepare);
     }
+
+    [Theory]
+    [InlineData("Host=db;Username=fleet", "-c plan_cache_mode=force_generic_plan")]
+    [InlineData("Host=db;Username=fleet;Options=-c search_path=fleet", "-c search_path=fleet -c plan_cache_mode=force_generic_plan")]
+    [InlineData("Host=db;Username=fleet;Options=-c plan_cache_mode=auto", "-c plan_cache_mode=auto")]
+    public void LedgerPool_PlansGenerically_SkipsTheReset_AndStillPrepares(string connectionString, string expectedOptions)
+    {
+        using var dataSource = Fleet.Persistence.FleetDatabaseExtensions.CreateLedgerDataSource(connectionString);
+
+        var settings = new Npgsql.NpgsqlConnectionStringBuilder(dataSource.ConnectionString);
+        Assert.Equal(expectedOptions, settings.Options);
+        Assert.True(settings.NoResetOnClose);
+        Assert.Equal(32, settings.MaxAutoPrepare);
+    }
 }
