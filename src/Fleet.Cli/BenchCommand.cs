@@ -18,7 +18,7 @@ internal static class BenchCommand
         var cores = new Option<int?>("--cores") { Description = "Cores for parallel efficiency (default: the processor count)." };
         var baseline = new Option<bool>("--baseline") { Description = "Raw RabbitMQ.Client publish+consume baseline before each noop run.", DefaultValueFactory = _ => true };
         var rawBody = new Option<int>("--raw-body-bytes") { Description = "Body size of the raw-broker messages.", DefaultValueFactory = _ => 1024 };
-        var repeats = new Option<int>("--single-runs") { Description = "In-process single-task timings per CPU workload (median).", DefaultValueFactory = _ => 5 };
+        var repeats = new Option<int>("--single-runs") { Description = "In-process single-task timings per CPU workload, at least this many and at least 1 s of them (median).", DefaultValueFactory = _ => 5 };
         var parallelFor = new Option<double>("--parallel-for-seconds") { Description = "In-process Parallel.For baseline per CPU workload, about this long (0: none): the machine's own efficiency ceiling.", DefaultValueFactory = _ => 5 };
         var warmUp = new Option<int>("--warm-up") { Description = "Tasks of an unmeasured warm-up batch before each workload's runs (0: none).", DefaultValueFactory = _ => 1000 };
         var workers = new Option<int?>("--workers") { Description = "Worker processes running (recorded in the report; the bench measures whatever runs)." };
