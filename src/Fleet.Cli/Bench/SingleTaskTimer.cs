@@ -39,9 +39,9 @@ internal static class SingleTaskTimer
             RunOne(handler, workload, i, cancellationToken);
         }
 
-        // At least `repeats` runs and at least a second of them: five sieve runs took 25 ms, and one slow moment of
-        // this VM (its speed moves by a quarter within minutes) set t1 for the whole invocation (5.71 ms once, 4.10
-        // another time; that run's Parallel.For came out at an efficiency of 1.17).
+        // At least `repeats` runs and at least a second of them: five sieve runs take 25 ms, a thin sample on a VM
+        // whose speed moves by a quarter within minutes. (A t1 of 5.7 ms against 4.1 earlier the same day turned out
+        // not to be such a moment: 174 runs gave the same; see docs/benchmarks.md.)
         var wall = new List<double>();
         var cpu = new List<double>();
         var timed = Stopwatch.StartNew();
