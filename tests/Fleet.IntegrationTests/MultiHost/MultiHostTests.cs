@@ -124,7 +124,9 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         var idle = await ReadSignalAsync();
 
         var batch = Guid.CreateVersion7();
-        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(900, steps: 2500, batch));
+        // 1,800 tasks, about 20 s: the queue counters come from the management API, which refreshes them every 5 s
+        // (collect_statistics_interval), and with 900 tasks (about 10 s) one CI run's backlog fell between refreshes.
+        var ids = await fleet.Client.SubmitManyAsync(HeatRequests(1800, steps: 2500, batch));
         using (var stopSampling = new CancellationTokenSource())
         {
             var sampling = Task.Run(async () =>
