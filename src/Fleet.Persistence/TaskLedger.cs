@@ -309,21 +309,7 @@ public sealed class TaskLedger : IAsyncDisposable
         IReadOnlyList<TaskClaim> claims, List<int> claimRound, IReadOnlyList<TaskCompletion> completions, List<int> completionRound,
         bool repeat, CancellationToken cancellationToken)
     {
-        await using var batch = _dataSource.CreateBatch();
-        if (claimRound.Count > 0)
-        {
-            var command = new NpgsqlBatchCommand(ClaimSql);
-            AddClaimParameters(command.Parameters, claims, claimRound, repeat);
-            batch.BatchCommands.Add(command);
-        }
-
-        if (completionRound.Count > 0)
-        {
-            var command = new NpgsqlBatchCommand(CompleteSql);
-            AddCompleteParameters(command.Parameters, completions, completionRound);
-            batch.BatchCommands.Add(command);
-        }
-
+        await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
         var attempts = new Dictionary<Guid, int>(claimRound.Count);
         var finalized = new HashSet<Guid>();
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
@@ -348,12 +334,29 @@ public sealed class TaskLedger : IAsyncDisposable
         return (attempts, finalized);
     }
 
-    /// <summary>The claim statement for the given items of <paramref name="claims"/> (internal: the tests explain its plan).</summary>
-    internal NpgsqlCommand CreateClaimCommand(IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
+    /// <summary>
+    /// The round's batch: the claim statement for the given claims, then the completion statement for the given
+    /// completions, each left out when it has none (internal: the plan tests explain exactly these statements).
+    /// </summary>
+    internal NpgsqlBatch CreateRoundBatch(
+        IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> claimRound, IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> completionRound, bool repeat)
     {
-        var command = _dataSource.CreateCommand(ClaimSql);
-        AddClaimParameters(command.Parameters, claims, round, repeat);
-        return command;
+        var batch = _dataSource.CreateBatch();
+        if (claimRound.Count > 0)
+        {
+            var command = new NpgsqlBatchCommand(ClaimSql);
+            AddClaimParameters(command.Parameters, claims, claimRound, repeat);
+            batch.BatchCommands.Add(command);
+        }
+
+        if (completionRound.Count > 0)
+        {
+            var command = new NpgsqlBatchCommand(CompleteSql);
+            AddCompleteParameters(command.Parameters, completions, completionRound);
+            batch.BatchCommands.Add(command);
+        }
+
+        return batch;
     }
 
     private void AddClaimParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
@@ -371,14 +374,6 @@ public sealed class TaskLedger : IAsyncDisposable
         // A repeated claim may find its first try committed (reply lost): the task is then 'running' by us.
         parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered || repeat)));
         parameters.AddWithValue("worker", _workerId);
-    }
-
-    /// <summary>The completion statement for the given items of <paramref name="completions"/> (internal: the tests explain its plan).</summary>
-    internal NpgsqlCommand CreateCompleteCommand(IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> round)
-    {
-        var command = _dataSource.CreateCommand(CompleteSql);
-        AddCompleteParameters(command.Parameters, completions, round);
-        return command;
     }
 
     private void AddCompleteParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> round)

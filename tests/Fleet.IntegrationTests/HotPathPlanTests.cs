@@ -38,43 +38,29 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         }
 
         var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToList();
-        var round = Enumerable.Range(0, BatchSize).ToList();
+        var batchRound = Enumerable.Range(0, BatchSize).ToList();
         var now = DateTimeOffset.UtcNow;
         await using var ledger = new TaskLedger(Fleet.DataSource, "plan-test:1:000000");
 
         var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
-        await using (var claim = ledger.CreateClaimCommand(claims, round, repeat: false))
-        {
-            AssertPrimaryKeyOnly(await ExplainAsync(claim), "claim");
-        }
-
         var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
-        await using (var complete = ledger.CreateCompleteCommand(completions, round))
-        {
-            AssertPrimaryKeyOnly(await ExplainAsync(complete), "completion");
-        }
-
-        await using var stamp = Fleet.DataSource.CreateCommand(TaskSubmitter.MarkPublishedSql);
+        await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
+        var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
+        var stamp = new NpgsqlBatchCommand(TaskSubmitter.MarkPublishedSql);
         stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
-        AssertPrimaryKeyOnly(await ExplainAsync(stamp), "published_at stamp");
+
+        // As they run on the host pool: unnamed statements, planned with their values.
+        AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, claim), "claim");
+        AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, complete), "completion");
+        AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, stamp), "published_at stamp");
 
         // The worker's ledger pool and the client's pool plan these statements once, for no values in particular
         // (plan_cache_mode=force_generic_plan): that one plan must read by primary key too.
         await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(Fleet.PostgresConnectionString);
         await using var clientPool = FleetClient.CreateDataSource(Fleet.PostgresConnectionString);
-        await using (var claim = ledger.CreateClaimCommand(claims, round, repeat: false))
-        {
-            AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, claim), "claim (generic plan)");
-        }
-
-        await using (var complete = ledger.CreateCompleteCommand(completions, round))
-        {
-            AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, complete), "completion (generic plan)");
-        }
-
-        await using var clientStamp = clientPool.CreateCommand(TaskSubmitter.MarkPublishedSql);
-        clientStamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
-        var genericStamp = await ExplainGenericAsync(clientPool, clientStamp);
+        AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, claim), "claim (generic plan)");
+        AssertPrimaryKeyOnly(await ExplainGenericAsync(ledgerPool, complete), "completion (generic plan)");
+        var genericStamp = await ExplainGenericAsync(clientPool, stamp);
         AssertPrimaryKeyOnly(genericStamp, "published_at stamp (generic plan)");
         Assert.True(genericStamp.Contains("ANY ($1)", StringComparison.Ordinal), $"not the generic plan:\n{genericStamp}");
     }
@@ -84,15 +70,10 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
     /// of its connections, then explained through EXECUTE (a plain EXPLAIN would plan with the parameter values).
     /// The values passed are nulls; a generic plan does not look at them.
     /// </summary>
-    private static async Task<string> ExplainGenericAsync(NpgsqlDataSource pool, NpgsqlCommand statement)
+    private static async Task<string> ExplainGenericAsync(NpgsqlDataSource pool, NpgsqlBatchCommand statement)
     {
         await using var connection = await pool.OpenConnectionAsync();
-        await using var prepared = new NpgsqlCommand(statement.CommandText, connection);
-        foreach (NpgsqlParameter parameter in statement.Parameters)
-        {
-            prepared.Parameters.Add(parameter.Clone());
-        }
-
+        await using var prepared = Copy(statement, statement.CommandText, connection);
         await prepared.PrepareAsync();
         await using var find = new NpgsqlCommand(
             "SELECT name, cardinality(parameter_types) FROM pg_prepared_statements ORDER BY prepare_time DESC LIMIT 1", connection);
@@ -110,11 +91,24 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         return plan;
     }
 
-    /// <summary>EXPLAIN of the command as it would run: an unnamed statement, planned with its parameter values.</summary>
-    private static async Task<string> ExplainAsync(NpgsqlCommand command)
+    /// <summary>EXPLAIN of the statement as it would run: an unnamed statement, planned with its parameter values.</summary>
+    private static async Task<string> ExplainAsync(NpgsqlDataSource pool, NpgsqlBatchCommand statement)
     {
-        command.CommandText = "EXPLAIN (COSTS OFF) " + command.CommandText;
-        return await ReadPlanAsync(command);
+        await using var connection = await pool.OpenConnectionAsync();
+        await using var explain = Copy(statement, "EXPLAIN (COSTS OFF) " + statement.CommandText, connection);
+        return await ReadPlanAsync(explain);
+    }
+
+    /// <summary>A command on <paramref name="connection"/> with <paramref name="text"/> and copies of the statement's parameters.</summary>
+    private static NpgsqlCommand Copy(NpgsqlBatchCommand statement, string text, NpgsqlConnection connection)
+    {
+        var command = new NpgsqlCommand(text, connection);
+        foreach (NpgsqlParameter parameter in statement.Parameters)
+        {
+            command.Parameters.Add(parameter.Clone());
+        }
+
+        return command;
     }
 
     private static async Task<string> ReadPlanAsync(NpgsqlCommand command)
