@@ -96,9 +96,9 @@ public sealed partial class TaskSubmitter
     // Served by the partial index ix_tasks_unpublished (submitted_at WHERE published_at IS NULL), which holds only
     // submissions still waiting for their confirm. A cancelled task gets published_at when it is cancelled, so it
     // leaves the index; the status test is there for tasks that a worker took through another copy meanwhile.
-    private const string SelectUnpublishedSql = """
-        SELECT id, type, queue, payload::text, priority, timeout_seconds, max_attempts, batch_id, submitted_at
-        FROM fleet.tasks
+    private const string SelectUnpublishedSql = $"""
+        SELECT {TaskRows.Columns}
+        FROM fleet.tasks t
         WHERE published_at IS NULL AND submitted_at < now() - make_interval(secs => @age_seconds) AND status = 'queued'
         ORDER BY submitted_at
         LIMIT @limit
@@ -383,18 +383,7 @@ public sealed partial class TaskSubmitter
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            using var payload = JsonDocument.Parse(reader.GetString(3));
-            tasks.Add(new OutgoingTask(reader.GetString(2), new ProcessTask
-            {
-                TaskId = reader.GetGuid(0),
-                Type = reader.GetString(1),
-                Payload = payload.RootElement.Clone(),
-                Priority = reader.GetInt32(4),
-                TimeoutSeconds = reader.IsDBNull(5) ? null : reader.GetInt32(5),
-                MaxAttempts = reader.GetInt32(6),
-                BatchId = reader.IsDBNull(7) ? null : reader.GetGuid(7),
-                SubmittedAt = reader.GetFieldValue<DateTimeOffset>(8),
-            }));
+            tasks.Add(TaskRows.ReadOutgoing(reader));
         }
 
         return tasks;

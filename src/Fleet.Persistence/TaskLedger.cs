@@ -55,7 +55,8 @@ public sealed record TaskCompletion(
 /// </summary>
 public sealed class TaskLedger : IAsyncDisposable
 {
-    // A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
+    // A task whose cancel was asked for while it ran is not claimed again (the reconciler ends it cancelled once no
+    // worker holds it). A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
     // only by a redelivery: the broker hands a message back only when the execution that held it is gone (crash,
     // lost connection, drain), whereas a fresh duplicate of a running task (a second publish) would just run it
     // twice while the first execution still holds its own message.
@@ -76,6 +77,7 @@ public sealed class TaskLedger : IAsyncDisposable
                 published_at = coalesce(t.published_at, i.started_at)
             FROM input i
             WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN i.redelivered ELSE false END
+              AND t.cancel_requested_at IS NULL
             RETURNING t.id, t.attempts, t.submitted_at
         ), inserted AS (
             -- Tasks published straight to RabbitMQ have no row yet: the first claim creates it.

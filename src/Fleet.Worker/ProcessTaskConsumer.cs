@@ -19,6 +19,7 @@ public sealed partial class ProcessTaskConsumer(
     TaskExecutor executor,
     CpuLane cpuLane,
     RetryScheduler retries,
+    HeldTasks held,
     WorkerCounters counters,
     WorkerTelemetry telemetry,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
@@ -37,6 +38,9 @@ public sealed partial class ProcessTaskConsumer(
         var queue = QueueName(context);
         var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
         var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
+
+        // Held from delivery to acknowledgement, so the reconciler never takes this task for one whose message is gone.
+        using var hold = held.Hold(taskId);
 
         // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
         // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.

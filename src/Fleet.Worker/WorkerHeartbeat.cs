@@ -16,6 +16,7 @@ public sealed partial class WorkerHeartbeat(
     NpgsqlDataSource dataSource,
     WorkerIdentity identity,
     WorkerCounters counters,
+    HeldTasks held,
     TaskHandlerRegistry registry,
     IOptions<WorkerOptions> options,
     IHostApplicationLifetime lifetime,
@@ -23,11 +24,11 @@ public sealed partial class WorkerHeartbeat(
 {
     private const string UpsertSql = """
         INSERT INTO fleet.workers (id, host, pid, queues, cpu_concurrency, io_concurrency, started_at, last_seen_at, state,
-                                   tasks_succeeded, tasks_failed, tasks_skipped, version)
-        VALUES (@id, @host, @pid, @queues, @cpu, @io, @started_at, now(), @state, @succeeded, @failed, @skipped, @version)
+                                   tasks_succeeded, tasks_failed, tasks_skipped, version, held_tasks)
+        VALUES (@id, @host, @pid, @queues, @cpu, @io, @started_at, now(), @state, @succeeded, @failed, @skipped, @version, @held)
         ON CONFLICT (id) DO UPDATE
             SET last_seen_at = now(), state = excluded.state, tasks_succeeded = excluded.tasks_succeeded,
-                tasks_failed = excluded.tasks_failed, tasks_skipped = excluded.tasks_skipped
+                tasks_failed = excluded.tasks_failed, tasks_skipped = excluded.tasks_skipped, held_tasks = excluded.held_tasks
         """;
 
     private readonly WorkerOptions _options = options.Value;
@@ -94,6 +95,8 @@ public sealed partial class WorkerHeartbeat(
         command.Parameters.AddWithValue("succeeded", counters.Succeeded);
         command.Parameters.AddWithValue("failed", counters.Failed);
         command.Parameters.AddWithValue("skipped", counters.Skipped);
+        // Taken before the write: last_seen_at (set by the server as it writes) is never older than this snapshot.
+        command.Parameters.AddWithValue("held", held.Snapshot());
         command.Parameters.AddWithValue("version", typeof(WorkerHeartbeat).Assembly.GetName().Version?.ToString() ?? "");
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }

@@ -45,6 +45,7 @@ public static class WorkerHostingExtensions
         services.AddSingleton<CpuLane>();
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RunningTasks>();
+        services.AddSingleton<HeldTasks>();
         services.AddSingleton<WorkerTelemetry>();
         builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name, PersistenceTelemetry.Name);
         services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
@@ -65,6 +66,8 @@ public static class WorkerHostingExtensions
         // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
         // drain. It also builds the handler registry at start, so a bad handler setup fails the start, not a message.
         services.AddHostedService<WorkerHeartbeat>();
+        services.AddSingleton<TaskReconciler>();
+        services.AddHostedService(sp => sp.GetRequiredService<TaskReconciler>());
 
         // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
         services.AddOptions<MassTransitHostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>

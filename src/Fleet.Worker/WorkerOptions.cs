@@ -22,6 +22,9 @@ namespace Fleet.Worker;
 ///   "MaxDatabaseOutageSeconds": 600,
 ///   "HostName": "web-01",           // default: machine name
 ///   "WriteBatchSize": 500,
+///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
+///   "ReconcileAfterSeconds": 60,
+///   "ReconcileBatchSize": 1000,
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216 }
 /// }
 /// </code>
@@ -108,6 +111,24 @@ public sealed class WorkerOptions : IValidatableObject
     public int WriteBatchSize { get; set; } = 500;
 
     public HttpGetOptions HttpGet { get; set; } = new();
+
+    /// <summary>
+    /// How often the reconciler looks for open tasks whose message is gone (one worker of the fleet acts per pass);
+    /// 0 turns it off in this worker. A lost queued task is republished after two passes.
+    /// </summary>
+    [Range(0, 3600)]
+    public int ReconcileIntervalSeconds { get; set; } = 15;
+
+    /// <summary>
+    /// How long a task must have been published (or running) before the reconciler may take its message for lost:
+    /// long enough that a delivery on its way, a redelivery after a crash or a relay's publish normally arrives first.
+    /// </summary>
+    [Range(1, 86_400)]
+    public int ReconcileAfterSeconds { get; set; } = 60;
+
+    /// <summary>The most tasks one reconciler pass republishes.</summary>
+    [Range(1, 100_000)]
+    public int ReconcileBatchSize { get; set; } = 1000;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

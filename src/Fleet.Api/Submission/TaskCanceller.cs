@@ -27,7 +27,8 @@ public enum CancelOutcome
 /// the cancel or the claim wins, never both; a message that arrives later for a cancelled task is acknowledged
 /// without running. A running task is in some worker's hands, and which one is not known here, so a
 /// <see cref="CancelTask"/> is broadcast on the <c>fleet-control</c> fanout; the worker running it fires the
-/// task's token and records it <c>cancelled</c>.
+/// task's token and records it <c>cancelled</c>. The request is also recorded on the row
+/// (<c>cancel_requested_at</c>), for the cases the broadcast cannot reach: the worker died, or the message came back.
 /// </summary>
 public sealed class TaskCanceller(IDbContextFactory<FleetDbContext> contexts, ISendEndpointProvider sendEndpoints)
 {
@@ -68,6 +69,12 @@ public sealed class TaskCanceller(IDbContextFactory<FleetDbContext> contexts, IS
                 case null:
                     return (CancelOutcome.NotFound, null);
                 case TaskState.Running:
+                    // Recorded first, so the request outlives the broadcast: if the worker holding the task is gone or
+                    // its message comes back, the task is not run again and the reconciler ends it cancelled.
+                    await db.Tasks
+                        .Where(t => t.Id == id && t.Status == TaskState.Running)
+                        .ExecuteUpdateAsync(s => s.SetProperty(t => t.CancelRequestedAt, t => t.CancelRequestedAt ?? DateTimeOffset.UtcNow), cancellationToken)
+                        .ConfigureAwait(false);
                     var endpoint = await sendEndpoints.GetSendEndpoint(ControlExchange).ConfigureAwait(false);
                     await endpoint.Send(new CancelTask { TaskId = id, Reason = Reason }, cancellationToken).ConfigureAwait(false);
                     return (CancelOutcome.CancelRequested, status);

@@ -11,5 +11,6 @@ internal sealed class FleetWorkerConfiguration : IEntityTypeConfiguration<FleetW
         builder.ToTable("workers");
         builder.HasKey(w => w.Id);
         builder.HasIndex(w => w.LastSeenAt).HasDatabaseName("ix_workers_last_seen");
+        builder.Property(w => w.HeldTasks).HasDefaultValueSql("'{}'::uuid[]");
     }
 }

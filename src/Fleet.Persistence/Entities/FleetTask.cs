@@ -45,4 +45,17 @@ public sealed class FleetTask
 
     /// <summary>The worker that ran the latest attempt.</summary>
     public string? WorkerId { get; set; }
+
+    /// <summary>
+    /// The earliest time a queued task may start: set when a failed attempt is scheduled for a retry after a
+    /// backoff, so that the reconciler does not take a retry waiting in its delay queue for a lost message.
+    /// </summary>
+    public DateTimeOffset? NotBefore { get; set; }
+
+    /// <summary>
+    /// When a cancel of the running task was asked for. Recorded so that the request outlives the broadcast: a
+    /// redelivered message of such a task is not run again, and the reconciler ends it <c>cancelled</c> when no
+    /// live worker holds it.
+    /// </summary>
+    public DateTimeOffset? CancelRequestedAt { get; set; }
 }

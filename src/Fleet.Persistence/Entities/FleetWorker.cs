@@ -31,4 +31,10 @@ public sealed class FleetWorker
     public long TasksSkipped { get; set; }
 
     public string? Version { get; set; }
+
+    /// <summary>
+    /// The tasks whose messages this worker held at its last heartbeat (running, committing, or waiting for a CPU
+    /// lane thread). The reconciler reads it to tell a task in a live worker's hands from one whose message is gone.
+    /// </summary>
+    public Guid[] HeldTasks { get; set; } = [];
 }

@@ -37,6 +37,10 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("uuid")
                         .HasColumnName("batch_id");
 
+                    b.Property<DateTimeOffset?>("CancelRequestedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("cancel_requested_at");
+
                     b.Property<string>("ErrorMessage")
                         .HasColumnType("text")
                         .HasColumnName("error_message");
@@ -54,6 +58,10 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("integer")
                         .HasDefaultValue(3)
                         .HasColumnName("max_attempts");
+
+                    b.Property<DateTimeOffset?>("NotBefore")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("not_before");
 
                     b.Property<string>("Payload")
                         .IsRequired()
@@ -144,6 +152,13 @@ namespace Fleet.Persistence.Migrations
                     b.Property<int>("CpuConcurrency")
                         .HasColumnType("integer")
                         .HasColumnName("cpu_concurrency");
+
+                    b.PrimitiveCollection<Guid[]>("HeldTasks")
+                        .IsRequired()
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("uuid[]")
+                        .HasColumnName("held_tasks")
+                        .HasDefaultValueSql("'{}'::uuid[]");
 
                     b.Property<string>("Host")
                         .IsRequired()

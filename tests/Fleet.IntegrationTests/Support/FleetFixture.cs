@@ -103,7 +103,11 @@ public sealed class FleetFixture : IAsyncLifetime
         }
 
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddInMemoryCollection(WorkerSettings("in-process", Environment.ProcessorCount));
+        var settings = WorkerSettings("in-process", Environment.ProcessorCount);
+
+        // The tests run the in-process worker's reconciler passes themselves (ReconcilerTests), when they choose.
+        settings["Worker:ReconcileIntervalSeconds"] = "0";
+        builder.Configuration.AddInMemoryCollection(settings);
         builder.AddServiceDefaults();
         builder.AddFleetWorker();
         var host = builder.Build();

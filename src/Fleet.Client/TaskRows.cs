@@ -1,0 +1,33 @@
+using System.Text.Json;
+using Fleet.Contracts;
+using Npgsql;
+
+namespace Fleet.Client;
+
+/// <summary>
+/// Rebuilds the message of a stored task from its <c>fleet.tasks</c> row, for whoever publishes a task again: the
+/// submission relay and the worker's reconciler. Select <see cref="Columns"/> first, in this order.
+/// </summary>
+public static class TaskRows
+{
+    /// <summary>The columns <see cref="ReadOutgoing"/> reads, as a select list for <c>fleet.tasks</c> aliased <c>t</c>.</summary>
+    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at";
+
+    /// <summary>The task message of the reader's current row, and the queue it goes to.</summary>
+    public static OutgoingTask ReadOutgoing(NpgsqlDataReader reader)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        using var payload = JsonDocument.Parse(reader.GetString(3));
+        return new OutgoingTask(reader.GetString(2), new ProcessTask
+        {
+            TaskId = reader.GetGuid(0),
+            Type = reader.GetString(1),
+            Payload = payload.RootElement.Clone(),
+            Priority = reader.GetInt32(4),
+            TimeoutSeconds = reader.IsDBNull(5) ? null : reader.GetInt32(5),
+            MaxAttempts = reader.GetInt32(6),
+            BatchId = reader.IsDBNull(7) ? null : reader.GetGuid(7),
+            SubmittedAt = reader.GetFieldValue<DateTimeOffset>(8),
+        });
+    }
+}

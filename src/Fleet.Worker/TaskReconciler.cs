@@ -1,0 +1,341 @@
+using Fleet.Client;
+using Fleet.Contracts;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using RabbitMQ.Client;
+
+namespace Fleet.Worker;
+
+/// <summary>
+/// Finds tasks that are open (<c>queued</c> or <c>running</c>) although no message and no live worker will ever end
+/// them, and republishes them (or ends them <c>cancelled</c> when a cancel was asked for). Messages get lost in ways
+/// that no acknowledgement protocol sees: a queue purged by an operator, a broker that lost its disk or crashed
+/// before it persisted a delivered message, a retry whose publish failed, a worker that vanished with its tasks.
+/// <para>
+/// Every worker runs this loop, and one of them acts per pass: the one that gets a PostgreSQL advisory lock for the
+/// pass's transaction. Republishing is safe because claims are idempotent: a copy of a task that runs or has ended
+/// is acknowledged without running again. What counts as lost (see docs/reliability.md for the bounds):
+/// </para>
+/// <list type="bullet">
+/// <item>a <c>running</c> task, started over <c>Worker:ReconcileAfterSeconds</c> ago, whose worker is gone (no
+/// heartbeat for <see cref="StaleAfter"/>, or stopped), or is alive but did not hold it at a heartbeat taken after
+/// the task started (its message died with a broker, the execution with it);</item>
+/// <item>a <c>queued</c> task published (or due, for a retry waiting out its backoff) over
+/// <c>Worker:ReconcileAfterSeconds</c> ago, while its lane's queue has no ready message and no live worker holds
+/// it, seen so in two passes in a row: with nothing ready, its message would have been delivered, and every
+/// heartbeat since the first pass would show the worker holding it. A task submitted but never confirmed by the
+/// broker (<c>published_at</c> null) needs no empty lane.</item>
+/// </list>
+/// </summary>
+public sealed partial class TaskReconciler(
+    NpgsqlDataSource dataSource,
+    RabbitMqAddress broker,
+    IOptions<WorkerOptions> options,
+    ILogger<TaskReconciler> logger) : BackgroundService
+{
+    /// <summary>The advisory lock a pass holds for its transaction, so that one worker acts at a time.</summary>
+    public const long LockKey = 0x666C_6565_7452_6563;
+
+    public const string CancelledReason = "Cancelled by request; the task was not running anywhere any more.";
+
+    // Rows locked FOR UPDATE SKIP LOCKED: a claim or a completion in flight on the same row wins, and the next pass
+    // looks again. Each closes the task's open attempt: 'abandoned' when its worker died (a crash, charged to the
+    // task), 'lost' when the worker lives or stopped cleanly (the message was lost, not the worker).
+    private const string ReleaseRunningSql = $"""
+        WITH lost AS (
+            SELECT t.id, t.cancel_requested_at IS NOT NULL AS cancel,
+                   w.id IS NULL OR (w.state <> 'stopped' AND w.last_seen_at < now() - make_interval(secs => @stale)) AS died
+            FROM fleet.tasks t
+            LEFT JOIN fleet.workers w ON w.id = t.worker_id
+            WHERE t.status = 'running' AND t.started_at < now() - make_interval(secs => @after)
+              AND (w.id IS NULL OR w.state = 'stopped' OR w.last_seen_at < now() - make_interval(secs => @stale)
+                   OR (w.last_seen_at > t.started_at + interval '2 seconds' AND NOT t.id = ANY(w.held_tasks)))
+            ORDER BY t.started_at
+            LIMIT @limit
+            FOR UPDATE OF t SKIP LOCKED
+        ), closed AS (
+            UPDATE fleet.task_attempts a
+            SET outcome = CASE WHEN l.died THEN 'abandoned' ELSE 'lost' END, finished_at = now()
+            FROM lost l
+            WHERE a.task_id = l.id AND a.outcome = 'running'
+        )
+        UPDATE fleet.tasks t
+        SET status = CASE WHEN l.cancel THEN 'cancelled' ELSE 'queued' END,
+            finished_at = CASE WHEN l.cancel THEN now() END,
+            error_type = CASE WHEN l.cancel THEN 'Cancelled' END,
+            error_message = CASE WHEN l.cancel THEN @cancelled_reason END,
+            published_at = now()
+        FROM lost l
+        WHERE t.id = l.id
+        RETURNING {TaskRows.Columns}, l.cancel
+        """;
+
+    // A retry may wait in its delay queue up to twice its backoff (RetryScheduler's rungs), hence the slack on
+    // not_before. The index ix_tasks_status_submitted serves the status test; the lanes with a backlog are left out
+    // before any row is read, so a long backlog is never scanned here.
+    private const string FindQueuedSql = """
+        SELECT t.id
+        FROM fleet.tasks t
+        WHERE t.status = 'queued'
+          AND ((t.published_at IS NULL AND t.submitted_at < now() - make_interval(secs => @after))
+               OR (t.queue = ANY(@idle_queues)
+                   AND greatest(t.published_at, t.not_before + (t.not_before - coalesce(t.started_at, t.not_before)))
+                       < now() - make_interval(secs => @after)))
+          AND NOT EXISTS (SELECT 1 FROM fleet.workers w
+                          WHERE w.state <> 'stopped' AND w.last_seen_at > now() - make_interval(secs => @stale)
+                            AND t.id = ANY(w.held_tasks))
+        ORDER BY t.submitted_at
+        LIMIT @limit
+        """;
+
+    private const string ReleaseQueuedSql = $"""
+        UPDATE fleet.tasks t
+        SET published_at = now(),
+            status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
+            finished_at = CASE WHEN t.cancel_requested_at IS NOT NULL THEN now() END,
+            error_type = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'Cancelled' END,
+            error_message = CASE WHEN t.cancel_requested_at IS NOT NULL THEN @cancelled_reason END
+        WHERE t.id = ANY(@ids) AND t.status = 'queued'
+        RETURNING {TaskRows.Columns}, t.cancel_requested_at IS NOT NULL
+        """;
+
+    // Whether every live worker has written a heartbeat since the given moment, so that its held_tasks show any
+    // message it received before then.
+    private const string HeartbeatsSinceSql = """
+        SELECT NOT EXISTS (SELECT 1 FROM fleet.workers w
+                           WHERE w.state <> 'stopped' AND w.last_seen_at > now() - make_interval(secs => @stale)
+                             AND w.last_seen_at <= @since)
+        """;
+
+    private readonly WorkerOptions _options = options.Value;
+    private HashSet<Guid> _suspects = [];
+    private DateTime _suspectsSince;
+    private RabbitMqTaskPublisher? _publisher;
+    private IConnection? _connection;
+    private IChannel? _channel;
+
+    /// <summary>A worker with no heartbeat for this long is taken for dead (four missed beats, at least 20 s).</summary>
+    private TimeSpan StaleAfter => TimeSpan.FromSeconds(Math.Max(20, 4 * _options.HeartbeatSeconds));
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (_options.ReconcileIntervalSeconds == 0)
+        {
+            return;
+        }
+
+        using var timer = new PeriodicTimer(TimeSpan.FromSeconds(_options.ReconcileIntervalSeconds));
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
+            {
+                try
+                {
+                    await ReconcileAsync(stoppingToken).ConfigureAwait(false);
+                }
+                catch (Exception ex) when (!stoppingToken.IsCancellationRequested && ex is not OutOfMemoryException)
+                {
+                    // The database or the broker is away; the tasks wait, and the next pass looks again.
+                    LogPassFailed(ex.GetType().Name, ex.Message);
+                    _suspects = [];
+                    await ResetBrokerAsync().ConfigureAwait(false);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    /// <summary>
+    /// One pass: returns what it republished and cancelled, or null when another worker holds the lock. The loop
+    /// runs it every <c>Worker:ReconcileIntervalSeconds</c>; an operator's tool or a test may run one now.
+    /// </summary>
+    public async Task<ReconcileResult?> ReconcileAsync(CancellationToken cancellationToken)
+    {
+        // Which lanes have nothing ready, asked before the database: a task published before this moment is then
+        // delivered or lost, never waiting in its queue.
+        var idleQueues = await IdleQueuesAsync(cancellationToken).ConfigureAwait(false);
+
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        DateTime passStarted;
+        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_xact_lock(@key), now()", connection, transaction))
+        {
+            tryLock.Parameters.AddWithValue("key", LockKey);
+            await using var reader = await tryLock.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+            if (!reader.GetBoolean(0))
+            {
+                // Another worker reconciles; this one's suspects would be stale when it gets the lock again.
+                _suspects = [];
+                return null;
+            }
+
+            passStarted = reader.GetDateTime(1);
+        }
+
+        var released = new List<(OutgoingTask Task, bool Cancelled)>();
+        await using (var command = new NpgsqlCommand(ReleaseRunningSql, connection, transaction))
+        {
+            command.Parameters.AddWithValue("after", (double)_options.ReconcileAfterSeconds);
+            command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
+            command.Parameters.AddWithValue("limit", _options.ReconcileBatchSize);
+            command.Parameters.AddWithValue("cancelled_reason", CancelledReason);
+            await ReadReleasedAsync(command, released, cancellationToken).ConfigureAwait(false);
+        }
+
+        // Queued tasks: only those that were suspects in the previous pass too, and only when every live worker has
+        // written a heartbeat since that pass began (its held_tasks then show every message it received before).
+        var suspects = new HashSet<Guid>();
+        await using (var command = new NpgsqlCommand(FindQueuedSql, connection, transaction))
+        {
+            command.Parameters.AddWithValue("after", (double)_options.ReconcileAfterSeconds);
+            command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
+            command.Parameters.AddWithValue("idle_queues", idleQueues);
+            command.Parameters.AddWithValue("limit", _options.ReconcileBatchSize);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                suspects.Add(reader.GetGuid(0));
+            }
+        }
+
+        var confirmed = suspects.Where(_suspects.Contains).ToArray();
+        if (confirmed.Length > 0)
+        {
+            await using var command = new NpgsqlCommand(HeartbeatsSinceSql, connection, transaction);
+            command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
+            command.Parameters.AddWithValue("since", _suspectsSince);
+            if (!(bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
+            {
+                // A live worker has been silent since: keep the previous pass's suspects and time, and look again.
+                suspects = _suspects;
+                confirmed = [];
+                passStarted = _suspectsSince;
+            }
+        }
+
+        _suspects = suspects;
+        _suspectsSince = passStarted;
+        if (confirmed.Length > 0)
+        {
+            await using var command = new NpgsqlCommand(ReleaseQueuedSql, connection, transaction);
+            command.Parameters.AddWithValue("ids", confirmed);
+            command.Parameters.AddWithValue("cancelled_reason", CancelledReason);
+            await ReadReleasedAsync(command, released, cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+
+        // Published after the commit: a crash in between leaves the tasks queued with a fresh published_at, and a
+        // later pass finds them again. A failed publish likewise.
+        var republish = released.Where(r => !r.Cancelled).Select(r => r.Task).ToList();
+        if (republish.Count > 0)
+        {
+            _publisher ??= new RabbitMqTaskPublisher(broker, $"fleet-reconciler {_options.HostName}:{Environment.ProcessId}");
+            await _publisher.PublishAsync(republish, cancellationToken).ConfigureAwait(false);
+            LogRepublished(republish.Count, string.Join(", ", republish.Take(5).Select(t => t.Message.TaskId)));
+        }
+
+        var cancelled = released.Count - republish.Count;
+        if (cancelled > 0)
+        {
+            LogCancelled(cancelled);
+        }
+
+        return new ReconcileResult(republish.Count, cancelled);
+    }
+
+    private static async Task ReadReleasedAsync(NpgsqlCommand command, List<(OutgoingTask, bool)> released, CancellationToken cancellationToken)
+    {
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            released.Add((TaskRows.ReadOutgoing(reader), reader.GetBoolean(9)));
+        }
+    }
+
+    /// <summary>The lanes (of all workers, and this worker's own queues) whose queue holds no ready message now.</summary>
+    private async Task<string[]> IdleQueuesAsync(CancellationToken cancellationToken)
+    {
+        var idle = new List<string>();
+        foreach (var queue in TaskQueues.All.Union(_options.Queues, StringComparer.Ordinal))
+        {
+            try
+            {
+                var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
+                var declared = await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+                if (declared.MessageCount == 0)
+                {
+                    idle.Add(queue);
+                }
+            }
+            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+            {
+                // No such queue (the broker closes the channel for that): nothing can be waiting in it, and nothing
+                // could be delivered from it either, so it does not count as idle.
+                await ResetBrokerAsync(connectionToo: false).ConfigureAwait(false);
+            }
+        }
+
+        return [.. idle];
+    }
+
+    private async Task<IChannel> ChannelAsync(CancellationToken cancellationToken)
+    {
+        if (_channel is { IsOpen: true })
+        {
+            return _channel;
+        }
+
+        if (_connection is not { IsOpen: true })
+        {
+            await ResetBrokerAsync().ConfigureAwait(false);
+            _connection = await broker.CreateConnectionFactory($"fleet-reconciler-probe {_options.HostName}:{Environment.ProcessId}")
+                .CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        _channel = await _connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        return _channel;
+    }
+
+    private async Task ResetBrokerAsync(bool connectionToo = true)
+    {
+        if (_channel is not null)
+        {
+            await _channel.DisposeAsync().ConfigureAwait(false);
+            _channel = null;
+        }
+
+        if (connectionToo && _connection is not null)
+        {
+            await _connection.DisposeAsync().ConfigureAwait(false);
+            _connection = null;
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        await ResetBrokerAsync().ConfigureAwait(false);
+        if (_publisher is not null)
+        {
+            await _publisher.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Reconciler: republished {Count} tasks whose message was gone (first: {TaskIds})")]
+    private partial void LogRepublished(int count, string taskIds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Reconciler: ended {Count} tasks cancelled whose cancel was asked for while no worker held them")]
+    private partial void LogCancelled(int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Reconciler pass failed ({ErrorType}: {Reason}); the next pass looks again")]
+    private partial void LogPassFailed(string errorType, string reason);
+}
+
+/// <summary>What one reconciler pass did.</summary>
+public readonly record struct ReconcileResult(int Republished, int Cancelled);
