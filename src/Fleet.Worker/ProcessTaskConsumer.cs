@@ -4,8 +4,10 @@ using System.Text;
 using Fleet.Contracts;
 using Fleet.Persistence;
 using Fleet.Persistence.Entities;
+using Fleet.Client;
 using MassTransit;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace Fleet.Worker;
 
@@ -19,7 +21,9 @@ public sealed partial class ProcessTaskConsumer(
     TaskExecutor executor,
     CpuLane cpuLane,
     RetryScheduler retries,
+    RabbitMqTaskPublisher publisher,
     HeldTasks held,
+    IOptions<WorkerOptions> options,
     WorkerCounters counters,
     WorkerTelemetry telemetry,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
@@ -44,7 +48,15 @@ public sealed partial class ProcessTaskConsumer(
 
         // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
         // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.
-        using var place = queue == TaskQueues.Cpu ? await cpuLane.EnterAsync(context.CancellationToken).ConfigureAwait(false) : null;
+        using var place = queue == TaskQueues.Cpu ? await EnterCpuLaneAsync(context).ConfigureAwait(false) : null;
+        if (queue == TaskQueues.Cpu && place is null)
+        {
+            // Waited too long for a thread (long tasks ahead of it): sent to the back of the queue, so that this
+            // delivery is acknowledged before the broker's consumer_timeout closes the channel.
+            await publisher.PublishAsync([new OutgoingTask(queue, message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
+            LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
+            return;
+        }
         var startedAt = DateTimeOffset.UtcNow;
 
         // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
@@ -155,6 +167,21 @@ public sealed partial class ProcessTaskConsumer(
         }
     }
 
+    /// <summary>A place in the CPU lane, or null when none came free within <see cref="WorkerOptions.LookaheadWaitLimit"/>.</summary>
+    private async Task<IDisposable?> EnterCpuLaneAsync(ConsumeContext context)
+    {
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
+        limit.CancelAfter(options.Value.LookaheadWaitLimit);
+        try
+        {
+            return await cpuLane.EnterAsync(limit.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!context.CancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
     /// <summary>
     /// The body's <c>taskId</c>, else the AMQP <c>message_id</c>. A message id that is not a UUID maps to a stable
     /// name-based UUID, so the same message id always names the same task. A message with neither cannot be
@@ -193,6 +220,9 @@ public sealed partial class ProcessTaskConsumer(
         var slash = path.LastIndexOf('/');
         return slash >= 0 ? path[(slash + 1)..] : path;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} waited {Seconds:0} s for a CPU-lane thread; sent to the back of its queue")]
+    private partial void LogHandedBack(Guid taskId, double seconds);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final; delivery acknowledged without running it again")]
     private partial void LogSkipped(Guid taskId);

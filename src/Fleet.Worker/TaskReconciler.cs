@@ -32,6 +32,7 @@ namespace Fleet.Worker;
 public sealed partial class TaskReconciler(
     NpgsqlDataSource dataSource,
     RabbitMqAddress broker,
+    RabbitMqTaskPublisher publisher,
     IOptions<WorkerOptions> options,
     ILogger<TaskReconciler> logger) : BackgroundService
 {
@@ -112,7 +113,6 @@ public sealed partial class TaskReconciler(
     private readonly WorkerOptions _options = options.Value;
     private HashSet<Guid> _suspects = [];
     private DateTime _suspectsSince;
-    private RabbitMqTaskPublisher? _publisher;
     private IConnection? _connection;
     private IChannel? _channel;
 
@@ -235,8 +235,7 @@ public sealed partial class TaskReconciler(
         var republish = released.Where(r => !r.Cancelled).Select(r => r.Task).ToList();
         if (republish.Count > 0)
         {
-            _publisher ??= new RabbitMqTaskPublisher(broker, $"fleet-reconciler {_options.HostName}:{Environment.ProcessId}");
-            await _publisher.PublishAsync(republish, cancellationToken).ConfigureAwait(false);
+            await publisher.PublishAsync(republish, cancellationToken).ConfigureAwait(false);
             LogRepublished(republish.Count, string.Join(", ", republish.Take(5).Select(t => t.Message.TaskId)));
         }
 
@@ -321,10 +320,13 @@ public sealed partial class TaskReconciler(
     {
         await base.StopAsync(cancellationToken).ConfigureAwait(false);
         await ResetBrokerAsync().ConfigureAwait(false);
-        if (_publisher is not null)
-        {
-            await _publisher.DisposeAsync().ConfigureAwait(false);
-        }
+    }
+
+    public override void Dispose()
+    {
+        _channel?.Dispose();
+        _connection?.Dispose();
+        base.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Reconciler: republished {Count} tasks whose message was gone (first: {TaskIds})")]

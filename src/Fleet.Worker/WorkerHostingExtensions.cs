@@ -51,6 +51,10 @@ public static class WorkerHostingExtensions
         services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
         services.AddSingleton<RetryScheduler>();
+
+        // Sends task messages again (the reconciler's republish, a lookahead message handed back): the plain JSON
+        // body with publisher confirms, as producers send it.
+        services.AddSingleton(sp => new RabbitMqTaskPublisher(broker, $"fleet-worker-publisher {sp.GetRequiredService<IOptions<WorkerOptions>>().Value.HostName}:{Environment.ProcessId}"));
         var postgres = builder.Configuration.GetRequiredConnectionString("fleetdb");
         services.AddKeyedSingleton(nameof(TaskLedger), (_, _) => FleetDatabaseExtensions.CreateLedgerDataSource(postgres));
         services.AddSingleton(sp =>

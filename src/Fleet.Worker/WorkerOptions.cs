@@ -22,6 +22,7 @@ namespace Fleet.Worker;
 ///   "MaxDatabaseOutageSeconds": 600,
 ///   "HostName": "web-01",           // default: machine name
 ///   "WriteBatchSize": 500,
+///   "ConsumerTimeoutSeconds": 1800, // the broker's consumer_timeout
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
@@ -113,6 +114,22 @@ public sealed class WorkerOptions : IValidatableObject
     public HttpGetOptions HttpGet { get; set; } = new();
 
     /// <summary>
+    /// The broker's <c>consumer_timeout</c> (RabbitMQ's default: 30 min): a channel holding one message unacknowledged
+    /// longer is closed, and every unacknowledged message on it goes back to the queue, healthy ones included. A
+    /// CPU-queue message waits for a lane thread before its own time limit starts, so its wait is bounded by
+    /// <see cref="LookaheadWaitLimit"/>: past that it is sent to the back of its queue and acknowledged.
+    /// </summary>
+    [Range(60, 86_400)]
+    public int ConsumerTimeoutSeconds { get; set; } = 1800;
+
+    /// <summary>
+    /// How long a delivered CPU-queue message may wait for a lane thread: what remains of
+    /// <see cref="ConsumerTimeoutSeconds"/> after the longest run (<see cref="MaxTimeoutSeconds"/> and
+    /// <see cref="HardStopGraceSeconds"/>) and a minute for the claim, the commit and the acknowledgement.
+    /// </summary>
+    public TimeSpan LookaheadWaitLimit => TimeSpan.FromSeconds(ConsumerTimeoutSeconds - MaxTimeoutSeconds - HardStopGraceSeconds - 60);
+
+    /// <summary>
     /// How often the reconciler looks for open tasks whose message is gone (one worker of the fleet acts per pass);
     /// 0 turns it off in this worker. A lost queued task is republished after two passes.
     /// </summary>
@@ -153,6 +170,13 @@ public sealed class WorkerOptions : IValidatableObject
         if (DefaultTimeoutSeconds > MaxTimeoutSeconds)
         {
             yield return new ValidationResult("Worker:DefaultTimeoutSeconds must not exceed Worker:MaxTimeoutSeconds.", [nameof(DefaultTimeoutSeconds)]);
+        }
+
+        if (LookaheadWaitLimit < TimeSpan.FromSeconds(10))
+        {
+            yield return new ValidationResult(
+                $"Worker:ConsumerTimeoutSeconds ({ConsumerTimeoutSeconds}) must exceed Worker:MaxTimeoutSeconds + Worker:HardStopGraceSeconds + 70 s ({MaxTimeoutSeconds + HardStopGraceSeconds + 70}): a held message must be acknowledged before the broker's consumer_timeout.",
+                [nameof(ConsumerTimeoutSeconds)]);
         }
 
         if (string.IsNullOrWhiteSpace(HostName))

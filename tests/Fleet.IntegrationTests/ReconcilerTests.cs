@@ -154,7 +154,9 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
         await Fleet.StopWorkerAsync();
         await Fleet.Client.SubmitManyAsync(Workloads.Requests("noop", 10));
         var id = await InsertOpenTaskAsync("queued", null);
-        using var reconciler = new TaskReconciler(Fleet.DataSource, RabbitMqAddress.Parse(Fleet.AmqpUri),
+        var broker = RabbitMqAddress.Parse(Fleet.AmqpUri);
+        await using var publisher = new RabbitMqTaskPublisher(broker, "reconciler-test");
+        using var reconciler = new TaskReconciler(Fleet.DataSource, broker, publisher,
             Options.Create(new WorkerOptions { HeartbeatSeconds = 1 }), NullLogger<TaskReconciler>.Instance);
 
         await reconciler.ReconcileAsync(CancellationToken.None);
