@@ -18,8 +18,16 @@ public sealed record TaskClaim(
     DateTimeOffset StartedAt,
     bool Redelivered);
 
-/// <summary>The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).</summary>
-public readonly record struct ClaimResult(bool Claimed, int Attempt);
+/// <summary>
+/// The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).
+/// <see cref="Attempt"/> numbers this execution; <see cref="HandedBack"/> counts the earlier executions a draining
+/// worker gave back (not charged to the task) and <see cref="Deaths"/> those that died with their worker process.
+/// </summary>
+public readonly record struct ClaimResult(bool Claimed, int Attempt, int HandedBack = 0, int Deaths = 0)
+{
+    /// <summary>Executions charged to the task: all but those handed back by a drain.</summary>
+    public int Charged => Attempt - HandedBack;
+}
 
 /// <summary>
 /// The end of one execution: <see cref="Status"/> is the task's new state (final, or <c>queued</c> when a retry is
@@ -36,7 +44,8 @@ public sealed record TaskCompletion(
     DateTimeOffset StartedAt,
     DateTimeOffset FinishedAt,
     double WallMs,
-    double? CpuMs);
+    double? CpuMs,
+    DateTimeOffset? NotBefore = null);
 
 /// <summary>
 /// The worker's hot-path writes, batched together by one <see cref="GroupCommitter{TItem,TResult}"/>:
@@ -103,13 +112,23 @@ public sealed class TaskLedger : IAsyncDisposable
             FROM claimed c JOIN input i ON i.id = c.id
             WHERE a.task_id = c.id AND a.attempt < c.attempts AND a.outcome = 'running'
         )
-        SELECT id, attempts FROM claimed
+        -- Earlier executions, counted only for a task that ran before (a first claim pays nothing for this): those a
+        -- draining worker handed back, and those that died with their process (an execution still 'running' when its
+        -- task is claimed again is one; this statement marks it abandoned, but reads the rows as they were).
+        SELECT c.id, c.attempts,
+               CASE WHEN c.attempts > 1 THEN (SELECT count(*) FROM fleet.task_attempts a
+                                              WHERE a.task_id = c.id AND a.attempt < c.attempts AND a.outcome = 'handed_back')::int
+                    ELSE 0 END,
+               CASE WHEN c.attempts > 1 THEN (SELECT count(*) FROM fleet.task_attempts a
+                                              WHERE a.task_id = c.id AND a.attempt < c.attempts AND a.outcome IN ('abandoned', 'running'))::int
+                    ELSE 0 END
+        FROM claimed c
         """;
 
     private const string CompleteSql = """
         WITH input AS (
-            SELECT * FROM unnest(@id, @attempt, @status, @outcome, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms)
-                AS i(id, attempt, status, outcome, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms)
+            SELECT * FROM unnest(@id, @attempt, @status, @outcome, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms, @not_before)
+                AS i(id, attempt, status, outcome, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms, not_before)
         ), attempt_rows AS (
             UPDATE fleet.task_attempts a
             SET finished_at = i.finished_at, outcome = i.outcome, error_type = i.error_type, error_message = i.error_message,
@@ -119,11 +138,23 @@ public sealed class TaskLedger : IAsyncDisposable
         )
         UPDATE fleet.tasks t
         SET status = i.status, result = i.result, error_type = i.error_type, error_message = i.error_message,
-            started_at = i.started_at, worker_id = @worker,
+            started_at = i.started_at, worker_id = @worker, not_before = i.not_before,
             finished_at = CASE WHEN i.status IN ('queued', 'running') THEN NULL ELSE i.finished_at END
         FROM input i
         WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN true ELSE false END
         RETURNING t.id
+        """;
+
+    // A draining worker gives back a task it had claimed: the execution is closed as handed back (so it is not charged
+    // to the task) and the task is queued again for the message that goes back to the broker. Only while the task is
+    // still in this execution's hands.
+    private const string HandBackSql = """
+        WITH attempt_row AS (
+            UPDATE fleet.task_attempts SET outcome = 'handed_back', finished_at = now()
+            WHERE task_id = @id AND attempt = @attempt AND outcome = 'running'
+        )
+        UPDATE fleet.tasks SET status = 'queued'
+        WHERE id = @id AND status = 'running' AND attempts = @attempt AND worker_id = @worker
         """;
 
     private readonly NpgsqlDataSource _dataSource;
@@ -156,6 +187,20 @@ public sealed class TaskLedger : IAsyncDisposable
     /// </summary>
     public async Task<bool> CompleteAsync(TaskCompletion completion) =>
         ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).ConfigureAwait(false)).Finalized;
+
+    /// <summary>
+    /// Gives a claimed task back without charging it (a drain, or a lost broker connection, hands its message back):
+    /// written at once, not batched, since the process is stopping. Returns whether the task was still this
+    /// execution's; when the write fails the task stays running, and its next claim counts the execution as a death.
+    /// </summary>
+    public async Task<bool> HandBackAsync(Guid taskId, int attempt, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(HandBackSql);
+        command.Parameters.AddWithValue("id", taskId);
+        command.Parameters.AddWithValue("attempt", attempt);
+        command.Parameters.AddWithValue("worker", _workerId);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) == 1;
+    }
 
     private static LedgerOutcome ThrowIfFailed(LedgerOutcome outcome)
     {
@@ -272,11 +317,11 @@ public sealed class TaskLedger : IAsyncDisposable
             return true;
         }
 
-        void RecordClaims(List<int> round, Dictionary<Guid, int>? attempts, Exception? error)
+        void RecordClaims(List<int> round, Dictionary<Guid, ClaimResult>? attempts, Exception? error)
         {
             foreach (var i in round)
             {
-                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
+                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var claimed) ? claimed : default;
                 outcomes[claimAt[i]] = new LedgerOutcome(claim, false, error);
             }
         }
@@ -307,19 +352,19 @@ public sealed class TaskLedger : IAsyncDisposable
     }
 
     /// <summary>The claims and completions of one round, one batch of (up to) two statements: one round trip, one commit.</summary>
-    private async Task<(Dictionary<Guid, int> Attempts, HashSet<Guid> Finalized)> WriteRoundAsync(
+    private async Task<(Dictionary<Guid, ClaimResult> Claims, HashSet<Guid> Finalized)> WriteRoundAsync(
         IReadOnlyList<TaskClaim> claims, List<int> claimRound, IReadOnlyList<TaskCompletion> completions, List<int> completionRound,
         bool repeat, CancellationToken cancellationToken)
     {
         await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
-        var attempts = new Dictionary<Guid, int>(claimRound.Count);
+        var attempts = new Dictionary<Guid, ClaimResult>(claimRound.Count);
         var finalized = new HashSet<Guid>();
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         if (claimRound.Count > 0)
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+                attempts[reader.GetGuid(0)] = new ClaimResult(true, reader.GetInt32(1), reader.GetInt32(2), reader.GetInt32(3));
             }
 
             await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
@@ -391,6 +436,7 @@ public sealed class TaskLedger : IAsyncDisposable
         parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
         parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
         parameters.Add(Array("cpu_ms", NpgsqlDbType.Double, round.Select(i => completions[i].CpuMs)));
+        parameters.Add(Array("not_before", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].NotBefore?.ToUniversalTime())));
         parameters.AddWithValue("worker", _workerId);
     }
 

@@ -8,6 +8,7 @@ using Fleet.Client;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Npgsql;
 
 namespace Fleet.Worker;
 
@@ -23,6 +24,7 @@ public sealed partial class ProcessTaskConsumer(
     RetryScheduler retries,
     RabbitMqTaskPublisher publisher,
     HeldTasks held,
+    CrashGuard crashGuard,
     IOptions<WorkerOptions> options,
     WorkerCounters counters,
     WorkerTelemetry telemetry,
@@ -46,6 +48,11 @@ public sealed partial class ProcessTaskConsumer(
         // Held from delivery to acknowledgement, so the reconciler never takes this task for one whose message is gone.
         using var hold = held.Hold(taskId);
 
+        // A redelivered task that died with a worker before waits, unclaimed, until no other such task runs here.
+        using var isolation = context.ReceiveContext.Redelivered
+            ? await crashGuard.IsolateIfSuspectAsync(taskId, context.CancellationToken).ConfigureAwait(false)
+            : default;
+
         // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
         // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.
         using var place = queue == TaskQueues.Cpu ? await EnterCpuLaneAsync(context).ConfigureAwait(false) : null;
@@ -57,6 +64,7 @@ public sealed partial class ProcessTaskConsumer(
             LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
             return;
         }
+
         var startedAt = DateTimeOffset.UtcNow;
 
         // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
@@ -88,24 +96,37 @@ public sealed partial class ProcessTaskConsumer(
             return;
         }
 
-        // Failures end or retry through the ledger below and never reach claim again with attempts > maxAttempts;
-        // only executions that died with their process (redelivered, never completed) do. Stop the crash loop.
         if (message.SubmittedAt is { } submittedAt)
         {
             telemetry.QueueWait(message.Type ?? "", lane, startedAt - submittedAt);
         }
 
+        // Failures end or retry through the ledger below and never reach a claim again past maxAttempts; only
+        // executions that died with their process do (redelivered, never completed). Stop the crash loop.
         ExecutionOutcome outcome;
-        if (claim.Attempt > maxAttempts)
+        if (claim.Deaths >= crashGuard.DeathLimit || claim.Charged > maxAttempts)
         {
             outcome = new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
-                $"The task was started {claim.Attempt - 1} times (max attempts {maxAttempts}) and its worker died each time before it finished; it is not run again.",
+                $"The task was running in {claim.Deaths} worker processes that died before it finished (limit {crashGuard.DeathLimit}; " +
+                $"{claim.Charged - 1} of {maxAttempts} attempts used); it is not run again.",
                 0, null);
         }
         else
         {
             using var handlerSpan = WorkerTelemetry.Source.StartActivity("fleet.task.execute");
-            outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+            try
+            {
+                outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+            {
+                // The worker drains (or lost its broker connection): the message goes back to the broker, and the
+                // task with it, uncharged.
+                place?.Dispose();
+                await HandBackAsync(taskId, claim.Attempt).ConfigureAwait(false);
+                throw;
+            }
+
             handlerSpan?.SetTag("fleet.task.status", outcome.Status);
             if (outcome.Status != TaskState.Succeeded)
             {
@@ -113,14 +134,17 @@ public sealed partial class ProcessTaskConsumer(
             }
         }
 
-        var retry = outcome.Retryable && claim.Attempt < maxAttempts;
+        var retry = outcome.Retryable && claim.Charged < maxAttempts;
+        var delay = retry ? retries.DelayBefore(claim.Charged + 1) : TimeSpan.Zero;
+        var finishedAt = DateTimeOffset.UtcNow;
 
         bool finalized;
         using (var commitSpan = WorkerTelemetry.StartDatabaseWrite("fleet.task.commit"))
         {
             var commit = ledger.CompleteAsync(new TaskCompletion(
                 taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
-                outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs));
+                outcome.ErrorType, outcome.ErrorMessage, startedAt, finishedAt, outcome.WallMs, outcome.CpuMs,
+                NotBefore: retry ? finishedAt + delay : null));
 
             // The handler is done: free the lane now, not after the commit (the using covers early exits). The result
             // is queued first, so that the next task's claim, which was waiting for this place, joins its batch: one
@@ -134,12 +158,11 @@ public sealed partial class ProcessTaskConsumer(
         {
             // Acknowledged only after the broker confirmed the retry: a crash in between redelivers this message,
             // and the task (queued again) simply runs from it.
-            var delay = retries.DelayBefore(claim.Attempt + 1);
             await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false);
             counters.AddRetried();
             telemetry.Retried(message.Type ?? "", lane);
             activity?.SetTag("fleet.task.status", "retrying");
-            LogRetry(taskId, claim.Attempt, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
+            LogRetry(taskId, claim.Charged, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
             return;
         }
 
@@ -164,6 +187,20 @@ public sealed partial class ProcessTaskConsumer(
         if (!finalized)
         {
             LogDuplicate(taskId, claim.Attempt);
+        }
+    }
+
+    /// <summary>Records the hand-back; a failure to record it only means the next claim charges the execution.</summary>
+    private async Task HandBackAsync(Guid taskId, int attempt)
+    {
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+            await ledger.HandBackAsync(taskId, attempt, timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or OperationCanceledException or TimeoutException)
+        {
+            LogHandBackFailed(taskId, ex.Message);
         }
     }
 
@@ -220,6 +257,9 @@ public sealed partial class ProcessTaskConsumer(
         var slash = path.LastIndexOf('/');
         return slash >= 0 ? path[(slash + 1)..] : path;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} was handed back, but recording it failed ({Reason}); its next run counts this one")]
+    private partial void LogHandBackFailed(Guid taskId, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} waited {Seconds:0} s for a CPU-lane thread; sent to the back of its queue")]
     private partial void LogHandedBack(Guid taskId, double seconds);

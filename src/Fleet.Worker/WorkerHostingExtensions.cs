@@ -46,6 +46,7 @@ public static class WorkerHostingExtensions
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<HeldTasks>();
+        services.AddSingleton<CrashGuard>();
         services.AddSingleton<WorkerTelemetry>();
         builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name, PersistenceTelemetry.Name);
         services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);

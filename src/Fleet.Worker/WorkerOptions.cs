@@ -23,6 +23,7 @@ namespace Fleet.Worker;
 ///   "HostName": "web-01",           // default: machine name
 ///   "WriteBatchSize": 500,
 ///   "ConsumerTimeoutSeconds": 1800, // the broker's consumer_timeout
+///   "CrashLoopDeaths": 3,
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
@@ -128,6 +129,13 @@ public sealed class WorkerOptions : IValidatableObject
     /// <see cref="HardStopGraceSeconds"/>) and a minute for the claim, the commit and the acknowledgement.
     /// </summary>
     public TimeSpan LookaheadWaitLimit => TimeSpan.FromSeconds(ConsumerTimeoutSeconds - MaxTimeoutSeconds - HardStopGraceSeconds - 60);
+
+    /// <summary>
+    /// A task that was running in this many worker processes that died is not run again: it ends <c>failed</c> with
+    /// <c>CrashLoop</c>. Tasks that died beside it are not counted against this (see <see cref="CrashGuard"/>).
+    /// </summary>
+    [Range(1, 100)]
+    public int CrashLoopDeaths { get; set; } = 3;
 
     /// <summary>
     /// How often the reconciler looks for open tasks whose message is gone (one worker of the fleet acts per pass);
