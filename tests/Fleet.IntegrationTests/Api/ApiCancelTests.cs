@@ -37,6 +37,34 @@ public sealed class ApiCancelTests(FleetFixture fleet) : ApiTest(fleet)
     }
 
     [Fact]
+    public async Task CancelRunningTask_WhoseWorkerDied_IsNotRunAgain_AndEndsCancelled()
+    {
+        await Fleet.StopWorkerAsync();
+        var settings = Fleet.WorkerSettings("cancel-heir", cpuConcurrency: 1);
+        settings["Worker:ReconcileIntervalSeconds"] = "1";
+        settings["Worker:ReconcileAfterSeconds"] = "3";
+        Guid id;
+        await using (var doomed = WorkerProcess.Start(Fleet.WorkerSettings("cancel-doomed", cpuConcurrency: 1)))
+        {
+            id = await SubmitAsync("sleep", """{"ms": 60000}""");
+            Assert.True(await EventuallyAsync(async () => (await GetTaskAsync(id))?.Status == "running"), "the task never started");
+            await doomed.KillAsync();
+        }
+
+        // Nobody hears the broadcast; the request is kept on the row.
+        using var response = await Http.PostAsync($"tasks/{id}/cancel", null);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+        // The message comes back to the next worker, which must not run the task again.
+        await using var heir = WorkerProcess.Start(settings);
+        var task = await WaitForFinalThroughApiAsync(id, TimeSpan.FromSeconds(60));
+
+        Assert.Equal("cancelled", (string?)task["status"]);
+        Assert.Equal(["abandoned"], await ListAsync(
+            "SELECT outcome FROM fleet.task_attempts WHERE task_id = @id ORDER BY attempt", r => r.GetString(0), ("id", id)));
+    }
+
+    [Fact]
     public async Task CancelRunningTask_Answers202_BroadcastsCancelTask_AndTheTaskEndsCancelled()
     {
         await using var connection = await Fleet.OpenRabbitAsync();
