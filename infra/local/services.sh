@@ -2,7 +2,8 @@
 # Private PostgreSQL and RabbitMQ servers for local development, on 127.0.0.1 only, with their data under the
 # repository's git-ignored .fleet/ folder. They never touch a system-wide server (5432/5672/15672).
 #
-#   infra/local/services.sh start    start both (idempotent), create users/vhost/database, write .fleet/env
+#   infra/local/services.sh start    install the server packages if missing (install.sh), start both (idempotent),
+#                                    create users/vhost/database, write .fleet/env
 #   infra/local/services.sh stop     stop what start started (pg_ctl stop, rabbitmqctl -n <our node> stop)
 #   infra/local/services.sh status   show what runs where (exit 0 only if both run)
 #   infra/local/services.sh env      (re)write .fleet/env from the stored settings and secrets
@@ -11,16 +12,18 @@
 # Settings (environment; what `start` used is remembered in .fleet/settings and reused by later calls):
 #   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
-#   FLEET_PG_DATA (.fleet/pg)
+#   FLEET_PG_DATA (.fleet/pg)  FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
+#   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
 #   read by `start` only, from the environment (not remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
 # FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+[[ $FLEET_HOME == /* ]] || FLEET_HOME=$PWD/$FLEET_HOME # the servers run from other folders
 PG_BIN=${FLEET_PG_BIN:-/usr/lib/postgresql/15/bin}
 RMQ_BIN=${FLEET_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
 SETTINGS_FILE=$FLEET_HOME/settings
@@ -34,6 +37,16 @@ EPMD_MARKER=$RMQ_DIR/epmd.started-by-fleet
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -520,6 +533,11 @@ with_lock() {
 cmd=${1:-}
 case $cmd in
   start)
+    # The packages first (silent when present): every path that starts the servers (make up, demo, migrate,
+    # bench, fleet-sim) comes through here, on a fresh machine too.
+    if [[ ${FLEET_SKIP_INSTALL:-0} != 1 ]]; then
+      "$ROOT/infra/local/install.sh" postgresql rabbitmq-server || die "installing postgresql and rabbitmq-server failed"
+    fi
     load_settings
     ensure_dirs
     with_lock
@@ -531,7 +549,7 @@ case $cmd in
     rmq_start
     save_settings
     write_env
-    log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . .fleet/env)"
+    log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . ${ENV_FILE#"$ROOT"/})"
     ;;
   stop)
     load_settings
@@ -566,7 +584,7 @@ case $cmd in
     printf '%s\n' "$ENV_FILE"
     ;;
   *)
-    sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac
