@@ -9,7 +9,8 @@
 #   infra/local/fleet.sh migrate   services + build + `fleet migrate`
 #
 # Settings: WORKERS (2), CONFIGURATION (Release), FLEET_SKIP_BUILD=1 (use the existing build), DOTNET (dotnet),
-# FLEET_STOP_TIMEOUT (60 s; Worker__DrainSeconds + 30 if that is set and more), FLEET_WORKER_PORT_BASE (5090),
+# FLEET_STOP_TIMEOUT (60 s; Worker__DrainSeconds + 30 if that is set and more), FLEET_WORKER_PORT_BASE (5090;
+# remembered in .fleet/settings by services.sh start, like the ports),
 # FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first).
 # Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
 set -Eeuo pipefail
@@ -30,7 +31,6 @@ WORKERS=${WORKERS:-2}
 DRAIN_SECONDS=${Worker__DrainSeconds:-30}
 [[ $DRAIN_SECONDS =~ ^[0-9]+$ ]] || DRAIN_SECONDS=30
 STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-$((DRAIN_SECONDS + 30 > 60 ? DRAIN_SECONDS + 30 : 60))}
-WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090} # worker-N: http://127.0.0.1:(base+N), if it serves HTTP
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 OUT=net10.0
@@ -61,6 +61,14 @@ env_get() {
     # shellcheck disable=SC1090
     . "$ENV_FILE" 2>/dev/null && printf '%s' "${!1-}"
   )
+}
+
+# One value from .fleet/settings (services.sh start wrote it); empty if absent.
+settings_get() {
+  (
+    # shellcheck disable=SC1090
+    . "$FLEET_HOME/settings" 2>/dev/null && printf '%s' "${!1-}"
+  ) || true
 }
 
 # --------------------------------------------------------------------------------------------- processes
@@ -188,8 +196,12 @@ up() {
   # The workers of one machine share its cores: each gets cores/WORKERS CPU-lane threads (at least one), so
   # that N local workers do not oversubscribe the CPU. Worker__CpuConcurrency in the environment overrides it.
   local cpu_threads=${Worker__CpuConcurrency:-$(( $(nproc) / WORKERS > 0 ? $(nproc) / WORKERS : 1 ))}
+  # worker-N: http://127.0.0.1:(base+N), if it serves HTTP; the base as given, else as services.sh remembered it
+  local base=${FLEET_WORKER_PORT_BASE:-$(settings_get FLEET_WORKER_PORT_BASE)}
+  base=${base:-5090}
+  [[ $base =~ ^[0-9]+$ ]] || die "FLEET_WORKER_PORT_BASE must be a port number, not '$base'"
   for ((n = 1; n <= WORKERS; n++)); do
-    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((WORKER_PORT_BASE + n))" \
+    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
       "Worker__CpuConcurrency=$cpu_threads"
   done
   # Fewer workers asked for than run: stop the extra ones.

@@ -12,7 +12,8 @@
 # Settings (environment; what `start` used is remembered in .fleet/settings and reused by later calls):
 #   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
-#   FLEET_PG_DATA (.fleet/pg)  FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
+#   FLEET_PG_DATA (.fleet/pg)  FLEET_WORKER_PORT_BASE (5090; kept for fleet.sh: worker N gets base + N)
+#   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
 #   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
@@ -103,7 +104,7 @@ load_settings() {
   local -A given=()
   local k
   for k in FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_DIST_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT \
-    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA; do
+    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE; do
     [[ -n ${!k-} ]] && given[$k]=${!k}
   done
   # shellcheck disable=SC1090
@@ -118,9 +119,10 @@ load_settings() {
   API_URL=${FLEET_API_URL:-http://127.0.0.1:5080}
   RMQ_NODE=${FLEET_RABBITMQ_NODE:-fleet@localhost}
   PG_DATA=${FLEET_PG_DATA:-$FLEET_HOME/pg}
+  WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090}
   pg_log_path
   listen_extra
-  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT; do
+  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT WORKER_PORT_BASE; do
     if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
   done
   for k in 5432 5672 15672; do
@@ -152,8 +154,8 @@ save_settings() {
     echo "# Written by infra/local/services.sh start: the settings the local services run with."
     printf 'FLEET_PG_PORT=%s\nFLEET_AMQP_PORT=%s\nFLEET_AMQP_DIST_PORT=%s\nFLEET_AMQP_MGMT_PORT=%s\n' \
       "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
-    printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\n' \
-      "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")"
+    printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\nFLEET_WORKER_PORT_BASE=%s\n' \
+      "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")" "$WORKER_PORT_BASE"
     # Only a data dir away from the default is remembered (so the repository can move).
     [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
   } >"$tmp"
@@ -584,7 +586,7 @@ case $cmd in
     printf '%s\n' "$ENV_FILE"
     ;;
   *)
-    sed -n '2,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac
