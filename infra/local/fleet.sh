@@ -270,7 +270,7 @@ status() {
 case ${1:-} in
   up) up ;;
   down) down ;;
-  status) status ;;
+  status) status || exit $? ;; # 3: something does not run (not an error to report)
   build) build ;;
   migrate)
     "$SERVICES" start || exit # services.sh said why
