@@ -10,7 +10,13 @@ export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 CONFIGURATION ?= Release
 WORKERS ?= 2
 HOSTS ?= 3
-export CONFIGURATION WORKERS
+# Heat tasks of `make demo` (fleet demo --count).
+DEMO_COUNT ?= 1000
+# The local fleet's folder (servers' data, settings, env, logs, pid files). Another folder, with other ports
+# (FLEET_PG_PORT, FLEET_AMQP_PORT, ... see docs/configuration.md), is a second fleet beside the first.
+FLEET_HOME ?= $(CURDIR)/.fleet
+override FLEET_HOME := $(abspath $(FLEET_HOME))
+export CONFIGURATION WORKERS FLEET_HOME
 
 SOLUTION := Fleet.sln
 CLI := dotnet src/Fleet.Cli/bin/$(CONFIGURATION)/net10.0/fleet.dll
@@ -26,6 +32,7 @@ help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 	@echo
 	@echo "Variables: WORKERS=$(WORKERS) CONFIGURATION=$(CONFIGURATION) KEEP_SERVICES=1 (down keeps PostgreSQL/RabbitMQ)"
+	@echo "  demo: DEMO_COUNT=$(DEMO_COUNT) (heat tasks)  FLEET_HOME=$(FLEET_HOME) (with other FLEET_*_PORT: a second fleet)"
 	@echo "  fleet-sim: HOSTS=$(HOSTS) COUNT=1000 SIM_CPU=(cores/HOSTS) FLEET_SKIP_BUILD=1"
 	@echo "  bench: COUNT=1 (scale factor on task counts) RUNS=3 SLEEP_IO=1024 BENCH_WORKLOADS=\"noop sha256 sieve heat sleep\" BENCH_ARGS="
 	@echo "  bench-compare: COUNT=1 RUNS=3 SLEEP_IO=1024 CELERY_SLEEP_POOL=threads CELERY_SLEEP_THREADS=200 COMPARE_WORKLOADS=\"noop sha256 sieve heat sleep\""
@@ -33,24 +40,24 @@ help: ## list the targets
 build: ## dotnet build the solution (Release)
 	dotnet build $(SOLUTION) -c $(CONFIGURATION)
 
-up: ## start PostgreSQL + RabbitMQ (private, 127.0.0.1), build, migrate, API and WORKERS workers; writes .fleet/env
+up: ## install the servers if missing, start PostgreSQL + RabbitMQ (private, 127.0.0.1), build, migrate, API and WORKERS workers; writes .fleet/env
 	infra/local/fleet.sh up
 
-down: ## stop the API and workers (by pid), then the local servers (KEEP_SERVICES=1 keeps them)
+down: ## stop the API and workers (by pid; SIGKILL after 60 s), then the local servers (KEEP_SERVICES=1 keeps them)
 	infra/local/fleet.sh down
 
 status: ## show what runs (servers, API, workers)
 	@infra/local/fleet.sh status || true
 
 psql: ## psql on the fleet database (as the fleet role, from .fleet/env)
-	@test -f .fleet/env || { echo "no .fleet/env yet: run 'make up' (or infra/local/services.sh start) first" >&2; exit 1; }
-	@. .fleet/env && exec psql "$$FLEET_PG_DSN"
+	@test -f "$(FLEET_HOME)/env" || { echo "no $(FLEET_HOME)/env yet: run 'make up' (or infra/local/services.sh start) first" >&2; exit 1; }
+	@. "$(FLEET_HOME)/env" && exec psql "$$FLEET_PG_DSN"
 
 migrate: ## start the servers if needed, build, then apply the database migrations (fleet migrate)
 	infra/local/fleet.sh migrate
 
-demo: up ## make up, then submit the 1,000-task heat job, show progress and the SQL summary
-	. .fleet/env && $(CLI) demo
+demo: up ## make up, then submit the 1,000-task heat job (DEMO_COUNT), show progress and the SQL summary
+	. "$(FLEET_HOME)/env" && $(CLI) demo --count $(DEMO_COUNT)
 
 bench: ## make up, then the standard fleet bench (issue 5) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
 	infra/local/bench.sh
@@ -59,7 +66,7 @@ bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads an
 	bench/celery/compare.sh
 
 fleet-sim: ## HOSTS simulated servers (network namespaces, own addresses, root) run the heat demo; per-server SQL; all removed after
-	infra/local/install.sh
+	infra/local/install.sh postgresql rabbitmq-server iproute2
 	HOSTS=$(HOSTS) infra/local/fleet-sim.sh
 
 test: ## install the servers if missing, then run every test (results in TestResults/*.trx)

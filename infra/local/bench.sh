@@ -11,10 +11,12 @@
 # WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat sleep"), OPEN_SECONDS (20),
 # BENCH_ARGS (extra arguments for every fleet bench call). Results: bench/results/<UTC time>-*.{json,md} and
 # bench/results/<UTC time>.md (all tables).
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+[[ $FLEET_HOME == /* ]] || FLEET_HOME=$PWD/$FLEET_HOME
+export FLEET_HOME
 CONFIGURATION=${CONFIGURATION:-Release}
 WORKERS=${WORKERS:-2}
 COUNT=${COUNT:-1}
@@ -29,6 +31,16 @@ STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 export CONFIGURATION
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
 
 # scaled N: the standard count times COUNT, at least 10
 scaled() { awk -v n="$1" -v s="$COUNT" 'BEGIN { v = int(n * s + 0.5); if (v < 10) v = 10; print v }'; }
@@ -48,7 +60,7 @@ bench() { # NAME ARGS...: one fleet bench invocation, its JSON and Markdown unde
 }
 
 mkdir -p "$OUT"
-WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up
+WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
 for w in $BENCH_WORKLOADS; do
   case $w in
     noop) bench noop --workload noop --count "$(scaled 100000)" --rate half --open-seconds "$OPEN_SECONDS" --workers "$WORKERS" ;;
@@ -57,11 +69,11 @@ for w in $BENCH_WORKLOADS; do
     heat) bench heat --workload heat --count "$(scaled 1000)" --workers "$WORKERS" ;;
     sleep)
       log "sleep runs on ONE worker process with Worker__IoConcurrency=$SLEEP_IO"
-      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down
-      Worker__IoConcurrency=$SLEEP_IO WORKERS=1 FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up
+      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+      Worker__IoConcurrency=$SLEEP_IO WORKERS=1 FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
       bench sleep --workload sleep --count "$(scaled 50000)" --workers 1
-      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down
-      WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up
+      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+      WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
       ;;
     *) log "unknown workload $w (known: noop sha256 sieve heat sleep)"; exit 2 ;;
   esac

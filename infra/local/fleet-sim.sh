@@ -8,8 +8,9 @@
 # Settings: HOSTS (3), COUNT (1000), SIM_CPU (CPU-lane threads per server; default cores / HOSTS, at least 1),
 # FLEET_SKIP_BUILD=1 (use the existing build), CONFIGURATION (Release), FLEET_SIM_KEEP_DATA=1 (leave
 # .fleet/sim/ for inspection). The servers take the first free ports from 55700 (PostgreSQL), 5900 (AMQP) and
-# 15900 (management), so a `make up` fleet keeps running untouched. Needs root (ip netns).
-set -euo pipefail
+# 15900 (management), so a `make up` fleet keeps running untouched. Needs root (ip netns). A failing step says
+# why in one line on stderr before the teardown.
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HOSTS=${HOSTS:-3}
@@ -25,6 +26,16 @@ export NETSIM_OWNER=$$
 
 log() { printf 'fleet-sim: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
 
 # The first port from $1 up that nothing accepts connections on at 127.0.0.1 and that is not among $2...
 free_port() {
@@ -48,7 +59,7 @@ exec 9>"$ROOT/.fleet/sim.lock"
 flock -n 9 || die "another make fleet-sim runs in this clone"
 if [[ -d $FLEET_HOME ]]; then
   log "removing what an earlier run left in ${FLEET_HOME#"$ROOT"/}"
-  "$SERVICES" purge
+  "$SERVICES" purge || exit # services.sh said why
 fi
 
 FLEET_PG_PORT=$(free_port 55700)
@@ -60,6 +71,9 @@ export FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_
 export FLEET_RABBITMQ_NODE=fleetsim$$@localhost
 
 SIM_CPU=${SIM_CPU:-$(($(nproc) / HOSTS > 0 ? $(nproc) / HOSTS : 1))}
+# SIGTERM to SIGKILL for the workers: longer than a worker's own shutdown timeout (DrainSeconds 30 + 15 s).
+STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-60}
+[[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die "FLEET_STOP_TIMEOUT must be a number of seconds, not '$STOP_TIMEOUT'"
 
 declare -A WORKER_PID=()
 NET_UP=0 SERVICES_UP=0
@@ -67,12 +81,12 @@ NET_UP=0 SERVICES_UP=0
 stop_workers() {
   local h pid i
   for h in "${!WORKER_PID[@]}"; do kill -TERM "${WORKER_PID[$h]}" 2>/dev/null || true; done
-  for ((i = 0; i < 400; i++)); do
+  for ((i = 0; i < STOP_TIMEOUT * 10; i++)); do
     for h in "${!WORKER_PID[@]}"; do kill -0 "${WORKER_PID[$h]}" 2>/dev/null || unset 'WORKER_PID[$h]'; done
     ((${#WORKER_PID[@]} == 0)) && return 0
     sleep 0.1
   done
-  for pid in "${WORKER_PID[@]}"; do log "worker $pid did not stop within 40 s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${WORKER_PID[@]}"; do log "worker $pid did not stop within $STOP_TIMEOUT s: SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; done
 }
 
 teardown() {
@@ -80,10 +94,13 @@ teardown() {
   # Nothing stops the teardown: not a second Ctrl-C, not a closed terminal, not the end of a `| tee` that the
   # same Ctrl-C ended (writes then fail instead of killing this script, and the output goes to /dev/null).
   trap '' PIPE INT TERM HUP
-  trap - EXIT
+  trap - EXIT ERR
   set +e
   exec 3>&2
-  if ! printf 'fleet-sim: tearing down\n' >&3 2>/dev/null; then exec >/dev/null 2>&1; fi
+  # Why it failed was said just above (the failing command, or die's message); the exit status says how.
+  local why=''
+  ((rc == 0)) || why=" (exit $rc)"
+  if ! printf 'fleet-sim: tearing down%s\n' "$why" >&3 2>/dev/null; then exec >/dev/null 2>&1; fi
   exec 3>&-
   stop_workers
   ((NET_UP)) && { "$NETSIM" down || true; }
@@ -99,7 +116,7 @@ trap 'exit 129' HUP
 
 
 # --------------------------------------------------------------------------------------------- network
-"$NETSIM" sweep
+"$NETSIM" sweep || exit # netsim.sh said why
 declare -A NS=() ADDR=()
 NET_UP=1
 while IFS='=' read -r key value; do
@@ -112,7 +129,7 @@ done < <("$NETSIM" up "$HOSTS" 9>&-)
 
 # --------------------------------------------------------------------------------------------- servers
 SERVICES_UP=1
-FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start
+FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start || exit # services.sh said why
 if [[ ${FLEET_SKIP_BUILD:-0} != 1 ]]; then
   log "dotnet build Fleet.sln -c $CONFIGURATION"
   (cd "$ROOT" && dotnet build Fleet.sln -c "$CONFIGURATION" -v q -nologo) >&2 || die "the build failed"

@@ -2,20 +2,23 @@
 # The whole local fleet: private PostgreSQL + RabbitMQ (services.sh), the migrator, the API and N workers.
 #
 #   infra/local/fleet.sh up        services, build, migrate, API (if built) and WORKERS workers; idempotent
-#   infra/local/fleet.sh down      stop API and workers (SIGTERM, 40 s, then SIGKILL), then the services
+#   infra/local/fleet.sh down      stop API and workers (SIGTERM, 60 s, then SIGKILL), then the services
 #                                  (KEEP_SERVICES=1 leaves PostgreSQL and RabbitMQ running)
 #   infra/local/fleet.sh status    what runs, by pid file
 #   infra/local/fleet.sh build     dotnet build Fleet.sln -c Release
 #   infra/local/fleet.sh migrate   services + build + `fleet migrate`
 #
 # Settings: WORKERS (2), CONFIGURATION (Release), FLEET_SKIP_BUILD=1 (use the existing build), DOTNET (dotnet),
-# FLEET_STOP_TIMEOUT (40 s), FLEET_WORKER_PORT_BASE (5090).
+# FLEET_STOP_TIMEOUT (60 s; Worker__DrainSeconds + 30 if that is set and more), FLEET_WORKER_PORT_BASE (5090;
+# remembered in .fleet/settings by services.sh start, like the ports),
+# FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first).
 # Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
-set -euo pipefail
+set -Eeuo pipefail
 shopt -s nullglob
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+[[ $FLEET_HOME == /* ]] || FLEET_HOME=$PWD/$FLEET_HOME
 export FLEET_HOME
 RUN_DIR=$FLEET_HOME/run
 LOG_DIR=$FLEET_HOME/logs
@@ -23,8 +26,11 @@ ENV_FILE=$FLEET_HOME/env
 SERVICES=$ROOT/infra/local/services.sh
 CONFIGURATION=${CONFIGURATION:-Release}
 WORKERS=${WORKERS:-2}
-STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-40}
-WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090} # worker-N: http://127.0.0.1:(base+N), if it serves HTTP
+# SIGTERM to SIGKILL: longer than a worker's own shutdown timeout (HostOptions.ShutdownTimeout = DrainSeconds + 15,
+# 45 s by default), so that a worker finishing its drain is never killed halfway through it.
+DRAIN_SECONDS=${Worker__DrainSeconds:-30}
+[[ $DRAIN_SECONDS =~ ^[0-9]+$ ]] || DRAIN_SECONDS=30
+STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-$((DRAIN_SECONDS + 30 > 60 ? DRAIN_SECONDS + 30 : 60))}
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 
 OUT=net10.0
@@ -35,7 +41,18 @@ API_DLL=$ROOT/src/Fleet.Api/bin/$CONFIGURATION/$OUT/Fleet.Api.dll
 log() { printf 'fleet: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+
 [[ $WORKERS =~ ^[0-9]+$ ]] || die "WORKERS must be a number, not '$WORKERS'"
+[[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die "FLEET_STOP_TIMEOUT must be a number of seconds, not '$STOP_TIMEOUT'"
 DOTNET=$(command -v "${DOTNET:-dotnet}") || die "dotnet not found on PATH"
 
 # One value from .fleet/env (read in a subshell, so nothing else leaks into this script).
@@ -44,6 +61,14 @@ env_get() {
     # shellcheck disable=SC1090
     . "$ENV_FILE" 2>/dev/null && printf '%s' "${!1-}"
   )
+}
+
+# One value from .fleet/settings (services.sh start wrote it); empty if absent.
+settings_get() {
+  (
+    # shellcheck disable=SC1090
+    . "$FLEET_HOME/settings" 2>/dev/null && printf '%s' "${!1-}"
+  ) || true
 }
 
 # --------------------------------------------------------------------------------------------- processes
@@ -155,7 +180,7 @@ wait_api() {
 
 up() {
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  "$SERVICES" start
+  "$SERVICES" start || exit # services.sh said why
   build
   migrate
   if [[ -f $API_DLL ]]; then
@@ -171,8 +196,12 @@ up() {
   # The workers of one machine share its cores: each gets cores/WORKERS CPU-lane threads (at least one), so
   # that N local workers do not oversubscribe the CPU. Worker__CpuConcurrency in the environment overrides it.
   local cpu_threads=${Worker__CpuConcurrency:-$(( $(nproc) / WORKERS > 0 ? $(nproc) / WORKERS : 1 ))}
+  # worker-N: http://127.0.0.1:(base+N), if it serves HTTP; the base as given, else as services.sh remembered it
+  local base=${FLEET_WORKER_PORT_BASE:-$(settings_get FLEET_WORKER_PORT_BASE)}
+  base=${base:-5090}
+  [[ $base =~ ^[0-9]+$ ]] || die "FLEET_WORKER_PORT_BASE must be a port number, not '$base'"
   for ((n = 1; n <= WORKERS; n++)); do
-    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((WORKER_PORT_BASE + n))" \
+    start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
       "Worker__CpuConcurrency=$cpu_threads"
   done
   # Fewer workers asked for than run: stop the extra ones.
@@ -195,7 +224,7 @@ up() {
     fi
   done
   ((dead == 0)) || die "some workers did not stay up"
-  log "up: $WORKERS worker(s)$([[ -f $API_DLL ]] && echo ", API on $(env_get FLEET_API_URL)"). Settings: . .fleet/env"
+  log "up: $WORKERS worker(s)$([[ -f $API_DLL ]] && echo ", API on $(env_get FLEET_API_URL)"). Settings: . ${ENV_FILE#"$ROOT"/}"
   [[ -f $API_DLL ]] && printf 'dashboard: %s/\n' "$(env_get FLEET_API_URL)"
   return 0
 }
@@ -209,7 +238,7 @@ down() {
   if [[ ${KEEP_SERVICES:-0} == 1 ]]; then
     log "KEEP_SERVICES=1: PostgreSQL and RabbitMQ keep running"
   else
-    "$SERVICES" stop
+    "$SERVICES" stop || exit # services.sh said why
   fi
 }
 
@@ -241,15 +270,15 @@ status() {
 case ${1:-} in
   up) up ;;
   down) down ;;
-  status) status ;;
+  status) status || exit $? ;; # 3: something does not run (not an error to report)
   build) build ;;
   migrate)
-    "$SERVICES" start
+    "$SERVICES" start || exit # services.sh said why
     build
     migrate
     ;;
   *)
-    sed -n '2,14s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

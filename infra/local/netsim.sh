@@ -19,7 +19,7 @@
 # Every name carries it: bridge flt<pid>b, host N = namespace flt<pid>h<N> with interface eth0, host-side veth
 # flt<pid>v<N>. Subnet 10.231.X.0/24 with X the first one no address or route on this machine uses (or
 # NETSIM_NET=X); bridge 10.231.X.1, host N 10.231.X.(10+N). State in /run/fleet-netsim/flt<pid>.env.
-set -euo pipefail
+set -Eeuo pipefail
 
 STATE_DIR=${NETSIM_STATE_DIR:-/run/fleet-netsim}
 PREFIX_RE='^flt([0-9]+)[bhvp][0-9]*$'
@@ -27,6 +27,16 @@ SELF=$(readlink -f "${BASH_SOURCE[0]}")
 
 log() { printf 'netsim: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
 
 need_root() {
   ((EUID == 0)) || die "needs root (network namespaces, veth pairs and a bridge are created with ip)"
@@ -45,13 +55,18 @@ start_time() { awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/nul
 owner_alive() {
   local pid=$1 recorded
   kill -0 "$pid" 2>/dev/null || return 1
-  recorded=$(sed -n 's/^NETSIM_OWNER_START=//p' "$STATE_DIR/flt$pid.env" 2>/dev/null)
+  recorded=$(sed -n 's/^NETSIM_OWNER_START=//p' "$STATE_DIR/flt$pid.env" 2>/dev/null || true)
   [[ -z $recorded || $recorded == "$(start_time "$pid")" ]]
 }
 
 all_namespaces() { ip netns list 2>/dev/null | awk '{ print $1 }'; }
 all_links() { ip -o link show 2>/dev/null | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'; }
 namespaces() { all_namespaces | grep -E "^$1h[0-9]+$" || true; }
+# Owners with a state file; none when the state folder does not exist yet (no `up` since the machine booted).
+state_owners() {
+  [[ -d $STATE_DIR ]] || return 0
+  find "$STATE_DIR" -maxdepth 1 -name 'flt*.env' -printf '%f\n' | sed 's/\.env$//'
+}
 links() { all_links | grep -E "^$1[bv][0-9]*$" || true; }
 
 # Prints the free X of 10.231.X.0/24: no address of this machine in it and no route to it but the default one.
@@ -89,13 +104,13 @@ cmd_up() {
   mkdir -p "$STATE_DIR"
   exec 8>"$STATE_DIR/.lock"
   flock -w 60 8 || die "another netsim.sh holds $STATE_DIR/.lock"
-  x=$(free_net)
+  x=$(free_net) || exit # free_net said why
   {
     printf 'NETSIM_OWNER=%s\nNETSIM_OWNER_START=%s\n' "$NETSIM_OWNER" "$(start_time "$NETSIM_OWNER")"
     printf 'NETSIM_PREFIX=%s\nNETSIM_SUBNET=10.231.%s.0/24\nNETSIM_BRIDGE_ADDR=10.231.%s.1\nNETSIM_HOSTS=%s\n' "$P" "$x" "$x" "$hosts"
   } >"$STATE"
   # From here on a failure removes what was made.
-  trap 'cmd_down >/dev/null 2>&1 || true' ERR
+  trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"; cmd_down >/dev/null 2>&1 || true' ERR
   ip link add "${P}b" type bridge
   sysctl -qw "net.ipv6.conf.${P}b.disable_ipv6=1" 2>/dev/null || true
   ip addr add "10.231.$x.1/24" dev "${P}b"
@@ -114,7 +129,7 @@ cmd_up() {
     ip link set "$veth" up
     printf 'NETSIM_HOST_%s=%s 10.231.%s.%s %s\n' "$n" "$ns" "$x" "$((10 + n))" "$veth" >>"$STATE"
   done
-  trap - ERR
+  trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
   # The safety net: a detached watcher removes everything once the owner is gone, however it ended.
   setsid "$SELF" watch </dev/null >/dev/null 2>&1 8>&- &
   cat "$STATE"
@@ -144,7 +159,7 @@ cmd_link() {
   need_root
   owner
   local ns
-  ns=$(host_ns "$2")
+  ns=$(host_ns "$2") || exit # host_ns said why
   ip link set "${P}v$2" "$1"
   log "host $2 ($ns) link $1"
 }
@@ -174,8 +189,7 @@ cmd_watch() {
 cmd_sweep() {
   need_root
   local names pid
-  names=$( { all_namespaces; all_links; find "$STATE_DIR" -maxdepth 1 -name 'flt*.env' -printf '%f\n' 2>/dev/null | sed 's/\.env$//'; } |
-    sed -nE "s/$PREFIX_RE/\1/p" | sort -u)
+  names=$( { all_namespaces; all_links; state_owners; } | sed -nE "s/$PREFIX_RE/\1/p" | sort -u)
   for pid in $names; do
     owner_alive "$pid" && continue
     log "sweeping what owner $pid (gone) left behind"
@@ -190,7 +204,7 @@ cmd_status() {
   for ns in $(namespaces "$P"); do
     printf '%s: %s\n' "$ns" "$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{ print $4, $9 }')"
   done
-  ip -o link show | grep -E ": ${P}[bv][0-9]*[@:]" | awk -F': ' '{ print $2, ($3 ~ /LOWER_UP/ ? "up" : "down") }'
+  ip -o link show | { grep -E ": ${P}[bv][0-9]*[@:]" || true; } | awk -F': ' '{ print $2, ($3 ~ /LOWER_UP/ ? "up" : "down") }'
 }
 
 case ${1:-} in
@@ -204,7 +218,7 @@ case ${1:-} in
   exec)
     need_root
     owner
-    ns=$(host_ns "${2:?N}")
+    ns=$(host_ns "${2:?N}") || exit # host_ns said why
     shift 2
     exec ip netns exec "$ns" "$@"
     ;;

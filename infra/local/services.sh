@@ -2,7 +2,8 @@
 # Private PostgreSQL and RabbitMQ servers for local development, on 127.0.0.1 only, with their data under the
 # repository's git-ignored .fleet/ folder. They never touch a system-wide server (5432/5672/15672).
 #
-#   infra/local/services.sh start    start both (idempotent), create users/vhost/database, write .fleet/env
+#   infra/local/services.sh start    install the server packages if missing (install.sh), start both (idempotent),
+#                                    create users/vhost/database, write .fleet/env
 #   infra/local/services.sh stop     stop what start started (pg_ctl stop, rabbitmqctl -n <our node> stop)
 #   infra/local/services.sh status   show what runs where (exit 0 only if both run)
 #   infra/local/services.sh env      (re)write .fleet/env from the stored settings and secrets
@@ -11,16 +12,19 @@
 # Settings (environment; what `start` used is remembered in .fleet/settings and reused by later calls):
 #   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
-#   FLEET_PG_DATA (.fleet/pg)
+#   FLEET_PG_DATA (.fleet/pg)  FLEET_WORKER_PORT_BASE (5090; kept for fleet.sh: worker N gets base + N)
+#   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
+#   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
 #   read by `start` only, from the environment (not remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
 # FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FLEET_HOME=${FLEET_HOME:-$ROOT/.fleet}
+[[ $FLEET_HOME == /* ]] || FLEET_HOME=$PWD/$FLEET_HOME # the servers run from other folders
 PG_BIN=${FLEET_PG_BIN:-/usr/lib/postgresql/15/bin}
 RMQ_BIN=${FLEET_RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
 SETTINGS_FILE=$FLEET_HOME/settings
@@ -34,6 +38,16 @@ EPMD_MARKER=$RMQ_DIR/epmd.started-by-fleet
 
 log() { printf 'services: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
+# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  shift 3
+  ((BASH_SUBSHELL == 0)) || return 0
+  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -90,7 +104,7 @@ load_settings() {
   local -A given=()
   local k
   for k in FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_DIST_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT \
-    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA; do
+    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE; do
     [[ -n ${!k-} ]] && given[$k]=${!k}
   done
   # shellcheck disable=SC1090
@@ -105,9 +119,10 @@ load_settings() {
   API_URL=${FLEET_API_URL:-http://127.0.0.1:5080}
   RMQ_NODE=${FLEET_RABBITMQ_NODE:-fleet@localhost}
   PG_DATA=${FLEET_PG_DATA:-$FLEET_HOME/pg}
+  WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090}
   pg_log_path
   listen_extra
-  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT; do
+  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT WORKER_PORT_BASE; do
     if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
   done
   for k in 5432 5672 15672; do
@@ -139,8 +154,8 @@ save_settings() {
     echo "# Written by infra/local/services.sh start: the settings the local services run with."
     printf 'FLEET_PG_PORT=%s\nFLEET_AMQP_PORT=%s\nFLEET_AMQP_DIST_PORT=%s\nFLEET_AMQP_MGMT_PORT=%s\n' \
       "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
-    printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\n' \
-      "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")"
+    printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\nFLEET_WORKER_PORT_BASE=%s\n' \
+      "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")" "$WORKER_PORT_BASE"
     # Only a data dir away from the default is remembered (so the repository can move).
     [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
   } >"$tmp"
@@ -520,6 +535,11 @@ with_lock() {
 cmd=${1:-}
 case $cmd in
   start)
+    # The packages first (silent when present): every path that starts the servers (make up, demo, migrate,
+    # bench, fleet-sim) comes through here, on a fresh machine too.
+    if [[ ${FLEET_SKIP_INSTALL:-0} != 1 ]]; then
+      "$ROOT/infra/local/install.sh" postgresql rabbitmq-server || die "installing postgresql and rabbitmq-server failed"
+    fi
     load_settings
     ensure_dirs
     with_lock
@@ -531,7 +551,7 @@ case $cmd in
     rmq_start
     save_settings
     write_env
-    log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . .fleet/env)"
+    log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . ${ENV_FILE#"$ROOT"/})"
     ;;
   stop)
     load_settings
@@ -566,7 +586,7 @@ case $cmd in
     printf '%s\n' "$ENV_FILE"
     ;;
   *)
-    sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac
