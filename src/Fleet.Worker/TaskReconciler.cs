@@ -155,26 +155,27 @@ public sealed partial class TaskReconciler(
     /// </summary>
     public async Task<ReconcileResult?> ReconcileAsync(CancellationToken cancellationToken)
     {
-        // Which lanes have nothing ready, asked before the database: a task published before this moment is then
-        // delivered or lost, never waiting in its queue.
-        var idleQueues = await IdleQueuesAsync(cancellationToken).ConfigureAwait(false);
-
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        DateTime passStarted;
-        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_xact_lock(@key), now()", connection, transaction))
+        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_xact_lock(@key)", connection, transaction))
         {
             tryLock.Parameters.AddWithValue("key", LockKey);
-            await using var reader = await tryLock.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            if (!reader.GetBoolean(0))
+            if (!(bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
             {
                 // Another worker reconciles; this one's suspects would be stale when it gets the lock again.
                 _suspects = [];
                 return null;
             }
+        }
 
-            passStarted = reader.GetDateTime(1);
+        // Which lanes have nothing ready, asked before the rows are read (each statement below reads the rows as they
+        // are when it starts): a task published before this moment is then delivered or lost, never waiting in its
+        // queue. The database's clock after it is the moment later heartbeats must follow.
+        var idleQueues = await IdleQueuesAsync(cancellationToken).ConfigureAwait(false);
+        DateTime passStarted;
+        await using (var clock = new NpgsqlCommand("SELECT clock_timestamp()", connection, transaction))
+        {
+            passStarted = (DateTime)(await clock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
         }
 
         var released = new List<(OutgoingTask Task, bool Cancelled)>();

@@ -36,11 +36,22 @@ public sealed class ConfigurationTests
     [InlineData("Worker:IoConcurrency", "-1", "IoConcurrency")]
     [InlineData("Worker:DefaultTimeoutSeconds", "7200", "DefaultTimeoutSeconds")]
     [InlineData("Worker:HostName", " ", "HostName")]
+    [InlineData("Worker:ConsumerTimeoutSeconds", "600", "ConsumerTimeoutSeconds")]
+    [InlineData("Worker:CrashLoopDeaths", "0", "CrashLoopDeaths")]
+    [InlineData("Worker:ReconcileAfterSeconds", "0", "ReconcileAfterSeconds")]
     public void InvalidWorkerOptions_FailValidation_NamingTheSetting(string key, string value, string named)
     {
         var ex = Assert.Throws<OptionsValidationException>(() => BuildWorkerOptions(new() { [key] = value }));
 
         Assert.Contains(named, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TheLookaheadWait_IsWhatTheConsumerTimeoutLeavesAfterTheLongestRun()
+    {
+        var options = BuildWorkerOptions(new() { ["Worker:ConsumerTimeoutSeconds"] = "1800", ["Worker:MaxTimeoutSeconds"] = "1500" });
+
+        Assert.Equal(TimeSpan.FromSeconds(1800 - 1500 - 5 - 60), options.LookaheadWaitLimit);
     }
 
     [Fact]
