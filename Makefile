@@ -76,7 +76,7 @@ test: ## install the servers if missing, then run every test (results in TestRes
 	  --logger "trx;LogFilePrefix=results" --logger "console;verbosity=normal" \
 	  --results-directory TestResults --filter "$(TEST_FILTER)" $(TEST_ARGS)
 
-chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker and database restarts
+chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker/database restarts, purges, hostile input
 	infra/local/install.sh
 	dotnet build $(SOLUTION) -c $(CONFIGURATION) -v q
 	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) --no-build --filter "Category=Chaos" \
