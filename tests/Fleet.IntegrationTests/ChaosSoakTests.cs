@@ -22,25 +22,28 @@ namespace Fleet.IntegrationTests;
 /// <item>no attempt row left open (<c>outcome = 'running'</c>);</item>
 /// <item>no healthy task wrongly failed: noop, sleep and sha256 cannot fail on their own, so every healthy task ends
 /// <c>succeeded</c> (any other state is reported with its error_type and message);</item>
-/// <item>every duplicate execution is explained by a fault. An execution after the first exists only because the
-/// claim before it was taken over: the task was queued again (a drain's hand-back, the reconciler) or a redelivered
-/// message claimed it while it was running. So each execution N (N &gt; 1) is explained by execution N-1, which
-/// must either have been cut off, ending <c>abandoned</c>, <c>handed_back</c> or <c>lost</c>, by a fault that
-/// touched it: its own worker killed or drained after it started, or a RabbitMQ or PostgreSQL restart during its
-/// life (from its start to its end, with a margin of 5 s before the fault and 10 s after); or have finished itself
-/// (its late completion overwrites the <c>abandoned</c> mark the takeover wrote) after a fault had already given its
-/// message to another worker: its own worker drained, or a RabbitMQ restart, during its life. The only such faults
-/// are those that close a live worker's channel; a kill cannot be one (the killed execution never completes) and a
-/// database restart neither (it redelivers nothing). Any other duplicate is unexplained and fails the test; the
-/// counts per explanation are printed;</item>
+/// <item>every duplicate execution is explained by a fault. An execution after the first exists only because the claim
+/// before it was taken over: the task was queued again (a drain's hand-back, the reconciler) or a redelivered message
+/// claimed it while it was running. So each execution N (N &gt; 1) is explained by execution N-1, which must either
+/// have been cut off, ending <c>abandoned</c>, <c>handed_back</c> or <c>lost</c>, by a fault that touched it: its own
+/// worker killed, drained or exited after it started, or a RabbitMQ or PostgreSQL restart during its life (from its
+/// start to its end, with a margin of 5 s before the fault and 10 s after, and started at most 30 s before the fault:
+/// these executions take milliseconds, so one older than that was not in flight); or have finished itself (its late
+/// completion overwrites the <c>abandoned</c> mark the takeover wrote) after a fault had already given its message to
+/// another worker: its own worker drained, or a RabbitMQ restart, during its life. The only such faults are those that
+/// close a live worker's channel; a kill cannot be one (the killed execution never completes) and a database restart
+/// neither (it redelivers nothing). Any other duplicate is unexplained and fails the test; the counts per explanation
+/// are printed;</item>
 /// <item>duplicates bounded: at most one extra execution per message a fault can take from a worker, i.e. the
-/// in-flight capacity of a worker (its I/O concurrency plus its CPU threads plus its CPU lookahead) per worker killed
-/// or drained, and that of the whole fleet per RabbitMQ or PostgreSQL restart. Purges and hostile bursts add none (a
-/// purge takes only ready messages, never claimed);</item>
+/// in-flight capacity of a worker (its I/O concurrency plus its CPU threads plus its CPU lookahead) per worker killed,
+/// drained or exited, and that of the whole fleet per RabbitMQ or PostgreSQL restart. Purges and hostile bursts add
+/// none (a purge takes only ready messages, never claimed);</item>
 /// <item>no message in <c>fleet-cpu_error</c> or <c>fleet-io_error</c>;</item>
 /// <item>every hostile message (NUL in a payload string, a lone surrogate escape, a body that is not JSON under a
 /// UUID message_id, a payload that is a number, a payload nested 10,000 levels, a 5 MB type) ends as a task row
-/// <c>failed</c> with an error_type, under its own id; none missing. They are checked apart from the healthy tasks.</item>
+/// <c>failed</c> with an error_type, under its own id; none missing. They are checked apart from the healthy tasks;</item>
+/// <item>a worker that exits by itself is replaced at once, as its supervisor would; that is a finding unless it had
+/// claimed nothing (a worker that cannot reach RabbitMQ while it starts gives up, and held no task).</item>
 /// </list>
 /// </summary>
 [Trait("Category", "Chaos")]
