@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Text.Json;
 using System.Text.Json.Serialization;
 using Fleet.Tasks;
 using Microsoft.Extensions.DependencyInjection;
@@ -17,6 +18,7 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<HangHandler>();
         services.AddTaskHandler<ExitHandler>();
         services.AddTaskHandler<CommitThenExitHandler>();
+        services.AddTaskHandler<PrepareBugHandler>();
         return services;
     }
 
@@ -92,5 +94,21 @@ public static class FaultInjectionHandlers
             Environment.FailFast("fault-exit: injected process crash");
             return input;
         }
+    }
+
+    /// <summary>
+    /// <c>fault-prepare-bug</c>: its <c>Prepare</c> throws a <see cref="FormatException"/>, not a
+    /// <see cref="TaskValidationException"/>, as a custom handler with a bug in its parsing would.
+    /// </summary>
+    public sealed class PrepareBugHandler : ITaskHandler
+    {
+        public const string TypeName = "fault-prepare-bug";
+
+        public string Type => TypeName;
+
+        public TaskLane Lane => TaskLane.Io;
+
+        public PreparedTask Prepare(JsonElement payload) =>
+            throw new FormatException("Injected parsing bug: the handler could not read its own payload.");
     }
 }

@@ -9,7 +9,8 @@ namespace Fleet.Worker;
 
 /// <summary>
 /// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
-/// attempt may cure (a handler's exception); validation errors, unknown types, time limits and cancels are final.
+/// attempt may cure (a handler's exception); validation errors, unknown types, exceptions of <c>Prepare</c>, time
+/// limits and cancels are final.
 /// </summary>
 public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs, bool Retryable = false);
 
@@ -53,13 +54,21 @@ public sealed class TaskExecutor(
         }
 
         PreparedTask prepared;
+        bool cpu;
         try
         {
             prepared = handler.Prepare(message.Payload);
+            cpu = handler.Lane == TaskLane.Cpu;
         }
         catch (TaskValidationException ex)
         {
             return Failed(ErrorTypes.Validation, ex.Message, clock);
+        }
+        catch (Exception ex)
+        {
+            // A bug in the handler's own parsing or validation. Prepare reads nothing but the payload, so another
+            // attempt would fail the same way: final at once, not retried.
+            return Failed(ErrorType(ex), ex.Message, clock);
         }
 
         // The task's own limit, else its type's default, else the worker's; never above the cap.
@@ -70,7 +79,6 @@ public sealed class TaskExecutor(
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
         limit.CancelAfter(timeout);
-        var cpu = handler.Lane == TaskLane.Cpu;
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
         counters.EnterLane(cpu);
         CpuLane.CpuRun? cpuRun = null;
@@ -112,13 +120,15 @@ public sealed class TaskExecutor(
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
         {
-            return Failed(ex.GetType().FullName ?? ex.GetType().Name, ex.Message, clock, retryable: true);
+            return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
         }
         finally
         {
             counters.ExitLane(cpu);
         }
     }
+
+    private static string ErrorType(Exception ex) => ex.GetType().FullName ?? ex.GetType().Name;
 
     private static ExecutionOutcome Failed(string errorType, string message, Stopwatch clock, bool retryable = false) =>
         new(TaskState.Failed, null, errorType, message, clock.Elapsed.TotalMilliseconds, null, retryable);
