@@ -19,6 +19,7 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<ExitHandler>();
         services.AddTaskHandler<CommitThenExitHandler>();
         services.AddTaskHandler<PrepareBugHandler>();
+        services.AddTaskHandler<TimeoutHandler>();
         return services;
     }
 
@@ -110,5 +111,21 @@ public static class FaultInjectionHandlers
 
         public PreparedTask Prepare(JsonElement payload) =>
             throw new FormatException("Injected parsing bug: the handler could not read its own payload.");
+    }
+
+    /// <summary>
+    /// <c>fault-timeout</c>: throws a <see cref="TimeoutException"/> of its own at once, as <c>http-get</c> does when
+    /// its server does not answer within <c>timeoutMs</c>, long before the task's time limit.
+    /// </summary>
+    public sealed class TimeoutHandler : TaskHandler<Empty, Empty>
+    {
+        public const string TypeName = "fault-timeout";
+
+        public override string Type => TypeName;
+
+        public override TaskLane Lane => TaskLane.Io;
+
+        protected override ValueTask<Empty> ExecuteAsync(Empty input, CancellationToken cancellationToken) =>
+            throw new TimeoutException("Injected: the downstream service did not answer within the handler's own timeout.");
     }
 }

@@ -82,22 +82,27 @@ public sealed class TaskExecutor(
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
         counters.EnterLane(cpu);
         CpuLane.CpuRun? cpuRun = null;
+        Task? handlerTask = null;
         try
         {
             (JsonElement Output, double? CpuMs) result;
             if (cpu)
             {
                 cpuRun = cpuLane.Start(prepared, limit.Token);
-                result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+                var run = cpuRun.Completion.Task;
+                handlerTask = run;
+                result = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
             }
             else
             {
-                result = (await prepared(limit.Token).AsTask().WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
+                var run = prepared(limit.Token).AsTask();
+                handlerTask = run;
+                result = (await run.WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
             }
 
             return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, clock.Elapsed.TotalMilliseconds, result.CpuMs);
         }
-        catch (TimeoutException) when (!stopping.IsCancellationRequested)
+        catch (TimeoutException ex) when (!stopping.IsCancellationRequested && IsHardStop(handlerTask, ex))
         {
             // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
             cpuRun?.Abandon();
@@ -120,6 +125,7 @@ public sealed class TaskExecutor(
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
         {
+            // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
             return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
         }
         finally
@@ -127,6 +133,13 @@ public sealed class TaskExecutor(
             counters.ExitLane(cpu);
         }
     }
+
+    /// <summary>
+    /// Whether <paramref name="ex"/> is the hard stop: <c>WaitAsync</c>'s own TimeoutException, thrown while the
+    /// handler still ran. A TimeoutException the handler threw itself is the exception its task ended with.
+    /// </summary>
+    private static bool IsHardStop(Task? handlerTask, TimeoutException ex) =>
+        handlerTask is not null && !(handlerTask.IsFaulted && ReferenceEquals(handlerTask.Exception?.InnerException, ex));
 
     private static string ErrorType(Exception ex) => ex.GetType().FullName ?? ex.GetType().Name;
 

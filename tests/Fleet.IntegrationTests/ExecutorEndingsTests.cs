@@ -24,4 +24,17 @@ public sealed class ExecutorEndingsTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Equal(0u, await QueueMessageCountAsync("fleet-io_error"));
     }
 
+    [Fact]
+    public async Task AHandlersOwnTimeoutException_IsRetried_AndEndsFailedWithIt_NotTimedOut()
+    {
+        var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("fault-timeout", new { }) with { MaxAttempts = 2 });
+
+        await WaitForFinalAsync([id], TimeSpan.FromSeconds(20));
+
+        var info = await GetTaskAsync(id);
+        Assert.Equal(("failed", "System.TimeoutException", 2), (info!.Status, info.ErrorType, info.Attempts));
+        Assert.Contains("handler's own timeout", info.ErrorMessage, StringComparison.Ordinal);
+        Assert.Equal(["failed", "failed"], await ListAsync(
+            "SELECT outcome FROM fleet.task_attempts WHERE task_id = @id ORDER BY attempt", r => r.GetString(0), ("id", id)));
+    }
 }

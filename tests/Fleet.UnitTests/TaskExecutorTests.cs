@@ -1,8 +1,12 @@
+using System.Net;
+using System.Net.Sockets;
 using System.Text.Json;
 using Fleet.Contracts;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
+using Fleet.Tasks.BuiltIn;
 using Fleet.Worker;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.UnitTests;
@@ -33,6 +37,72 @@ public sealed class TaskExecutorTests : IDisposable
         Assert.Contains("Injected parsing bug", outcome.ErrorMessage, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task AHandlersOwnTimeoutException_IsARetryableFailure_NotTheHardStop()
+    {
+        var outcome = await ExecuteAsync(new FaultInjectionHandlers.TimeoutHandler(), Message(FaultInjectionHandlers.TimeoutHandler.TypeName));
+
+        AssertOwnTimeout(outcome, "did not answer within the handler's own timeout");
+        Assert.Equal(0, _counters.Abandoned);
+    }
+
+    [Fact]
+    public async Task ACpuHandlersOwnTimeoutException_IsARetryableFailure_AndAbandonsNoThread()
+    {
+        var handler = new TestHandler("cpu-own-timeout", TaskLane.Cpu, _ => throw new TimeoutException("The device did not answer in time."));
+
+        var outcome = await ExecuteAsync(handler, Message(handler.Type));
+
+        AssertOwnTimeout(outcome, "The device did not answer in time.");
+        Assert.Equal((0L, 0), (_counters.Abandoned, _lane.AbandonedThreads));
+    }
+
+    [Fact]
+    public async Task HttpGetsOwnTimeout_IsARetryableFailure_WithItsMessage()
+    {
+        // A server that accepts the connection and never answers: http-get's own timeoutMs fires long before the
+        // task's time limit, and http-get reports it as a TimeoutException.
+        using var silent = new TcpListener(IPAddress.Loopback, 0);
+        silent.Start();
+        using var provider = BuiltInHandlers.CreateProvider();
+        var handler = provider.GetRequiredService<TaskHandlerRegistry>().TryGet(HttpGetHandler.TypeName, out var h) ? h : throw new InvalidOperationException();
+        var url = $"http://127.0.0.1:{((IPEndPoint)silent.LocalEndpoint).Port}/slow";
+
+        var outcome = await ExecuteAsync(handler, Message(HttpGetHandler.TypeName, new { url, timeoutMs = 200 }, timeoutSeconds: 30));
+
+        AssertOwnTimeout(outcome, "did not complete within timeoutMs = 200");
+    }
+
+    [Fact]
+    public async Task AHandlerIgnoringItsToken_IsStillAbandonedAtTheHardStop()
+    {
+        using var release = new ManualResetEventSlim();
+        var handler = new TestHandler("cpu-ignores-token", TaskLane.Cpu, _ =>
+        {
+            release.Wait();
+            return default;
+        });
+
+        try
+        {
+            var outcome = await ExecuteAsync(handler, Message(handler.Type, timeoutSeconds: 1));
+
+            Assert.Equal((TaskState.TimedOut, TaskExecutor.ErrorTypes.Timeout, false), (outcome.Status, outcome.ErrorType, outcome.Retryable));
+            Assert.Contains("abandoned", outcome.ErrorMessage, StringComparison.Ordinal);
+            Assert.Equal((1L, 1), (_counters.Abandoned, _lane.AbandonedThreads));
+        }
+        finally
+        {
+            release.Set();
+        }
+    }
+
+    private static void AssertOwnTimeout(ExecutionOutcome outcome, string message)
+    {
+        Assert.Equal((TaskState.Failed, "System.TimeoutException", true), (outcome.Status, outcome.ErrorType, outcome.Retryable));
+        Assert.Contains(message, outcome.ErrorMessage, StringComparison.Ordinal);
+    }
+
     private Task<ExecutionOutcome> ExecuteAsync(ITaskHandler handler, ProcessTask message) =>
         NewExecutor(handler).ExecuteAsync(Guid.NewGuid(), message, CancellationToken.None);
 
@@ -46,4 +116,27 @@ public sealed class TaskExecutorTests : IDisposable
         Payload = JsonSerializer.SerializeToElement(payload ?? new { }),
         TimeoutSeconds = timeoutSeconds,
     };
+
+    /// <summary>A handler made of one function; I/O-lane ones run it on the thread pool, as an async handler would.</summary>
+    private sealed class TestHandler(string type, TaskLane lane, Func<CancellationToken, JsonElement> run) : ITaskHandler
+    {
+        private volatile bool _started;
+
+        public string Type => type;
+
+        public TaskLane Lane => lane;
+
+        /// <summary>Whether the function has been called.</summary>
+        public bool Started => _started;
+
+        public PreparedTask Prepare(JsonElement payload) => lane == TaskLane.Cpu
+            ? cancellationToken => ValueTask.FromResult(Run(cancellationToken))
+            : async cancellationToken => await Task.Run(() => Run(cancellationToken), CancellationToken.None).ConfigureAwait(false);
+
+        private JsonElement Run(CancellationToken cancellationToken)
+        {
+            _started = true;
+            return run(cancellationToken);
+        }
+    }
 }
