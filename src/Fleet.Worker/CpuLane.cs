@@ -186,12 +186,12 @@ public sealed class CpuLane : IDisposable
                 var output = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
                 Completion.TrySetResult((output, ThreadCpuTime.NowMilliseconds() - cpuStart));
             }
-            catch (OperationCanceledException ex)
+            catch (OperationCanceledException ex) when (_cancellationToken.IsCancellationRequested)
             {
                 Completion.TrySetCanceled(ex.CancellationToken);
             }
 #pragma warning disable CA1031 // A handler's failure, of any type, is the task's result, not the lane's.
-            catch (Exception ex)
+            catch (Exception ex) // also an OperationCanceledException of another token (HttpClient.Timeout): it keeps its message
 #pragma warning restore CA1031
             {
                 Completion.TrySetException(ex);

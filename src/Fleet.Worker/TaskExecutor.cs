@@ -111,8 +111,11 @@ public sealed class TaskExecutor(
                 $"The task exceeded its time limit of {timeout.TotalSeconds:0} s and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
                 clock.Elapsed.TotalMilliseconds, null);
         }
-        catch (OperationCanceledException) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
+        catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
         {
+            // The time limit or a cancel fired, and the handler stopped. However it did (its OperationCanceledException,
+            // or something wrapping one, such as the AggregateException of a blocking Wait), that is the ending: neither
+            // is a failure to retry.
             var reason = running.CancelReason(taskId);
             return reason is not null
                 ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)

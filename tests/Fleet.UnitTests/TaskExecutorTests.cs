@@ -97,10 +97,79 @@ public sealed class TaskExecutorTests : IDisposable
         }
     }
 
+    [Theory]
+    [InlineData(TaskLane.Cpu)]
+    [InlineData(TaskLane.Io)]
+    public async Task AHandlerThatStopsOnItsTimeLimitByThrowingSomethingElse_EndsTimedOut_NotAsARetryableFailure(TaskLane lane)
+    {
+        // Blocking on a cancellable task throws AggregateException(TaskCanceledException), not the cancellation itself.
+        var handler = new TestHandler("wraps-cancellation", lane, BlockUntilCancelled);
+
+        var outcome = await ExecuteAsync(handler, Message(handler.Type, timeoutSeconds: 1));
+
+        Assert.Equal((TaskState.TimedOut, TaskExecutor.ErrorTypes.Timeout, false), (outcome.Status, outcome.ErrorType, outcome.Retryable));
+        Assert.Equal(0L, _counters.Abandoned);
+    }
+
+    [Theory]
+    [InlineData(TaskLane.Cpu)]
+    [InlineData(TaskLane.Io)]
+    public async Task ACancelledTaskWhoseHandlerThrowsSomethingElse_EndsCancelled_AndIsNotRetried(TaskLane lane)
+    {
+        var handler = new TestHandler("wraps-cancellation", lane, BlockUntilCancelled);
+        var id = Guid.NewGuid();
+
+        var execution = NewExecutor(handler).ExecuteAsync(id, Message(handler.Type, timeoutSeconds: 60), CancellationToken.None);
+        Assert.True(await EventuallyAsync(() => handler.Started), "the task never ran");
+        Assert.True(_running.TryCancel(id, "Cancelled by the test."));
+        var outcome = await execution.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal((TaskState.Cancelled, "Cancelled by the test.", false), (outcome.Status, outcome.ErrorMessage, outcome.Retryable));
+    }
+
+    [Theory]
+    [InlineData(TaskLane.Cpu)]
+    [InlineData(TaskLane.Io)]
+    public async Task WhenTheWorkerStops_AHandlerThatThrowsSomethingElse_HandsTheMessageBack_InsteadOfRecordingAFailure(TaskLane lane)
+    {
+        // Only a cancellation of 'stopping' may leave the executor: the consumer then returns the message unrecorded.
+        // Before, the wrapped cancellation was recorded as a failure (and, on the last attempt, as the final state).
+        var handler = new TestHandler("wraps-cancellation", lane, BlockUntilCancelled);
+        using var stopping = new CancellationTokenSource();
+        var id = Guid.NewGuid();
+
+        var execution = NewExecutor(handler).ExecuteAsync(id, Message(handler.Type, timeoutSeconds: 60), stopping.Token);
+        Assert.True(await EventuallyAsync(() => handler.Started), "the task never ran");
+        await stopping.CancelAsync();
+
+        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(() => execution.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(stopping.Token, ex.CancellationToken);
+    }
+
+    [Fact]
+    public async Task ACpuHandlersOwnCancellationException_KeepsItsTypeAndMessage()
+    {
+        // HttpClient.Timeout, say: an OperationCanceledException for a token that is not the task's. The I/O lane
+        // records it as the handler threw it; the CPU lane recorded a bare "A task was canceled." instead.
+        var handler = new TestHandler("cpu-foreign-cancel", TaskLane.Cpu,
+            _ => throw new TaskCanceledException("The request was canceled due to the configured HttpClient.Timeout of 100 seconds elapsing."));
+
+        var outcome = await ExecuteAsync(handler, Message(handler.Type));
+
+        Assert.Equal((TaskState.Failed, "System.Threading.Tasks.TaskCanceledException", true), (outcome.Status, outcome.ErrorType, outcome.Retryable));
+        Assert.Contains("HttpClient.Timeout", outcome.ErrorMessage, StringComparison.Ordinal);
+    }
+
     private static void AssertOwnTimeout(ExecutionOutcome outcome, string message)
     {
         Assert.Equal((TaskState.Failed, "System.TimeoutException", true), (outcome.Status, outcome.ErrorType, outcome.Retryable));
         Assert.Contains(message, outcome.ErrorMessage, StringComparison.Ordinal);
+    }
+
+    private static JsonElement BlockUntilCancelled(CancellationToken cancellationToken)
+    {
+        Task.Delay(Timeout.Infinite, cancellationToken).Wait(CancellationToken.None);
+        return default;
     }
 
     private Task<ExecutionOutcome> ExecuteAsync(ITaskHandler handler, ProcessTask message) =>
@@ -116,6 +185,22 @@ public sealed class TaskExecutorTests : IDisposable
         Payload = JsonSerializer.SerializeToElement(payload ?? new { }),
         TimeoutSeconds = timeoutSeconds,
     };
+
+    private static async Task<bool> EventuallyAsync(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(10);
+        }
+
+        return true;
+    }
 
     /// <summary>A handler made of one function; I/O-lane ones run it on the thread pool, as an async handler would.</summary>
     private sealed class TestHandler(string type, TaskLane lane, Func<CancellationToken, JsonElement> run) : ITaskHandler
