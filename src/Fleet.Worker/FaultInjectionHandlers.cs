@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Fleet.Tasks;
@@ -20,6 +21,7 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<CommitThenExitHandler>();
         services.AddTaskHandler<PrepareBugHandler>();
         services.AddTaskHandler<TimeoutHandler>();
+        services.AddTaskHandler<SpinHandler>();
         return services;
     }
 
@@ -127,5 +129,24 @@ public static class FaultInjectionHandlers
 
         protected override ValueTask<Empty> ExecuteAsync(Empty input, CancellationToken cancellationToken) =>
             throw new TimeoutException("Injected: the downstream service did not answer within the handler's own timeout.");
+    }
+
+    /// <summary><c>fault-spin</c>: keeps its CPU-lane thread busy, burning a core, for <c>seconds</c> and ignores cancellation.</summary>
+    public sealed class SpinHandler : CpuTaskHandler<HangInput, Empty>
+    {
+        public const string TypeName = "fault-spin";
+
+        public override string Type => TypeName;
+
+        protected override Empty Execute(HangInput input, CancellationToken cancellationToken)
+        {
+            var start = Stopwatch.GetTimestamp();
+            while (Stopwatch.GetElapsedTime(start) < TimeSpan.FromSeconds(input.Seconds))
+            {
+                Thread.SpinWait(1000);
+            }
+
+            return Empty.Instance;
+        }
     }
 }
