@@ -151,4 +151,12 @@ public sealed class WorkerOptions : IValidatableObject
 
     /// <summary>The bound in effect: <see cref="MaxAbandonedThreads"/>, or one per CPU-lane thread.</summary>
     public int EffectiveMaxAbandonedThreads => MaxAbandonedThreads ?? CpuConcurrency;
+
+    /// <summary>
+    /// How long scheduling one retry may take: opening the connection, declaring its delay queue, publishing and
+    /// the broker's confirm. Past it the task is left <c>queued</c> for the reconciler and its message is
+    /// acknowledged anyway, so a broker that does not confirm never holds a message, nor sends it to <c>_error</c>.
+    /// </summary>
+    [Range(1, 300)]
+    public int RetryPublishTimeoutSeconds { get; set; } = 10;
 }
