@@ -102,6 +102,12 @@ public sealed class TaskExecutor(
 
             return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, clock.Elapsed.TotalMilliseconds, result.CpuMs);
         }
+        catch (Exception ex) when (stopping.IsCancellationRequested && ex is not OperationCanceledException)
+        {
+            // The worker is stopping: however the handler ended (an exception wrapping its cancellation, say), its
+            // message goes back to the broker unrecorded, which only a cancellation of 'stopping' achieves.
+            throw new OperationCanceledException("The worker is stopping; the task is handed back unrecorded.", ex, stopping);
+        }
         catch (TimeoutException ex) when (!stopping.IsCancellationRequested && IsHardStop(handlerTask, ex))
         {
             // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.

@@ -147,6 +147,23 @@ public sealed class TaskExecutorTests : IDisposable
     }
 
     [Fact]
+    public async Task WhenTheWorkerHasStopped_AHandlerThatFailsAtOnceOnItsCancelledToken_HandsTheMessageBack()
+    {
+        // A message taken just before the drain ended: its handler is called with a token already cancelled and
+        // fails before its first await. The failure was recorded (final on the last attempt) instead of the task
+        // going back to the broker for another worker.
+        var handler = new TestHandler("fails-when-cancelled", TaskLane.Io, token => token.IsCancellationRequested
+            ? throw new InvalidOperationException("The connection pool is shutting down.")
+            : default, inline: true);
+        using var stopping = new CancellationTokenSource();
+        await stopping.CancelAsync();
+
+        var ex = await Assert.ThrowsAnyAsync<OperationCanceledException>(
+            () => NewExecutor(handler).ExecuteAsync(Guid.NewGuid(), Message(handler.Type), stopping.Token));
+        Assert.Equal(stopping.Token, ex.CancellationToken);
+    }
+
+    [Fact]
     public async Task ACpuHandlersOwnCancellationException_KeepsItsTypeAndMessage()
     {
         // HttpClient.Timeout, say: an OperationCanceledException for a token that is not the task's. The I/O lane
@@ -202,8 +219,11 @@ public sealed class TaskExecutorTests : IDisposable
         return true;
     }
 
-    /// <summary>A handler made of one function; I/O-lane ones run it on the thread pool, as an async handler would.</summary>
-    private sealed class TestHandler(string type, TaskLane lane, Func<CancellationToken, JsonElement> run) : ITaskHandler
+    /// <summary>
+    /// A handler made of one function; I/O-lane ones run it on the thread pool, as an async handler would, or
+    /// <paramref name="inline"/>, as one that fails before its first await.
+    /// </summary>
+    private sealed class TestHandler(string type, TaskLane lane, Func<CancellationToken, JsonElement> run, bool inline = false) : ITaskHandler
     {
         private volatile bool _started;
 
@@ -214,7 +234,7 @@ public sealed class TaskExecutorTests : IDisposable
         /// <summary>Whether the function has been called.</summary>
         public bool Started => _started;
 
-        public PreparedTask Prepare(JsonElement payload) => lane == TaskLane.Cpu
+        public PreparedTask Prepare(JsonElement payload) => lane == TaskLane.Cpu || inline
             ? cancellationToken => ValueTask.FromResult(Run(cancellationToken))
             : async cancellationToken => await Task.Run(() => Run(cancellationToken), CancellationToken.None).ConfigureAwait(false);
 
