@@ -9,16 +9,8 @@ namespace Fleet.IntegrationTests;
 /// A task type that spins past its time limit, ignoring cancellation, in a real worker process: the CPU lane
 /// replaces stuck threads only up to Worker:MaxAbandonedThreads, then stops the worker for its supervisor.
 /// </summary>
-public sealed class AbandonedThreadsTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed class AbandonedThreadsTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
-    public override async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-
-        // A spinning task must never reach the in-process worker: its thread would spin inside the test host.
-        await Fleet.StopWorkerAsync();
-    }
-
     [Fact]
     public async Task SpinningTasksPastTheBound_DoNotEachBurnANewThread_TheWorkerStopsItselfInstead()
     {

@@ -12,17 +12,9 @@ namespace Fleet.IntegrationTests;
 /// misconfiguration) must not fault the failed task's message into <c>_error</c>: the task stays queued, for the
 /// reconciler, and the failure is logged and counted.
 /// </summary>
-public sealed class RetryPublishFailureTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed class RetryPublishFailureTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
     private const string User = "fleet-no-retries";
-
-    public override async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-
-        // Only the restricted worker process of the test consumes.
-        await Fleet.StopWorkerAsync();
-    }
 
     [Fact]
     public async Task ARetryTheBrokerRefuses_IsAcknowledged_AndLeavesTheTaskQueued_NotTheMessageInTheErrorQueue()
