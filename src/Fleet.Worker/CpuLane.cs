@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
 using Fleet.Tasks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.Worker;
@@ -12,18 +14,36 @@ namespace Fleet.Worker;
 /// A handler that ignores its cancellation token past its time limit cannot be stopped (.NET cannot abort a
 /// thread), so its thread is <em>abandoned</em>: a replacement thread takes its place in the lane at once, and the
 /// stuck one ends by itself if the handler ever returns.
+/// A stuck thread may burn a core, so replacements are bounded (<c>Worker:MaxAbandonedThreads</c>): past the bound
+/// a stuck thread is not replaced, its place in the lane is withheld (no task is admitted that no thread would
+/// run), the lane reports itself <see cref="Exhausted"/>, logs an error and stops the worker, so that its
+/// supervisor starts a fresh process with exit code <see cref="ExhaustedExitCode"/>.
 /// </summary>
-public sealed class CpuLane : IDisposable
+public sealed partial class CpuLane : IDisposable
 {
+    /// <summary>The worker's exit code when it stopped itself because the lane was exhausted (EX_TEMPFAIL: start it again).</summary>
+    public const int ExhaustedExitCode = 75;
+
     private readonly BlockingCollection<CpuRun> _queue = [];
     private readonly SemaphoreSlim _slots;
+    private readonly ILogger? _logger;
+    private readonly IHostApplicationLifetime? _lifetime;
     private int _threadCount;
     private int _abandoned;
+    private int _unreplaced;
+    private int _withheld;
+    private int _exhausted;
 
-    public CpuLane(IOptions<WorkerOptions> options)
+    /// <param name="options">The lane's threads (<c>CpuConcurrency</c>) and replacements (<c>MaxAbandonedThreads</c>).</param>
+    /// <param name="logger">Where the lane reports that it is exhausted.</param>
+    /// <param name="lifetime">Stopped when the lane is exhausted; without one the lane only shrinks.</param>
+    public CpuLane(IOptions<WorkerOptions> options, ILogger<CpuLane>? logger = null, IHostApplicationLifetime? lifetime = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         Concurrency = options.Value.CpuConcurrency;
+        MaxAbandonedThreads = options.Value.EffectiveMaxAbandonedThreads;
+        _logger = logger;
+        _lifetime = lifetime;
         _slots = new SemaphoreSlim(Concurrency, Concurrency);
         for (var i = 0; i < Concurrency; i++)
         {
@@ -33,8 +53,23 @@ public sealed class CpuLane : IDisposable
 
     public int Concurrency { get; }
 
-    /// <summary>Threads that were abandoned to a handler that ignored its time limit and have not come back yet.</summary>
-    public int AbandonedThreads => Volatile.Read(ref _abandoned);
+    /// <summary>How many stuck threads may be replaced at once (<c>Worker:MaxAbandonedThreads</c>).</summary>
+    public int MaxAbandonedThreads { get; }
+
+    /// <summary>
+    /// Threads stuck in handlers that ignored their time limit, replaced or not, that have not come back yet: at most
+    /// <see cref="MaxAbandonedThreads"/> replaced ones plus <see cref="UnreplacedThreads"/>.
+    /// </summary>
+    public int AbandonedThreads => Volatile.Read(ref _abandoned) + Volatile.Read(ref _unreplaced);
+
+    /// <summary>Stuck threads that were not replaced because the bound was reached: the lane runs that many fewer tasks.</summary>
+    public int UnreplacedThreads => Volatile.Read(ref _unreplaced);
+
+    /// <summary>Whether a stuck thread was ever left unreplaced; the worker then stops itself (once).</summary>
+    public bool Exhausted => Volatile.Read(ref _exhausted) != 0;
+
+    /// <summary>Lane threads started since the lane was created, replacements included.</summary>
+    internal int StartedThreads => Volatile.Read(ref _threadCount);
 
     /// <summary>
     /// Waits for one of the lane's <see cref="Concurrency"/> places; dispose the result when the task has left the
@@ -46,7 +81,7 @@ public sealed class CpuLane : IDisposable
     public async ValueTask<IDisposable> EnterAsync(CancellationToken cancellationToken)
     {
         await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return new Place(_slots);
+        return new Place(this);
     }
 
     /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
@@ -70,17 +105,96 @@ public sealed class CpuLane : IDisposable
             if (!run.Execute())
             {
                 // This thread was replaced while the handler ignored its time limit: leave the lane.
-                Interlocked.Decrement(ref _abandoned);
                 return;
             }
         }
     }
 
-    private void Replace()
+    /// <summary>
+    /// Called, under the run's lock, for a run abandoned while its handler runs: starts a replacement thread unless
+    /// <see cref="MaxAbandonedThreads"/> replaced ones are stuck already. Returns whether it did.
+    /// </summary>
+    private bool TryReplace()
     {
-        Interlocked.Increment(ref _abandoned);
-        StartThread();
+        for (var abandoned = Volatile.Read(ref _abandoned); abandoned < MaxAbandonedThreads; abandoned = Volatile.Read(ref _abandoned))
+        {
+            if (Interlocked.CompareExchange(ref _abandoned, abandoned + 1, abandoned) == abandoned)
+            {
+                StartThread();
+                return true;
+            }
+        }
+
+        // Past the bound: the lane shrinks by this thread, and by its place, until the handler returns.
+        Interlocked.Increment(ref _unreplaced);
+        Interlocked.Increment(ref _withheld);
+        if (Interlocked.Exchange(ref _exhausted, 1) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(static lane => lane.StopWorker(), this, preferLocal: false);
+        }
+
+        return false;
     }
+
+    /// <summary>An abandoned thread's handler returned at last; returns whether the thread stays in the lane.</summary>
+    private bool Returned(bool replaced)
+    {
+        if (replaced)
+        {
+            Interlocked.Decrement(ref _abandoned);
+            return false;
+        }
+
+        // Nobody took this thread's place: it serves the lane again, and its withheld place comes back.
+        Interlocked.Decrement(ref _unreplaced);
+        if (!TryTakeOne(ref _withheld))
+        {
+            _slots.Release();
+        }
+
+        return true;
+    }
+
+    /// <summary>A place leaves the lane: back to the next task, unless a stuck thread's place is still to be withheld.</summary>
+    private void ReturnPlace()
+    {
+        if (Volatile.Read(ref _withheld) == 0 || !TryTakeOne(ref _withheld))
+        {
+            _slots.Release();
+        }
+    }
+
+    private static bool TryTakeOne(ref int counter)
+    {
+        for (var n = Volatile.Read(ref counter); n > 0; n = Volatile.Read(ref counter))
+        {
+            if (Interlocked.CompareExchange(ref counter, n - 1, n) == n)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private void StopWorker()
+    {
+        if (_logger is not null)
+        {
+            LogExhausted(_logger, AbandonedThreads, MaxAbandonedThreads, Concurrency - UnreplacedThreads, Concurrency, ExhaustedExitCode);
+        }
+
+        if (_lifetime is not null)
+        {
+            // A supervisor (Kubernetes, Compose's restart policy, systemd) starts a fresh process with a whole lane;
+            // the drain hands the messages this worker holds back to the broker.
+            Environment.ExitCode = ExhaustedExitCode;
+            _lifetime.StopApplication();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "CPU lane exhausted: {Stuck} threads are stuck in handlers that ignore their time limit, more than Worker:MaxAbandonedThreads ({Max}) may be replaced; the lane is down to {Threads} of {Concurrency} threads. Stopping the worker (exit code {ExitCode}) so that its supervisor starts a fresh one")]
+    private static partial void LogExhausted(ILogger logger, int stuck, int max, int threads, int concurrency, int exitCode);
 
     /// <summary>
     /// Lets the lane threads leave once the queue is empty. The collection itself is deliberately not disposed:
@@ -89,7 +203,7 @@ public sealed class CpuLane : IDisposable
     /// </summary>
     public void Dispose() => _queue.CompleteAdding();
 
-    private sealed class Place(SemaphoreSlim slots) : IDisposable
+    private sealed class Place(CpuLane lane) : IDisposable
     {
         private int _released;
 
@@ -97,7 +211,7 @@ public sealed class CpuLane : IDisposable
         {
             if (Interlocked.Exchange(ref _released, 1) == 0)
             {
-                slots.Release();
+                lane.ReturnPlace();
             }
         }
     }
@@ -112,6 +226,7 @@ public sealed class CpuLane : IDisposable
         private bool _running;
         private bool _done;
         private bool _abandoned;
+        private bool _replaced;
 
         internal CpuRun(CpuLane lane, PreparedTask task, CancellationToken cancellationToken)
         {
@@ -124,8 +239,8 @@ public sealed class CpuLane : IDisposable
         public TaskCompletionSource<(JsonElement Output, double? CpuMs)> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         /// <summary>
-        /// Gives up on this run: the lane gets a replacement thread if the handler is still running, and the run
-        /// never starts if it has not yet.
+        /// Gives up on this run: the lane gets a replacement thread if the handler is still running (within
+        /// <see cref="MaxAbandonedThreads"/>), and the run never starts if it has not yet.
         /// </summary>
         public void Abandon()
         {
@@ -139,7 +254,7 @@ public sealed class CpuLane : IDisposable
                 _abandoned = true;
                 if (_running)
                 {
-                    _lane.Replace();
+                    _replaced = _lane.TryReplace();
                 }
             }
 
@@ -168,11 +283,19 @@ public sealed class CpuLane : IDisposable
                 RunHandler();
             }
 
+            bool replaced;
             lock (_gate)
             {
                 _done = true;
-                return !_abandoned;
+                if (!_abandoned)
+                {
+                    return true;
+                }
+
+                replaced = _replaced;
             }
+
+            return _lane.Returned(replaced);
         }
 
         private void RunHandler()
@@ -186,12 +309,12 @@ public sealed class CpuLane : IDisposable
                 var output = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
                 Completion.TrySetResult((output, ThreadCpuTime.NowMilliseconds() - cpuStart));
             }
-            catch (OperationCanceledException ex)
+            catch (OperationCanceledException ex) when (_cancellationToken.IsCancellationRequested)
             {
                 Completion.TrySetCanceled(ex.CancellationToken);
             }
 #pragma warning disable CA1031 // A handler's failure, of any type, is the task's result, not the lane's.
-            catch (Exception ex)
+            catch (Exception ex) // also an OperationCanceledException of another token (HttpClient.Timeout): it keeps its message
 #pragma warning restore CA1031
             {
                 Completion.TrySetException(ex);

@@ -1,4 +1,6 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Text.Json;
 using System.Text.Json.Serialization;
 using Fleet.Tasks;
 using Microsoft.Extensions.DependencyInjection;
@@ -17,6 +19,9 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<HangHandler>();
         services.AddTaskHandler<ExitHandler>();
         services.AddTaskHandler<CommitThenExitHandler>();
+        services.AddTaskHandler<PrepareBugHandler>();
+        services.AddTaskHandler<TimeoutHandler>();
+        services.AddTaskHandler<SpinHandler>();
         return services;
     }
 
@@ -91,6 +96,57 @@ public static class FaultInjectionHandlers
         {
             Environment.FailFast("fault-exit: injected process crash");
             return input;
+        }
+    }
+
+    /// <summary>
+    /// <c>fault-prepare-bug</c>: its <c>Prepare</c> throws a <see cref="FormatException"/>, not a
+    /// <see cref="TaskValidationException"/>, as a custom handler with a bug in its parsing would.
+    /// </summary>
+    public sealed class PrepareBugHandler : ITaskHandler
+    {
+        public const string TypeName = "fault-prepare-bug";
+
+        public string Type => TypeName;
+
+        public TaskLane Lane => TaskLane.Io;
+
+        public PreparedTask Prepare(JsonElement payload) =>
+            throw new FormatException("Injected parsing bug: the handler could not read its own payload.");
+    }
+
+    /// <summary>
+    /// <c>fault-timeout</c>: throws a <see cref="TimeoutException"/> of its own at once, as <c>http-get</c> does when
+    /// its server does not answer within <c>timeoutMs</c>, long before the task's time limit.
+    /// </summary>
+    public sealed class TimeoutHandler : TaskHandler<Empty, Empty>
+    {
+        public const string TypeName = "fault-timeout";
+
+        public override string Type => TypeName;
+
+        public override TaskLane Lane => TaskLane.Io;
+
+        protected override ValueTask<Empty> ExecuteAsync(Empty input, CancellationToken cancellationToken) =>
+            throw new TimeoutException("Injected: the downstream service did not answer within the handler's own timeout.");
+    }
+
+    /// <summary><c>fault-spin</c>: keeps its CPU-lane thread busy, burning a core, for <c>seconds</c> and ignores cancellation.</summary>
+    public sealed class SpinHandler : CpuTaskHandler<HangInput, Empty>
+    {
+        public const string TypeName = "fault-spin";
+
+        public override string Type => TypeName;
+
+        protected override Empty Execute(HangInput input, CancellationToken cancellationToken)
+        {
+            var start = Stopwatch.GetTimestamp();
+            while (Stopwatch.GetElapsedTime(start) < TimeSpan.FromSeconds(input.Seconds))
+            {
+                Thread.SpinWait(1000);
+            }
+
+            return Empty.Instance;
         }
     }
 }

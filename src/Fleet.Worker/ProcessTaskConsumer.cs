@@ -157,12 +157,17 @@ public sealed partial class ProcessTaskConsumer(
         if (retry && finalized)
         {
             // Acknowledged only after the broker confirmed the retry: a crash in between redelivers this message,
-            // and the task (queued again) simply runs from it.
-            await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false);
-            counters.AddRetried();
-            telemetry.Retried(message.Type ?? "", lane);
+            // and the task (queued again) simply runs from it. A retry the broker did not take in time (the scheduler
+            // logged and counted why) is acknowledged too, never faulted to _error: the task stays queued, and the
+            // reconciler republishes queued tasks whose message is gone.
+            if (await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false))
+            {
+                counters.AddRetried();
+                telemetry.Retried(message.Type ?? "", lane);
+                LogRetry(taskId, claim.Charged, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
+            }
+
             activity?.SetTag("fleet.task.status", "retrying");
-            LogRetry(taskId, claim.Charged, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
             return;
         }
 

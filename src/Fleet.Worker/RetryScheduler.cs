@@ -1,6 +1,10 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RabbitMQ.Client;
 
@@ -17,22 +21,54 @@ namespace Fleet.Worker;
 /// the real delay is at most the rung's length, i.e. under twice the requested one.
 /// MassTransit has no way to declare these arguments or to publish with a per-message expiration to the default
 /// exchange, hence RabbitMQ.Client directly for this one job.
+/// Retries publish concurrently on one channel: RabbitMQ.Client 7 serializes the frames of concurrent publishes
+/// and numbers them under its own lock, then lets each wait for its own confirm, so one confirm that never comes
+/// holds back no other retry. Only opening the connection and declaring a delay queue take this class's lock.
 /// </summary>
-public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddress broker) : IAsyncDisposable
+public sealed partial class RetryScheduler : IAsyncDisposable
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-    private readonly WorkerOptions _options = options.Value;
+    private readonly Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> _open;
+    private readonly ILogger _logger;
+    private readonly Counter<long>? _failed;
+    private readonly double _baseSeconds;
+    private readonly double _maxSeconds;
+    private readonly TimeSpan _publishTimeout;
     private readonly SemaphoreSlim _gate = new(1, 1);
-    private readonly HashSet<string> _declared = new(StringComparer.Ordinal);
-    private IConnection? _connection;
-    private IChannel? _channel;
+    private volatile Link? _link;
+    private long _failures;
+
+    public RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddress broker, ILogger<RetryScheduler> logger, IMeterFactory meterFactory)
+        : this(options, OpenWith(broker, options), logger, meterFactory)
+    {
+    }
+
+    /// <param name="open">Opens the connection (null when there is none to close) and a channel with publisher confirmation tracking.</param>
+    internal RetryScheduler(
+        IOptions<WorkerOptions> options,
+        Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> open,
+        ILogger logger,
+        IMeterFactory? meterFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _open = open;
+        _logger = logger;
+        _baseSeconds = options.Value.RetryBaseSeconds;
+        _maxSeconds = options.Value.RetryMaxSeconds;
+        _publishTimeout = TimeSpan.FromSeconds(options.Value.RetryPublishTimeoutSeconds);
+        _failed = meterFactory?.Create(WorkerTelemetry.Name).CreateCounter<long>(
+            "fleet.task.retry_publish_failures", description: "Retries that could not be published in time; their tasks wait, queued, for the reconciler.");
+    }
+
+    /// <summary>Retries that were not scheduled (refused, failed or not confirmed in time) since the worker started.</summary>
+    public long PublishFailures => Interlocked.Read(ref _failures);
 
     /// <summary>The backoff before attempt <paramref name="nextAttempt"/>: base x 2^(n-2), capped, with +-20% jitter.</summary>
     public TimeSpan DelayBefore(int nextAttempt)
     {
-        var exponential = _options.RetryBaseSeconds * Math.Pow(2, Math.Max(0, nextAttempt - 2));
+        var exponential = _baseSeconds * Math.Pow(2, Math.Max(0, nextAttempt - 2));
         var jitter = 0.8 + (Random.Shared.NextDouble() * 0.4);
-        return TimeSpan.FromSeconds(Math.Min(exponential, _options.RetryMaxSeconds) * jitter);
+        return TimeSpan.FromSeconds(Math.Min(exponential, _maxSeconds) * jitter);
     }
 
     /// <summary>The delay queue that holds a retry of <paramref name="delay"/> bound for <paramref name="queue"/>.</summary>
@@ -47,25 +83,22 @@ public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddr
         return $"{queue}.retry.{seconds}s";
     }
 
-    /// <summary>Publishes <paramref name="message"/> to come back to <paramref name="queue"/> after <paramref name="delay"/>; returns once the broker confirmed it.</summary>
-    public async Task ScheduleAsync(string queue, ProcessTask message, TimeSpan delay, CancellationToken cancellationToken)
+    /// <summary>
+    /// Publishes <paramref name="message"/> to come back to <paramref name="queue"/> after <paramref name="delay"/>.
+    /// Returns true once the broker confirmed it; false, logged and counted, when that did not happen within
+    /// <c>Worker:RetryPublishTimeoutSeconds</c> (broker unreachable, delay queue refused, message returned or
+    /// nacked, no confirm). Throws only when <paramref name="cancellationToken"/> (the worker stopping) is cancelled.
+    /// </summary>
+    public async Task<bool> ScheduleAsync(string queue, ProcessTask message, TimeSpan delay, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
         var rung = RungFor(queue, delay);
-        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_publishTimeout);
+        Link? link = null;
         try
         {
-            var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
-            if (!_declared.Contains(rung))
-            {
-                await channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
-                {
-                    ["x-dead-letter-exchange"] = "",
-                    ["x-dead-letter-routing-key"] = queue,
-                }, cancellationToken: cancellationToken).ConfigureAwait(false);
-                _declared.Add(rung);
-            }
-
+            link = await LinkForAsync(queue, rung, deadline.Token).ConfigureAwait(false);
             var properties = new BasicProperties
             {
                 ContentType = "application/json",
@@ -76,13 +109,75 @@ public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddr
             var body = JsonSerializer.SerializeToUtf8Bytes(message, Json);
 
             // With confirmation tracking on, this completes when the broker has confirmed the message.
-            await channel.BasicPublishAsync("", rung, mandatory: true, properties, body, cancellationToken).ConfigureAwait(false);
+            await link.Channel.BasicPublishAsync("", rung, mandatory: true, properties, body, deadline.Token).ConfigureAwait(false);
+            return true;
         }
-        catch
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            // A broken channel or connection is rebuilt by the next call.
-            await ResetAsync().ConfigureAwait(false);
             throw;
+        }
+#pragma warning disable CA1031 // Whatever went wrong, the task is left queued; nothing may fault the message.
+        catch (Exception ex)
+#pragma warning restore CA1031
+        {
+            var timedOut = deadline.IsCancellationRequested;
+            if (!timedOut)
+            {
+                // Returned as unroutable (the delay queue was deleted), say: declare it again next time.
+                link?.Declared.TryRemove(rung, out _);
+            }
+
+            Interlocked.Increment(ref _failures);
+            _failed?.Add(1, new TagList { { "queue", queue } });
+            LogNotScheduled(message.TaskId, rung, timedOut ? $"not confirmed within {_publishTimeout.TotalSeconds:0} s (Worker:RetryPublishTimeoutSeconds)" : $"{ex.GetType().Name}: {ex.Message}", ex);
+            return false;
+        }
+    }
+
+    /// <summary>The open link with <paramref name="rung"/> declared; lock-free when both are there already.</summary>
+    private async Task<Link> LinkForAsync(string queue, string rung, CancellationToken cancellationToken)
+    {
+        var link = _link;
+        if (link is not null && link.Channel.IsOpen && link.Declared.ContainsKey(rung))
+        {
+            return link;
+        }
+
+        await _gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            link = _link;
+            if (link is null || !link.Channel.IsOpen)
+            {
+                _link = null;
+                Forget(link);
+                var (connection, channel) = await _open(cancellationToken).ConfigureAwait(false);
+                link = _link = new Link(connection, channel);
+            }
+
+            if (!link.Declared.ContainsKey(rung))
+            {
+                try
+                {
+                    await link.Channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
+                    {
+                        ["x-dead-letter-exchange"] = "",
+                        ["x-dead-letter-routing-key"] = queue,
+                    }, cancellationToken: cancellationToken).ConfigureAwait(false);
+                }
+                catch
+                {
+                    // A refused declare closes the channel, and one given up mid-call leaves its reply unread: the
+                    // next retry starts on a new connection.
+                    _link = null;
+                    Forget(link);
+                    throw;
+                }
+
+                link.Declared[rung] = true;
+            }
+
+            return link;
         }
         finally
         {
@@ -90,41 +185,73 @@ public sealed class RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddr
         }
     }
 
-    private async Task<IChannel> ChannelAsync(CancellationToken cancellationToken)
+    /// <summary>Closes a link no longer used, in the background: its close may wait for a broker that does not answer.</summary>
+    private void Forget(Link? link)
     {
-        if (_channel is { IsOpen: true })
+        if (link is not null)
         {
-            return _channel;
+            _ = Task.Run(link.CloseQuietlyAsync, CancellationToken.None);
         }
-
-        await ResetAsync().ConfigureAwait(false);
-        var factory = broker.CreateConnectionFactory($"fleet-worker-retries {_options.HostName}:{Environment.ProcessId}");
-        _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
-        _channel = await _connection.CreateChannelAsync(
-            new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true),
-            cancellationToken).ConfigureAwait(false);
-        _declared.Clear();
-        return _channel;
     }
 
-    private async Task ResetAsync()
+    private static Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> OpenWith(RabbitMqAddress broker, IOptions<WorkerOptions> options)
     {
-        if (_channel is not null)
+        ArgumentNullException.ThrowIfNull(broker);
+        ArgumentNullException.ThrowIfNull(options);
+        var name = $"fleet-worker-retries {options.Value.HostName}:{Environment.ProcessId}";
+        return async cancellationToken =>
         {
-            await _channel.DisposeAsync().ConfigureAwait(false);
-            _channel = null;
-        }
-
-        if (_connection is not null)
-        {
-            await _connection.DisposeAsync().ConfigureAwait(false);
-            _connection = null;
-        }
+            var connection = await broker.CreateConnectionFactory(name).CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            try
+            {
+                var channel = await connection.CreateChannelAsync(
+                    new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true),
+                    cancellationToken).ConfigureAwait(false);
+                return (connection, channel);
+            }
+            catch
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+                throw;
+            }
+        };
     }
 
     public async ValueTask DisposeAsync()
     {
-        await ResetAsync().ConfigureAwait(false);
-        _gate.Dispose();
+        var link = _link;
+        _link = null;
+        if (link is not null)
+        {
+            await link.CloseQuietlyAsync().ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The retry of task {TaskId} was not scheduled on {Rung}: {Reason}. Its message is acknowledged and the task stays queued, for the reconciler to publish again")]
+    private partial void LogNotScheduled(Guid taskId, string rung, string reason, Exception exception);
+
+    /// <summary>A connection, its confirming channel, and the delay queues declared on it.</summary>
+    private sealed class Link(IConnection? connection, IChannel channel)
+    {
+        public IChannel Channel { get; } = channel;
+
+        public ConcurrentDictionary<string, bool> Declared { get; } = new(StringComparer.Ordinal);
+
+        public async Task CloseQuietlyAsync()
+        {
+            try
+            {
+                await Channel.DisposeAsync().ConfigureAwait(false);
+                if (connection is not null)
+                {
+                    await connection.DisposeAsync().ConfigureAwait(false);
+                }
+            }
+#pragma warning disable CA1031 // Closing what is already broken: there is nothing to do about a failure.
+            catch (Exception)
+#pragma warning restore CA1031
+            {
+            }
+        }
     }
 }

@@ -9,7 +9,8 @@ namespace Fleet.Worker;
 
 /// <summary>
 /// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
-/// attempt may cure (a handler's exception); validation errors, unknown types, time limits and cancels are final.
+/// attempt may cure (a handler's exception); validation errors, unknown types, exceptions of <c>Prepare</c>, time
+/// limits and cancels are final.
 /// </summary>
 public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs, bool Retryable = false);
 
@@ -53,13 +54,21 @@ public sealed class TaskExecutor(
         }
 
         PreparedTask prepared;
+        bool cpu;
         try
         {
             prepared = handler.Prepare(message.Payload);
+            cpu = handler.Lane == TaskLane.Cpu;
         }
         catch (TaskValidationException ex)
         {
             return Failed(ErrorTypes.Validation, ex.Message, clock);
+        }
+        catch (Exception ex)
+        {
+            // A bug in the handler's own parsing or validation. Prepare reads nothing but the payload, so another
+            // attempt would fail the same way: final at once, not retried.
+            return Failed(ErrorType(ex), ex.Message, clock);
         }
 
         // The task's own limit, else its type's default, else the worker's; never above the cap.
@@ -70,26 +79,36 @@ public sealed class TaskExecutor(
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
         limit.CancelAfter(timeout);
-        var cpu = handler.Lane == TaskLane.Cpu;
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
         counters.EnterLane(cpu);
         CpuLane.CpuRun? cpuRun = null;
+        Task? handlerTask = null;
         try
         {
             (JsonElement Output, double? CpuMs) result;
             if (cpu)
             {
                 cpuRun = cpuLane.Start(prepared, limit.Token);
-                result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+                var run = cpuRun.Completion.Task;
+                handlerTask = run;
+                result = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
             }
             else
             {
-                result = (await prepared(limit.Token).AsTask().WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
+                var run = prepared(limit.Token).AsTask();
+                handlerTask = run;
+                result = (await run.WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
             }
 
             return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, clock.Elapsed.TotalMilliseconds, result.CpuMs);
         }
-        catch (TimeoutException) when (!stopping.IsCancellationRequested)
+        catch (Exception ex) when (stopping.IsCancellationRequested && ex is not OperationCanceledException)
+        {
+            // The worker is stopping: however the handler ended (an exception wrapping its cancellation, say), its
+            // message goes back to the broker unrecorded, which only a cancellation of 'stopping' achieves.
+            throw new OperationCanceledException("The worker is stopping; the task is handed back unrecorded.", ex, stopping);
+        }
+        catch (TimeoutException ex) when (!stopping.IsCancellationRequested && IsHardStop(handlerTask, ex))
         {
             // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
             cpuRun?.Abandon();
@@ -98,8 +117,11 @@ public sealed class TaskExecutor(
                 $"The task exceeded its time limit of {timeout.TotalSeconds:0} s and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
                 clock.Elapsed.TotalMilliseconds, null);
         }
-        catch (OperationCanceledException) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
+        catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
         {
+            // The time limit or a cancel fired, and the handler stopped. However it did (its OperationCanceledException,
+            // or something wrapping one, such as the AggregateException of a blocking Wait), that is the ending: neither
+            // is a failure to retry.
             var reason = running.CancelReason(taskId);
             return reason is not null
                 ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)
@@ -112,13 +134,23 @@ public sealed class TaskExecutor(
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
         {
-            return Failed(ex.GetType().FullName ?? ex.GetType().Name, ex.Message, clock, retryable: true);
+            // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
+            return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
         }
         finally
         {
             counters.ExitLane(cpu);
         }
     }
+
+    /// <summary>
+    /// Whether <paramref name="ex"/> is the hard stop: <c>WaitAsync</c>'s own TimeoutException, thrown while the
+    /// handler still ran. A TimeoutException the handler threw itself is the exception its task ended with.
+    /// </summary>
+    private static bool IsHardStop(Task? handlerTask, TimeoutException ex) =>
+        handlerTask is not null && !(handlerTask.IsFaulted && ReferenceEquals(handlerTask.Exception?.InnerException, ex));
+
+    private static string ErrorType(Exception ex) => ex.GetType().FullName ?? ex.GetType().Name;
 
     private static ExecutionOutcome Failed(string errorType, string message, Stopwatch clock, bool retryable = false) =>
         new(TaskState.Failed, null, errorType, message, clock.Elapsed.TotalMilliseconds, null, retryable);

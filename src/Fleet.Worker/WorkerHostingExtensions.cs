@@ -49,7 +49,9 @@ public static class WorkerHostingExtensions
         services.AddSingleton<CrashGuard>();
         services.AddSingleton<WorkerTelemetry>();
         builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name, PersistenceTelemetry.Name);
-        services.AddHealthChecks().AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag]);
+        services.AddHealthChecks()
+            .AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag])
+            .AddCheck<CpuLaneHealthCheck>("cpu-lane", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
         services.AddSingleton<RetryScheduler>();
 

@@ -192,4 +192,24 @@ public sealed class WorkerOptions : IValidatableObject
             yield return new ValidationResult("Worker:HostName must not be empty.", [nameof(HostName)]);
         }
     }
+
+    /// <summary>
+    /// How many CPU-lane threads stuck in handlers that ignore their time limit may be replaced by new threads at
+    /// once. Each stuck thread may burn a core, so past this bound a stuck thread is not replaced: the lane shrinks,
+    /// <c>/health</c> reports Unhealthy, and the worker stops itself so that its supervisor starts a fresh one.
+    /// Default: <see cref="CpuConcurrency"/>.
+    /// </summary>
+    [Range(0, 1024)]
+    public int? MaxAbandonedThreads { get; set; }
+
+    /// <summary>The bound in effect: <see cref="MaxAbandonedThreads"/>, or one per CPU-lane thread.</summary>
+    public int EffectiveMaxAbandonedThreads => MaxAbandonedThreads ?? CpuConcurrency;
+
+    /// <summary>
+    /// How long scheduling one retry may take: opening the connection, declaring its delay queue, publishing and
+    /// the broker's confirm. Past it the task is left <c>queued</c> for the reconciler and its message is
+    /// acknowledged anyway, so a broker that does not confirm never holds a message, nor sends it to <c>_error</c>.
+    /// </summary>
+    [Range(1, 300)]
+    public int RetryPublishTimeoutSeconds { get; set; } = 10;
 }

@@ -8,16 +8,8 @@ namespace Fleet.IntegrationTests;
 /// Attempts count what happened: a drain hands tasks back without charging them, a crash charges the tasks that
 /// were running, and the crash-loop guard quarantines the task that kills its process, not the tasks beside it.
 /// </summary>
-public sealed class AttemptAccountingTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed class AttemptAccountingTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
-    public override async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-
-        // Only the worker processes of each test consume.
-        await Fleet.StopWorkerAsync();
-    }
-
     [Fact]
     public async Task ALongTask_DrainedThreeTimes_IsNotCharged_AndSucceedsAtLast()
     {

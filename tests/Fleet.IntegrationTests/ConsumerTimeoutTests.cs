@@ -9,12 +9,11 @@ namespace Fleet.IntegrationTests;
 /// holds one message unacknowledged past its consumer_timeout, and puts back every message of that channel, so a
 /// message that waited too long goes to the back of its queue and is acknowledged instead.
 /// </summary>
-public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
     [Fact]
     public async Task ACpuMessage_WaitingForAThreadPastItsLimit_GoesToTheBackOfTheQueue_AndRunsOnce()
     {
-        await Fleet.StopWorkerAsync();
         var settings = Fleet.WorkerSettings("long-wait", cpuConcurrency: 1);
         settings["Worker:CpuLookahead"] = "2";
         settings["Worker:MaxTimeoutSeconds"] = "5";

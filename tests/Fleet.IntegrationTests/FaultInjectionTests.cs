@@ -11,16 +11,8 @@ namespace Fleet.IntegrationTests;
 /// Faults injected into real worker processes and real servers while work is in flight; afterwards the delivery
 /// invariants are checked with SQL: nothing lost, nothing unexpected, duplicates only where a crash forced them.
 /// </summary>
-public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
-    public override async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-
-        // Only the worker processes of each test consume.
-        await Fleet.StopWorkerAsync();
-    }
-
     [Fact]
     public async Task Kill9_InTheMiddleOfLongCpuTasks_LosesNothing()
     {

@@ -91,6 +91,10 @@ public sealed class FleetFixture : IAsyncLifetime
         ["Worker:FaultInjection"] = "true",
         ["Worker:HardStopGraceSeconds"] = "1",
         ["Worker:TypeTimeoutSeconds:fault-hang"] = "2",
+
+        // fault-hang tasks of one test may still sleep in abandoned threads during the next: a worker of the default
+        // bound (one per CPU-lane thread) would find its lane exhausted and stop itself.
+        ["Worker:MaxAbandonedThreads"] = "16",
         ["Worker:RetryBaseSeconds"] = "0.5",
         ["Logging:LogLevel:Default"] = "Warning",
     };

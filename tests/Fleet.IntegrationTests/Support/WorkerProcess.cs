@@ -17,6 +17,9 @@ public sealed class WorkerProcess : IAsyncDisposable
 
     public bool HasExited => _process.HasExited;
 
+    /// <summary>The exit code, once <see cref="HasExited"/>.</summary>
+    public int ExitCode => _process.ExitCode;
+
     /// <summary>The prefix of this process's worker id in fleet.workers and task_attempts (<c>host:pid:</c>).</summary>
     public string WorkerIdPrefix(string host) => $"{host}:{_process.Id}:";
 
