@@ -47,7 +47,7 @@ namespace Fleet.IntegrationTests;
 /// </list>
 /// </summary>
 [Trait("Category", "Chaos")]
-public sealed partial class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output) : FleetTest(fleet)
+public sealed partial class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper output) : OwnWorkersTest(fleet)
 {
     private const int WorkerCount = 3;
     private const int CpuConcurrency = 1;
@@ -75,12 +75,6 @@ public sealed partial class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper
     private readonly Lock _gate = new();
     private readonly List<Fault> _faults = [];
     private readonly List<string> _findings = [];
-
-    public override async Task InitializeAsync()
-    {
-        await base.InitializeAsync();
-        await Fleet.StopWorkerAsync();
-    }
 
     [Fact]
     public async Task RandomFaults_LoseNothing_FailNoHealthyTask_AndEveryDuplicateHasAFault()
