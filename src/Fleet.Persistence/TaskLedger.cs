@@ -305,33 +305,52 @@ public sealed class TaskLedger : IAsyncDisposable
     }
 
     /// <summary>The claims and completions of one round, one batch of (up to) two statements: one round trip, one commit.</summary>
+    /// <remarks>
+    /// A connection whose write failed never goes back to the pool. Npgsql prepares a statement on a connection the
+    /// fifth time it runs there (<c>Max Auto Prepare</c>); when PostgreSQL refuses the parameters of exactly that run
+    /// (a payload <c>jsonb</c> cannot hold, say), Npgsql 10.0.3 has already counted the statement as prepared but never
+    /// received its row description, and the next run of it on that connection fails with "Received unexpected
+    /// backend message DataRow", breaking the write of healthy tasks. Npgsql has no call to discard one pooled
+    /// connection: clearing the pool discards this one (opened before the clear, it is closed when returned) and the
+    /// idle ones, which costs a few new connections after a failed write and nothing otherwise.
+    /// </remarks>
     private async Task<(Dictionary<Guid, int> Attempts, HashSet<Guid> Finalized)> WriteRoundAsync(
         IReadOnlyList<TaskClaim> claims, List<int> claimRound, IReadOnlyList<TaskCompletion> completions, List<int> completionRound,
         bool repeat, CancellationToken cancellationToken)
     {
-        await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
-        var attempts = new Dictionary<Guid, int>(claimRound.Count);
-        var finalized = new HashSet<Guid>();
-        await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        if (claimRound.Count > 0)
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
+            batch.Connection = connection;
+            var attempts = new Dictionary<Guid, int>(claimRound.Count);
+            var finalized = new HashSet<Guid>();
+            await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            if (claimRound.Count > 0)
             {
-                attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    attempts[reader.GetGuid(0)] = reader.GetInt32(1);
+                }
+
+                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-        }
-
-        if (completionRound.Count > 0)
-        {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            if (completionRound.Count > 0)
             {
-                finalized.Add(reader.GetGuid(0));
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    finalized.Add(reader.GetGuid(0));
+                }
             }
-        }
 
-        return (attempts, finalized);
+            return (attempts, finalized);
+        }
+        catch
+        {
+            _dataSource.Clear();
+            throw;
+        }
     }
 
     /// <summary>
@@ -341,7 +360,7 @@ public sealed class TaskLedger : IAsyncDisposable
     internal NpgsqlBatch CreateRoundBatch(
         IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> claimRound, IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> completionRound, bool repeat)
     {
-        var batch = _dataSource.CreateBatch();
+        var batch = new NpgsqlBatch();
         if (claimRound.Count > 0)
         {
             var command = new NpgsqlBatchCommand(ClaimSql);

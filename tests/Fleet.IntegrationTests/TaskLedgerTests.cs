@@ -64,6 +64,29 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task AFailedWrite_NeverGivesItsConnectionBackToThePool()
+    {
+        // One connection, reused by every write. A statement Npgsql prepares automatically on its fifth run, whose
+        // parameters PostgreSQL then refuses, left that connection unusable for the next statement ("Received
+        // unexpected backend message DataRow"). Ten refused claims, each followed by a healthy one, cover that run.
+        await using var pool = FleetDatabaseExtensions.CreateLedgerDataSource($"{Fleet.PostgresConnectionString};Maximum Pool Size=1");
+        await using var ledger = new TaskLedger(pool, WorkerId);
+        for (var i = 0; i < 10; i++)
+        {
+            try
+            {
+                await ledger.ClaimAsync(Claim(Guid.CreateVersion7(), """{"text": "a\u0000b"}"""));
+            }
+            catch (PostgresException)
+            {
+                // Refused: what the write after it finds is the point here.
+            }
+
+            Assert.True((await ledger.ClaimAsync(Claim(Guid.CreateVersion7()))).Claimed);
+        }
+    }
+
+    [Fact]
     public async Task LedgerPool_RunsTheClaimOnAGenericPlan_WhereTheHostPoolReplansIt()
     {
         // One connection per pool, so the prepared statements read back are the ones the claims ran on. Eight
