@@ -1,4 +1,6 @@
 using System.Runtime.ExceptionServices;
+using Fleet.Persistence.Entities;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -18,8 +20,12 @@ public sealed record TaskClaim(
     DateTimeOffset StartedAt,
     bool Redelivered);
 
-/// <summary>The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).</summary>
-public readonly record struct ClaimResult(bool Claimed, int Attempt);
+/// <summary>
+/// The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).
+/// <see cref="PayloadRefusal"/> is set when PostgreSQL could not store the payload: the task was claimed with the
+/// payload in storable form and must be completed as failed with this message, never run.
+/// </summary>
+public readonly record struct ClaimResult(bool Claimed, int Attempt, string? PayloadRefusal = null);
 
 /// <summary>
 /// The end of one execution: <see cref="Status"/> is the task's new state (final, or <c>queued</c> when a retry is
@@ -124,11 +130,25 @@ public sealed class TaskLedger : IAsyncDisposable
         RETURNING t.id
         """;
 
+    private static readonly Action<ILogger, Guid, string, string, Exception?> RefusedMessage = LoggerMessage.Define<Guid, string, string>(
+        LogLevel.Warning, new EventId(1, "StorableForm"), "Task {TaskId}: PostgreSQL refused its {What} ({Reason}); it is written in storable form");
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _workerId;
     private readonly TimeSpan _maxOutage;
+    private readonly ILogger? _logger;
     private readonly GroupCommitter<LedgerWrite, LedgerOutcome> _writes;
     private long _outageSince;
+
+    /// <summary>The <c>error_type</c> of the failures the ledger itself records.</summary>
+    public static class ErrorTypes
+    {
+        /// <summary>PostgreSQL could not store the task's payload; the task was not run (payload kept in storable form).</summary>
+        public const string UnstorablePayload = "UnstorablePayload";
+
+        /// <summary>The task ran, but PostgreSQL could not store its result (kept in storable form).</summary>
+        public const string UnstorableResult = "UnstorableResult";
+    }
 
     /// <param name="maxOutage">
     /// How long a write waits through a database outage (connection refused, server restarting) before it gives
@@ -136,11 +156,13 @@ public sealed class TaskLedger : IAsyncDisposable
     /// worker stops taking new messages by itself instead of failing them into error queues; it resumes when the
     /// database answers again.
     /// </param>
-    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2, TimeSpan? maxOutage = null)
+    /// <param name="logger">Where a row PostgreSQL refused, and wrote in storable form instead, is reported.</param>
+    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2, TimeSpan? maxOutage = null, ILogger? logger = null)
     {
         _dataSource = dataSource;
         _workerId = workerId;
         _maxOutage = maxOutage ?? TimeSpan.FromMinutes(10);
+        _logger = logger;
         _writes = new GroupCommitter<LedgerWrite, LedgerOutcome>(FlushAsync, maxBatch, concurrentFlushes, "fleet.ledger.write");
     }
 
@@ -204,9 +226,12 @@ public sealed class TaskLedger : IAsyncDisposable
         ex is NpgsqlException { IsTransient: true } or TimeoutException or System.Net.Sockets.SocketException;
 
     /// <summary>
-    /// Writes one batch: its claims and its completions together, in one transaction. A statement error that is not
-    /// transient (a payload PostgreSQL refuses, say) fails only its own kind: the round is then written again as two
-    /// transactions, so that a claim that cannot be written never takes the results of tasks that already ran with it.
+    /// Writes one batch: its claims and its completions together, in one transaction. When PostgreSQL refuses a row's
+    /// data (a payload or result <c>jsonb</c> cannot hold, say), nothing of the round was committed and the statement
+    /// does not say which row it was: the round is written again halved, claims apart from completions first, until
+    /// the refused row is alone, and that row is written in storable form (<see cref="StorableForm"/>). So one bad row
+    /// never fails the others, which commit once, and is itself recorded rather than lost. Only a refused round pays
+    /// for the splitting: about two writes per halving, log2 of its size.
     /// </summary>
     internal async Task<IReadOnlyList<LedgerOutcome>> FlushAsync(IReadOnlyList<LedgerWrite> writes, CancellationToken cancellationToken)
     {
@@ -227,6 +252,7 @@ public sealed class TaskLedger : IAsyncDisposable
         }
 
         var outcomes = new LedgerOutcome[writes.Count];
+        string?[]? payloadRefusals = null;
 
         // One statement cannot change the same row twice, so repeated ids of one kind in a batch (a duplicate
         // publish that arrived together) go to a later round, where they find the first one's write.
@@ -236,19 +262,64 @@ public sealed class TaskLedger : IAsyncDisposable
         {
             var claimRound = TakeRound(pendingClaims, i => claims[i].TaskId);
             var completionRound = TakeRound(pendingCompletions, i => completions[i].TaskId);
-            if (!await TryWriteAsync(claimRound, completionRound, splitOnError: claimRound.Count > 0 && completionRound.Count > 0).ConfigureAwait(false))
-            {
-                // Refused together: one kind at a time, so that each write gets its own outcome.
-                await TryWriteAsync(claimRound, [], splitOnError: false).ConfigureAwait(false);
-                await TryWriteAsync([], completionRound, splitOnError: false).ConfigureAwait(false);
-            }
+            await WriteIsolatingAsync(claimRound, completionRound).ConfigureAwait(false);
         }
 
         return outcomes;
 
-        // Writes one round and records its outcomes. A statement PostgreSQL refuses becomes the outcome of the
-        // round's writes, or, with splitOnError, false: nothing was committed, and the caller writes it again split.
-        async Task<bool> TryWriteAsync(List<int> claimRound, List<int> completionRound, bool splitOnError)
+        async Task WriteIsolatingAsync(List<int> claimRound, List<int> completionRound)
+        {
+            if (await TryWriteAsync(claimRound, completionRound).ConfigureAwait(false) is not { } refusal)
+            {
+                return;
+            }
+
+            if (claimRound.Count > 0 && completionRound.Count > 0)
+            {
+                // A claim that cannot be written must not take the results of tasks that already ran with it.
+                await WriteIsolatingAsync(claimRound, []).ConfigureAwait(false);
+                await WriteIsolatingAsync([], completionRound).ConfigureAwait(false);
+            }
+            else if (claimRound.Count > 1)
+            {
+                await WriteIsolatingAsync(claimRound[..(claimRound.Count / 2)], []).ConfigureAwait(false);
+                await WriteIsolatingAsync(claimRound[(claimRound.Count / 2)..], []).ConfigureAwait(false);
+            }
+            else if (completionRound.Count > 1)
+            {
+                await WriteIsolatingAsync([], completionRound[..(completionRound.Count / 2)]).ConfigureAwait(false);
+                await WriteIsolatingAsync([], completionRound[(completionRound.Count / 2)..]).ConfigureAwait(false);
+            }
+            else
+            {
+                // Alone: this is the row PostgreSQL refuses. Write it once more, in storable form.
+                var reason = Describe(refusal);
+                if (claimRound.Count == 1)
+                {
+                    var i = claimRound[0];
+                    LogRefused("payload", claims[i].TaskId, reason);
+                    claims[i] = claims[i] with { PayloadJson = StorableForm.Json(reason, claims[i].PayloadJson) };
+                    (payloadRefusals ??= new string?[claims.Count])[i] =
+                        $"PostgreSQL cannot store the payload ({reason}); it is kept in 'payload' as base64 and the task was not run.";
+                }
+                else
+                {
+                    var i = completionRound[0];
+                    LogRefused("result", completions[i].TaskId, reason);
+                    completions[i] = StorableCompletion(completions[i], reason);
+                }
+
+                if (await TryWriteAsync(claimRound, completionRound).ConfigureAwait(false) is { } again)
+                {
+                    RecordClaims(claimRound, null, again);
+                    RecordCompletions(completionRound, null, again);
+                }
+            }
+        }
+
+        // Writes one round and records its outcomes, or an error PostgreSQL gave for all of them. A refusal of a
+        // row's data is returned unrecorded instead: nothing was committed, and the caller splits the round.
+        async Task<Exception?> TryWriteAsync(List<int> claimRound, List<int> completionRound)
         {
             try
             {
@@ -257,24 +328,26 @@ public sealed class TaskLedger : IAsyncDisposable
                 RecordClaims(claimRound, attempts, null);
                 RecordCompletions(completionRound, finalized, null);
             }
-            catch (PostgresException ex) when (!splitOnError)
+            catch (Exception ex) when (IsRefusedData(ex))
+            {
+                return ex;
+            }
+            catch (PostgresException ex)
             {
                 RecordClaims(claimRound, null, ex);
                 RecordCompletions(completionRound, null, ex);
             }
-            catch (PostgresException)
-            {
-                return false;
-            }
 
-            return true;
+            return null;
         }
 
         void RecordClaims(List<int> round, Dictionary<Guid, int>? attempts, Exception? error)
         {
             foreach (var i in round)
             {
-                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var attempt) ? new ClaimResult(true, attempt) : default;
+                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var attempt)
+                    ? new ClaimResult(true, attempt, payloadRefusals?[i])
+                    : default;
                 outcomes[claimAt[i]] = new LedgerOutcome(claim, false, error);
             }
         }
@@ -285,6 +358,43 @@ public sealed class TaskLedger : IAsyncDisposable
             {
                 outcomes[completionAt[i]] = new LedgerOutcome(default, finalized?.Contains(completions[i].TaskId) == true, error);
             }
+        }
+    }
+
+    /// <summary>
+    /// Errors about a row's data rather than the statement or the server: data exceptions (class 22: text with NUL,
+    /// JSON <c>jsonb</c> cannot hold), integrity constraints (23), program limits such as an oversized index row or
+    /// value (54), and text that cannot even be encoded for sending (a lone UTF-16 surrogate).
+    /// </summary>
+    private static bool IsRefusedData(Exception ex) =>
+        ex is System.Text.EncoderFallbackException
+        || ex is PostgresException { SqlState: var state } && (state.StartsWith("22", StringComparison.Ordinal)
+            || state.StartsWith("23", StringComparison.Ordinal) || state.StartsWith("54", StringComparison.Ordinal));
+
+    private static string Describe(Exception refusal) => refusal is PostgresException postgres
+        ? $"PostgreSQL {postgres.SqlState}: {postgres.MessageText}"
+        : $"{refusal.GetType().Name}: {refusal.Message}";
+
+    /// <summary>
+    /// A completion whose result PostgreSQL refused: the task ends failed (<see cref="ErrorTypes.UnstorableResult"/>)
+    /// unless it already failed, and the result is kept in storable form. Its other texts are always made storable.
+    /// </summary>
+    private static TaskCompletion StorableCompletion(TaskCompletion completion, string reason) => completion.ResultJson is null
+        ? completion
+        : completion with
+        {
+            Status = completion.Status == TaskState.Succeeded ? TaskState.Failed : completion.Status,
+            AttemptOutcome = completion.AttemptOutcome == TaskState.Succeeded ? TaskState.Failed : completion.AttemptOutcome,
+            ResultJson = StorableForm.Json(reason, completion.ResultJson),
+            ErrorType = completion.ErrorType ?? ErrorTypes.UnstorableResult,
+            ErrorMessage = completion.ErrorMessage ?? $"PostgreSQL cannot store the result ({reason}); it is kept in 'result' as base64.",
+        };
+
+    private void LogRefused(string what, Guid taskId, string reason)
+    {
+        if (_logger?.IsEnabled(LogLevel.Warning) == true)
+        {
+            RefusedMessage(_logger, taskId, what, reason, null);
         }
     }
 
@@ -381,7 +491,7 @@ public sealed class TaskLedger : IAsyncDisposable
     private void AddClaimParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
     {
         parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
-        parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
+        parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(claims[i].Type, StorableForm.MaxNameLength))));
         parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
         parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
         parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
@@ -402,8 +512,8 @@ public sealed class TaskLedger : IAsyncDisposable
         parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
         parameters.Add(Array("outcome", NpgsqlDbType.Text, round.Select(i => completions[i].AttemptOutcome)));
         parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
-        parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
-        parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
+        parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(completions[i].ErrorType, StorableForm.MaxNameLength))));
+        parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(completions[i].ErrorMessage, StorableForm.MaxErrorMessageLength))));
         parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
         parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
         parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));

@@ -80,7 +80,11 @@ public sealed partial class ProcessTaskConsumer(
         }
 
         ExecutionOutcome outcome;
-        if (claim.Attempt > maxAttempts)
+        if (Refusal(claim) is { } refused)
+        {
+            outcome = refused;
+        }
+        else if (claim.Attempt > maxAttempts)
         {
             outcome = new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
                 $"The task was started {claim.Attempt - 1} times (max attempts {maxAttempts}) and its worker died each time before it finished; it is not run again.",
@@ -150,6 +154,14 @@ public sealed partial class ProcessTaskConsumer(
             LogDuplicate(taskId, claim.Attempt);
         }
     }
+
+    /// <summary>
+    /// A task recorded as failed without running: PostgreSQL could not store its payload, which the ledger kept in
+    /// storable form instead.
+    /// </summary>
+    private static ExecutionOutcome? Refusal(ClaimResult claim) => claim.PayloadRefusal is { } reason
+        ? new ExecutionOutcome(TaskState.Failed, null, TaskLedger.ErrorTypes.UnstorablePayload, reason, 0, null)
+        : null;
 
     /// <summary>
     /// The body's <c>taskId</c>, else the AMQP <c>message_id</c>. A message id that is not a UUID maps to a stable

@@ -8,6 +8,7 @@ using MassTransit;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -59,7 +60,8 @@ public static class WorkerHostingExtensions
                 sp.GetRequiredKeyedService<NpgsqlDataSource>(nameof(TaskLedger)),
                 sp.GetRequiredService<WorkerIdentity>().Id,
                 worker.WriteBatchSize,
-                maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds));
+                maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds),
+                logger: sp.GetRequiredService<ILogger<TaskLedger>>());
         });
 
         // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
@@ -88,9 +90,10 @@ public static class WorkerHostingExtensions
                 cfg.UseRawJsonDeserializer(RawSerializerOptions.All, isDefault: true);
 
                 // Short database blips (restart, failover) are ridden out in place instead of faulting the message.
+                // A statement PostgreSQL refuses outright would only be refused again, so it is not retried.
                 cfg.UseMessageRetry(r =>
                 {
-                    r.Handle<NpgsqlException>();
+                    r.Handle<NpgsqlException>(ex => ex is not PostgresException { IsTransient: false });
                     r.Handle<TimeoutException>();
                     r.Exponential(8, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(300));
                 });

@@ -1,3 +1,5 @@
+using System.Text;
+using System.Text.Json;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Npgsql;
@@ -6,8 +8,8 @@ namespace Fleet.IntegrationTests;
 
 /// <summary>
 /// The worker's ledger writes the claims and the completions of one batch in one transaction (one commit where
-/// there were two), and a claim that PostgreSQL refuses must not take the completions batched with it down too:
-/// those tasks already ran, and a lost result would run them again.
+/// there were two), and a row that PostgreSQL refuses must not take the rows batched with it down too: those tasks
+/// already ran, and a lost result would run them again. The refused row itself is kept, in storable form.
 /// </summary>
 public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
 {
@@ -36,31 +38,104 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
-    public async Task Flush_AClaimPostgresRefuses_FailsOnlyTheClaims()
+    public async Task Flush_OneClaimPostgresRefusesAmongMany_IsStoredAsBase64_AndTheRestCommitOnce()
     {
         await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
-        var (ran, refused, valid) = (Guid.CreateVersion7(), Guid.CreateVersion7(), Guid.CreateVersion7());
-        var first = await ledger.ClaimAsync(Claim(ran));
+        var ran = Enumerable.Range(0, 100).Select(_ => Guid.CreateVersion7()).ToList();
+        var claimed = new List<ClaimResult>();
+        foreach (var id in ran)
+        {
+            claimed.Add(await ledger.ClaimAsync(Claim(id)));
+        }
 
-        // Valid JSON that jsonb refuses (a NUL character): the claim statement fails as a whole.
+        // Valid JSON that jsonb refuses (a NUL character), in the middle of a round of claims and completions.
+        const string refusedPayload = """{"text": "a\u0000b"}""";
+        var fresh = Enumerable.Range(0, 200).Select(_ => Guid.CreateVersion7()).ToList();
+        var refused = fresh[137];
+        List<LedgerWrite> round =
+        [
+            .. fresh.Select(id => new LedgerWrite(Claim(id, id == refused ? refusedPayload : "{}"), null)),
+            .. ran.Select((id, i) => new LedgerWrite(null, Completion(id, claimed[i].Attempt))),
+        ];
+
+        var outcomes = await ledger.FlushAsync(round, CancellationToken.None);
+
+        Assert.All(outcomes, o => Assert.Null(o.Error));
+        Assert.All(outcomes.Take(fresh.Count), o => Assert.Equal((true, 1), (o.Claim.Claimed, o.Claim.Attempt)));
+        Assert.All(outcomes.Skip(fresh.Count), o => Assert.True(o.Finalized));
+        Assert.Equal(100L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'succeeded' AND attempts = 1", ("ids", ran.ToArray())));
+        Assert.Equal(200L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'running' AND attempts = 1", ("ids", fresh.ToArray())));
+        Assert.Equal(300L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids)", ("ids", ran.Concat(fresh).ToArray())));
+
+        // The refused payload is kept, as base64 of its bytes, with PostgreSQL's reason.
+        var kept = await StorableAsync("payload", refused);
+        Assert.Equal(refusedPayload, Encoding.UTF8.GetString(Convert.FromBase64String(kept.GetProperty("base64").GetString()!)));
+        Assert.Contains("22P05", kept.GetProperty("reason").GetString(), StringComparison.Ordinal);
+        Assert.Equal("{}", await ScalarAsync<string>("SELECT payload::text FROM fleet.tasks WHERE id = @id", ("id", fresh[136])));
+    }
+
+    [Fact]
+    public async Task Flush_OneResultPostgresRefusesAmongMany_EndsFailedWithTheResultKept_AndTheRestCommitOnce()
+    {
+        await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
+        var ids = Enumerable.Range(0, 200).Select(_ => Guid.CreateVersion7()).ToList();
+        var claimed = new List<ClaimResult>();
+        foreach (var id in ids)
+        {
+            claimed.Add(await ledger.ClaimAsync(Claim(id)));
+        }
+
+        // A lone surrogate, escaped: valid JSON text that jsonb refuses. One result among two hundred.
+        const string refusedResult = """{"text": "\ud800"}""";
+        var refused = ids[61];
         var outcomes = await ledger.FlushAsync(
-            [
-                new LedgerWrite(Claim(refused, """{"text": "a\u0000b"}"""), null),
-                new LedgerWrite(Claim(valid), null),
-                new LedgerWrite(null, Completion(ran, first.Attempt)),
-            ],
-            CancellationToken.None);
+            [.. ids.Select((id, i) => new LedgerWrite(null, Completion(id, claimed[i].Attempt, id == refused ? refusedResult : "{}")))], CancellationToken.None);
 
-        Assert.IsType<PostgresException>(outcomes[0].Error);
-        Assert.IsType<PostgresException>(outcomes[1].Error);
-        Assert.Null(outcomes[2].Error);
-        Assert.True(outcomes[2].Finalized);
-        Assert.Equal("succeeded", await ScalarAsync<string>("SELECT status FROM fleet.tasks WHERE id = @id", ("id", ran)));
-        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids)", ("ids", new[] { refused, valid })));
+        Assert.All(outcomes, o => Assert.Null(o.Error));
+        Assert.All(outcomes, o => Assert.True(o.Finalized));
+        Assert.Equal(199L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'succeeded' AND attempts = 1 AND result = '{}'", ("ids", ids.ToArray())));
+        Assert.Equal(200L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids) AND attempt = 1 AND outcome <> 'running'", ("ids", ids.ToArray())));
 
-        // Through the public calls the refused claim throws, and the valid one goes through in a batch of its own.
-        await Assert.ThrowsAsync<PostgresException>(() => ledger.ClaimAsync(Claim(refused, """{"text": "a\u0000b"}""")));
-        Assert.True((await ledger.ClaimAsync(Claim(valid))).Claimed);
+        // The task that ran ends failed, says why, and keeps its output as base64.
+        var row = await ListAsync("SELECT status, error_type, error_message FROM fleet.tasks WHERE id = @id",
+            r => (r.GetString(0), r.GetString(1), r.GetString(2)), ("id", refused));
+        Assert.Equal(("failed", "UnstorableResult"), (row[0].Item1, row[0].Item2));
+        Assert.Contains("22P02", row[0].Item3, StringComparison.Ordinal);
+        Assert.Equal("failed", await ScalarAsync<string>("SELECT outcome FROM fleet.task_attempts WHERE task_id = @id", ("id", refused)));
+        var kept = await StorableAsync("result", refused);
+        Assert.Equal(refusedResult, Encoding.UTF8.GetString(Convert.FromBase64String(kept.GetProperty("base64").GetString()!)));
+    }
+
+    [Fact]
+    public async Task Complete_ErrorTextsWithNulLoneSurrogatesOrAMegabyte_AreStoredCleanAndBounded()
+    {
+        await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
+        var (nul, surrogate, huge) = (Guid.CreateVersion7(), Guid.CreateVersion7(), Guid.CreateVersion7());
+        var errors = new Dictionary<Guid, (string Type, string Message)>
+        {
+            [nul] = ("Bad\0Type", "a\0b"),
+            [surrogate] = ("System.Exception", "lone \ud800 and \udc00, a pair \ud83d\ude00 kept"),
+            [huge] = ("System.Exception", "start " + new string('x', 1_000_000)),
+        };
+        foreach (var (id, error) in errors)
+        {
+            var claim = await ledger.ClaimAsync(Claim(id));
+            var now = DateTimeOffset.UtcNow;
+            Assert.True(await ledger.CompleteAsync(new TaskCompletion(id, claim.Attempt, "failed", "failed", null, error.Type, error.Message, now, now, 1, null)));
+        }
+
+        var stored = (await ListAsync("SELECT id, error_type, error_message FROM fleet.tasks WHERE id = ANY(@ids)",
+            r => (Id: r.GetGuid(0), Type: r.GetString(1), Message: r.GetString(2)), ("ids", errors.Keys.ToArray()))).ToDictionary(r => r.Id);
+        Assert.Equal(("Bad\uFFFDType", "a\uFFFDb"), (stored[nul].Type, stored[nul].Message));
+        Assert.Equal("lone \uFFFD and \uFFFD, a pair \ud83d\ude00 kept", stored[surrogate].Message);
+        Assert.StartsWith("start xxx", stored[huge].Message, StringComparison.Ordinal);
+        Assert.InRange(stored[huge].Message.Length, 8_000, 8_100);
+        Assert.Equal(stored[huge].Message, await ScalarAsync<string>("SELECT error_message FROM fleet.task_attempts WHERE task_id = @id", ("id", huge)));
     }
 
     [Fact]
@@ -128,9 +203,18 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         return new TaskClaim(id, "noop", "fleet-io", payload, 0, null, now, 3, null, now, Redelivered: false);
     }
 
-    private static TaskCompletion Completion(Guid id, int attempt)
+    private static TaskCompletion Completion(Guid id, int attempt, string result = "{}")
     {
         var now = DateTimeOffset.UtcNow;
-        return new TaskCompletion(id, attempt, "succeeded", "succeeded", "{}", null, null, now, now, 1, null);
+        return new TaskCompletion(id, attempt, "succeeded", "succeeded", result, null, null, now, now, 1, null);
+    }
+
+    /// <summary>The storable form kept in a task's <paramref name="column"/> (payload or result): its inner object.</summary>
+    private async Task<JsonElement> StorableAsync(string column, Guid id)
+    {
+        var text = await ScalarAsync<string>($"SELECT {column}::text FROM fleet.tasks WHERE id = @id", ("id", id));
+        using var json = JsonDocument.Parse(text);
+        Assert.True(json.RootElement.TryGetProperty("fleet_unstorable", out var kept), $"{column} is not in storable form: {text}");
+        return kept.Clone();
     }
 }
