@@ -22,7 +22,7 @@ public static class StorableForm
     /// <summary>The most original bytes a stand-in keeps (16 MiB); longer originals keep their start.</summary>
     public const int MaxKeptBytes = 16 * 1024 * 1024;
 
-    /// <summary>The longest <c>error_message</c> stored, in UTF-16 characters, before the note saying it was cut.</summary>
+    /// <summary>The longest <c>error_message</c> stored, in UTF-16 characters, with the note saying it was cut.</summary>
     public const int MaxErrorMessageLength = 8_000;
 
     /// <summary>The longest <c>type</c> or <c>error_type</c> stored.</summary>
@@ -30,8 +30,8 @@ public static class StorableForm
 
     /// <summary>
     /// <paramref name="text"/> as <c>text</c> can store it: the same instance when it already is (the usual case,
-    /// checked with two vectorized scans), else with NUL and lone surrogates replaced by U+FFFD and cut after
-    /// <paramref name="maxLength"/> characters with a note of the full length.
+    /// checked with two vectorized scans), else with NUL and lone surrogates replaced by U+FFFD and, when longer than
+    /// <paramref name="maxLength"/> characters, cut to that length including a note of the full length.
     /// </summary>
     public static string? Text(string? text, int maxLength)
     {
@@ -41,13 +41,19 @@ public static class StorableForm
             return text;
         }
 
-        var kept = new StringBuilder(Math.Min(text.Length, maxLength) + 48);
-        var i = 0;
-        for (; i < text.Length && kept.Length < maxLength; i++)
+        var note = text.Length > maxLength ? string.Create(System.Globalization.CultureInfo.InvariantCulture, $" [cut: {text.Length} characters in all]") : "";
+        var room = Math.Max(0, maxLength - note.Length);
+        var kept = new StringBuilder(Math.Min(text.Length, maxLength));
+        for (var i = 0; i < text.Length && kept.Length < room; i++)
         {
             var c = text[i];
             if (char.IsHighSurrogate(c) && i + 1 < text.Length && char.IsLowSurrogate(text[i + 1]))
             {
+                if (kept.Length + 2 > room)
+                {
+                    break;
+                }
+
                 kept.Append(c).Append(text[++i]);
             }
             else
@@ -56,12 +62,7 @@ public static class StorableForm
             }
         }
 
-        if (i < text.Length)
-        {
-            kept.Append(System.Globalization.CultureInfo.InvariantCulture, $" [cut: {text.Length} characters in all]");
-        }
-
-        return kept.ToString();
+        return kept.Append(note).ToString();
     }
 
     /// <summary>The storable stand-in for JSON text that PostgreSQL refused.</summary>

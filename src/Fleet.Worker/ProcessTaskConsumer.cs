@@ -80,7 +80,7 @@ public sealed partial class ProcessTaskConsumer(
         }
 
         ExecutionOutcome outcome;
-        if (Refusal(claim) is { } refused)
+        if (Refusal(context, claim) is { } refused)
         {
             outcome = refused;
         }
@@ -156,12 +156,16 @@ public sealed partial class ProcessTaskConsumer(
     }
 
     /// <summary>
-    /// A task recorded as failed without running: PostgreSQL could not store its payload, which the ledger kept in
+    /// A task recorded as failed without running: its message could not be read as a task (a stand-in of
+    /// <see cref="TaskMessageDeserializer"/>), or PostgreSQL could not store its payload, which the ledger kept in
     /// storable form instead.
     /// </summary>
-    private static ExecutionOutcome? Refusal(ClaimResult claim) => claim.PayloadRefusal is { } reason
-        ? new ExecutionOutcome(TaskState.Failed, null, TaskLedger.ErrorTypes.UnstorablePayload, reason, 0, null)
-        : null;
+    private static ExecutionOutcome? Refusal(ConsumeContext context, ClaimResult claim) =>
+        context.TryGetPayload<UnreadableTaskMessage>(out var unreadable)
+            ? new ExecutionOutcome(TaskState.Failed, null, UnreadableTaskMessage.ErrorType, unreadable.Reason, 0, null)
+            : claim.PayloadRefusal is { } reason
+                ? new ExecutionOutcome(TaskState.Failed, null, TaskLedger.ErrorTypes.UnstorablePayload, reason, 0, null)
+                : null;
 
     /// <summary>
     /// The body's <c>taskId</c>, else the AMQP <c>message_id</c>. A message id that is not a UUID maps to a stable

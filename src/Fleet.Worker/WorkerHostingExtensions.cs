@@ -5,6 +5,7 @@ using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
 using MassTransit;
+using MassTransit.Configuration;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -106,6 +107,7 @@ public static class WorkerHostingExtensions
                     endpoint.ConfigureConsumer<CancelTaskConsumer>(context);
                 });
 
+                var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
                 foreach (var queue in worker.Queues)
                 {
                     // The CPU lane's threads bound its running tasks (CpuLane.EnterAsync); the endpoint holds the
@@ -121,6 +123,11 @@ public static class WorkerHostingExtensions
                         // never waits behind a backlog that another worker has prefetched but cannot start yet.
                         endpoint.PrefetchCount = concurrency;
                         endpoint.ConcurrentMessageLimit = concurrency;
+
+                        // A body that cannot be read as a task but names one becomes a failed task, not an _error
+                        // message: plain JSON (the default for any content type) and MassTransit envelopes alike.
+                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonRawMessageSerializerFactory(RawSerializerOptions.All), unreadable), isDefault: true);
+                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonMessageSerializerFactory(), unreadable));
                         endpoint.ConfigureConsumer<ProcessTaskConsumer>(context);
                     });
                 }
