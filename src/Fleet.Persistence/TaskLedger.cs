@@ -138,6 +138,7 @@ public sealed class TaskLedger : IAsyncDisposable
     private readonly TimeSpan _maxOutage;
     private readonly ILogger? _logger;
     private readonly GroupCommitter<LedgerWrite, LedgerOutcome> _writes;
+    private readonly CancellationTokenSource _stopWaiting = new();
     private long _outageSince;
 
     /// <summary>The <c>error_type</c> of the failures the ledger itself records.</summary>
@@ -167,15 +168,20 @@ public sealed class TaskLedger : IAsyncDisposable
     }
 
     /// <summary>Claims a task for one execution; completes once the claim is committed.</summary>
-    public async Task<ClaimResult> ClaimAsync(TaskClaim claim) =>
-        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(claim, null)).ConfigureAwait(false)).Claim;
+    /// <param name="cancellationToken">
+    /// Stops the wait, not the write: a stopping worker hands the message back rather than wait for a database that
+    /// does not answer, and the claim may still commit later (a redelivery then claims the task again).
+    /// </param>
+    public async Task<ClaimResult> ClaimAsync(TaskClaim claim, CancellationToken cancellationToken = default) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(claim, null)).WaitAsync(cancellationToken).ConfigureAwait(false)).Claim;
 
     /// <summary>
     /// Commits an execution's final state. Returns true when this write made the task final, false when the task
     /// was already final (a duplicate execution: only its attempt row was closed).
     /// </summary>
-    public async Task<bool> CompleteAsync(TaskCompletion completion) =>
-        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).ConfigureAwait(false)).Finalized;
+    /// <param name="cancellationToken">Stops the wait, not the write, as for <see cref="ClaimAsync"/>.</param>
+    public async Task<bool> CompleteAsync(TaskCompletion completion, CancellationToken cancellationToken = default) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).WaitAsync(cancellationToken).ConfigureAwait(false)).Finalized;
 
     private static LedgerOutcome ThrowIfFailed(LedgerOutcome outcome)
     {
@@ -216,9 +222,24 @@ public sealed class TaskLedger : IAsyncDisposable
             catch (Exception ex) when (IsTransient(ex) && DateTimeOffset.UtcNow - started < _maxOutage)
             {
                 Interlocked.CompareExchange(ref _outageSince, started.UtcTicks, 0);
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                await WaitBeforeRepeatAsync(delay, ex, cancellationToken).ConfigureAwait(false);
                 delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5_000));
             }
+        }
+    }
+
+    private async Task WaitBeforeRepeatAsync(TimeSpan delay, Exception failure, CancellationToken cancellationToken)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopWaiting.Token);
+        try
+        {
+            await Task.Delay(delay, wait.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_stopWaiting.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(
+                "The ledger is disposed and the database does not answer: the write is given up.",
+                failure, _stopWaiting.Token);
         }
     }
 
@@ -524,7 +545,18 @@ public sealed class TaskLedger : IAsyncDisposable
     private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
         new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
 
-    public ValueTask DisposeAsync() => _writes.DisposeAsync();
+    /// <summary>
+    /// Writes what is queued, but no longer waits through a database outage: a write that finds the database
+    /// unreachable fails at once with <see cref="OperationCanceledException"/>. The ledger goes when the worker has
+    /// stopped, and its consumers have handed their messages back already; waiting up to the outage limit would
+    /// only hold the process's stop.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stopWaiting.CancelAsync().ConfigureAwait(false);
+        await _writes.DisposeAsync().ConfigureAwait(false);
+        _stopWaiting.Dispose();
+    }
 }
 
 /// <summary>One queued ledger write: a claim or a completion (exactly one of the two).</summary>

@@ -59,7 +59,7 @@ public sealed partial class ProcessTaskConsumer(
             claim = await ledger.ClaimAsync(new TaskClaim(
                 taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
                 maxAttempts, message.TimeoutSeconds, startedAt,
-                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
+                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0), context.CancellationToken).ConfigureAwait(false);
             claimSpan?.SetTag("fleet.task.claimed", claim.Claimed);
         }
 
@@ -108,7 +108,7 @@ public sealed partial class ProcessTaskConsumer(
         {
             var commit = ledger.CompleteAsync(new TaskCompletion(
                 taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
-                outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs));
+                outcome.ErrorType, outcome.ErrorMessage, startedAt, DateTimeOffset.UtcNow, outcome.WallMs, outcome.CpuMs), context.CancellationToken);
 
             // The handler is done: free the lane now, not after the commit (the using covers early exits). The result
             // is queued first, so that the next task's claim, which was waiting for this place, joins its batch: one

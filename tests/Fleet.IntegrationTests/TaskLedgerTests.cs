@@ -1,5 +1,10 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Fleet.Contracts;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Npgsql;
@@ -163,6 +168,71 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task Dispose_DuringADatabaseOutage_EndsWithinSeconds_AndFailsTheWaitingWrites()
+    {
+        // A database that refuses connections: the claim waits for it (maxOutage is ten minutes), as in an outage.
+        var unreachable = new NpgsqlConnectionStringBuilder(Fleet.PostgresConnectionString) { Port = FreePort(), Timeout = 2 };
+        await using var pool = FleetDatabaseExtensions.CreateLedgerDataSource(unreachable.ConnectionString);
+        var ledger = new TaskLedger(pool, WorkerId, maxOutage: TimeSpan.FromMinutes(10));
+        var claim = ledger.ClaimAsync(Claim(Guid.CreateVersion7()));
+        Assert.True(await EventuallyAsync(() => Task.FromResult(ledger.OutageSince is not null), TimeSpan.FromSeconds(10)), "the claim never met the outage");
+
+        var clock = Stopwatch.StartNew();
+        await ledger.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(15), $"disposal took {clock.Elapsed.TotalSeconds:0.0} s");
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => claim);
+    }
+
+    [Fact]
+    public async Task GroupCommitterDispose_CancelsAFlushStillRunningAfterItsGrace()
+    {
+        // A flush that never ends by itself, like a write to a server that stopped answering.
+        var committer = new GroupCommitter<int, int>(async (items, cancellationToken) =>
+        {
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+            return items;
+        });
+        var item = committer.EnqueueAsync(1);
+
+        var clock = Stopwatch.StartNew();
+        await committer.DisposeAsync().AsTask().WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(4), TimeSpan.FromSeconds(15));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => item);
+    }
+
+    [Fact]
+    public async Task SigtermDuringADatabaseOutage_HandsTheHeldMessagesBackAfterTheDrain_InsteadOfWaitingForTheDatabase()
+    {
+        // A worker process whose database connections all pass through a forwarder this test can cut.
+        await Fleet.StopWorkerAsync();
+        var database = new NpgsqlConnectionStringBuilder(Fleet.PostgresConnectionString);
+        await using var forwarder = new TcpForwarder(database.Host!, database.Port);
+        var settings = Fleet.WorkerSettings("outage-stop", cpuConcurrency: 1);
+        settings["ConnectionStrings:fleetdb"] = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Port = forwarder.Port }.ConnectionString;
+        await using var worker = WorkerProcess.Start(settings);
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.workers WHERE host = 'outage-stop' AND state = 'running'") == 1), "the worker never registered");
+
+        // The database goes away; the worker takes twenty tasks and holds them, waiting for it.
+        forwarder.Cut();
+        await PublishRawManyAsync(Enumerable.Range(0, 20).Select(_ =>
+            new RawMessage(TaskQueues.Io, Encoding.UTF8.GetBytes($$$"""{"taskId":"{{{Guid.CreateVersion7()}}}","type":"noop","payload":{}}"""))));
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync(TaskQueues.Io) == 0), "the worker did not take the tasks");
+        await Task.Delay(TimeSpan.FromSeconds(1));
+
+        // SIGTERM: the held tasks wait for the database through the drain (Worker:DrainSeconds, 10 here), then their
+        // messages go back to the queue; the stop is not held for up to Worker:MaxDatabaseOutageSeconds (600).
+        var clock = Stopwatch.StartNew();
+        Assert.Equal(0, await worker.TerminateAsync(TimeSpan.FromSeconds(90)));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(20), $"the worker took {clock.Elapsed.TotalSeconds:0.0} s to stop");
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync(TaskQueues.Io) == 20, TimeSpan.FromSeconds(10)),
+            $"{await QueueMessageCountAsync(TaskQueues.Io)} of the 20 messages are back in {TaskQueues.Io}");
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-io_error"));
+    }
+
+    [Fact]
     public async Task LedgerPool_RunsTheClaimOnAGenericPlan_WhereTheHostPoolReplansIt()
     {
         // One connection per pool, so the prepared statements read back are the ones the claims ran on. Eight
@@ -217,5 +287,90 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         using var json = JsonDocument.Parse(text);
         Assert.True(json.RootElement.TryGetProperty("fleet_unstorable", out var kept), $"{column} is not in storable form: {text}");
         return kept.Clone();
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+
+    /// <summary>Forwards TCP connections to one server until <see cref="Cut"/>: then it refuses new ones and drops the open ones.</summary>
+    private sealed class TcpForwarder : IAsyncDisposable
+    {
+        private readonly TcpListener _listener = new(IPAddress.Loopback, 0);
+        private readonly ConcurrentQueue<TcpClient> _open = new();
+        private readonly CancellationTokenSource _cut = new();
+        private readonly Task _accepting;
+
+        public TcpForwarder(string host, int port)
+        {
+            _listener.Start();
+            _accepting = AcceptAsync(host, port);
+        }
+
+        public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
+
+        public void Cut()
+        {
+            _cut.Cancel();
+            _listener.Stop();
+            while (_open.TryDequeue(out var client))
+            {
+                client.Dispose();
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!_cut.IsCancellationRequested)
+            {
+                Cut();
+            }
+
+            await _accepting;
+            _cut.Dispose();
+        }
+
+        private async Task AcceptAsync(string host, int port)
+        {
+            while (!_cut.IsCancellationRequested)
+            {
+                TcpClient client;
+                try
+                {
+                    client = await _listener.AcceptTcpClientAsync(_cut.Token);
+                }
+                catch (Exception ex) when (ex is OperationCanceledException or SocketException or ObjectDisposedException)
+                {
+                    return;
+                }
+
+                var server = new TcpClient();
+                await server.ConnectAsync(host, port);
+                _open.Enqueue(client);
+                _open.Enqueue(server);
+                _ = PumpAsync(client, server);
+                _ = PumpAsync(server, client);
+            }
+        }
+
+        private async Task PumpAsync(TcpClient from, TcpClient to)
+        {
+            try
+            {
+                await from.GetStream().CopyToAsync(to.GetStream(), _cut.Token);
+            }
+            catch (Exception ex) when (ex is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+            {
+                // Cut, or the other side closed: the connection ends either way.
+            }
+            finally
+            {
+                from.Dispose();
+                to.Dispose();
+            }
+        }
     }
 }
