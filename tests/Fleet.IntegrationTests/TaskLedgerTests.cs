@@ -47,11 +47,7 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     {
         await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
         var ran = Enumerable.Range(0, 100).Select(_ => Guid.CreateVersion7()).ToList();
-        var claimed = new List<ClaimResult>();
-        foreach (var id in ran)
-        {
-            claimed.Add(await ledger.ClaimAsync(Claim(id)));
-        }
+        var claimed = await ClaimEachAsync(ledger, ran);
 
         // Valid JSON that jsonb refuses (a NUL character), in the middle of a round of claims and completions.
         const string refusedPayload = """{"text": "a\u0000b"}""";
@@ -87,11 +83,7 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     {
         await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
         var ids = Enumerable.Range(0, 200).Select(_ => Guid.CreateVersion7()).ToList();
-        var claimed = new List<ClaimResult>();
-        foreach (var id in ids)
-        {
-            claimed.Add(await ledger.ClaimAsync(Claim(id)));
-        }
+        var claimed = await ClaimEachAsync(ledger, ids);
 
         // A lone surrogate, escaped: valid JSON text that jsonb refuses. One result among two hundred.
         const string refusedResult = """{"text": "\ud800"}""";
@@ -266,6 +258,18 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         await using var reader = await command.ExecuteReaderAsync();
         Assert.True(await reader.ReadAsync());
         return (reader.GetInt64(0), reader.GetInt64(1));
+    }
+
+    /// <summary>Claims the tasks one write at a time, as their runs would; returns the claims in order.</summary>
+    private static async Task<List<ClaimResult>> ClaimEachAsync(TaskLedger ledger, IEnumerable<Guid> ids)
+    {
+        var claimed = new List<ClaimResult>();
+        foreach (var id in ids)
+        {
+            claimed.Add(await ledger.ClaimAsync(Claim(id)));
+        }
+
+        return claimed;
     }
 
     private static TaskClaim Claim(Guid id, string payload = "{}")
