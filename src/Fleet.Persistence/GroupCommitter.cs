@@ -24,22 +24,26 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly Task[] _loops;
     private readonly string? _activityName;
+    private readonly TimeSpan _disposeGrace;
 
     /// <param name="flush">Writes a batch and returns one result per item, in order. An exception fails every item of the batch.</param>
     /// <param name="maxBatch">The largest batch one flush takes.</param>
     /// <param name="concurrentFlushes">Flushes in flight at once, so that one batch gathers while another is written.</param>
     /// <param name="activityName">The name of each flush's span (see the class remarks); null for none.</param>
+    /// <param name="disposeGrace">How long <see cref="DisposeAsync"/> lets the last flushes run before it cancels them (default 5 s).</param>
     public GroupCommitter(
         Func<IReadOnlyList<TItem>, CancellationToken, Task<IReadOnlyList<TResult>>> flush,
         int maxBatch = 500,
         int concurrentFlushes = 2,
-        string? activityName = null)
+        string? activityName = null,
+        TimeSpan? disposeGrace = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(concurrentFlushes, 1);
         _flush = flush;
         _maxBatch = maxBatch;
         _activityName = activityName;
+        _disposeGrace = disposeGrace ?? TimeSpan.FromSeconds(5);
 
         // The loops outlive whoever created this (often the first message's consumer): without this they would
         // run for ever in that caller's execution context, with its Activity.Current and log scopes, and every
@@ -127,11 +131,25 @@ public sealed class GroupCommitter<TItem, TResult> : IAsyncDisposable
         return activity;
     }
 
-    /// <summary>Stops accepting items, writes what is queued, then stops.</summary>
+    /// <summary>
+    /// Stops accepting items, writes what is queued, then stops. Flushes still running after the grace (one waiting
+    /// for a database that does not answer, say) are cancelled, and so are the items still queued: their callers get
+    /// the cancellation, and disposal, with the stop of the process, is bounded.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         _channel.Writer.TryComplete();
-        await Task.WhenAll(_loops).ConfigureAwait(false);
+        var loops = Task.WhenAll(_loops);
+        try
+        {
+            await loops.WaitAsync(_disposeGrace).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            await _stopping.CancelAsync().ConfigureAwait(false);
+            await loops.ConfigureAwait(false);
+        }
+
         _stopping.Dispose();
     }
 

@@ -1,4 +1,6 @@
 using System.Runtime.ExceptionServices;
+using Fleet.Persistence.Entities;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -22,8 +24,10 @@ public sealed record TaskClaim(
 /// The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).
 /// <see cref="Attempt"/> numbers this execution; <see cref="HandedBack"/> counts the earlier executions a draining
 /// worker gave back (not charged to the task) and <see cref="Deaths"/> those that died with their worker process.
+/// <see cref="PayloadRefusal"/> is set when PostgreSQL could not store the payload: the task was claimed with the
+/// payload in storable form and must be completed as failed with this message, never run.
 /// </summary>
-public readonly record struct ClaimResult(bool Claimed, int Attempt, int HandedBack = 0, int Deaths = 0)
+public readonly record struct ClaimResult(bool Claimed, int Attempt, int HandedBack = 0, int Deaths = 0, string? PayloadRefusal = null)
 {
     /// <summary>Executions charged to the task: all but those handed back by a drain.</summary>
     public int Charged => Attempt - HandedBack;
@@ -157,11 +161,26 @@ public sealed class TaskLedger : IAsyncDisposable
         WHERE id = @id AND status = 'running' AND attempts = @attempt AND worker_id = @worker
         """;
 
+    private static readonly Action<ILogger, Guid, string, string, Exception?> RefusedMessage = LoggerMessage.Define<Guid, string, string>(
+        LogLevel.Warning, new EventId(1, "StorableForm"), "Task {TaskId}: PostgreSQL refused its {What} ({Reason}); it is written in storable form");
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _workerId;
     private readonly TimeSpan _maxOutage;
+    private readonly ILogger? _logger;
     private readonly GroupCommitter<LedgerWrite, LedgerOutcome> _writes;
+    private readonly CancellationTokenSource _stopWaiting = new();
     private long _outageSince;
+
+    /// <summary>The <c>error_type</c> of the failures the ledger itself records.</summary>
+    public static class ErrorTypes
+    {
+        /// <summary>PostgreSQL could not store the task's payload; the task was not run (payload kept in storable form).</summary>
+        public const string UnstorablePayload = "UnstorablePayload";
+
+        /// <summary>The task ran, but PostgreSQL could not store its result (kept in storable form).</summary>
+        public const string UnstorableResult = "UnstorableResult";
+    }
 
     /// <param name="maxOutage">
     /// How long a write waits through a database outage (connection refused, server restarting) before it gives
@@ -169,24 +188,31 @@ public sealed class TaskLedger : IAsyncDisposable
     /// worker stops taking new messages by itself instead of failing them into error queues; it resumes when the
     /// database answers again.
     /// </param>
-    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2, TimeSpan? maxOutage = null)
+    /// <param name="logger">Where a row PostgreSQL refused, and wrote in storable form instead, is reported.</param>
+    public TaskLedger(NpgsqlDataSource dataSource, string workerId, int maxBatch = 500, int concurrentFlushes = 2, TimeSpan? maxOutage = null, ILogger? logger = null)
     {
         _dataSource = dataSource;
         _workerId = workerId;
         _maxOutage = maxOutage ?? TimeSpan.FromMinutes(10);
+        _logger = logger;
         _writes = new GroupCommitter<LedgerWrite, LedgerOutcome>(FlushAsync, maxBatch, concurrentFlushes, "fleet.ledger.write");
     }
 
     /// <summary>Claims a task for one execution; completes once the claim is committed.</summary>
-    public async Task<ClaimResult> ClaimAsync(TaskClaim claim) =>
-        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(claim, null)).ConfigureAwait(false)).Claim;
+    /// <param name="cancellationToken">
+    /// Stops the wait, not the write: a stopping worker hands the message back rather than wait for a database that
+    /// does not answer, and the claim may still commit later (a redelivery then claims the task again).
+    /// </param>
+    public async Task<ClaimResult> ClaimAsync(TaskClaim claim, CancellationToken cancellationToken = default) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(claim, null)).WaitAsync(cancellationToken).ConfigureAwait(false)).Claim;
 
     /// <summary>
     /// Commits an execution's final state. Returns true when this write made the task final, false when the task
     /// was already final (a duplicate execution: only its attempt row was closed).
     /// </summary>
-    public async Task<bool> CompleteAsync(TaskCompletion completion) =>
-        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).ConfigureAwait(false)).Finalized;
+    /// <param name="cancellationToken">Stops the wait, not the write, as for <see cref="ClaimAsync"/>.</param>
+    public async Task<bool> CompleteAsync(TaskCompletion completion, CancellationToken cancellationToken = default) =>
+        ThrowIfFailed(await _writes.EnqueueAsync(new LedgerWrite(null, completion)).WaitAsync(cancellationToken).ConfigureAwait(false)).Finalized;
 
     /// <summary>
     /// Gives a claimed task back without charging it (a drain, or a lost broker connection, hands its message back):
@@ -241,9 +267,24 @@ public sealed class TaskLedger : IAsyncDisposable
             catch (Exception ex) when (IsTransient(ex) && DateTimeOffset.UtcNow - started < _maxOutage)
             {
                 Interlocked.CompareExchange(ref _outageSince, started.UtcTicks, 0);
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                await WaitBeforeRepeatAsync(delay, ex, cancellationToken).ConfigureAwait(false);
                 delay = TimeSpan.FromMilliseconds(Math.Min(delay.TotalMilliseconds * 2, 5_000));
             }
+        }
+    }
+
+    private async Task WaitBeforeRepeatAsync(TimeSpan delay, Exception failure, CancellationToken cancellationToken)
+    {
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopWaiting.Token);
+        try
+        {
+            await Task.Delay(delay, wait.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (_stopWaiting.IsCancellationRequested)
+        {
+            throw new OperationCanceledException(
+                "The ledger is disposed and the database does not answer: the write is given up.",
+                failure, _stopWaiting.Token);
         }
     }
 
@@ -251,9 +292,12 @@ public sealed class TaskLedger : IAsyncDisposable
         ex is NpgsqlException { IsTransient: true } or TimeoutException or System.Net.Sockets.SocketException;
 
     /// <summary>
-    /// Writes one batch: its claims and its completions together, in one transaction. A statement error that is not
-    /// transient (a payload PostgreSQL refuses, say) fails only its own kind: the round is then written again as two
-    /// transactions, so that a claim that cannot be written never takes the results of tasks that already ran with it.
+    /// Writes one batch: its claims and its completions together, in one transaction. When PostgreSQL refuses a row's
+    /// data (a payload or result <c>jsonb</c> cannot hold, say), nothing of the round was committed and the statement
+    /// does not say which row it was: the round is written again halved, claims apart from completions first, until
+    /// the refused row is alone, and that row is written in storable form (<see cref="StorableForm"/>). So one bad row
+    /// never fails the others, which commit once, and is itself recorded rather than lost. Only a refused round pays
+    /// for the splitting: about two writes per halving, log2 of its size.
     /// </summary>
     internal async Task<IReadOnlyList<LedgerOutcome>> FlushAsync(IReadOnlyList<LedgerWrite> writes, CancellationToken cancellationToken)
     {
@@ -274,6 +318,7 @@ public sealed class TaskLedger : IAsyncDisposable
         }
 
         var outcomes = new LedgerOutcome[writes.Count];
+        string?[]? payloadRefusals = null;
 
         // One statement cannot change the same row twice, so repeated ids of one kind in a batch (a duplicate
         // publish that arrived together) go to a later round, where they find the first one's write.
@@ -283,19 +328,64 @@ public sealed class TaskLedger : IAsyncDisposable
         {
             var claimRound = TakeRound(pendingClaims, i => claims[i].TaskId);
             var completionRound = TakeRound(pendingCompletions, i => completions[i].TaskId);
-            if (!await TryWriteAsync(claimRound, completionRound, splitOnError: claimRound.Count > 0 && completionRound.Count > 0).ConfigureAwait(false))
-            {
-                // Refused together: one kind at a time, so that each write gets its own outcome.
-                await TryWriteAsync(claimRound, [], splitOnError: false).ConfigureAwait(false);
-                await TryWriteAsync([], completionRound, splitOnError: false).ConfigureAwait(false);
-            }
+            await WriteIsolatingAsync(claimRound, completionRound).ConfigureAwait(false);
         }
 
         return outcomes;
 
-        // Writes one round and records its outcomes. A statement PostgreSQL refuses becomes the outcome of the
-        // round's writes, or, with splitOnError, false: nothing was committed, and the caller writes it again split.
-        async Task<bool> TryWriteAsync(List<int> claimRound, List<int> completionRound, bool splitOnError)
+        async Task WriteIsolatingAsync(List<int> claimRound, List<int> completionRound)
+        {
+            if (await TryWriteAsync(claimRound, completionRound).ConfigureAwait(false) is not { } refusal)
+            {
+                return;
+            }
+
+            if (claimRound.Count > 0 && completionRound.Count > 0)
+            {
+                // A claim that cannot be written must not take the results of tasks that already ran with it.
+                await WriteIsolatingAsync(claimRound, []).ConfigureAwait(false);
+                await WriteIsolatingAsync([], completionRound).ConfigureAwait(false);
+            }
+            else if (claimRound.Count > 1)
+            {
+                await WriteIsolatingAsync(claimRound[..(claimRound.Count / 2)], []).ConfigureAwait(false);
+                await WriteIsolatingAsync(claimRound[(claimRound.Count / 2)..], []).ConfigureAwait(false);
+            }
+            else if (completionRound.Count > 1)
+            {
+                await WriteIsolatingAsync([], completionRound[..(completionRound.Count / 2)]).ConfigureAwait(false);
+                await WriteIsolatingAsync([], completionRound[(completionRound.Count / 2)..]).ConfigureAwait(false);
+            }
+            else
+            {
+                // Alone: this is the row PostgreSQL refuses. Write it once more, in storable form.
+                var reason = Describe(refusal);
+                if (claimRound.Count == 1)
+                {
+                    var i = claimRound[0];
+                    LogRefused("payload", claims[i].TaskId, reason);
+                    claims[i] = claims[i] with { PayloadJson = StorableForm.Json(reason, claims[i].PayloadJson) };
+                    (payloadRefusals ??= new string?[claims.Count])[i] =
+                        $"PostgreSQL cannot store the payload ({reason}); it is kept in 'payload' as base64 and the task was not run.";
+                }
+                else
+                {
+                    var i = completionRound[0];
+                    LogRefused("result", completions[i].TaskId, reason);
+                    completions[i] = StorableCompletion(completions[i], reason);
+                }
+
+                if (await TryWriteAsync(claimRound, completionRound).ConfigureAwait(false) is { } again)
+                {
+                    RecordClaims(claimRound, null, again);
+                    RecordCompletions(completionRound, null, again);
+                }
+            }
+        }
+
+        // Writes one round and records its outcomes, or an error PostgreSQL gave for all of them. A refusal of a
+        // row's data is returned unrecorded instead: nothing was committed, and the caller splits the round.
+        async Task<Exception?> TryWriteAsync(List<int> claimRound, List<int> completionRound)
         {
             try
             {
@@ -304,24 +394,26 @@ public sealed class TaskLedger : IAsyncDisposable
                 RecordClaims(claimRound, attempts, null);
                 RecordCompletions(completionRound, finalized, null);
             }
-            catch (PostgresException ex) when (!splitOnError)
+            catch (Exception ex) when (IsRefusedData(ex))
+            {
+                return ex;
+            }
+            catch (PostgresException ex)
             {
                 RecordClaims(claimRound, null, ex);
                 RecordCompletions(completionRound, null, ex);
             }
-            catch (PostgresException)
-            {
-                return false;
-            }
 
-            return true;
+            return null;
         }
 
         void RecordClaims(List<int> round, Dictionary<Guid, ClaimResult>? attempts, Exception? error)
         {
             foreach (var i in round)
             {
-                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var claimed) ? claimed : default;
+                var claim = attempts is not null && attempts.TryGetValue(claims[i].TaskId, out var claimed)
+                    ? claimed with { PayloadRefusal = payloadRefusals?[i] }
+                    : default;
                 outcomes[claimAt[i]] = new LedgerOutcome(claim, false, error);
             }
         }
@@ -332,6 +424,43 @@ public sealed class TaskLedger : IAsyncDisposable
             {
                 outcomes[completionAt[i]] = new LedgerOutcome(default, finalized?.Contains(completions[i].TaskId) == true, error);
             }
+        }
+    }
+
+    /// <summary>
+    /// Errors about a row's data rather than the statement or the server: data exceptions (class 22: text with NUL,
+    /// JSON <c>jsonb</c> cannot hold), integrity constraints (23), program limits such as an oversized index row or
+    /// value (54), and text that cannot even be encoded for sending (a lone UTF-16 surrogate).
+    /// </summary>
+    private static bool IsRefusedData(Exception ex) =>
+        ex is System.Text.EncoderFallbackException
+        || ex is PostgresException { SqlState: var state } && (state.StartsWith("22", StringComparison.Ordinal)
+            || state.StartsWith("23", StringComparison.Ordinal) || state.StartsWith("54", StringComparison.Ordinal));
+
+    private static string Describe(Exception refusal) => refusal is PostgresException postgres
+        ? $"PostgreSQL {postgres.SqlState}: {postgres.MessageText}"
+        : $"{refusal.GetType().Name}: {refusal.Message}";
+
+    /// <summary>
+    /// A completion whose result PostgreSQL refused: the task ends failed (<see cref="ErrorTypes.UnstorableResult"/>)
+    /// unless it already failed, and the result is kept in storable form. Its other texts are always made storable.
+    /// </summary>
+    private static TaskCompletion StorableCompletion(TaskCompletion completion, string reason) => completion.ResultJson is null
+        ? completion
+        : completion with
+        {
+            Status = completion.Status == TaskState.Succeeded ? TaskState.Failed : completion.Status,
+            AttemptOutcome = completion.AttemptOutcome == TaskState.Succeeded ? TaskState.Failed : completion.AttemptOutcome,
+            ResultJson = StorableForm.Json(reason, completion.ResultJson),
+            ErrorType = completion.ErrorType ?? ErrorTypes.UnstorableResult,
+            ErrorMessage = completion.ErrorMessage ?? $"PostgreSQL cannot store the result ({reason}); it is kept in 'result' as base64.",
+        };
+
+    private void LogRefused(string what, Guid taskId, string reason)
+    {
+        if (_logger?.IsEnabled(LogLevel.Warning) == true)
+        {
+            RefusedMessage(_logger, taskId, what, reason, null);
         }
     }
 
@@ -352,33 +481,52 @@ public sealed class TaskLedger : IAsyncDisposable
     }
 
     /// <summary>The claims and completions of one round, one batch of (up to) two statements: one round trip, one commit.</summary>
+    /// <remarks>
+    /// A connection whose write failed never goes back to the pool. Npgsql prepares a statement on a connection the
+    /// fifth time it runs there (<c>Max Auto Prepare</c>); when PostgreSQL refuses the parameters of exactly that run
+    /// (a payload <c>jsonb</c> cannot hold, say), Npgsql 10.0.3 has already counted the statement as prepared but never
+    /// received its row description, and the next run of it on that connection fails with "Received unexpected
+    /// backend message DataRow", breaking the write of healthy tasks. Npgsql has no call to discard one pooled
+    /// connection: clearing the pool discards this one (opened before the clear, it is closed when returned) and the
+    /// idle ones, which costs a few new connections after a failed write and nothing otherwise.
+    /// </remarks>
     private async Task<(Dictionary<Guid, ClaimResult> Claims, HashSet<Guid> Finalized)> WriteRoundAsync(
         IReadOnlyList<TaskClaim> claims, List<int> claimRound, IReadOnlyList<TaskCompletion> completions, List<int> completionRound,
         bool repeat, CancellationToken cancellationToken)
     {
-        await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
-        var attempts = new Dictionary<Guid, ClaimResult>(claimRound.Count);
-        var finalized = new HashSet<Guid>();
-        await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        if (claimRound.Count > 0)
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            await using var batch = CreateRoundBatch(claims, claimRound, completions, completionRound, repeat);
+            batch.Connection = connection;
+            var attempts = new Dictionary<Guid, ClaimResult>(claimRound.Count);
+            var finalized = new HashSet<Guid>();
+            await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            if (claimRound.Count > 0)
             {
-                attempts[reader.GetGuid(0)] = new ClaimResult(true, reader.GetInt32(1), reader.GetInt32(2), reader.GetInt32(3));
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    attempts[reader.GetGuid(0)] = new ClaimResult(true, reader.GetInt32(1), reader.GetInt32(2), reader.GetInt32(3));
+                }
+
+                await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
             }
 
-            await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
-        }
-
-        if (completionRound.Count > 0)
-        {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            if (completionRound.Count > 0)
             {
-                finalized.Add(reader.GetGuid(0));
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    finalized.Add(reader.GetGuid(0));
+                }
             }
-        }
 
-        return (attempts, finalized);
+            return (attempts, finalized);
+        }
+        catch
+        {
+            _dataSource.Clear();
+            throw;
+        }
     }
 
     /// <summary>
@@ -388,7 +536,7 @@ public sealed class TaskLedger : IAsyncDisposable
     internal NpgsqlBatch CreateRoundBatch(
         IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> claimRound, IReadOnlyList<TaskCompletion> completions, IReadOnlyList<int> completionRound, bool repeat)
     {
-        var batch = _dataSource.CreateBatch();
+        var batch = new NpgsqlBatch();
         if (claimRound.Count > 0)
         {
             var command = new NpgsqlBatchCommand(ClaimSql);
@@ -409,7 +557,7 @@ public sealed class TaskLedger : IAsyncDisposable
     private void AddClaimParameters(NpgsqlParameterCollection parameters, IReadOnlyList<TaskClaim> claims, IReadOnlyList<int> round, bool repeat)
     {
         parameters.Add(Array("id", NpgsqlDbType.Uuid, round.Select(i => claims[i].TaskId)));
-        parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => claims[i].Type)));
+        parameters.Add(Array("type", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(claims[i].Type, StorableForm.MaxNameLength))));
         parameters.Add(Array("queue", NpgsqlDbType.Text, round.Select(i => claims[i].Queue)));
         parameters.Add(Array("payload", NpgsqlDbType.Jsonb, round.Select(i => claims[i].PayloadJson)));
         parameters.Add(Array("priority", NpgsqlDbType.Integer, round.Select(i => claims[i].Priority)));
@@ -430,8 +578,8 @@ public sealed class TaskLedger : IAsyncDisposable
         parameters.Add(Array("status", NpgsqlDbType.Text, round.Select(i => completions[i].Status)));
         parameters.Add(Array("outcome", NpgsqlDbType.Text, round.Select(i => completions[i].AttemptOutcome)));
         parameters.Add(Array("result", NpgsqlDbType.Jsonb, round.Select(i => completions[i].ResultJson)));
-        parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorType)));
-        parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => completions[i].ErrorMessage)));
+        parameters.Add(Array("error_type", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(completions[i].ErrorType, StorableForm.MaxNameLength))));
+        parameters.Add(Array("error_message", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(completions[i].ErrorMessage, StorableForm.MaxErrorMessageLength))));
         parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].StartedAt.ToUniversalTime())));
         parameters.Add(Array("finished_at", NpgsqlDbType.TimestampTz, round.Select(i => completions[i].FinishedAt.ToUniversalTime())));
         parameters.Add(Array("wall_ms", NpgsqlDbType.Double, round.Select(i => completions[i].WallMs)));
@@ -443,7 +591,18 @@ public sealed class TaskLedger : IAsyncDisposable
     private static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
         new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
 
-    public ValueTask DisposeAsync() => _writes.DisposeAsync();
+    /// <summary>
+    /// Writes what is queued, but no longer waits through a database outage: a write that finds the database
+    /// unreachable fails at once with <see cref="OperationCanceledException"/>. The ledger goes when the worker has
+    /// stopped, and its consumers have handed their messages back already; waiting up to the outage limit would
+    /// only hold the process's stop.
+    /// </summary>
+    public async ValueTask DisposeAsync()
+    {
+        await _stopWaiting.CancelAsync().ConfigureAwait(false);
+        await _writes.DisposeAsync().ConfigureAwait(false);
+        _stopWaiting.Dispose();
+    }
 }
 
 /// <summary>One queued ledger write: a claim or a completion (exactly one of the two).</summary>

@@ -83,7 +83,7 @@ public sealed partial class ProcessTaskConsumer(
             claim = await ledger.ClaimAsync(new TaskClaim(
                 taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
                 maxAttempts, message.TimeoutSeconds, startedAt,
-                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0)).ConfigureAwait(false);
+                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0), context.CancellationToken).ConfigureAwait(false);
             claimSpan?.SetTag("fleet.task.claimed", claim.Claimed);
         }
 
@@ -104,7 +104,11 @@ public sealed partial class ProcessTaskConsumer(
         // Failures end or retry through the ledger below and never reach a claim again past maxAttempts; only
         // executions that died with their process do (redelivered, never completed). Stop the crash loop.
         ExecutionOutcome outcome;
-        if (claim.Deaths >= crashGuard.DeathLimit || claim.Charged > maxAttempts)
+        if (Refusal(context, claim) is { } refused)
+        {
+            outcome = refused;
+        }
+        else if (claim.Deaths >= crashGuard.DeathLimit || claim.Charged > maxAttempts)
         {
             outcome = new ExecutionOutcome(TaskState.Failed, null, TaskExecutor.ErrorTypes.CrashLoop,
                 $"The task was running in {claim.Deaths} worker processes that died before it finished (limit {crashGuard.DeathLimit}; " +
@@ -144,7 +148,7 @@ public sealed partial class ProcessTaskConsumer(
             var commit = ledger.CompleteAsync(new TaskCompletion(
                 taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
                 outcome.ErrorType, outcome.ErrorMessage, startedAt, finishedAt, outcome.WallMs, outcome.CpuMs,
-                NotBefore: retry ? finishedAt + delay : null));
+                NotBefore: retry ? finishedAt + delay : null), context.CancellationToken);
 
             // The handler is done: free the lane now, not after the commit (the using covers early exits). The result
             // is queued first, so that the next task's claim, which was waiting for this place, joins its batch: one
@@ -223,6 +227,18 @@ public sealed partial class ProcessTaskConsumer(
             return null;
         }
     }
+
+    /// <summary>
+    /// A task recorded as failed without running: its message could not be read as a task (a stand-in of
+    /// <see cref="TaskMessageDeserializer"/>), or PostgreSQL could not store its payload, which the ledger kept in
+    /// storable form instead.
+    /// </summary>
+    private static ExecutionOutcome? Refusal(ConsumeContext context, ClaimResult claim) =>
+        context.TryGetPayload<UnreadableTaskMessage>(out var unreadable)
+            ? new ExecutionOutcome(TaskState.Failed, null, UnreadableTaskMessage.ErrorType, unreadable.Reason, 0, null)
+            : claim.PayloadRefusal is { } reason
+                ? new ExecutionOutcome(TaskState.Failed, null, TaskLedger.ErrorTypes.UnstorablePayload, reason, 0, null)
+                : null;
 
     /// <summary>
     /// The body's <c>taskId</c>, else the AMQP <c>message_id</c>. A message id that is not a UUID maps to a stable

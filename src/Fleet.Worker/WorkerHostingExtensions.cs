@@ -5,9 +5,11 @@ using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
 using MassTransit;
+using MassTransit.Configuration;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -67,7 +69,8 @@ public static class WorkerHostingExtensions
                 sp.GetRequiredKeyedService<NpgsqlDataSource>(nameof(TaskLedger)),
                 sp.GetRequiredService<WorkerIdentity>().Id,
                 worker.WriteBatchSize,
-                maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds));
+                maxOutage: TimeSpan.FromSeconds(worker.MaxDatabaseOutageSeconds),
+                logger: sp.GetRequiredService<ILogger<TaskLedger>>());
         });
 
         // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
@@ -98,9 +101,10 @@ public static class WorkerHostingExtensions
                 cfg.UseRawJsonDeserializer(RawSerializerOptions.All, isDefault: true);
 
                 // Short database blips (restart, failover) are ridden out in place instead of faulting the message.
+                // A statement PostgreSQL refuses outright would only be refused again, so it is not retried.
                 cfg.UseMessageRetry(r =>
                 {
-                    r.Handle<NpgsqlException>();
+                    r.Handle<NpgsqlException>(ex => ex is not PostgresException { IsTransient: false });
                     r.Handle<TimeoutException>();
                     r.Exponential(8, TimeSpan.FromMilliseconds(200), TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(300));
                 });
@@ -113,6 +117,7 @@ public static class WorkerHostingExtensions
                     endpoint.ConfigureConsumer<CancelTaskConsumer>(context);
                 });
 
+                var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
                 foreach (var queue in worker.Queues)
                 {
                     // The CPU lane's threads bound its running tasks (CpuLane.EnterAsync); the endpoint holds the
@@ -128,6 +133,11 @@ public static class WorkerHostingExtensions
                         // never waits behind a backlog that another worker has prefetched but cannot start yet.
                         endpoint.PrefetchCount = concurrency;
                         endpoint.ConcurrentMessageLimit = concurrency;
+
+                        // A body that cannot be read as a task but names one becomes a failed task, not an _error
+                        // message: plain JSON (the default for any content type) and MassTransit envelopes alike.
+                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonRawMessageSerializerFactory(RawSerializerOptions.All), unreadable), isDefault: true);
+                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonMessageSerializerFactory(), unreadable));
                         endpoint.ConfigureConsumer<ProcessTaskConsumer>(context);
                     });
                 }

@@ -171,23 +171,27 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
-    public async Task MalformedBodies_AreRecordedOrParkedInTheErrorQueue_AndGoodWorkContinues()
+    public async Task MalformedBodies_AreRecordedAsFailedOrParkedInTheErrorQueue_AndGoodWorkContinues()
     {
         await using var worker = WorkerProcess.Start(Fleet.WorkerSettings("malformed", cpuConcurrency: 1));
         var noType = Guid.NewGuid();
         var good = Guid.NewGuid();
+        var unreadable = new[] { "m-1", "m-3", "m-4" }.Select(TaskIdForMessageId).ToArray();
 
         await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes("not json at all"), "m-1");
         await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes($"{{\"taskId\":\"{noType}\",\"payload\":{{}}}}"), null);
         await PublishRawAsync(TaskQueues.Cpu, "", [0x7B, 0x00, 0x00, 0x22, 0x00], "m-3");
         await PublishRawAsync(TaskQueues.Cpu, "", new byte[5 * 1024 * 1024], "m-4");
+        await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes("not json, and no message id"), null);
         await PublishRawAsync(TaskQueues.Cpu, "", Encoding.UTF8.GetBytes($"{{\"taskId\":\"{good}\",\"type\":\"sieve\",\"payload\":{{\"limit\":1000}}}}"), null);
-        await WaitForFinalAsync([noType, good]);
+        await WaitForFinalAsync([noType, good, .. unreadable]);
 
         Assert.Equal(("failed", "ValidationError"), ((await GetTaskAsync(noType))!.Status, (await GetTaskAsync(noType))!.ErrorType));
         Assert.Equal("succeeded", (await GetTaskAsync(good))!.Status);
-        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-cpu_error") == 3), "expected exactly the 3 unreadable bodies in fleet-cpu_error");
-        Assert.Equal(2L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        Assert.Equal(3L, await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'failed' AND error_type = 'InvalidMessage'", ("ids", unreadable)));
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-cpu_error") == 1), "expected only the body without any id in fleet-cpu_error");
+        Assert.Equal(5L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
     }
 
     [Fact]

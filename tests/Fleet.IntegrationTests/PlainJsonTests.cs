@@ -66,9 +66,28 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
-    public async Task NonJsonBody_GoesToTheErrorQueue_AndTheWorkerKeepsProcessing()
+    public async Task NonJsonBody_WithAMessageId_EndsFailedWithTheBodyKept_AndTheWorkerKeepsProcessing()
     {
         await PublishRawAsync("fleet-cpu", "", "this is not json {", "garbage-1");
+        var garbage = TaskIdForMessageId("garbage-1");
+        var good = Guid.NewGuid();
+        await PublishRawAsync("fleet-cpu", "", Body(good, "sieve", """{"limit":100}"""));
+        await WaitForFinalAsync([garbage, good]);
+
+        var info = await GetTaskAsync(garbage);
+        Assert.Equal(("failed", "InvalidMessage"), (info!.Status, info.ErrorType));
+        Assert.Contains("could not be read as a task", info.ErrorMessage, StringComparison.Ordinal);
+        using var payload = System.Text.Json.JsonDocument.Parse(info.Payload);
+        var kept = payload.RootElement.GetProperty("fleet_unstorable").GetProperty("base64").GetString()!;
+        Assert.Equal("this is not json {", System.Text.Encoding.UTF8.GetString(Convert.FromBase64String(kept)));
+        Assert.Equal("succeeded", (await GetTaskAsync(good))!.Status);
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-cpu_error"));
+    }
+
+    [Fact]
+    public async Task NonJsonBody_WithoutAnyId_GoesToTheErrorQueue_AndTheWorkerKeepsProcessing()
+    {
+        await PublishRawAsync("fleet-cpu", "", "this is not json {");
 
         Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-cpu_error") == 1), "the unreadable message never reached fleet-cpu_error");
 

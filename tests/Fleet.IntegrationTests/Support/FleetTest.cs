@@ -101,6 +101,43 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
     protected Task PublishRawAsync(string exchange, string routingKey, string body, string? messageId = null) =>
         PublishRawAsync(exchange, routingKey, Encoding.UTF8.GetBytes(body), messageId);
 
+    /// <summary>
+    /// Publishes many raw bodies in order, each to its lane's exchange, over one channel with publisher confirms: the
+    /// messages of one exchange reach its queue in the order given, and all are confirmed when this returns.
+    /// </summary>
+    protected async Task PublishRawManyAsync(IEnumerable<RawMessage> messages)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var pending = new List<Task>();
+        foreach (var message in messages)
+        {
+            var properties = new BasicProperties { ContentType = "application/json", DeliveryMode = DeliveryModes.Persistent, MessageId = message.MessageId };
+            pending.Add(channel.BasicPublishAsync(message.Exchange, "", mandatory: true, properties, message.Body).AsTask());
+            if (pending.Count == 256)
+            {
+                await Task.WhenAll(pending);
+                pending.Clear();
+            }
+        }
+
+        await Task.WhenAll(pending);
+    }
+
+    /// <summary>The task id a worker gives a plain JSON message without <c>taskId</c> (docs/architecture.md, "Task ids").</summary>
+    protected static Guid TaskIdForMessageId(string messageId)
+    {
+        if (Guid.TryParse(messageId, out var id))
+        {
+            return id;
+        }
+
+        var hash = System.Security.Cryptography.SHA256.HashData(Encoding.UTF8.GetBytes("fleet:message_id:" + messageId));
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x80);
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash.AsSpan(0, 16), bigEndian: true);
+    }
+
     /// <summary>Messages ready in <paramref name="queue"/>; 0 when it does not exist.</summary>
     protected async Task<uint> QueueMessageCountAsync(string queue)
     {
@@ -116,3 +153,6 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
         }
     }
 }
+
+/// <summary>One raw AMQP message for <see cref="FleetTest.PublishRawManyAsync"/>: a body for a lane's exchange.</summary>
+public sealed record RawMessage(string Exchange, byte[] Body, string? MessageId = null);
