@@ -30,17 +30,9 @@ OUT=$ROOT/bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 export CONFIGURATION
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=bench
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 # scaled N: the standard count times COUNT, at least 10
 scaled() { awk -v n="$1" -v s="$COUNT" 'BEGIN { v = int(n * s + 0.5); if (v < 10) v = 10; print v }'; }

@@ -20,18 +20,9 @@ CI_HOME=${FLEET_CI_HOME:-$ROOT/.fleet/ci}
 DEMO_COUNT=${DEMO_COUNT:-50}
 WORKERS=${WORKERS:-2}
 
-log() { printf 'ci-demo: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=ci-demo
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 if ! [[ $DEMO_COUNT =~ ^[0-9]+$ ]] || ((DEMO_COUNT < 1)); then die "DEMO_COUNT must be a positive number"; fi
 if ! [[ $WORKERS =~ ^[0-9]+$ ]] || ((WORKERS < 1)); then die "WORKERS must be a positive number"; fi

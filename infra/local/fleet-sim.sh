@@ -24,18 +24,9 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 export NETSIM_OWNER=$$
 
-log() { printf 'fleet-sim: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=fleet-sim
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 # The first port from $1 up that nothing accepts connections on at 127.0.0.1 and that is not among $2...
 free_port() {

@@ -38,18 +38,9 @@ CLI_DLL=$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/$OUT/fleet.dll
 WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/$OUT/Fleet.Worker.dll
 API_DLL=$ROOT/src/Fleet.Api/bin/$CONFIGURATION/$OUT/Fleet.Api.dll
 
-log() { printf 'fleet: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=fleet
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 [[ $WORKERS =~ ^[0-9]+$ ]] || die "WORKERS must be a number, not '$WORKERS'"
 [[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die "FLEET_STOP_TIMEOUT must be a number of seconds, not '$STOP_TIMEOUT'"

@@ -12,15 +12,9 @@
 # Needs root (or sudo) only when something has to be installed.
 set -Eeuo pipefail
 
-log() { printf 'install.sh: %s\n' "$*" >&2; }
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks).
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=install.sh
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 # package -> a file that proves it is installed and usable (for a Python module: its directory)
 declare -A probe=(

@@ -25,18 +25,9 @@ STATE_DIR=${NETSIM_STATE_DIR:-/run/fleet-netsim}
 PREFIX_RE='^flt([0-9]+)[bhvp][0-9]*$'
 SELF=$(readlink -f "${BASH_SOURCE[0]}")
 
-log() { printf 'netsim: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=netsim
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 need_root() {
   ((EUID == 0)) || die "needs root (network namespaces, veth pairs and a bridge are created with ip)"

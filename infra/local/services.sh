@@ -36,18 +36,9 @@ RMQ_PID_FILE=$RMQ_DIR/rabbitmq.pid
 RMQ_DEFS=$RMQ_DIR/definitions.json
 EPMD_MARKER=$RMQ_DIR/epmd.started-by-fleet
 
-log() { printf 'services: %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# A command that fails under set -e says which, and where, in one line (only the main shell speaks: a subshell's
-# failure is reported by the line that ran it). Arguments: $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}".
-on_error() {
-  local rc=$1 line=$2 cmd=$3
-  shift 3
-  ((BASH_SUBSHELL == 0)) || return 0
-  log "error: $cmd failed (exit $rc$( (($# > 1)) && printf '; pipeline statuses %s' "$*")) at line $line"
-}
-trap 'on_error $? $LINENO "$BASH_COMMAND" "${PIPESTATUS[@]}"' ERR
+SCRIPT=services
+# shellcheck source=infra/local/errors.sh
+. "$(dirname "${BASH_SOURCE[0]}")/errors.sh"
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
