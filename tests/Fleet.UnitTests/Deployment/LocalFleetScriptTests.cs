@@ -1,0 +1,49 @@
+using System.Diagnostics;
+
+namespace Fleet.UnitTests.Deployment;
+
+/// <summary>
+/// <c>make down</c> (infra/local/fleet.sh) sends SIGKILL to a worker that has not stopped after its stop timeout;
+/// that timeout must outlast the worker's own shutdown, or a draining worker is killed mid-drain.
+/// </summary>
+public sealed class LocalFleetScriptTests
+{
+    [Theory]
+    [InlineData(null)]
+    [InlineData("100")]
+    public void MakeDown_WaitsLongerThanTheWorkersOwnShutdown(string? drainSeconds)
+    {
+        var environment = new Dictionary<string, string> { ["ConnectionStrings__fleetdb"] = "Host=localhost", ["ConnectionStrings__rabbitmq"] = "amqp://localhost" };
+        if (drainSeconds is not null)
+        {
+            environment["Worker__DrainSeconds"] = drainSeconds;
+        }
+
+        var (_, shutdown) = AppEnvironment.Worker(environment, "make down");
+
+        var stopTimeout = StopTimeout(drainSeconds);
+
+        Assert.True(stopTimeout > shutdown.TotalSeconds, $"fleet.sh's stop timeout {stopTimeout} s must exceed the worker's shutdown timeout {shutdown.TotalSeconds} s");
+    }
+
+    /// <summary>The stop timeout as fleet.sh computes it: its own two assignment lines, run by bash.</summary>
+    private static int StopTimeout(string? drainSeconds)
+    {
+        var lines = File.ReadAllLines(DeploymentFiles.PathOf("infra/local/fleet.sh"))
+            .Where(l => l.StartsWith("DRAIN_SECONDS=", StringComparison.Ordinal) || l.StartsWith("STOP_TIMEOUT=", StringComparison.Ordinal))
+            .ToList();
+        Assert.Equal(2, lines.Count);
+        var info = new ProcessStartInfo("bash", ["-c", string.Join('\n', lines) + "\necho \"$STOP_TIMEOUT\""]) { RedirectStandardOutput = true };
+        info.Environment.Remove("FLEET_STOP_TIMEOUT");
+        info.Environment.Remove("Worker__DrainSeconds");
+        if (drainSeconds is not null)
+        {
+            info.Environment["Worker__DrainSeconds"] = drainSeconds;
+        }
+
+        using var bash = Process.Start(info)!;
+        var output = bash.StandardOutput.ReadToEnd();
+        bash.WaitForExit();
+        return int.Parse(output.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+}
