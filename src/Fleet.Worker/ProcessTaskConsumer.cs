@@ -4,6 +4,7 @@ using System.Text;
 using Fleet.Contracts;
 using Fleet.Persistence;
 using Fleet.Persistence.Entities;
+using Fleet.Tasks;
 using Fleet.Client;
 using MassTransit;
 using Microsoft.Extensions.Logging;
@@ -23,6 +24,7 @@ public sealed partial class ProcessTaskConsumer(
     CpuLane cpuLane,
     RetryScheduler retries,
     RabbitMqTaskPublisher publisher,
+    TaskHandlerRegistry registry,
     HeldTasks held,
     CrashGuard crashGuard,
     IOptions<WorkerOptions> options,
@@ -31,6 +33,12 @@ public sealed partial class ProcessTaskConsumer(
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
 {
     private const int DefaultMaxAttempts = 3;
+
+    /// <summary>The type label of a task whose type this worker has no handler for.</summary>
+    public const string UnknownTypeLabel = "(unknown)";
+
+    /// <summary>The most characters of one task text (a type, an error) a log line carries.</summary>
+    private const int MaxLoggedText = 1_000;
 
     // A typed scope instead of a dictionary: one small object per message, and JSON logs show TaskId and TaskType
     // as properties of the scope on every line written while the task is handled (the executor's, the handler's).
@@ -67,14 +75,19 @@ public sealed partial class ProcessTaskConsumer(
 
         var startedAt = DateTimeOffset.UtcNow;
 
+        // What logs, spans and metrics say of the task: its type only when this worker knows it (a payload chooses
+        // the type, and a label per hostile type would grow the metrics without bound), texts bounded and printable.
+        var typeName = message.Type ?? "";
+        var typeLabel = registry.TryGet(typeName, out _) ? typeName : UnknownTypeLabel;
+
         // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
         // and under it the claim write, the handler, and the result write. The two writes are batched with other
         // tasks' (TaskLedger); their spans time this task's wait for its batch, which links back to them.
         using var activity = WorkerTelemetry.Source.StartActivity("fleet.task");
         activity?.SetTag("fleet.task.id", taskId);
-        activity?.SetTag("fleet.task.type", message.Type);
+        activity?.SetTag("fleet.task.type", typeLabel);
         activity?.SetTag("fleet.task.lane", lane);
-        using var scope = TaskScope(logger, taskId, message.Type ?? "");
+        using var scope = TaskScope(logger, taskId, ForLog(typeName)!);
         var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
 
         ClaimResult claim;
@@ -98,7 +111,7 @@ public sealed partial class ProcessTaskConsumer(
 
         if (message.SubmittedAt is { } submittedAt)
         {
-            telemetry.QueueWait(message.Type ?? "", lane, startedAt - submittedAt);
+            telemetry.QueueWait(typeLabel, lane, startedAt - submittedAt);
         }
 
         // Failures end or retry through the ledger below and never reach a claim again past maxAttempts; only
@@ -167,8 +180,8 @@ public sealed partial class ProcessTaskConsumer(
             if (await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false))
             {
                 counters.AddRetried();
-                telemetry.Retried(message.Type ?? "", lane);
-                LogRetry(taskId, claim.Charged, maxAttempts, outcome.ErrorType, outcome.ErrorMessage, delay.TotalSeconds);
+                telemetry.Retried(typeLabel, lane);
+                LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
             }
 
             activity?.SetTag("fleet.task.status", "retrying");
@@ -182,7 +195,7 @@ public sealed partial class ProcessTaskConsumer(
         }
 
         activity?.SetTag("fleet.task.status", outcome.Status);
-        telemetry.Finished(message.Type ?? "", lane, outcome.Status, outcome.WallMs / 1000);
+        telemetry.Finished(typeLabel, lane, outcome.Status, outcome.WallMs / 1000);
         if (outcome.Status == TaskState.Succeeded)
         {
             counters.AddSucceeded();
@@ -190,7 +203,7 @@ public sealed partial class ProcessTaskConsumer(
         else
         {
             counters.AddFailed();
-            LogFailed(taskId, message.Type ?? "", outcome.Status, outcome.ErrorType, outcome.ErrorMessage);
+            LogFailed(taskId, ForLog(typeName)!, outcome.Status, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage));
         }
 
         if (!finalized)
@@ -198,6 +211,8 @@ public sealed partial class ProcessTaskConsumer(
             LogDuplicate(taskId, claim.Attempt);
         }
     }
+
+    private static string? ForLog(string? text) => StorableForm.Text(text, MaxLoggedText);
 
     /// <summary>Records the hand-back; a failure to record it only means the next claim charges the execution.</summary>
     private async Task HandBackAsync(Guid taskId, int attempt)
