@@ -23,6 +23,8 @@ export FLEET_HOME
 RUN_DIR=$FLEET_HOME/run
 LOG_DIR=$FLEET_HOME/logs
 ENV_FILE=$FLEET_HOME/env
+# services.sh start also installs the server packages when they are missing (install.sh), so that `make up` works on
+# a fresh machine.
 SERVICES=$ROOT/infra/local/services.sh
 CONFIGURATION=${CONFIGURATION:-Release}
 WORKERS=${WORKERS:-2}
