@@ -84,6 +84,10 @@ public sealed partial class CpuLane : IDisposable
         return new Place(this);
     }
 
+    /// <summary>As <see cref="EnterAsync"/>, but gives up after <paramref name="timeout"/> and returns null.</summary>
+    public async ValueTask<IDisposable?> TryEnterAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
+        await _slots.WaitAsync(timeout, cancellationToken).ConfigureAwait(false) ? new Place(this) : null;
+
     /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
     public CpuRun Start(PreparedTask task, CancellationToken cancellationToken)
     {

@@ -63,7 +63,7 @@ public sealed partial class ProcessTaskConsumer(
 
         // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
         // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.
-        using var place = queue == TaskQueues.Cpu ? await EnterCpuLaneAsync(context).ConfigureAwait(false) : null;
+        using var place = queue == TaskQueues.Cpu ? await cpuLane.TryEnterAsync(options.Value.LookaheadWaitLimit, context.CancellationToken).ConfigureAwait(false) : null;
         if (queue == TaskQueues.Cpu && place is null)
         {
             // Waited too long for a thread (long tasks ahead of it): sent to the back of the queue, so that this
@@ -225,21 +225,6 @@ public sealed partial class ProcessTaskConsumer(
         catch (Exception ex) when (ex is NpgsqlException or OperationCanceledException or TimeoutException)
         {
             LogHandBackFailed(taskId, ex.Message);
-        }
-    }
-
-    /// <summary>A place in the CPU lane, or null when none came free within <see cref="WorkerOptions.LookaheadWaitLimit"/>.</summary>
-    private async Task<IDisposable?> EnterCpuLaneAsync(ConsumeContext context)
-    {
-        using var limit = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken);
-        limit.CancelAfter(options.Value.LookaheadWaitLimit);
-        try
-        {
-            return await cpuLane.EnterAsync(limit.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!context.CancellationToken.IsCancellationRequested)
-        {
-            return null;
         }
     }
 
