@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""One table of Fleet against Celery from the JSON reports of `fleet bench` and bench/celery/bench.py: per workload
+"""One table of Fleet against Celery from the JSON reports of `fleet-bench` and bench/celery/bench.py: per workload
 and metric the median over the runs (with the range when there are several), and the ratio Fleet / Celery.
 
     /usr/bin/python3 bench/celery/compare.py --celery A.json B.json --fleet C.json D.json \\

@@ -6,7 +6,7 @@ using System.Text.Json.Serialization;
 namespace Fleet.Tasks.BuiltIn;
 
 /// <summary>
-/// <c>heat</c>, the "weather model" (WORKLOADS.md): an explicit 2D heat-diffusion stencil on an
+/// <c>heat</c>, the "weather model" (docs/task-types.md): an explicit 2D heat-diffusion stencil on an
 /// <c>n</c> x <c>n</c> grid of doubles with the border held at 0, run for <c>steps</c> steps.
 /// Output: <c>{"mean": x, "max": y}</c> over all n*n cells.
 /// </summary>

@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 namespace Fleet.Tasks.BuiltIn;
 
 /// <summary>
-/// <c>sieve</c> (WORKLOADS.md): a plain sieve of Eratosthenes over <c>[2, limit)</c> with explicit loops;
+/// <c>sieve</c> (docs/task-types.md): a plain sieve of Eratosthenes over <c>[2, limit)</c> with explicit loops;
 /// output <c>{"count": number of primes below limit}</c>.
 /// </summary>
 public sealed class SieveHandler : CpuTaskHandler<SieveInput, SieveOutput>

@@ -212,8 +212,9 @@ public sealed partial class DocsTests
         }
     }
 
-    // "fleet submit --wait" in a code span or a shell line; not "fleet-bench", "fleet.tasks", "$FLEET_HOME/fleet".
-    [GeneratedRegex(@"(?:^\^|(?<![\w./$=-]))fleet[ \t]+([a-z][a-z-]*)([^|;&#]*)")]
+    // "fleet submit --wait" in a code span or a shell line; not "fleet-bench", "fleet.tasks", "$FLEET_HOME/fleet",
+    // nor an option's value ("kubectl -n fleet apply").
+    [GeneratedRegex(@"(?:^\^|(?<![\w./$=-])(?<!\s-[\w-]*[ \t]+))fleet[ \t]+([a-z][a-z-]*)([^|;&#]*)")]
     private static partial Regex FleetCommand();
 
     [GeneratedRegex(@"(?:^\^|(?<![\w./$=-]))make[ \t]+([a-z][a-z0-9-]*)()")]
@@ -222,10 +223,10 @@ public sealed partial class DocsTests
     [GeneratedRegex(@"(?<=\s|^)(--?[a-zA-Z?][a-z-]*)")]
     private static partial Regex OptionToken();
 
-    [GeneratedRegex(@"\b(GET|POST|PUT|PATCH|DELETE)[ \t]+(/[A-Za-z0-9_{}./:-]*)")]
+    [GeneratedRegex(@"\b(GET|POST|PUT|PATCH|DELETE)[ \t]+(/[A-Za-z0-9_{}./:$-]*)")]
     private static partial Regex MethodAndPath();
 
-    [GeneratedRegex(@"\$\{?FLEET_API_URL\}?(/[A-Za-z0-9_{}./:-]*)")]
+    [GeneratedRegex(@"\$\{?FLEET_API_URL\}?(/[A-Za-z0-9_{}./:$-]*)")]
     private static partial Regex CurlPath();
 
     [GeneratedRegex(@"-X[ \t]+([A-Z]+)")]
