@@ -12,7 +12,7 @@ namespace Fleet.Tasks.BuiltIn;
 /// </summary>
 /// <remarks>
 /// Every cell update performs exactly the operations of the reference, in the same order and without fused
-/// multiply-add, so the results match the Python and C references bit for bit. The stencil runs
+/// multiply-add, so the results match the Python implementation (bench/celery/workloads.py) bit for bit. The stencil runs
 /// <see cref="Vector{T}"/> lanes side by side; lane-wise IEEE operations give the same result as the scalar loop.
 /// The mean is summed sequentially, row by row, because reordering that sum would change the result.
 /// </remarks>
