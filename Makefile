@@ -59,7 +59,7 @@ migrate: ## start the servers if needed, build, then apply the database migratio
 demo: up ## make up, then submit the 1,000-task heat job (DEMO_COUNT), show progress and the SQL summary
 	. "$(FLEET_HOME)/env" && $(CLI) demo --count $(DEMO_COUNT)
 
-bench: ## make up, then the standard fleet bench (issue 5) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
+bench: ## make up, then the standard benchmark (fleet-bench, bench/Fleet.Bench) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
 	infra/local/bench.sh
 
 bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads and counts; one Fleet/Celery table (~15 min)

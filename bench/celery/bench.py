@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The Celery side of `make bench-compare`: runs one WORKLOADS.md workload through a Celery worker that this
-script starts and stops, and measures it the way `fleet bench` measures Fleet (docs/benchmarks.md):
+script starts and stops, and measures it the way `fleet-bench` measures Fleet (docs/benchmarks.md):
 
   throughput      N / (last date_done in Celery's result table - first submit)
   latency         date_done - submit time of that task: p50 / p95 / p99 (percentile_cont, linear)
@@ -11,7 +11,7 @@ script starts and stops, and measures it the way `fleet bench` measures Fleet (d
   CPU seconds     utime+stime over the run: workers (main + children), rabbitmq and postgres (the processes
                   listening on the broker's and the database's ports, with their children), bench (this process)
 
-It writes the same JSON shape and Markdown table as `fleet bench` (src/Fleet.Cli/Bench/BenchOutput.cs), so that
+It writes the same JSON shape and Markdown table as `fleet-bench` (bench/Fleet.Bench/BenchOutput.cs), so that
 compare.py can put both side by side. Every task's result is checked: sieve/noop/sleep all of them, sha256 and heat
 those of the reference seeds 0 and 7 (WORKLOADS.md).
 
