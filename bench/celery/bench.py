@@ -11,7 +11,7 @@ script starts and stops, and measures it the way `fleet-bench` measures Fleet (d
   CPU seconds     utime+stime over the run: workers (main + children), rabbitmq and postgres (the processes
                   listening on the broker's and the database's ports, with their children), bench (this process)
 
-It writes the same JSON shape and Markdown table as `fleet-bench` (bench/Fleet.Bench), so that
+It writes the same JSON shape and Markdown table as `fleet-bench` (bench/Fleet.Bench/BenchOutput.cs), so that
 compare.py can put both side by side. Every task's result is checked: sieve/noop/sleep all of them, sha256 and heat
 those of the reference seeds 0 and 7 (docs/task-types.md).
 

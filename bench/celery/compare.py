@@ -124,7 +124,7 @@ def markdown(result):
     out += ["", f"Celery pools: {pools}."]
     if result["rawBrokerMedianRate"]:
         fr = result["noopFractionOfRawBroker"]
-        out += [f"Raw broker (RabbitMQ.Client, confirms + acks, measured by fleet bench before each noop run): median "
+        out += [f"Raw broker (RabbitMQ.Client, confirms + acks, measured by fleet-bench before each noop run): median "
                 f"{result['rawBrokerMedianRate']:,.0f} msg/s; noop as a fraction of it: Fleet "
                 f"{fmt(fr.get('fleet'))}, Celery {fmt(fr.get('celery'))}."]
     return "\n".join(out) + "\n"

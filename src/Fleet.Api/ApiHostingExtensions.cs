@@ -7,6 +7,8 @@ using Fleet.Api.Relay;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
 using Fleet.Client;
+using Fleet.Messaging;
+using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using MassTransit;
