@@ -7,6 +7,7 @@ using Fleet.Api.Relay;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
 using Fleet.Client;
+using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using MassTransit;
@@ -72,10 +73,15 @@ public static class ApiHostingExtensions
             var submitterOptions = new TaskSubmitterOptions { ChunkSize = 5_000, PublishTimeout = TimeSpan.FromSeconds(api.PublishTimeoutSeconds) };
             submitterOptions.CpuTypes.Clear();
             submitterOptions.CpuTypes.UnionWith(sp.GetRequiredService<TaskTypeCatalog>().CpuTypes);
-            return new TaskSubmitter(
-                sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), submitterOptions,
-                sp.GetRequiredService<ILogger<TaskSubmitter>>());
+            return submitterOptions;
         });
+        services.AddSingleton(sp => new TaskSubmitter(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), sp.GetRequiredService<TaskSubmitterOptions>(),
+            sp.GetRequiredService<ILogger<TaskSubmitter>>()));
+        services.AddSingleton(sp => new OutboxRelay(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), sp.GetRequiredService<TaskSubmitterOptions>(),
+            sp.GetRequiredService<ILogger<OutboxRelay>>()));
+        services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
 
         services.AddMassTransit(x =>
