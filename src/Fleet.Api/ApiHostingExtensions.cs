@@ -50,7 +50,12 @@ public static class ApiHostingExtensions
         services.AddSingleton<TaskQueries>();
         services.AddSingleton<TaskCanceller>();
         services.AddSingleton<WorkerQueries>();
+        services.AddSingleton<MonitoringQueries>();
         services.AddSingleton<StatsService>();
+
+        // The clock of the stats windows. Keyed, so that a test's fake clock moves the windows and stops no other
+        // timer of the host.
+        services.TryAddKeyedSingleton(StatsService.ClockKey, TimeProvider.System);
 
         // The autoscaling signal (fleet_desired_workers and its inputs) on /metrics, sampled in the background.
         services.AddOptions<AutoscaleOptions>()
