@@ -51,7 +51,12 @@ public static class ApiHostingExtensions
         services.AddSingleton<TaskQueries>();
         services.AddSingleton<TaskCanceller>();
         services.AddSingleton<WorkerQueries>();
+        services.AddSingleton<MonitoringQueries>();
         services.AddSingleton<StatsService>();
+
+        // The clock of the stats windows. Keyed, so that a test's fake clock moves the windows and stops no other
+        // timer of the host.
+        services.TryAddKeyedSingleton(StatsService.ClockKey, TimeProvider.System);
 
         // The autoscaling signal (fleet_desired_workers and its inputs) on /metrics, sampled in the background.
         services.AddOptions<AutoscaleOptions>()
@@ -74,10 +79,15 @@ public static class ApiHostingExtensions
             var submitterOptions = new TaskSubmitterOptions { ChunkSize = 5_000, PublishTimeout = TimeSpan.FromSeconds(api.PublishTimeoutSeconds) };
             submitterOptions.CpuTypes.Clear();
             submitterOptions.CpuTypes.UnionWith(sp.GetRequiredService<TaskTypeCatalog>().CpuTypes);
-            return new TaskSubmitter(
-                sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), submitterOptions,
-                sp.GetRequiredService<ILogger<TaskSubmitter>>());
+            return submitterOptions;
         });
+        services.AddSingleton(sp => new TaskSubmitter(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), sp.GetRequiredService<TaskSubmitterOptions>(),
+            sp.GetRequiredService<ILogger<TaskSubmitter>>()));
+        services.AddSingleton(sp => new OutboxRelay(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<ITaskPublisher>(), sp.GetRequiredService<TaskSubmitterOptions>(),
+            sp.GetRequiredService<ILogger<OutboxRelay>>()));
+        services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
 
         services.AddMassTransit(x =>

@@ -13,24 +13,11 @@ namespace Fleet.Client;
 /// </summary>
 public sealed class FleetClient : IAsyncDisposable
 {
-    private const string SelectTaskSql = """
-        SELECT id, type, queue, status, payload::text, result::text, error_type, error_message, attempts, batch_id,
-               submitted_at, started_at, finished_at, worker_id
-        FROM fleet.tasks WHERE id = @id
-        """;
-
-    private const string BatchProgressSql = """
-        SELECT count(*),
-               count(*) FILTER (WHERE status = 'queued'), count(*) FILTER (WHERE status = 'running'),
-               count(*) FILTER (WHERE status = 'succeeded'), count(*) FILTER (WHERE status = 'failed'),
-               count(*) FILTER (WHERE status = 'timed_out'), count(*) FILTER (WHERE status = 'cancelled')
-        FROM fleet.tasks WHERE batch_id = @batch_id
-        """;
-
     private readonly FleetClientOptions _options;
     private readonly NpgsqlDataSource _dataSource;
     private readonly RabbitMqTaskPublisher _publisher;
     private readonly TaskSubmitter _submitter;
+    private readonly TaskReads _reads;
 
     public FleetClient(FleetClientOptions options)
     {
@@ -43,15 +30,16 @@ public sealed class FleetClient : IAsyncDisposable
         submitterOptions.CpuTypes.Clear();
         submitterOptions.CpuTypes.UnionWith(options.CpuTypes);
         _submitter = new TaskSubmitter(_dataSource, _publisher, submitterOptions);
+        _reads = new TaskReads(_dataSource);
     }
 
     /// <summary>
     /// The client's pool runs the same few statements over and over, so it prepares them (<c>Max Auto Prepare</c>),
     /// plans them once (<c>plan_cache_mode=force_generic_plan</c>) and skips Npgsql's reset of a pooled connection
     /// (seven statements before each reuse; the client leaves no session state); explicit settings in the connection
-    /// string win. Re-planning was the costly part: for every chunk PostgreSQL planned the INSERT and the stamp
-    /// afresh, the stamp at 0.58 ms a plan in the bench's open loop (more than running it), only to pick the same
-    /// primary-key lookups. The client's reads (a task by id, a batch's counts) plan the same way for any value.
+    /// string win. Planning each chunk's INSERT and stamp afresh cost more than running them, only to pick the same
+    /// primary-key lookups (docs/decisions/0101-client-pool-plans-once.md). The client's reads (a task by id, a
+    /// batch's counts) plan the same way for any value.
     /// </summary>
     internal static NpgsqlDataSource CreateDataSource(string connectionString)
     {
@@ -127,34 +115,12 @@ public sealed class FleetClient : IAsyncDisposable
     }
 
     /// <summary>Reads one task, or null when no task has that id.</summary>
-    public async Task<TaskInfo?> GetAsync(Guid taskId, CancellationToken cancellationToken = default)
-    {
-        await using var command = _dataSource.CreateCommand(SelectTaskSql);
-        command.Parameters.AddWithValue("id", taskId);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            return null;
-        }
-
-        return new TaskInfo(
-            reader.GetGuid(0), reader.GetString(1), reader.GetString(2), reader.GetString(3), reader.GetString(4),
-            reader.IsDBNull(5) ? null : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
-            reader.IsDBNull(7) ? null : reader.GetString(7), reader.GetInt32(8), reader.IsDBNull(9) ? null : reader.GetGuid(9),
-            reader.GetFieldValue<DateTimeOffset>(10), reader.IsDBNull(11) ? null : reader.GetFieldValue<DateTimeOffset>(11),
-            reader.IsDBNull(12) ? null : reader.GetFieldValue<DateTimeOffset>(12), reader.IsDBNull(13) ? null : reader.GetString(13));
-    }
+    public Task<TaskInfo?> GetAsync(Guid taskId, CancellationToken cancellationToken = default) =>
+        _reads.GetAsync(taskId, cancellationToken);
 
     /// <summary>Counts a batch's tasks by state (one indexed aggregate).</summary>
-    public async Task<BatchProgress> GetBatchProgressAsync(Guid batchId, CancellationToken cancellationToken = default)
-    {
-        await using var command = _dataSource.CreateCommand(BatchProgressSql);
-        command.Parameters.AddWithValue("batch_id", batchId);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-        return new BatchProgress(batchId, reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3),
-            reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6));
-    }
+    public Task<BatchProgress> GetBatchProgressAsync(Guid batchId, CancellationToken cancellationToken = default) =>
+        _reads.GetBatchProgressAsync(batchId, cancellationToken);
 
     /// <summary>Polls until the task is final or <paramref name="timeout"/> passes; returns the last state read.</summary>
     public async Task<TaskInfo?> WaitAsync(Guid taskId, TimeSpan timeout, CancellationToken cancellationToken = default)

@@ -25,7 +25,8 @@ public sealed record RetentionResult(
 /// open tasks, so they never wait on these locks, and two retention runs share the work instead of queueing behind
 /// each other. The cost of a batch does not grow with the table (measured in docs/sql.md).
 /// </para>
-/// Used by <c>fleet retention</c>; a host can run it on a schedule the same way.
+/// Used by <c>fleet retention</c>; a host can run it on a schedule the same way. The API's relay also expires
+/// idempotency keys on its own, more often and by age (<see cref="DeleteExpiredIdempotencyKeysAsync"/>).
 /// </summary>
 public sealed class RetentionService(NpgsqlDataSource dataSource)
 {
@@ -57,6 +58,14 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
                                WHERE created_at < @cutoff
                                ORDER BY created_at LIMIT @limit
                                FOR UPDATE SKIP LOCKED))
+        """;
+
+    // The API's expiry of keys older than Api:IdempotencyKeyHours, aged on the database's clock that wrote created_at.
+    private const string DeleteExpiredKeysSql = """
+        DELETE FROM fleet.idempotency_keys
+        WHERE key IN (SELECT key FROM fleet.idempotency_keys
+                      WHERE created_at < now() - make_interval(secs => @age_seconds)
+                      ORDER BY created_at LIMIT @limit)
         """;
 
     // A live worker heartbeats every few seconds, so a row unseen since the cutoff belongs to a process that stopped
@@ -128,6 +137,15 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
         }
 
         return result with { Elapsed = clock.Elapsed };
+    }
+
+    /// <summary>Deletes up to <paramref name="maxKeys"/> idempotency keys older than <paramref name="retention"/>; returns how many.</summary>
+    public async Task<int> DeleteExpiredIdempotencyKeysAsync(TimeSpan retention, int maxKeys, CancellationToken cancellationToken = default)
+    {
+        await using var command = dataSource.CreateCommand(DeleteExpiredKeysSql);
+        command.Parameters.AddWithValue("age_seconds", retention.TotalSeconds);
+        command.Parameters.AddWithValue("limit", maxKeys);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<(long Tasks, long Attempts)> DeleteTaskBatchAsync(DateTimeOffset cutoff, int batchSize, CancellationToken cancellationToken)

@@ -75,11 +75,10 @@ public sealed class TaskLedger : IAsyncDisposable
     // twice while the first execution still holds its own message.
     //
     // Both statements find their rows by primary key only: their status tests are written as CASE expressions,
-    // which no index can serve. As plain "status = 'queued'" tests the planner could (and, with statistics taken
-    // while nearly every task was final, did) read the open tasks through ix_tasks_status_submitted instead and
-    // join them to the batch. That costs nothing without a backlog and the whole backlog per batch with one, so
-    // a fleet that fell behind slowed down further: noop runs of 556-707 tasks/s with PostgreSQL using 2 ms of
-    // CPU and 730 buffer reads per claimed task, against 2,700+ tasks/s and 0.2 ms otherwise.
+    // which no index can serve. As plain "status = 'queued'" tests the planner could read the open tasks through
+    // ix_tasks_status_submitted instead and join them to the batch: free without a backlog, the whole backlog per
+    // batch with one, so a fleet that fell behind would slow down further
+    // (docs/decisions/0100-hot-path-by-primary-key.md).
     private const string ClaimSql = """
         WITH input AS (
             SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at, @redelivered)

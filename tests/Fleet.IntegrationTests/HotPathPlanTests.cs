@@ -46,7 +46,7 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
         await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
         var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
-        var stamp = new NpgsqlBatchCommand(TaskSubmitter.MarkPublishedSql);
+        var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
         stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
 
         // As they run on the host pool: unnamed statements, planned with their values.

@@ -4,7 +4,6 @@ using Fleet.Api.Models;
 using Fleet.Api.Monitoring;
 using Fleet.Contracts;
 using Microsoft.Extensions.Options;
-using Npgsql;
 
 namespace Fleet.Api.Autoscaling;
 
@@ -18,9 +17,9 @@ public sealed record AutoscaleSample(
     long TakenAtTimestamp);
 
 /// <summary>
-/// Reads the autoscaling inputs every <c>Api:Autoscale:SampleSeconds</c> and exports them with the result on the
-/// meter <c>Fleet.Api</c> (Prometheus names in docs/observability.md): <c>fleet_queue_ready{queue}</c>,
-/// <c>fleet_queue_unacked{queue}</c>, <c>fleet_queue_consumers{queue}</c>, <c>fleet_workers_live</c>,
+/// Reads the autoscaling inputs (<see cref="MonitoringQueries.ReadAutoscaleInputsAsync"/> and the management API)
+/// every <c>Api:Autoscale:SampleSeconds</c> and exports them with the result on the meter <c>Fleet.Api</c>
+/// (Prometheus names in docs/observability.md): <c>fleet_queue_ready{queue}</c>, <c>fleet_queue_unacked{queue}</c>, <c>fleet_queue_consumers{queue}</c>, <c>fleet_workers_live</c>,
 /// <c>fleet_workers_busy</c>, <c>fleet_worker_completion_rate{lane}</c>, <c>fleet_desired_workers</c> and
 /// <c>fleet_desired_workers_by_lane{lane}</c>. Sampling is done here, off the scrape path: a scrape reads the last
 /// sample. When sampling fails (management API or database away) the last good sample is served until it is
@@ -31,31 +30,9 @@ public sealed partial class AutoscaleSampler : BackgroundService
 {
     public const string MeterName = "Fleet.Api";
 
-    // Live workers: running (not draining, not stopped) with a recent heartbeat. Few rows (ix_workers_last_seen).
-    private const string WorkersSql = """
-        SELECT id, queues, cpu_concurrency, io_concurrency FROM fleet.workers
-        WHERE state = 'running' AND last_seen_at > now() - make_interval(secs => @stale)
-        """;
-
-    // Which workers are running which lane's tasks: the 'running' range of ix_tasks_status_submitted, which holds at
-    // most the fleet's slots.
-    private const string BusySql = """
-        SELECT worker_id, queue FROM fleet.tasks
-        WHERE status = 'running' AND worker_id IS NOT NULL
-        GROUP BY worker_id, queue
-        """;
-
-    // Executions that ended in the window (ix_tasks_finished); a cancel of a task that never started is no work done.
-    private const string FinishedSql = """
-        SELECT queue, count(*) FROM fleet.tasks
-        WHERE finished_at >= now() - make_interval(secs => @window) AND started_at IS NOT NULL
-          AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled')
-        GROUP BY queue
-        """;
-
     private static readonly (string Lane, string Queue)[] Lanes = [("cpu", TaskQueues.Cpu), ("io", TaskQueues.Io)];
 
-    private readonly NpgsqlDataSource _dataSource;
+    private readonly MonitoringQueries _queries;
     private readonly RabbitMqManagementClient _management;
     private readonly AutoscaleOptions _options;
     private readonly ApiOptions _api;
@@ -70,7 +47,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
     private bool _failing;
 
     public AutoscaleSampler(
-        NpgsqlDataSource dataSource,
+        MonitoringQueries queries,
         RabbitMqManagementClient management,
         IOptions<AutoscaleOptions> options,
         IOptions<ApiOptions> api,
@@ -80,7 +57,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(api);
         ArgumentNullException.ThrowIfNull(meters);
-        _dataSource = dataSource;
+        _queries = queries;
         _management = management;
         _options = options.Value;
         _api = api.Value;
@@ -141,7 +118,8 @@ public sealed partial class AutoscaleSampler : BackgroundService
         try
         {
             var queuesCall = _management.GetQueuesAsync(cancellationToken);
-            var (workers, busy, finished) = await ReadDatabaseAsync(cancellationToken).ConfigureAwait(false);
+            var (workers, busy, finished) = await _queries.ReadAutoscaleInputsAsync(
+                _api.WorkerStaleSeconds, _options.RateWindowSeconds, cancellationToken).ConfigureAwait(false);
             var (queues, error) = await queuesCall.ConfigureAwait(false);
             if (error is not null)
             {
@@ -196,45 +174,6 @@ public sealed partial class AutoscaleSampler : BackgroundService
 
         var busyWorkers = busyLive.Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count();
         return new AutoscaleSample(queues, workers.Count, busyWorkers, lanes, _calculator.Calculate(lanes, busyWorkers), Stopwatch.GetTimestamp());
-    }
-
-    private async Task<(List<(string Id, string[] Queues, int Cpu, int Io)> Workers, List<(string WorkerId, string Queue)> Busy, Dictionary<string, long> Finished)>
-        ReadDatabaseAsync(CancellationToken cancellationToken)
-    {
-        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        var workers = new List<(string, string[], int, int)>();
-        await using (var command = new NpgsqlCommand(WorkersSql, connection))
-        {
-            command.Parameters.AddWithValue("stale", (double)_api.WorkerStaleSeconds);
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                workers.Add((reader.GetString(0), reader.GetFieldValue<string[]>(1), reader.GetInt32(2), reader.GetInt32(3)));
-            }
-        }
-
-        var busy = new List<(string, string)>();
-        await using (var command = new NpgsqlCommand(BusySql, connection))
-        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-        {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                busy.Add((reader.GetString(0), reader.GetString(1)));
-            }
-        }
-
-        var finished = new Dictionary<string, long>(StringComparer.Ordinal);
-        await using (var command = new NpgsqlCommand(FinishedSql, connection))
-        {
-            command.Parameters.AddWithValue("window", (double)_options.RateWindowSeconds);
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-            {
-                finished[reader.GetString(0)] = reader.GetInt64(1);
-            }
-        }
-
-        return (workers, busy, finished);
     }
 
     private void Failed(string reason)

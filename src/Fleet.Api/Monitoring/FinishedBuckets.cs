@@ -1,29 +1,21 @@
 using Fleet.Api.Models;
-using Npgsql;
 
 namespace Fleet.Api.Monitoring;
 
 /// <summary>
 /// Final tasks counted per 5-second bucket (of <c>finished_at</c>) and status over the last 24 hours, held in
-/// memory. Counting a window with SQL on every poll reads every row finished in it (the index gives the time, the
-/// heap the status): 130,000 rows of the last hour took 0.6 s, a busy day seconds. Here a refresh recounts only the
-/// last <c>Api:StatsRecountSeconds</c> (rows that commit a little after their <c>finished_at</c> land there), and the
-/// whole day is recounted every <c>Api:StatsResyncMinutes</c> and at the first request. Final states never change,
-/// so a bucket older than the recount window stays right, except for a row committed later than that after it
-/// finished, which the next full recount picks up. Not thread-safe: <see cref="StatsService"/> serialises refreshes.
+/// memory, because counting a window with SQL on every poll reads every row finished in it (the index gives the
+/// time, the heap the status; docs/decisions/0102-stats-in-memory-buckets.md). A refresh recounts only the last
+/// <c>Api:StatsRecountSeconds</c> (rows that commit a little after their <c>finished_at</c> land there), and the
+/// whole day every <c>Api:StatsResyncMinutes</c> and at the first request: <see cref="Plan"/> says from which bucket,
+/// <see cref="MonitoringQueries.ReadStatsAsync"/> counts, <see cref="Replace"/> keeps the counts. Final states never
+/// change, so a bucket older than the recount window stays right, except for a row committed later than that after
+/// it finished, which the next full recount picks up. Not thread-safe: <see cref="StatsService"/> serialises refreshes.
 /// </summary>
 internal sealed class FinishedBuckets
 {
     public const int BucketSeconds = 5;
     public const long BucketsPerDay = 24 * 3600 / BucketSeconds;
-
-    // Range of ix_tasks_finished, then the status from the heap; grouped so that one row comes back per bucket and state.
-    private const string CountSql = """
-        SELECT floor(extract(epoch FROM finished_at) / 5)::bigint, status, count(*)
-        FROM fleet.tasks
-        WHERE finished_at >= @from AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled')
-        GROUP BY 1, 2
-        """;
 
     private readonly SortedDictionary<long, long[]> _buckets = [];
     private DateTimeOffset? _lastFullCount;
@@ -32,32 +24,31 @@ internal sealed class FinishedBuckets
 
     public static DateTimeOffset StartOf(long bucket) => DateTimeOffset.FromUnixTimeSeconds(bucket * BucketSeconds);
 
-    public async Task RefreshAsync(NpgsqlConnection connection, DateTimeOffset now, TimeSpan recount, TimeSpan resync, CancellationToken cancellationToken)
+    /// <summary>The first bucket the refresh at <paramref name="now"/> recounts, and whether that is the whole day.</summary>
+    public (long From, bool Full) Plan(DateTimeOffset now, TimeSpan recount, TimeSpan resync)
     {
         var nowBucket = BucketOf(now);
         var windowStart = nowBucket - BucketsPerDay;
         var full = _lastFullCount is null || now - _lastFullCount.Value >= resync;
-        var from = full ? windowStart : Math.Max(windowStart, nowBucket - (long)Math.Ceiling(recount.TotalSeconds / BucketSeconds));
+        return (full ? windowStart : Math.Max(windowStart, nowBucket - (long)Math.Ceiling(recount.TotalSeconds / BucketSeconds)), full);
+    }
 
-        await using var command = new NpgsqlCommand(CountSql, connection);
-        command.Parameters.AddWithValue("from", StartOf(from));
+    /// <summary>Replaces the buckets from <paramref name="plan"/>'s on with the recount, and drops those older than a day.</summary>
+    public void Replace(DateTimeOffset now, (long From, bool Full) plan, IEnumerable<(long Bucket, string Status, long Count)> recount)
+    {
         var fresh = new Dictionary<long, long[]>();
-        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        foreach (var (bucket, status, count) in recount)
         {
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            if (!fresh.TryGetValue(bucket, out var counts))
             {
-                var bucket = reader.GetInt64(0);
-                if (!fresh.TryGetValue(bucket, out var counts))
-                {
-                    fresh[bucket] = counts = new long[4];
-                }
-
-                counts[StatusIndex(reader.GetString(1))] += reader.GetInt64(2);
+                fresh[bucket] = counts = new long[4];
             }
+
+            counts[StatusIndex(status)] += count;
         }
 
-        // Everything from "from" on is replaced by the recount; older buckets leave the day window.
-        foreach (var stale in _buckets.Keys.Where(b => b >= from || b < windowStart).ToList())
+        var windowStart = BucketOf(now) - BucketsPerDay;
+        foreach (var stale in _buckets.Keys.Where(b => b >= plan.From || b < windowStart).ToList())
         {
             _buckets.Remove(stale);
         }
@@ -67,7 +58,7 @@ internal sealed class FinishedBuckets
             _buckets[bucket] = counts;
         }
 
-        if (full)
+        if (plan.Full)
         {
             _lastFullCount = now;
         }

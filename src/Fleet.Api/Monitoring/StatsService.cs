@@ -1,7 +1,5 @@
-using System.Diagnostics;
 using Fleet.Api.Models;
 using Microsoft.Extensions.Options;
-using Npgsql;
 
 namespace Fleet.Api.Monitoring;
 
@@ -12,23 +10,24 @@ namespace Fleet.Api.Monitoring;
 /// <item>open tasks: the <c>queued</c> and <c>running</c> ranges of <c>ix_tasks_status_submitted</c> (index-only);</item>
 /// <item>final tasks, the throughput and the series: <see cref="FinishedBuckets"/>, which recounts only the last
 /// minute of <c>ix_tasks_finished</c> per refresh;</item>
+/// <item>both read by <see cref="MonitoringQueries.ReadStatsAsync"/>, on one connection;</item>
 /// <item>queue depths: one call to the RabbitMQ management API, concurrent with the queries;</item>
 /// <item>a snapshot is reused for <c>Api:StatsCacheSeconds</c>, and concurrent requests wait for one refresh
 /// instead of each running it.</item>
 /// </list>
-/// Windows are anchored on the database's clock (<c>now()</c>) and rounded to whole 5-second buckets.
+/// Windows end at the now of the <see cref="TimeProvider"/> keyed <see cref="ClockKey"/> (the system clock, or a
+/// test's fake one) and are rounded to whole 5-second buckets.
 /// </summary>
-public sealed class StatsService(NpgsqlDataSource dataSource, RabbitMqManagementClient management, IOptions<ApiOptions> options) : IDisposable
+public sealed class StatsService(
+    MonitoringQueries queries,
+    RabbitMqManagementClient management,
+    IOptions<ApiOptions> options,
+    [FromKeyedServices(StatsService.ClockKey)] TimeProvider clock) : IDisposable
 {
     public const int SeriesBuckets = 180;
 
-    private const string OpenSql = """
-        SELECT now(),
-               count(*) FILTER (WHERE status = 'queued'),
-               count(*) FILTER (WHERE status = 'running')
-        FROM fleet.tasks
-        WHERE status IN ('queued', 'running')
-        """;
+    /// <summary>The service key of the stats clock.</summary>
+    public const string ClockKey = "fleet-stats-clock";
 
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly FinishedBuckets _finished = new();
@@ -55,7 +54,7 @@ public sealed class StatsService(NpgsqlDataSource dataSource, RabbitMqManagement
             var snapshot = await QueryAsync(api, cancellationToken).ConfigureAwait(false);
             var (depths, error) = await queues.ConfigureAwait(false);
             _snapshot = snapshot with { Queues = depths, QueuesError = error };
-            _snapshotTakenAt = Stopwatch.GetTimestamp();
+            _snapshotTakenAt = clock.GetTimestamp();
             return _snapshot;
         }
         finally
@@ -66,20 +65,10 @@ public sealed class StatsService(NpgsqlDataSource dataSource, RabbitMqManagement
 
     private async Task<StatsSnapshot> QueryAsync(ApiOptions api, CancellationToken cancellationToken)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
-        DateTimeOffset now;
-        OpenCounts open;
-        await using (var command = new NpgsqlCommand(OpenSql, connection))
-        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
-        {
-            await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-            now = reader.GetFieldValue<DateTimeOffset>(0);
-            open = new OpenCounts(reader.GetInt64(1), reader.GetInt64(2));
-        }
-
-        await _finished.RefreshAsync(
-            connection, now, TimeSpan.FromSeconds(api.StatsRecountSeconds), TimeSpan.FromMinutes(api.StatsResyncMinutes), cancellationToken)
-            .ConfigureAwait(false);
+        var now = clock.GetUtcNow();
+        var plan = _finished.Plan(now, TimeSpan.FromSeconds(api.StatsRecountSeconds), TimeSpan.FromMinutes(api.StatsResyncMinutes));
+        var (open, finished) = await queries.ReadStatsAsync(FinishedBuckets.StartOf(plan.From), cancellationToken).ConfigureAwait(false);
+        _finished.Replace(now, plan, finished);
 
         // The current bucket is still filling: windows "up to now" include it, the series and the rate do not.
         var current = FinishedBuckets.BucketOf(now);
@@ -103,7 +92,7 @@ public sealed class StatsService(NpgsqlDataSource dataSource, RabbitMqManagement
     }
 
     private StatsSnapshot? Fresh(ApiOptions api) =>
-        _snapshot is not null && Stopwatch.GetElapsedTime(_snapshotTakenAt).TotalSeconds < api.StatsCacheSeconds ? _snapshot : null;
+        _snapshot is not null && clock.GetElapsedTime(_snapshotTakenAt).TotalSeconds < api.StatsCacheSeconds ? _snapshot : null;
 
     public void Dispose() => _gate.Dispose();
 }

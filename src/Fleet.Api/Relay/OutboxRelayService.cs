@@ -1,4 +1,5 @@
 using Fleet.Client;
+using Fleet.Persistence;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.Api.Relay;
@@ -6,11 +7,13 @@ namespace Fleet.Api.Relay;
 /// <summary>
 /// Republishes submissions that were committed but never confirmed by the broker (the API or a
 /// <see cref="FleetClient"/> died between commit and confirm, or the broker was down): every
-/// <c>Api:RelayIntervalSeconds</c> it runs a <see cref="TaskSubmitter.RelayUnpublishedAsync"/> round, which does work
+/// <c>Api:RelayIntervalSeconds</c> it runs an <see cref="OutboxRelay.RelayUnpublishedAsync"/> round, which does work
 /// only in the one process holding the relay's PostgreSQL advisory lock, so N API replicas do not publish the same
-/// rows N times. The lock holder also deletes expired idempotency keys now and then.
+/// rows N times. The lock holder also deletes expired idempotency keys now and then
+/// (<see cref="RetentionService.DeleteExpiredIdempotencyKeysAsync"/>).
 /// </summary>
-public sealed partial class OutboxRelayService(TaskSubmitter submitter, IOptions<ApiOptions> options, ILogger<OutboxRelayService> logger) : BackgroundService
+public sealed partial class OutboxRelayService(
+    OutboxRelay relay, RetentionService retention, IOptions<ApiOptions> options, ILogger<OutboxRelayService> logger) : BackgroundService
 {
     /// <summary>Rounds in a row while each one finds a full batch; a backlog larger than that waits for the next tick.</summary>
     private const int MaxRoundsPerTick = 20;
@@ -37,7 +40,7 @@ public sealed partial class OutboxRelayService(TaskSubmitter submitter, IOptions
                     var result = default(RelayResult);
                     for (var round = 0; round < MaxRoundsPerTick; round++)
                     {
-                        result = await submitter.RelayUnpublishedAsync(olderThan, api.RelayBatchSize, stoppingToken).ConfigureAwait(false);
+                        result = await relay.RelayUnpublishedAsync(olderThan, api.RelayBatchSize, stoppingToken).ConfigureAwait(false);
                         if (result.Republished < api.RelayBatchSize)
                         {
                             break;
@@ -47,7 +50,7 @@ public sealed partial class OutboxRelayService(TaskSubmitter submitter, IOptions
                     if (result.HeldLock && DateTimeOffset.UtcNow - lastCleanup > CleanupInterval)
                     {
                         lastCleanup = DateTimeOffset.UtcNow;
-                        var deleted = await submitter.DeleteExpiredIdempotencyKeysAsync(
+                        var deleted = await retention.DeleteExpiredIdempotencyKeysAsync(
                             TimeSpan.FromHours(api.IdempotencyKeyHours), 10_000, stoppingToken).ConfigureAwait(false);
                         if (deleted > 0)
                         {

@@ -1,7 +1,10 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json.Nodes;
+using Fleet.Api.Monitoring;
 using Fleet.IntegrationTests.Support;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Fleet.IntegrationTests.Api;
 
@@ -65,6 +68,9 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
     [Fact]
     public async Task Stats_CountsOpenAndFinishedTasks_ThroughputSeriesAndQueues()
     {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var api = await ApiHost.StartAsync(Fleet, configureServices: s => s.AddKeyedSingleton<TimeProvider>(StatsService.ClockKey, clock));
+        using var http = api.CreateClient();
         var ids = new List<Guid>();
         for (var i = 0; i < 12; i++)
         {
@@ -76,9 +82,10 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         await Fleet.StopWorkerAsync();
         await SubmitAsync("noop", "{}");
 
-        // The series holds complete 5-second buckets only: wait for the last finish's bucket to close.
-        await Task.Delay(TimeSpan.FromSeconds(5.5));
-        using var response = await Http.GetAsync("stats");
+        // The series holds complete 5-second buckets only: the stats clock moves past the last finish's bucket.
+        clock.SetUtcNow(DateTimeOffset.UtcNow);
+        clock.Advance(TimeSpan.FromSeconds(FinishedBuckets.BucketSeconds));
+        using var response = await http.GetAsync("stats");
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var stats = await ReadJsonAsync(response);
@@ -103,7 +110,7 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         JsonNode? io = null;
         Assert.True(await EventuallyAsync(async () =>
         {
-            using var again = await Http.GetAsync("stats");
+            using var again = await http.GetAsync("stats");
             var body = await ReadJsonAsync(again);
             Assert.Null((string?)body["queuesError"]);
             io = body["queues"]!.AsArray().FirstOrDefault(q => (string?)q!["name"] == "fleet-io");

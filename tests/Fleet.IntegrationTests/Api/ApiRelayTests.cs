@@ -80,25 +80,25 @@ public sealed class ApiRelayTests(FleetFixture fleet) : FleetTest(fleet)
         }
 
         await using var api = await ApiHost.StartAsync(Fleet, NoRelay);
-        var submitter = api.Services.GetRequiredService<TaskSubmitter>();
+        var relay = api.Services.GetRequiredService<OutboxRelay>();
         await using var other = await Fleet.DataSource.OpenConnectionAsync();
         await using (var take = other.CreateCommand())
         {
-            take.CommandText = $"SELECT pg_advisory_lock({TaskSubmitter.RelayLockKey})";
+            take.CommandText = $"SELECT pg_advisory_lock({OutboxRelay.RelayLockKey})";
             await take.ExecuteNonQueryAsync();
         }
 
-        var blocked = await submitter.RelayUnpublishedAsync(TimeSpan.Zero, 100);
+        var blocked = await relay.RelayUnpublishedAsync(TimeSpan.Zero, 100);
 
         Assert.Equal(new RelayResult(HeldLock: false, Republished: 0), blocked);
         Assert.Equal(5L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE published_at IS NULL"));
         await using (var release = other.CreateCommand())
         {
-            release.CommandText = $"SELECT pg_advisory_unlock({TaskSubmitter.RelayLockKey})";
+            release.CommandText = $"SELECT pg_advisory_unlock({OutboxRelay.RelayLockKey})";
             await release.ExecuteNonQueryAsync();
         }
 
-        var relayed = await submitter.RelayUnpublishedAsync(TimeSpan.Zero, 100);
+        var relayed = await relay.RelayUnpublishedAsync(TimeSpan.Zero, 100);
 
         Assert.Equal(new RelayResult(HeldLock: true, Republished: 5), relayed);
         Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE published_at IS NULL"));

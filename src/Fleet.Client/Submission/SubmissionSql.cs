@@ -1,0 +1,68 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Fleet.Client;
+
+/// <summary>
+/// Every statement of the submission pipeline, against <c>fleet.tasks</c> and <c>fleet.idempotency_keys</c>, in one
+/// place; the classes that run them bind the parameters named here:
+/// <list type="bullet">
+/// <item><see cref="TaskStore"/>: <see cref="InsertTasks"/>, <see cref="InsertKey"/>, <see cref="SelectKey"/>;</item>
+/// <item><see cref="OutboxPublisher"/>: <see cref="MarkPublished"/>;</item>
+/// <item><see cref="OutboxRelay"/>: <see cref="TryLockRelay"/>, <see cref="UnlockRelay"/>, <see cref="SelectUnpublished"/>.</item>
+/// </list>
+/// Deleting expired idempotency keys is retention (<c>RetentionService</c> in Fleet.Persistence).
+/// </summary>
+internal static class SubmissionSql
+{
+    public const string InsertTasks = """
+        INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
+        SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at
+        FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at)
+            AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
+        ON CONFLICT (id) DO NOTHING
+        """;
+
+    public const string InsertKey = """
+        INSERT INTO fleet.idempotency_keys (key, request_hash, task_ids, batch_id, created_at)
+        VALUES (@key, @hash, @task_ids, @batch_id, now())
+        ON CONFLICT (key) DO NOTHING
+        RETURNING key
+        """;
+
+    public const string SelectKey =
+        "SELECT request_hash, task_ids, batch_id FROM fleet.idempotency_keys WHERE key = @key";
+
+    // SKIP LOCKED: a worker may already be claiming or completing some of these rows (the message arrived before
+    // the stamp). Waiting for those locks while holding others deadlocked with the workers' batched statements;
+    // and a skipped row needs no stamp, because the claim sets published_at itself (a cancel does too).
+    // The null test is a CASE so that the rows are found by primary key only: as "published_at IS NULL" it let the
+    // planner read every unstamped task through ix_tasks_unpublished (the whole backlog while workers lag) and
+    // join the chunk's ids to them.
+    public const string MarkPublished = """
+        UPDATE fleet.tasks SET published_at = now()
+        WHERE id IN (SELECT id FROM fleet.tasks
+                     WHERE id = ANY(@id) AND CASE WHEN published_at IS NULL THEN true ELSE false END
+                     FOR UPDATE SKIP LOCKED)
+        """;
+
+    // Session level, so that it holds across the relay round's statements; released by UnlockRelay.
+    public const string TryLockRelay = "SELECT pg_try_advisory_lock(@key)";
+
+    public const string UnlockRelay = "SELECT pg_advisory_unlock(@key)";
+
+    // Served by the partial index ix_tasks_unpublished (submitted_at WHERE published_at IS NULL), which holds only
+    // submissions still waiting for their confirm. A cancelled task gets published_at when it is cancelled, so it
+    // leaves the index; the status test is there for tasks that a worker took through another copy meanwhile.
+    public const string SelectUnpublished = $"""
+        SELECT {TaskRows.Columns}
+        FROM fleet.tasks t
+        WHERE published_at IS NULL AND submitted_at < now() - make_interval(secs => @age_seconds) AND status = 'queued'
+        ORDER BY submitted_at
+        LIMIT @limit
+        """;
+
+    /// <summary>An array parameter (the statements above take one value per task).</summary>
+    public static NpgsqlParameter Array<T>(string name, NpgsqlDbType elementType, IEnumerable<T> values) =>
+        new(name, NpgsqlDbType.Array | elementType) { Value = values.ToArray() };
+}

@@ -1,0 +1,92 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Fleet.Client;
+
+/// <summary>
+/// Step 1 of a submission: commits the task rows (bulk INSERTs of <c>chunkSize</c> rows) and the idempotency key, if
+/// any, in one transaction; or finds that the key was used before and returns that submission instead.
+/// </summary>
+internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
+{
+    /// <summary>Commits the rows (and the key); returns the earlier result instead when the key was used before.</summary>
+    /// <exception cref="IdempotencyConflictException">The key was used before for a different request.</exception>
+    public async Task<SubmitResult?> StoreAsync(List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
+    {
+        // Two tries: a key found on conflict can expire (cleanup) before it is read; the second insert then wins.
+        for (var attempt = 0; ; attempt++)
+        {
+            await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using (var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var keyInserted = options.IdempotencyKey is null ||
+                    await TryInsertKeyAsync(connection, tasks, options, cancellationToken).ConfigureAwait(false);
+                if (keyInserted)
+                {
+                    foreach (var chunk in tasks.Chunk(chunkSize))
+                    {
+                        await InsertAsync(connection, chunk, cancellationToken).ConfigureAwait(false);
+                    }
+
+                    await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+                    return null;
+                }
+
+                // A concurrent first request holding the same key made the INSERT wait for its commit; the key row
+                // is visible to the next statement, outside this transaction.
+                await transaction.RollbackAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            var earlier = await ReadKeyAsync(connection, options.IdempotencyKey!, cancellationToken).ConfigureAwait(false);
+            if (earlier is not null)
+            {
+                return earlier.Value.Hash == options.RequestHash
+                    ? new SubmitResult(earlier.Value.TaskIds, earlier.Value.BatchId, Replayed: true)
+                    : throw new IdempotencyConflictException();
+            }
+
+            if (attempt >= 1)
+            {
+                throw new InvalidOperationException("The idempotency key kept conflicting without being readable.");
+            }
+        }
+    }
+
+    private static async Task<bool> TryInsertKeyAsync(NpgsqlConnection connection, List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(SubmissionSql.InsertKey, connection);
+        command.Parameters.AddWithValue("key", options.IdempotencyKey!);
+        command.Parameters.AddWithValue("hash", options.RequestHash!);
+        command.Parameters.Add(SubmissionSql.Array("task_ids", NpgsqlDbType.Uuid, tasks.Select(t => t.Message.TaskId)));
+        command.Parameters.Add(new NpgsqlParameter("batch_id", NpgsqlDbType.Uuid) { Value = (object?)options.BatchId ?? DBNull.Value });
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not null;
+    }
+
+    private static async Task<(string Hash, Guid[] TaskIds, Guid? BatchId)?> ReadKeyAsync(NpgsqlConnection connection, string key, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(SubmissionSql.SelectKey, connection);
+        command.Parameters.AddWithValue("key", key);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            return null;
+        }
+
+        return (reader.GetString(0), reader.GetFieldValue<Guid[]>(1), reader.IsDBNull(2) ? null : reader.GetGuid(2));
+    }
+
+    private static async Task InsertAsync(NpgsqlConnection connection, OutgoingTask[] chunk, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(SubmissionSql.InsertTasks, connection);
+        command.Parameters.Add(SubmissionSql.Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));
+        command.Parameters.Add(SubmissionSql.Array("type", NpgsqlDbType.Text, chunk.Select(m => m.Message.Type)));
+        command.Parameters.Add(SubmissionSql.Array("queue", NpgsqlDbType.Text, chunk.Select(m => m.Queue)));
+        command.Parameters.Add(SubmissionSql.Array("payload", NpgsqlDbType.Jsonb, chunk.Select(m => m.Message.Payload.GetRawText())));
+        command.Parameters.Add(SubmissionSql.Array("max_attempts", NpgsqlDbType.Integer, chunk.Select(m => m.Message.MaxAttempts)));
+        command.Parameters.Add(SubmissionSql.Array("timeout_seconds", NpgsqlDbType.Integer, chunk.Select(m => m.Message.TimeoutSeconds)));
+        command.Parameters.Add(SubmissionSql.Array("priority", NpgsqlDbType.Integer, chunk.Select(m => m.Message.Priority)));
+        command.Parameters.Add(SubmissionSql.Array("batch_id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.BatchId)));
+        command.Parameters.Add(SubmissionSql.Array("submitted_at", NpgsqlDbType.TimestampTz, chunk.Select(m => m.Message.SubmittedAt)));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+}

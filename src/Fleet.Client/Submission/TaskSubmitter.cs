@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Fleet.Contracts;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace Fleet.Client;
+
+/// <summary>
+/// The one submission pipeline of Fleet, used by <see cref="FleetClient"/> and by the HTTP API:
+/// <list type="number">
+/// <item>the task rows (and the idempotency key, if any) commit together as <c>queued</c> with <c>published_at</c>
+/// null: the "to publish" state of a transactional outbox, in the task row itself (<see cref="TaskStore"/>);</item>
+/// <item>the messages are sent and the broker's publisher confirms awaited, and</item>
+/// <item><c>published_at</c> is stamped (<see cref="OutboxPublisher"/>).</item>
+/// </list>
+/// A crash (or a broker outage) between 1 and 3 leaves rows with <c>published_at</c> null, which
+/// <see cref="OutboxRelay"/> republishes. The statements are in <see cref="SubmissionSql"/>. Thread-safe.
+/// </summary>
+public sealed class TaskSubmitter
+{
+    private readonly TaskSubmitterOptions _options;
+    private readonly TaskStore _store;
+    private readonly OutboxPublisher _publisher;
+
+    public TaskSubmitter(NpgsqlDataSource dataSource, ITaskPublisher publisher, TaskSubmitterOptions options, ILogger<TaskSubmitter>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        ArgumentNullException.ThrowIfNull(publisher);
+        ArgumentNullException.ThrowIfNull(options);
+        System.ComponentModel.DataAnnotations.Validator.ValidateObject(options, new(options), validateAllProperties: true);
+        _options = options;
+        _store = new TaskStore(dataSource, options.ChunkSize);
+        _publisher = new OutboxPublisher(dataSource, publisher, options, logger ?? (ILogger)NullLogger<TaskSubmitter>.Instance);
+    }
+
+    public TaskSubmitterOptions Options => _options;
+
+    /// <summary>
+    /// Stores the tasks (one transaction, bulk INSERTs of <see cref="TaskSubmitterOptions.ChunkSize"/> rows), then
+    /// sends them with publisher confirms, then stamps <c>published_at</c>. Returns the ids in request order.
+    /// </summary>
+    /// <exception cref="IdempotencyConflictException">The idempotency key was used before for a different request.</exception>
+    public async Task<SubmitResult> SubmitAsync(IReadOnlyList<TaskRequest> requests, SubmitOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(requests);
+        if (requests.Count == 0)
+        {
+            throw new ArgumentException("A submission needs at least one task.", nameof(requests));
+        }
+
+        options ??= new SubmitOptions();
+        if (options.IdempotencyKey is not null && string.IsNullOrEmpty(options.RequestHash))
+        {
+            throw new ArgumentException("An idempotency key needs the request's hash.", nameof(options));
+        }
+
+        var now = DateTimeOffset.UtcNow;
+        var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId)).ToList();
+        using var activity = ClientTelemetry.Source.StartActivity("fleet.submit");
+        activity?.SetTag("fleet.task.count", tasks.Count);
+        if (tasks.Count == 1)
+        {
+            activity?.SetTag("fleet.task.id", tasks[0].Message.TaskId);
+            activity?.SetTag("fleet.task.type", tasks[0].Message.Type);
+        }
+
+        if (options.BatchId is { } batchId)
+        {
+            activity?.SetTag("fleet.batch.id", batchId);
+        }
+
+        var replay = await _store.StoreAsync(tasks, options, cancellationToken).ConfigureAwait(false);
+        if (replay is not null)
+        {
+            activity?.SetTag("fleet.submit.replayed", true);
+            return replay;
+        }
+
+        var publishError = await _publisher.PublishAndStampAsync(tasks, cancellationToken).ConfigureAwait(false);
+        if (publishError is not null)
+        {
+            // Accepted all the same (the relay publishes later), but the trace should show that the send failed.
+            activity?.SetStatus(ActivityStatusCode.Error, publishError.Message);
+        }
+
+        return new SubmitResult([.. tasks.Select(t => t.Message.TaskId)], options.BatchId, Replayed: false, publishError);
+    }
+
+    private OutgoingTask ToOutgoing(TaskRequest request, DateTimeOffset now, Guid? batchId)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ArgumentException.ThrowIfNullOrWhiteSpace(request.Type, nameof(request));
+        if (request.Payload.ValueKind != JsonValueKind.Object)
+        {
+            throw new ArgumentException($"The payload of task type '{request.Type}' must be a JSON object.", nameof(request));
+        }
+
+        var message = new ProcessTask
+        {
+            TaskId = request.TaskId ?? Guid.CreateVersion7(now),
+            Type = request.Type,
+            Payload = request.Payload,
+            Priority = request.Priority,
+            TimeoutSeconds = request.TimeoutSeconds,
+            MaxAttempts = request.MaxAttempts ?? _options.DefaultMaxAttempts,
+            BatchId = request.BatchId ?? batchId,
+            SubmittedAt = now,
+        };
+        return new OutgoingTask(_options.QueueFor(request), message);
+    }
+}
