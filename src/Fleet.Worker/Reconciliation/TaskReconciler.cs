@@ -6,7 +6,7 @@ using Microsoft.Extensions.Options;
 using Npgsql;
 using RabbitMQ.Client;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.Reconciliation;
 
 /// <summary>
 /// Finds tasks that are open (<c>queued</c> or <c>running</c>) although no message and no live worker will ever end
