@@ -116,7 +116,7 @@ public static class WorkerHostingExtensions
                 var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
                 foreach (var queue in worker.Queues)
                 {
-                    // The CPU lane's threads bound its running tasks (CpuLane.EnterAsync); the endpoint holds the
+                    // The CPU lane's places bound its running tasks (CpuLane.RunAsync); the endpoint holds the
                     // lookahead on top, so the next task is delivered before a thread is free.
                     var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency + worker.EffectiveCpuLookahead : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
