@@ -13,6 +13,11 @@ public sealed record TaskRequest(string Type, JsonElement Payload)
 
     public int Priority { get; init; }
 
+    /// <summary>
+    /// The time limit of one execution in seconds, 1 to <see cref="Fleet.Contracts.TaskLimits.MaxTimeoutSeconds"/>
+    /// (the API refuses more); null for the worker's default. A worker whose <c>Worker:MaxTimeoutSeconds</c> is
+    /// lower runs the task for that long, and its timeout error says so.
+    /// </summary>
     public int? TimeoutSeconds { get; init; }
 
     public int? MaxAttempts { get; init; }

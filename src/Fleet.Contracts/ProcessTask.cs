@@ -21,7 +21,10 @@ public sealed record ProcessTask
     /// <summary>Stored with the task for queries; the default queues do not reorder by it.</summary>
     public int Priority { get; init; }
 
-    /// <summary>The task's time limit; when absent the worker's <c>Worker:DefaultTimeoutSeconds</c> applies.</summary>
+    /// <summary>
+    /// The task's time limit, 1 to <see cref="TaskLimits.MaxTimeoutSeconds"/>; when absent the worker's
+    /// <c>Worker:DefaultTimeoutSeconds</c> applies.
+    /// </summary>
     public int? TimeoutSeconds { get; init; }
 
     /// <summary>How many executions a transiently failing task may take; default 3.</summary>

@@ -5,6 +5,10 @@ using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
+using Fleet.Worker.FaultInjection;
+using Fleet.Worker.MessagePath;
+using Fleet.Worker.Reconciliation;
+using Fleet.Worker.Telemetry;
 using MassTransit;
 using MassTransit.Configuration;
 using Microsoft.Extensions.Configuration;
@@ -37,26 +41,18 @@ public static class WorkerHostingExtensions
 
         builder.AddFleetDatabase();
         services.AddFleetTasks();
-        if (builder.Configuration.GetValue<bool>($"{WorkerOptions.SectionName}:FaultInjection"))
+
+        // Task types and a consume filter that misbehave on purpose: never in a worker not configured for them.
+        var faultInjection = builder.Configuration.GetValue<bool>($"{WorkerOptions.SectionName}:FaultInjection");
+        if (faultInjection)
         {
             services.AddFaultInjectionHandlers();
         }
 
         configureTasks?.Invoke(services);
-        services.AddSingleton<WorkerIdentity>();
-        services.AddSingleton<WorkerCounters>();
-        services.AddSingleton<CpuLane>();
-        services.AddSingleton<TaskExecutor>();
-        services.AddSingleton<RunningTasks>();
-        services.AddSingleton<HeldTasks>();
-        services.AddSingleton<CrashGuard>();
-        services.AddSingleton<WorkerTelemetry>();
-        builder.AddFleetTelemetry("fleet-worker", WorkerTelemetry.Name, PersistenceTelemetry.Name);
-        services.AddHealthChecks()
-            .AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag])
-            .AddCheck<CpuLaneHealthCheck>("cpu-lane", tags: [TelemetryExtensions.ReadyTag]);
         services.AddSingleton(broker);
-        services.AddSingleton<RetryScheduler>();
+        services.AddMessagePath();
+        builder.AddWorkerTelemetry();
 
         // Sends task messages again (the reconciler's republish, a lookahead message handed back): the plain JSON
         // body with publisher confirms, as producers send it.
@@ -121,7 +117,7 @@ public static class WorkerHostingExtensions
                 var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
                 foreach (var queue in worker.Queues)
                 {
-                    // The CPU lane's threads bound its running tasks (CpuLane.EnterAsync); the endpoint holds the
+                    // The CPU lane's places bound its running tasks (CpuLane.RunAsync); the endpoint holds the
                     // lookahead on top, so the next task is delivered before a thread is free.
                     var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency + worker.EffectiveCpuLookahead : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
@@ -139,12 +135,43 @@ public static class WorkerHostingExtensions
                         // message: plain JSON (the default for any content type) and MassTransit envelopes alike.
                         endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonRawMessageSerializerFactory(RawSerializerOptions.All), unreadable), isDefault: true);
                         endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonMessageSerializerFactory(), unreadable));
-                        endpoint.ConfigureConsumer<ProcessTaskConsumer>(context);
+                        endpoint.ConfigureConsumer<ProcessTaskConsumer>(context, consumer =>
+                        {
+                            if (faultInjection)
+                            {
+                                consumer.Message<ProcessTask>(m => m.UseFilter(new CommitThenExitFilter()));
+                            }
+                        });
                     });
                 }
             });
         });
 
+        return builder;
+    }
+
+    /// <summary>What a task message passes through from delivery to acknowledgement (see MessagePath/README.md).</summary>
+    private static IServiceCollection AddMessagePath(this IServiceCollection services)
+    {
+        services.AddSingleton<HeldTasks>();
+        services.AddSingleton<CrashGuard>();
+        services.AddSingleton<CpuLane>();
+        services.AddSingleton<RunningTasks>();
+        services.AddSingleton<TaskExecutor>();
+        services.AddSingleton<RetryScheduler>();
+        return services;
+    }
+
+    /// <summary>The worker's identity, metrics, traces, health checks and heartbeat.</summary>
+    private static IHostApplicationBuilder AddWorkerTelemetry(this IHostApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddSingleton<WorkerIdentity>();
+        services.AddSingleton<WorkerMetrics>();
+        builder.AddFleetTelemetry("fleet-worker", WorkerMetrics.Name, PersistenceTelemetry.Name);
+        services.AddHealthChecks()
+            .AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag])
+            .AddCheck<CpuLaneHealthCheck>("cpu-lane", tags: [TelemetryExtensions.ReadyTag]);
         return builder;
     }
 }

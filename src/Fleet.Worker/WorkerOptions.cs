@@ -73,7 +73,7 @@ public sealed class WorkerOptions : IValidatableObject
     /// Time limit of tasks that set none. Kept well under RabbitMQ's <c>consumer_timeout</c> (30 min on 3.10),
     /// which would otherwise close the channel of a worker holding one unacknowledged message too long.
     /// </summary>
-    [Range(1, 1500)]
+    [Range(1, TaskLimits.MaxTimeoutSeconds)]
     public int DefaultTimeoutSeconds { get; set; } = 600;
 
     /// <summary>
@@ -82,9 +82,12 @@ public sealed class WorkerOptions : IValidatableObject
     /// </summary>
     public Dictionary<string, int> TypeTimeoutSeconds { get; set; } = new(StringComparer.Ordinal);
 
-    /// <summary>The largest time limit a task may ask for; longer requests are capped (same reason as above).</summary>
-    [Range(1, 1500)]
-    public int MaxTimeoutSeconds { get; set; } = 1500;
+    /// <summary>
+    /// The longest time limit this worker runs a task for, at most <see cref="TaskLimits.MaxTimeoutSeconds"/> (same
+    /// reason as above). A task that asked for more is cut to this, and its timeout error says so.
+    /// </summary>
+    [Range(1, TaskLimits.MaxTimeoutSeconds)]
+    public int MaxTimeoutSeconds { get; set; } = TaskLimits.MaxTimeoutSeconds;
 
     /// <summary>
     /// After a time limit fires, how long a handler gets to honour its cancellation token before the worker stops

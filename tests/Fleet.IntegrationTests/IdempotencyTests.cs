@@ -2,7 +2,7 @@ using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.IntegrationTests.Support;
-using Fleet.Worker;
+using Fleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -14,7 +14,7 @@ public sealed class IdempotencyTests(FleetFixture fleet) : FleetTest(fleet)
     [Fact]
     public async Task SameTaskIdDeliveredAgainAfterItIsFinal_IsAcknowledgedWithoutRunning()
     {
-        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerCounters>();
+        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerMetrics>();
         var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("sha256", new { size_kb = 64, rounds = 2, seed = 1 }));
         var first = await Fleet.Client.WaitAsync(id, DefaultWait);
         Assert.Equal("succeeded", first!.Status);
@@ -49,7 +49,7 @@ public sealed class IdempotencyTests(FleetFixture fleet) : FleetTest(fleet)
 
         // The second copy is either refused while the first runs (fresh duplicate of a running task) or skipped once
         // the first is final; either way exactly one execution and one result.
-        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerCounters>();
+        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerMetrics>();
         Assert.True(await EventuallyAsync(() => Task.FromResult(counters.Skipped >= 1)), "the second copy was never consumed");
         Assert.Equal("succeeded", (await GetTaskAsync(id))!.Status);
         Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));

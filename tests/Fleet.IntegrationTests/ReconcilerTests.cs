@@ -1,6 +1,7 @@
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
 using Fleet.Worker;
+using Fleet.Worker.Reconciliation;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;

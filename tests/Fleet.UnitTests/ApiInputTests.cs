@@ -3,8 +3,10 @@ using System.Text.Json;
 using Fleet.Api;
 using Fleet.Api.Queries;
 using Fleet.Api.Submission;
+using Fleet.Contracts;
 using Fleet.Tasks;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 
@@ -92,6 +94,9 @@ public sealed class ApiInputTests
     [InlineData("""{"type": "noop", "payload": "x"}""", StatusCodes.Status400BadRequest)]
     [InlineData("""{"type": "noop", "priority": 1.5}""", StatusCodes.Status400BadRequest)]
     [InlineData("""{"type": "noop", "maxAttempts": 0}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "noop", "timeoutSeconds": 0}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "noop", "timeoutSeconds": 1501}""", StatusCodes.Status400BadRequest)]
+    [InlineData("""{"type": "noop", "timeoutSeconds": 86400}""", StatusCodes.Status400BadRequest)]
     [InlineData("""{"type": ""}""", StatusCodes.Status400BadRequest)]
     [InlineData("""{"type": "nope"}""", StatusCodes.Status400BadRequest)]
     public void ReadTask_RefusesBadFields(string body, int status)
@@ -100,6 +105,18 @@ public sealed class ApiInputTests
 
         Assert.Null(request);
         Assert.Equal(status, Assert.IsAssignableFrom<IStatusCodeHttpResult>(error).StatusCode);
+    }
+
+    [Fact]
+    public void ReadTask_AcceptsTheLargestTimeLimitAWorkerRuns_AndNamesItWhenRefusingMore()
+    {
+        var (longest, longestError) = Reader().ReadTask(Json($$"""{"type": "noop", "timeoutSeconds": {{TaskLimits.MaxTimeoutSeconds}}}"""));
+        var (_, tooLong) = Reader().ReadTask(Json($$"""{"type": "noop", "timeoutSeconds": {{TaskLimits.MaxTimeoutSeconds + 1}}}"""));
+
+        Assert.Null(longestError);
+        Assert.Equal(1_500, longest!.TimeoutSeconds);
+        var errors = Assert.IsType<ValidationProblem>(tooLong).ProblemDetails.Errors;
+        Assert.Equal(["Must be an integer from 1 to 1500."], errors["timeoutSeconds"]);
     }
 
     [Fact]

@@ -2,6 +2,8 @@ using System.Text.Json;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using Fleet.Worker;
+using Fleet.Worker.MessagePath;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -58,21 +60,24 @@ public sealed class CpuLaneBoundTests : IDisposable
     public async Task AnUnreplacedThread_WithholdsItsPlace_UntilItsHandlerReturns_ThenServesTheLaneAgain()
     {
         using var lane = NewLane(threads: 2, maxAbandoned: 0);
-        var stuckPlace = await lane.EnterAsync(CancellationToken.None);
+        var stuckPlace = TakePlace(lane);
+        await stuckPlace.Entered.WaitAsync(TimeSpan.FromSeconds(5));
         var stuck = StartStuck(lane);
-        var otherPlace = await lane.EnterAsync(CancellationToken.None);
+        var otherPlace = TakePlace(lane);
+        await otherPlace.Entered.WaitAsync(TimeSpan.FromSeconds(5));
 
         stuck.Abandon(); // not replaced: one thread is left
-        stuckPlace.Dispose(); // the consumer frees the abandoned task's place; the lane keeps it
-        otherPlace.Dispose();
+        await stuckPlace.LeaveAsync(); // the abandoned task's work ends and its place is freed; the lane keeps it
+        await otherPlace.LeaveAsync();
 
-        using var admitted = await lane.EnterAsync(CancellationToken.None).AsTask().WaitAsync(TimeSpan.FromSeconds(5));
-        var waiting = lane.EnterAsync(CancellationToken.None).AsTask();
+        var admitted = TakePlace(lane);
+        await admitted.Entered.WaitAsync(TimeSpan.FromSeconds(5));
+        var waiting = TakePlace(lane);
         await Task.Delay(100);
-        Assert.False(waiting.IsCompleted); // one thread, one place
+        Assert.False(waiting.Entered.IsCompleted); // one thread, one place
 
         _releases[0].Set(); // the stuck handler returns at last
-        using var second = await waiting.WaitAsync(TimeSpan.FromSeconds(5));
+        await waiting.Entered.WaitAsync(TimeSpan.FromSeconds(5));
         Assert.Equal((0, 0), (lane.AbandonedThreads, lane.UnreplacedThreads));
 
         // Both threads run tasks again, at once.
@@ -87,6 +92,8 @@ public sealed class CpuLaneBoundTests : IDisposable
         Assert.True(bothRunning.Wait(TimeSpan.FromSeconds(5)), "the thread that came back does not run tasks");
         finish.Set();
         await Task.WhenAll(runs.Select(r => r.Completion.Task));
+        await admitted.LeaveAsync();
+        await waiting.LeaveAsync();
     }
 
     [Fact]
@@ -127,6 +134,19 @@ public sealed class CpuLaneBoundTests : IDisposable
     private CpuLane NewLane(int threads, int maxAbandoned) =>
         new(Options.Create(new WorkerOptions { CpuConcurrency = threads, MaxAbandonedThreads = maxAbandoned }), lifetime: _lifetime);
 
+    /// <summary>Takes a place in the lane, as a CPU-queue message does, and holds it until <see cref="Held.LeaveAsync"/>.</summary>
+    private static Held TakePlace(CpuLane lane)
+    {
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var run = lane.RunAsync(Timeout.InfiniteTimeSpan, async _ =>
+        {
+            entered.SetResult();
+            await release.Task;
+        }, CancellationToken.None);
+        return new Held(entered.Task, release, run);
+    }
+
     /// <summary>Starts a run whose handler ignores its token until the test releases it, and waits until it runs.</summary>
     private CpuLane.CpuRun StartStuck(CpuLane lane)
     {
@@ -162,5 +182,15 @@ public sealed class CpuLaneBoundTests : IDisposable
         public CancellationToken ApplicationStopped => CancellationToken.None;
 
         public void StopApplication() => Interlocked.Increment(ref _stops);
+    }
+
+    /// <summary>A place taken by <see cref="TakePlace"/>: whether it was entered, and the end of its work.</summary>
+    private sealed record Held(Task Entered, TaskCompletionSource Release, Task<bool> Run)
+    {
+        public async Task LeaveAsync()
+        {
+            Release.SetResult();
+            Assert.True(await Run.WaitAsync(TimeSpan.FromSeconds(5)));
+        }
     }
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Fleet.Worker;
+using Fleet.Worker.MessagePath;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.UnitTests;
@@ -14,12 +15,19 @@ public sealed class CpuLaneTests
         // Disposing the queue under threads that were still waking from their wait threw ObjectDisposedException
         // on a lane thread, which ends the whole process (a worker stopping, or a test host stopping its worker).
         // The race needs many tries to show; if it comes back, this test run dies instead of passing.
-        for (var i = 0; i < 2_000; i++)
+        var lanes = Enumerable.Range(0, 2_000).Select(_ => NewLane(4)).ToList();
+        Assert.All(lanes, lane => Assert.Equal(4, lane.LiveThreads));
+
+        foreach (var lane in lanes)
         {
-            NewLane(4).Dispose();
+            lane.Dispose();
         }
 
-        Thread.Sleep(200);
+        // What disposal promises: every lane thread leaves, and the lane takes no more work.
+        Assert.True(SpinWait.SpinUntil(() => lanes.All(lane => lane.LiveThreads == 0), TimeSpan.FromSeconds(30)),
+            $"{lanes.Sum(lane => lane.LiveThreads)} lane threads did not leave after Dispose");
+        Assert.All(lanes, lane => Assert.Throws<InvalidOperationException>(
+            () => lane.Start(_ => ValueTask.FromResult(default(JsonElement)), CancellationToken.None)));
     }
 
     [Fact]
@@ -46,22 +54,49 @@ public sealed class CpuLaneTests
     }
 
     [Fact]
-    public async Task EnterAsync_AdmitsAsManyAsThereAreThreads_AndAPlaceReturnsOnce()
+    public async Task RunAsync_AdmitsAsManyAsThereAreThreads_AndFreesAPlaceOnce_WhenLeftOrWhenTheWorkEnds()
     {
         using var lane = NewLane(2);
-        var first = await lane.EnterAsync(CancellationToken.None);
-        var second = await lane.EnterAsync(CancellationToken.None);
+        var leaveFirst = new TaskCompletionSource<Action>();
+        var endFirst = new TaskCompletionSource();
+        var endSecond = new TaskCompletionSource();
+        var first = lane.RunAsync(Timeout.InfiniteTimeSpan, async leave =>
+        {
+            leaveFirst.SetResult(leave);
+            await endFirst.Task;
+        }, CancellationToken.None);
+        var second = lane.RunAsync(Timeout.InfiniteTimeSpan, _ => endSecond.Task, CancellationToken.None);
 
-        var third = lane.EnterAsync(CancellationToken.None).AsTask();
+        var thirdRan = false;
+        var third = lane.RunAsync(Timeout.InfiniteTimeSpan, _ =>
+        {
+            thirdRan = true;
+            return Task.CompletedTask;
+        }, CancellationToken.None);
         await Task.Delay(50);
         Assert.False(third.IsCompleted); // both places taken: the third message waits, unclaimed
 
-        first.Dispose();
-        first.Dispose(); // a second dispose must not hand out a place that does not exist
-        using var admitted = await third.WaitAsync(TimeSpan.FromSeconds(10));
+        var leave = await leaveFirst.Task;
+        leave();
+        leave(); // leaving twice must not hand out a place that does not exist
+        Assert.True(await third.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.True(thirdRan);
+        Assert.Equal(1, lane.FreePlaces);
 
+        endFirst.SetResult(); // the work ends after it left: its place is not freed a second time
+        Assert.True(await first.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(1, lane.FreePlaces);
+
+        // No place within the wait: false, and the work never runs.
+        var blocked = lane.RunAsync(Timeout.InfiniteTimeSpan, _ => Task.Delay(Timeout.Infinite), CancellationToken.None);
+        Assert.False(await lane.RunAsync(TimeSpan.FromMilliseconds(50), _ => throw new InvalidOperationException("ran without a place"), CancellationToken.None));
         using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(50));
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => lane.EnterAsync(cancel.Token).AsTask());
-        second.Dispose();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => lane.RunAsync(Timeout.InfiniteTimeSpan, _ => Task.CompletedTask, cancel.Token));
+
+        // Work that fails still frees its place.
+        endSecond.SetException(new InvalidOperationException("the commit failed"));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => second);
+        Assert.Equal(1, lane.FreePlaces);
+        Assert.False(blocked.IsCompleted);
     }
 }

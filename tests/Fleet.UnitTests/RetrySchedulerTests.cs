@@ -3,6 +3,8 @@ using System.Reflection;
 using System.Text.Json;
 using Fleet.Contracts;
 using Fleet.Worker;
+using Fleet.Worker.MessagePath;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RabbitMQ.Client;
@@ -19,6 +21,7 @@ public sealed class RetrySchedulerTests : IAsyncDisposable
     private readonly ConcurrentQueue<FakeChannel> _opened = new();
     private readonly LogRecorder _log = new();
     private Action<FakeChannel> _configure = _ => { };
+    private readonly WorkerMetrics _metrics = new(null, Options.Create(new WorkerOptions()));
     private RetryScheduler? _scheduler;
 
     public async ValueTask DisposeAsync()
@@ -27,6 +30,8 @@ public sealed class RetrySchedulerTests : IAsyncDisposable
         {
             await _scheduler.DisposeAsync();
         }
+
+        _metrics.Dispose();
     }
 
     [Fact]
@@ -54,7 +59,7 @@ public sealed class RetrySchedulerTests : IAsyncDisposable
         var scheduled = await scheduler.ScheduleAsync(TaskQueues.Io, message, TimeSpan.FromSeconds(1), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.False(scheduled);
-        Assert.Equal(1, scheduler.PublishFailures);
+        Assert.Equal(1, _metrics.RetryPublishFailures);
         var line = Assert.Single(_log.Errors);
         Assert.Contains(message.TaskId.ToString(), line, StringComparison.Ordinal);
         Assert.Contains("not confirmed within 1 s", line, StringComparison.Ordinal);
@@ -114,7 +119,20 @@ public sealed class RetrySchedulerTests : IAsyncDisposable
         await stopping.CancelAsync();
 
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => scheduled.WaitAsync(TimeSpan.FromSeconds(5)));
-        Assert.Equal(0, scheduler.PublishFailures);
+        Assert.Equal(0, _metrics.RetryPublishFailures);
+    }
+
+    [Fact]
+    public void TheDelayQueues_AreTheRungsRungForChoosesFrom_ShortestFirst()
+    {
+        var names = RetryScheduler.QueueNames(TaskQueues.Cpu);
+
+        Assert.Equal(["fleet-cpu.retry.1s", "fleet-cpu.retry.2s", "fleet-cpu.retry.4s"], names.Take(3));
+        Assert.Equal("fleet-cpu.retry.4096s", names[^1]);
+        Assert.Equal(RetryScheduler.RungSeconds.Count, names.Count);
+        Assert.Equal("fleet-cpu.retry.4s", RetryScheduler.RungFor(TaskQueues.Cpu, TimeSpan.FromSeconds(3)));
+        Assert.Equal(names[^1], RetryScheduler.RungFor(TaskQueues.Cpu, TimeSpan.FromHours(3)));
+        Assert.All(Enumerable.Range(0, 5000).Select(s => RetryScheduler.RungFor(TaskQueues.Cpu, TimeSpan.FromSeconds(s))), rung => Assert.Contains(rung, names));
     }
 
     private RetryScheduler NewScheduler(int timeoutSeconds)
@@ -129,7 +147,7 @@ public sealed class RetrySchedulerTests : IAsyncDisposable
                 return Task.FromResult<(IConnection?, IChannel)>((null, (IChannel)(object)channel));
             },
             _log,
-            meterFactory: null);
+            _metrics);
         return _scheduler;
     }
 

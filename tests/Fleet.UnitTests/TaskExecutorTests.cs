@@ -6,6 +6,9 @@ using Fleet.Persistence.Entities;
 using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
 using Fleet.Worker;
+using Fleet.Worker.FaultInjection;
+using Fleet.Worker.MessagePath;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 
@@ -19,12 +22,20 @@ public sealed class TaskExecutorTests : IDisposable
 {
     private readonly CpuLane _lane;
     private readonly RunningTasks _running = new();
-    private readonly WorkerCounters _counters = new();
     private readonly IOptions<WorkerOptions> _options = Options.Create(new WorkerOptions { CpuConcurrency = 1, HardStopGraceSeconds = 1 });
+    private readonly WorkerMetrics _metrics;
 
-    public TaskExecutorTests() => _lane = new CpuLane(_options);
+    public TaskExecutorTests()
+    {
+        _lane = new CpuLane(_options);
+        _metrics = new WorkerMetrics(null, _options);
+    }
 
-    public void Dispose() => _lane.Dispose();
+    public void Dispose()
+    {
+        _lane.Dispose();
+        _metrics.Dispose();
+    }
 
     [Fact]
     public async Task APrepareThatThrowsSomethingOtherThanAValidationError_EndsFailedWithItsTypeAndMessage_AndIsNotRetried()
@@ -43,7 +54,7 @@ public sealed class TaskExecutorTests : IDisposable
         var outcome = await ExecuteAsync(new FaultInjectionHandlers.TimeoutHandler(), Message(FaultInjectionHandlers.TimeoutHandler.TypeName));
 
         AssertOwnTimeout(outcome, "did not answer within the handler's own timeout");
-        Assert.Equal(0, _counters.Abandoned);
+        Assert.Equal(0, _metrics.Abandoned);
     }
 
     [Fact]
@@ -54,7 +65,7 @@ public sealed class TaskExecutorTests : IDisposable
         var outcome = await ExecuteAsync(handler, Message(handler.Type));
 
         AssertOwnTimeout(outcome, "The device did not answer in time.");
-        Assert.Equal((0L, 0), (_counters.Abandoned, _lane.AbandonedThreads));
+        Assert.Equal((0L, 0), (_metrics.Abandoned, _lane.AbandonedThreads));
     }
 
     [Fact]
@@ -89,7 +100,7 @@ public sealed class TaskExecutorTests : IDisposable
 
             Assert.Equal((TaskState.TimedOut, TaskExecutor.ErrorTypes.Timeout, false), (outcome.Status, outcome.ErrorType, outcome.Retryable));
             Assert.Contains("abandoned", outcome.ErrorMessage, StringComparison.Ordinal);
-            Assert.Equal((1L, 1), (_counters.Abandoned, _lane.AbandonedThreads));
+            Assert.Equal((1L, 1), (_metrics.Abandoned, _lane.AbandonedThreads));
         }
         finally
         {
@@ -108,7 +119,31 @@ public sealed class TaskExecutorTests : IDisposable
         var outcome = await ExecuteAsync(handler, Message(handler.Type, timeoutSeconds: 1));
 
         Assert.Equal((TaskState.TimedOut, TaskExecutor.ErrorTypes.Timeout, false), (outcome.Status, outcome.ErrorType, outcome.Retryable));
-        Assert.Equal(0L, _counters.Abandoned);
+        Assert.Equal(0L, _metrics.Abandoned);
+    }
+
+    [Fact]
+    public async Task ATaskAskingForMoreThanTheWorkersCap_TimesOutAtTheCap_AndItsErrorSaysSo()
+    {
+        var options = Options.Create(new WorkerOptions { CpuConcurrency = 1, MaxTimeoutSeconds = 1, DefaultTimeoutSeconds = 1 });
+        var handler = new TestHandler("asks-too-long", TaskLane.Io, BlockUntilCancelled);
+        var executor = new TaskExecutor(new TaskHandlerRegistry([handler]), _lane, _running, _metrics, options);
+
+        var outcome = await executor.ExecuteAsync(Guid.NewGuid(), Message(handler.Type, timeoutSeconds: 900), CancellationToken.None)
+            .WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal((TaskState.TimedOut, TaskExecutor.ErrorTypes.Timeout), (outcome.Status, outcome.ErrorType));
+        Assert.Equal("The task exceeded its time limit of 1 s (the worker's cap, Worker:MaxTimeoutSeconds; the task asked for 900 s).", outcome.ErrorMessage);
+    }
+
+    [Fact]
+    public async Task ATaskWithinTheCap_TimesOutWithItsOwnLimitOnly()
+    {
+        var handler = new TestHandler("asks-one-second", TaskLane.Io, BlockUntilCancelled);
+
+        var outcome = await ExecuteAsync(handler, Message(handler.Type, timeoutSeconds: 1));
+
+        Assert.Equal("The task exceeded its time limit of 1 s.", outcome.ErrorMessage);
     }
 
     [Theory]
@@ -193,7 +228,7 @@ public sealed class TaskExecutorTests : IDisposable
         NewExecutor(handler).ExecuteAsync(Guid.NewGuid(), message, CancellationToken.None);
 
     private TaskExecutor NewExecutor(ITaskHandler handler) =>
-        new(new TaskHandlerRegistry([handler]), _lane, _running, _counters, _options);
+        new(new TaskHandlerRegistry([handler]), _lane, _running, _metrics, _options);
 
     private static ProcessTask Message(string type, object? payload = null, int timeoutSeconds = 5) => new()
     {

@@ -15,7 +15,7 @@ public sealed record SubmitTaskBody
     [Description("Stored with the task; does not change delivery order.")]
     public int? Priority { get; init; }
 
-    [Description("Time limit of one execution in seconds (1-86400); absent means the worker's default.")]
+    [Description("Time limit of one execution in seconds (1-1500, the largest any worker runs); absent means the worker's default.")]
     public int? TimeoutSeconds { get; init; }
 
     [Description("Stored with the task (1-100, default 3).")]

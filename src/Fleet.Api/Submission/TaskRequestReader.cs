@@ -165,7 +165,9 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
                     priority = ReadInt(value, path, int.MinValue, int.MaxValue, errors);
                     break;
                 case "timeoutSeconds":
-                    timeoutSeconds = ReadInt(value, path, 1, 86_400, errors);
+                    // No worker runs a task longer (a held message must be acknowledged within the broker's
+                    // consumer_timeout): a longer limit is refused here rather than cut short in the worker.
+                    timeoutSeconds = ReadInt(value, path, 1, TaskLimits.MaxTimeoutSeconds, errors);
                     break;
                 case "maxAttempts":
                     maxAttempts = ReadInt(value, path, 1, 100, errors);

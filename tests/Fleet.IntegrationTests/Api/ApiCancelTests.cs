@@ -2,7 +2,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
 using Fleet.IntegrationTests.Support;
-using Fleet.Worker;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
 using RabbitMQ.Client;
 
@@ -26,7 +26,7 @@ public sealed class ApiCancelTests(FleetFixture fleet) : ApiTest(fleet)
 
         // The message is still in the queue; the worker takes it and must skip it.
         await Fleet.StartWorkerAsync();
-        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerCounters>();
+        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerMetrics>();
         Assert.True(await EventuallyAsync(() => Task.FromResult(counters.Skipped >= 1)), "the worker never consumed the cancelled task's message");
         var task = await GetTaskAsync(id);
         Assert.Equal("cancelled", task!.Status);

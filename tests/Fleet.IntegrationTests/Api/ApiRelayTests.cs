@@ -1,7 +1,7 @@
 using System.Net;
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
-using Fleet.Worker;
+using Fleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -64,7 +64,7 @@ public sealed class ApiRelayTests(FleetFixture fleet) : FleetTest(fleet)
 
         await Fleet.StartWorkerAsync();
         await WaitForFinalAsync(ids, TimeSpan.FromMinutes(2));
-        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerCounters>();
+        var counters = Fleet.WorkerServices!.GetRequiredService<WorkerMetrics>();
         Assert.True(await EventuallyAsync(() => Task.FromResult(counters.Skipped >= 30)), $"expected 30 duplicate deliveries skipped, saw {counters.Skipped}");
         await AssertExactlyOnceAsync(ids);
     }

@@ -5,12 +5,12 @@ namespace Fleet.UnitTests.Deployment;
 /// <summary>
 /// The Prometheus metric names Fleet exports, in one place: what the Grafana dashboard, the KEDA ScaledObject and
 /// the HPA's adapter rule may query. Keep it in step with the code; <see cref="GrafanaDashboardTests"/> checks the
-/// worker's part against the instruments WorkerTelemetry really creates.
+/// worker's part against the instruments WorkerMetrics really creates.
 /// </summary>
 public static partial class ExportedMetrics
 {
     /// <summary>
-    /// The worker's /metrics (src/Fleet.Worker/WorkerTelemetry.cs through OpenTelemetry's Prometheus exporter: dots
+    /// The worker's /metrics (src/Fleet.Worker/Telemetry/WorkerMetrics.cs through OpenTelemetry's Prometheus exporter: dots
     /// become underscores, unit "s" adds <c>_seconds</c>, counters add <c>_total</c>, histograms are
     /// <c>_bucket</c>/<c>_sum</c>/<c>_count</c>; seen on a running worker's /metrics).
     /// </summary>
@@ -19,6 +19,7 @@ public static partial class ExportedMetrics
         "fleet_tasks_finished_total",
         "fleet_task_retries_total",
         "fleet_tasks_skipped_total",
+        "fleet_task_retry_publish_failures_total",
         "fleet_task_duration_seconds_bucket",
         "fleet_task_duration_seconds_sum",
         "fleet_task_duration_seconds_count",

@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Text.Json;
 using Fleet.Worker;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 
@@ -58,16 +59,15 @@ public sealed class GrafanaDashboardTests
     [Fact]
     public void TheNamesTheTestsExpect_AreTheWorkersRealInstruments_AsThePrometheusExporterNamesThem()
     {
-        // Every instrument of the worker's meter, as WorkerTelemetry creates them.
+        // Every instrument of the worker's meter, as WorkerMetrics creates them.
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var instruments = new List<Instrument>();
         using var listener = new MeterListener { InstrumentPublished = (instrument, _) => instruments.Add(instrument) };
         listener.Start();
         var options = Options.Create(new WorkerOptions { CpuConcurrency = 1 });
-        using var lane = new CpuLane(options);
-        using var telemetry = new WorkerTelemetry(services.GetRequiredService<IMeterFactory>(), new WorkerCounters(), lane, options);
+        using var metrics = new WorkerMetrics(services.GetRequiredService<IMeterFactory>(), options);
 
-        var exported = instruments.Where(i => i.Meter.Name == WorkerTelemetry.Name).SelectMany(PrometheusNames).Order(StringComparer.Ordinal);
+        var exported = instruments.Where(i => i.Meter.Name == WorkerMetrics.Name).SelectMany(PrometheusNames).Order(StringComparer.Ordinal);
 
         Assert.Equal(ExportedMetrics.Worker.Order(StringComparer.Ordinal), exported);
     }

@@ -1,6 +1,6 @@
 using Microsoft.Extensions.Options;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.Telemetry;
 
 /// <summary>Who this worker process is, as recorded in <c>fleet.workers</c> and on every attempt it runs.</summary>
 public sealed class WorkerIdentity(IOptions<WorkerOptions> options)

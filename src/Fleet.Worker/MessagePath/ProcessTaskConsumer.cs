@@ -6,12 +6,13 @@ using Fleet.Persistence;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
 using Fleet.Client;
+using Fleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// Consumes <see cref="ProcessTask"/> from both lanes' queues (MassTransit envelope or plain JSON). Claim, run,
@@ -28,8 +29,7 @@ public sealed partial class ProcessTaskConsumer(
     HeldTasks held,
     CrashGuard crashGuard,
     IOptions<WorkerOptions> options,
-    WorkerCounters counters,
-    WorkerTelemetry telemetry,
+    WorkerMetrics metrics,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
 {
     private const int DefaultMaxAttempts = 3;
@@ -47,11 +47,8 @@ public sealed partial class ProcessTaskConsumer(
 
     public async Task Consume(ConsumeContext<ProcessTask> context)
     {
-        var message = context.Message;
         var taskId = ResolveTaskId(context);
         var queue = QueueName(context);
-        var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
-        var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
 
         // Held from delivery to acknowledgement, so the reconciler never takes this task for one whose message is gone.
         using var hold = held.Hold(taskId);
@@ -61,18 +58,36 @@ public sealed partial class ProcessTaskConsumer(
             ? await crashGuard.IsolateIfSuspectAsync(taskId, context.CancellationToken).ConfigureAwait(false)
             : default;
 
-        // A CPU-queue message first waits for a lane thread, unclaimed (see CpuLane.EnterAsync); its place is given
-        // back as soon as the handler is done, so the next task runs while this one commits and is acknowledged.
-        using var place = queue == TaskQueues.Cpu ? await cpuLane.TryEnterAsync(options.Value.LookaheadWaitLimit, context.CancellationToken).ConfigureAwait(false) : null;
-        if (queue == TaskQueues.Cpu && place is null)
+        if (queue != TaskQueues.Cpu)
         {
-            // Waited too long for a thread (long tasks ahead of it): sent to the back of the queue, so that this
-            // delivery is acknowledged before the broker's consumer_timeout closes the channel.
-            await publisher.PublishAsync([new OutgoingTask(queue, message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
-            LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
+            await RunAsync(context, taskId, queue, NoLane).ConfigureAwait(false);
             return;
         }
 
+        // A CPU-queue message first waits for a lane place, unclaimed (see CpuLane.RunAsync); the lane frees it as soon
+        // as the handler is done, so the next task runs while this one commits and is acknowledged.
+        var wait = options.Value.LookaheadWaitLimit;
+        if (!await cpuLane.RunAsync(wait, leaveLane => RunAsync(context, taskId, queue, leaveLane), context.CancellationToken).ConfigureAwait(false))
+        {
+            // Waited too long for a place (long tasks ahead of it): sent to the back of the queue, so that this
+            // delivery is acknowledged before the broker's consumer_timeout closes the channel.
+            await publisher.PublishAsync([new OutgoingTask(queue, context.Message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
+            LogHandedBack(taskId, wait.TotalSeconds);
+        }
+    }
+
+    /// <summary>The I/O queue's messages take no lane place: its endpoint's concurrency bounds them.</summary>
+    private static readonly Action NoLane = static () => { };
+
+    /// <summary>
+    /// Claims, runs and commits one delivered task. <paramref name="leaveLane"/> is called once the handler is done
+    /// and its result is queued for the commit (or the task is handed back), so the lane admits the next task.
+    /// </summary>
+    private async Task RunAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue, Action leaveLane)
+    {
+        var message = context.Message;
+        var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
+        var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
         var startedAt = DateTimeOffset.UtcNow;
 
         // What logs, spans and metrics say of the task: its type only when this worker knows it (a payload chooses
@@ -83,7 +98,7 @@ public sealed partial class ProcessTaskConsumer(
         // The task's spans (all null, and free, when no tracer listens): fleet.task under MassTransit's consume span,
         // and under it the claim write, the handler, and the result write. The two writes are batched with other
         // tasks' (TaskLedger); their spans time this task's wait for its batch, which links back to them.
-        using var activity = WorkerTelemetry.Source.StartActivity("fleet.task");
+        using var activity = WorkerMetrics.Source.StartActivity("fleet.task");
         activity?.SetTag("fleet.task.id", taskId);
         activity?.SetTag("fleet.task.type", typeLabel);
         activity?.SetTag("fleet.task.lane", lane);
@@ -91,7 +106,7 @@ public sealed partial class ProcessTaskConsumer(
         var payloadJson = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText();
 
         ClaimResult claim;
-        using (var claimSpan = WorkerTelemetry.StartDatabaseWrite("fleet.task.claim"))
+        using (var claimSpan = WorkerMetrics.StartDatabaseWrite("fleet.task.claim"))
         {
             claim = await ledger.ClaimAsync(new TaskClaim(
                 taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
@@ -103,15 +118,14 @@ public sealed partial class ProcessTaskConsumer(
         activity?.SetTag("fleet.task.attempt", claim.Attempt);
         if (!claim.Claimed)
         {
-            counters.AddSkipped();
-            telemetry.Skipped();
+            metrics.AddSkipped();
             LogSkipped(taskId);
             return;
         }
 
         if (message.SubmittedAt is { } submittedAt)
         {
-            telemetry.QueueWait(typeLabel, lane, startedAt - submittedAt);
+            metrics.RecordQueueWait(typeLabel, lane, startedAt - submittedAt);
         }
 
         // Failures end or retry through the ledger below and never reach a claim again past maxAttempts; only
@@ -130,7 +144,7 @@ public sealed partial class ProcessTaskConsumer(
         }
         else
         {
-            using var handlerSpan = WorkerTelemetry.Source.StartActivity("fleet.task.execute");
+            using var handlerSpan = WorkerMetrics.Source.StartActivity("fleet.task.execute");
             try
             {
                 outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
@@ -139,7 +153,7 @@ public sealed partial class ProcessTaskConsumer(
             {
                 // The worker drains (or lost its broker connection): the message goes back to the broker, and the
                 // task with it, uncharged.
-                place?.Dispose();
+                leaveLane();
                 await HandBackAsync(taskId, claim.Attempt).ConfigureAwait(false);
                 throw;
             }
@@ -156,17 +170,17 @@ public sealed partial class ProcessTaskConsumer(
         var finishedAt = DateTimeOffset.UtcNow;
 
         bool finalized;
-        using (var commitSpan = WorkerTelemetry.StartDatabaseWrite("fleet.task.commit"))
+        using (var commitSpan = WorkerMetrics.StartDatabaseWrite("fleet.task.commit"))
         {
             var commit = ledger.CompleteAsync(new TaskCompletion(
                 taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
                 outcome.ErrorType, outcome.ErrorMessage, startedAt, finishedAt, outcome.WallMs, outcome.CpuMs,
                 NotBefore: retry ? finishedAt + delay : null), context.CancellationToken);
 
-            // The handler is done: free the lane now, not after the commit (the using covers early exits). The result
-            // is queued first, so that the next task's claim, which was waiting for this place, joins its batch: one
+            // The handler is done: free the lane now, not after the commit (the lane frees it on early exits). The
+            // result is queued first, so that the next task's claim, which was waiting for this place, joins its batch: one
             // commit for both instead of one each.
-            place?.Dispose();
+            leaveLane();
             finalized = await commit.ConfigureAwait(false);
             commitSpan?.SetTag("fleet.task.finalized", finalized);
         }
@@ -179,8 +193,7 @@ public sealed partial class ProcessTaskConsumer(
             // reconciler republishes queued tasks whose message is gone.
             if (await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false))
             {
-                counters.AddRetried();
-                telemetry.Retried(typeLabel, lane);
+                metrics.AddRetried(typeLabel, lane);
                 LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
             }
 
@@ -188,21 +201,16 @@ public sealed partial class ProcessTaskConsumer(
             return;
         }
 
-        if (message.Type == FaultInjectionHandlers.CommitThenExitHandler.TypeName && finalized)
+        if (finalized)
         {
-            // Fault injection only (the type exists only with Worker:FaultInjection): die between commit and ack.
-            Environment.FailFast("fault-commit-exit: injected crash after the commit, before the acknowledgement");
+            // Filters around the consumer (fault injection's) see that this delivery ended the task, before the ack.
+            context.ReceiveContext.GetOrAddPayload(() => new FinalStateCommitted(taskId, outcome.Status));
         }
 
         activity?.SetTag("fleet.task.status", outcome.Status);
-        telemetry.Finished(typeLabel, lane, outcome.Status, outcome.WallMs / 1000);
-        if (outcome.Status == TaskState.Succeeded)
+        metrics.AddFinished(typeLabel, lane, outcome.Status, outcome.WallMs / 1000);
+        if (outcome.Status != TaskState.Succeeded)
         {
-            counters.AddSucceeded();
-        }
-        else
-        {
-            counters.AddFailed();
             LogFailed(taskId, ForLog(typeName)!, outcome.Status, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage));
         }
 
@@ -297,6 +305,12 @@ public sealed partial class ProcessTaskConsumer(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} attempt {Attempt} ran as a duplicate: the task was already final, its result was kept")]
     private partial void LogDuplicate(Guid taskId, int attempt);
 }
+
+/// <summary>
+/// On the receive context once <see cref="ProcessTaskConsumer"/> committed the task's final state from this delivery
+/// (not a retry, not a duplicate of a task already final), for filters that act between the commit and the ack.
+/// </summary>
+public sealed record FinalStateCommitted(Guid TaskId, string Status);
 
 /// <summary>A message that cannot be read as a task at all (no id); it goes to the <c>_error</c> queue.</summary>
 public sealed class InvalidTaskMessageException : Exception

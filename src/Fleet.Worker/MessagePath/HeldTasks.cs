@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// The tasks whose messages this worker holds, from delivery to acknowledgement: waiting for a CPU-lane thread,

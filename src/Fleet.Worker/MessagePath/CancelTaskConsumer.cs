@@ -2,7 +2,7 @@ using Fleet.Contracts;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// Receives the <see cref="CancelTask"/> broadcast (every worker has its own temporary queue bound to the

@@ -6,7 +6,7 @@ using Microsoft.Extensions.Options;
 using Npgsql;
 using RabbitMQ.Client;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.Reconciliation;
 
 /// <summary>
 /// Finds tasks that are open (<c>queued</c> or <c>running</c>) although no message and no live worker will ever end
@@ -40,75 +40,6 @@ public sealed partial class TaskReconciler(
     public const long LockKey = 0x666C_6565_7452_6563;
 
     public const string CancelledReason = "Cancelled by request; the task was not running anywhere any more.";
-
-    // Rows locked FOR UPDATE SKIP LOCKED: a claim or a completion in flight on the same row wins, and the next pass
-    // looks again. Each closes the task's open attempt: 'abandoned' when its worker died (a crash, charged to the
-    // task), 'lost' when the worker lives or stopped cleanly (the message was lost, not the worker).
-    private const string ReleaseRunningSql = $"""
-        WITH lost AS (
-            SELECT t.id, t.cancel_requested_at IS NOT NULL AS cancel,
-                   w.id IS NULL OR (w.state <> 'stopped' AND w.last_seen_at < now() - make_interval(secs => @stale)) AS died
-            FROM fleet.tasks t
-            LEFT JOIN fleet.workers w ON w.id = t.worker_id
-            WHERE t.status = 'running' AND t.started_at < now() - make_interval(secs => @after)
-              AND (w.id IS NULL OR w.state = 'stopped' OR w.last_seen_at < now() - make_interval(secs => @stale)
-                   OR (w.last_seen_at > t.started_at + interval '2 seconds' AND NOT t.id = ANY(w.held_tasks)))
-            ORDER BY t.started_at
-            LIMIT @limit
-            FOR UPDATE OF t SKIP LOCKED
-        ), closed AS (
-            UPDATE fleet.task_attempts a
-            SET outcome = CASE WHEN l.died THEN 'abandoned' ELSE 'lost' END, finished_at = now()
-            FROM lost l
-            WHERE a.task_id = l.id AND a.outcome = 'running'
-        )
-        UPDATE fleet.tasks t
-        SET status = CASE WHEN l.cancel THEN 'cancelled' ELSE 'queued' END,
-            finished_at = CASE WHEN l.cancel THEN now() END,
-            error_type = CASE WHEN l.cancel THEN 'Cancelled' END,
-            error_message = CASE WHEN l.cancel THEN @cancelled_reason END,
-            published_at = now()
-        FROM lost l
-        WHERE t.id = l.id
-        RETURNING {TaskRows.Columns}, l.cancel
-        """;
-
-    // A retry may wait in its delay queue up to twice its backoff (RetryScheduler's rungs), hence the slack on
-    // not_before. The index ix_tasks_status_submitted serves the status test; the lanes with a backlog are left out
-    // before any row is read, so a long backlog is never scanned here.
-    private const string FindQueuedSql = """
-        SELECT t.id
-        FROM fleet.tasks t
-        WHERE t.status = 'queued'
-          AND ((t.published_at IS NULL AND t.submitted_at < now() - make_interval(secs => @after))
-               OR (t.queue = ANY(@idle_queues)
-                   AND greatest(t.published_at, t.not_before + (t.not_before - coalesce(t.started_at, t.not_before)))
-                       < now() - make_interval(secs => @after)))
-          AND NOT EXISTS (SELECT 1 FROM fleet.workers w
-                          WHERE w.state <> 'stopped' AND w.last_seen_at > now() - make_interval(secs => @stale)
-                            AND t.id = ANY(w.held_tasks))
-        ORDER BY t.submitted_at
-        LIMIT @limit
-        """;
-
-    private const string ReleaseQueuedSql = $"""
-        UPDATE fleet.tasks t
-        SET published_at = now(),
-            status = CASE WHEN t.cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END,
-            finished_at = CASE WHEN t.cancel_requested_at IS NOT NULL THEN now() END,
-            error_type = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'Cancelled' END,
-            error_message = CASE WHEN t.cancel_requested_at IS NOT NULL THEN @cancelled_reason END
-        WHERE t.id = ANY(@ids) AND t.status = 'queued'
-        RETURNING {TaskRows.Columns}, t.cancel_requested_at IS NOT NULL
-        """;
-
-    // Whether every live worker has written a heartbeat since the given moment, so that its held_tasks show any
-    // message it received before then.
-    private const string HeartbeatsSinceSql = """
-        SELECT NOT EXISTS (SELECT 1 FROM fleet.workers w
-                           WHERE w.state <> 'stopped' AND w.last_seen_at > now() - make_interval(secs => @stale)
-                             AND w.last_seen_at <= @since)
-        """;
 
     private readonly WorkerOptions _options = options.Value;
     private HashSet<Guid> _suspects = [];
@@ -157,7 +88,7 @@ public sealed partial class TaskReconciler(
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
-        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_xact_lock(@key)", connection, transaction))
+        await using (var tryLock = new NpgsqlCommand(ReconcilerSql.TryLock, connection, transaction))
         {
             tryLock.Parameters.AddWithValue("key", LockKey);
             if (!(bool)(await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
@@ -173,13 +104,13 @@ public sealed partial class TaskReconciler(
         // queue. The database's clock after it is the moment later heartbeats must follow.
         var idleQueues = await IdleQueuesAsync(cancellationToken).ConfigureAwait(false);
         DateTime passStarted;
-        await using (var clock = new NpgsqlCommand("SELECT clock_timestamp()", connection, transaction))
+        await using (var clock = new NpgsqlCommand(ReconcilerSql.Clock, connection, transaction))
         {
             passStarted = (DateTime)(await clock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
         }
 
         var released = new List<(OutgoingTask Task, bool Cancelled)>();
-        await using (var command = new NpgsqlCommand(ReleaseRunningSql, connection, transaction))
+        await using (var command = new NpgsqlCommand(ReconcilerSql.ReleaseRunning, connection, transaction))
         {
             command.Parameters.AddWithValue("after", (double)_options.ReconcileAfterSeconds);
             command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
@@ -191,7 +122,7 @@ public sealed partial class TaskReconciler(
         // Queued tasks: only those that were suspects in the previous pass too, and only when every live worker has
         // written a heartbeat since that pass began (its held_tasks then show every message it received before).
         var suspects = new HashSet<Guid>();
-        await using (var command = new NpgsqlCommand(FindQueuedSql, connection, transaction))
+        await using (var command = new NpgsqlCommand(ReconcilerSql.FindQueued, connection, transaction))
         {
             command.Parameters.AddWithValue("after", (double)_options.ReconcileAfterSeconds);
             command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
@@ -207,7 +138,7 @@ public sealed partial class TaskReconciler(
         var confirmed = suspects.Where(_suspects.Contains).ToArray();
         if (confirmed.Length > 0)
         {
-            await using var command = new NpgsqlCommand(HeartbeatsSinceSql, connection, transaction);
+            await using var command = new NpgsqlCommand(ReconcilerSql.HeartbeatsSince, connection, transaction);
             command.Parameters.AddWithValue("stale", StaleAfter.TotalSeconds);
             command.Parameters.AddWithValue("since", _suspectsSince);
             if (!(bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!)
@@ -223,7 +154,7 @@ public sealed partial class TaskReconciler(
         _suspectsSince = passStarted;
         if (confirmed.Length > 0)
         {
-            await using var command = new NpgsqlCommand(ReleaseQueuedSql, connection, transaction);
+            await using var command = new NpgsqlCommand(ReconcilerSql.ReleaseQueued, connection, transaction);
             command.Parameters.AddWithValue("ids", confirmed);
             command.Parameters.AddWithValue("cancelled_reason", CancelledReason);
             await ReadReleasedAsync(command, released, cancellationToken).ConfigureAwait(false);

@@ -1,14 +1,13 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
-using System.Diagnostics.Metrics;
 using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using RabbitMQ.Client;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// Retries with exponential backoff on plain RabbitMQ 3.10, which has no delayed-message plugin in Debian's build.
@@ -27,19 +26,21 @@ namespace Fleet.Worker;
 /// </summary>
 public sealed partial class RetryScheduler : IAsyncDisposable
 {
+    /// <summary>The rungs' lengths in seconds: 1, 2, 4 ... 4096 (over an hour, beyond the longest backoff allowed).</summary>
+    public static IReadOnlyList<int> RungSeconds { get; } = [.. Enumerable.Range(0, 13).Select(i => 1 << i)];
+
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> _open;
     private readonly ILogger _logger;
-    private readonly Counter<long>? _failed;
+    private readonly WorkerMetrics _metrics;
     private readonly double _baseSeconds;
     private readonly double _maxSeconds;
     private readonly TimeSpan _publishTimeout;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private volatile Link? _link;
-    private long _failures;
 
-    public RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddress broker, ILogger<RetryScheduler> logger, IMeterFactory meterFactory)
-        : this(options, OpenWith(broker, options), logger, meterFactory)
+    public RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddress broker, ILogger<RetryScheduler> logger, WorkerMetrics metrics)
+        : this(options, OpenWith(broker, options), logger, metrics)
     {
     }
 
@@ -48,20 +49,19 @@ public sealed partial class RetryScheduler : IAsyncDisposable
         IOptions<WorkerOptions> options,
         Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> open,
         ILogger logger,
-        IMeterFactory? meterFactory)
+        WorkerMetrics metrics)
     {
         ArgumentNullException.ThrowIfNull(options);
         _open = open;
         _logger = logger;
+        _metrics = metrics;
         _baseSeconds = options.Value.RetryBaseSeconds;
         _maxSeconds = options.Value.RetryMaxSeconds;
         _publishTimeout = TimeSpan.FromSeconds(options.Value.RetryPublishTimeoutSeconds);
-        _failed = meterFactory?.Create(WorkerTelemetry.Name).CreateCounter<long>(
-            "fleet.task.retry_publish_failures", description: "Retries that could not be published in time; their tasks wait, queued, for the reconciler.");
     }
 
-    /// <summary>Retries that were not scheduled (refused, failed or not confirmed in time) since the worker started.</summary>
-    public long PublishFailures => Interlocked.Read(ref _failures);
+    /// <summary>The delay queues of <paramref name="queue"/>, shortest first: <c>{queue}.retry.1s</c> ... <c>{queue}.retry.4096s</c>.</summary>
+    public static IReadOnlyList<string> QueueNames(string queue) => [.. RungSeconds.Select(seconds => RungName(queue, seconds))];
 
     /// <summary>The backoff before attempt <paramref name="nextAttempt"/>: base x 2^(n-2), capped, with +-20% jitter.</summary>
     public TimeSpan DelayBefore(int nextAttempt)
@@ -74,14 +74,11 @@ public sealed partial class RetryScheduler : IAsyncDisposable
     /// <summary>The delay queue that holds a retry of <paramref name="delay"/> bound for <paramref name="queue"/>.</summary>
     public static string RungFor(string queue, TimeSpan delay)
     {
-        var seconds = 1;
-        while (seconds < delay.TotalSeconds && seconds < 4096)
-        {
-            seconds *= 2;
-        }
-
-        return $"{queue}.retry.{seconds}s";
+        var seconds = RungSeconds.FirstOrDefault(s => s >= delay.TotalSeconds, RungSeconds[^1]);
+        return RungName(queue, seconds);
     }
+
+    private static string RungName(string queue, int seconds) => $"{queue}.retry.{seconds}s";
 
     /// <summary>
     /// Publishes <paramref name="message"/> to come back to <paramref name="queue"/> after <paramref name="delay"/>.
@@ -127,8 +124,7 @@ public sealed partial class RetryScheduler : IAsyncDisposable
                 link?.Declared.TryRemove(rung, out _);
             }
 
-            Interlocked.Increment(ref _failures);
-            _failed?.Add(1, new TagList { { "queue", queue } });
+            _metrics.AddRetryPublishFailure(queue);
             LogNotScheduled(message.TaskId, rung, timedOut ? $"not confirmed within {_publishTimeout.TotalSeconds:0} s (Worker:RetryPublishTimeoutSeconds)" : $"{ex.GetType().Name}: {ex.Message}", ex);
             return false;
         }

@@ -3,9 +3,10 @@ using System.Text.Json;
 using Fleet.Contracts;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
+using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.Options;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
@@ -24,7 +25,7 @@ public sealed class TaskExecutor(
     TaskHandlerRegistry registry,
     CpuLane cpuLane,
     RunningTasks running,
-    WorkerCounters counters,
+    WorkerMetrics metrics,
     IOptions<WorkerOptions> options)
 {
     /// <summary>Error types recorded in <c>error_type</c> for failures that are not a handler's exception.</summary>
@@ -71,7 +72,8 @@ public sealed class TaskExecutor(
             return Failed(ErrorType(ex), ex.Message, clock);
         }
 
-        // The task's own limit, else its type's default, else the worker's; never above the cap.
+        // The task's own limit, else its type's default, else the worker's; never above the worker's cap, and the
+        // timeout error says when the cap, not the task, set the limit.
         var seconds = message.TimeoutSeconds is > 0 ? message.TimeoutSeconds.Value
             : _options.TypeTimeoutSeconds.TryGetValue(message.Type, out var typeDefault) ? typeDefault
             : _options.DefaultTimeoutSeconds;
@@ -80,7 +82,7 @@ public sealed class TaskExecutor(
         using var tracking = running.Track(taskId, limit);
         limit.CancelAfter(timeout);
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
-        counters.EnterLane(cpu);
+        using var busy = metrics.Running(cpu);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
         try
@@ -112,9 +114,9 @@ public sealed class TaskExecutor(
         {
             // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
             cpuRun?.Abandon();
-            counters.AddAbandoned();
+            metrics.AddAbandoned();
             return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
-                $"The task exceeded its time limit of {timeout.TotalSeconds:0} s and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
+                $"The task exceeded its time limit of {LimitText(timeout, seconds)} and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
                 clock.Elapsed.TotalMilliseconds, null);
         }
         catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
@@ -126,7 +128,7 @@ public sealed class TaskExecutor(
             return reason is not null
                 ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)
                 : new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
-                    $"The task exceeded its time limit of {timeout.TotalSeconds:0} s.", clock.Elapsed.TotalMilliseconds, null);
+                    $"The task exceeded its time limit of {LimitText(timeout, seconds)}.", clock.Elapsed.TotalMilliseconds, null);
         }
         catch (TaskValidationException ex)
         {
@@ -137,10 +139,6 @@ public sealed class TaskExecutor(
             // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
             return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
         }
-        finally
-        {
-            counters.ExitLane(cpu);
-        }
     }
 
     /// <summary>
@@ -149,6 +147,12 @@ public sealed class TaskExecutor(
     /// </summary>
     private static bool IsHardStop(Task? handlerTask, TimeoutException ex) =>
         handlerTask is not null && !(handlerTask.IsFaulted && ReferenceEquals(handlerTask.Exception?.InnerException, ex));
+
+    /// <summary>The time limit as a timeout error states it, saying when the worker's cap cut the task's own.</summary>
+    private static string LimitText(TimeSpan timeout, int asked) =>
+        asked > timeout.TotalSeconds
+            ? $"{timeout.TotalSeconds:0} s (the worker's cap, Worker:MaxTimeoutSeconds; the task asked for {asked} s)"
+            : $"{timeout.TotalSeconds:0} s";
 
     private static string ErrorType(Exception ex) => ex.GetType().FullName ?? ex.GetType().Name;
 

@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 using Fleet.Tasks;
 using Microsoft.Extensions.DependencyInjection;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.FaultInjection;
 
 /// <summary>
 /// Task types that misbehave on purpose, for the fault-injection tests and <c>make chaos</c>. Registered only when

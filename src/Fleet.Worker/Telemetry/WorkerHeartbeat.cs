@@ -1,11 +1,12 @@
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
+using Fleet.Worker.MessagePath;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.Telemetry;
 
 /// <summary>
 /// Registers the worker in <c>fleet.workers</c> at start, refreshes <c>last_seen_at</c> and its counters every
@@ -15,7 +16,7 @@ namespace Fleet.Worker;
 public sealed partial class WorkerHeartbeat(
     NpgsqlDataSource dataSource,
     WorkerIdentity identity,
-    WorkerCounters counters,
+    WorkerMetrics metrics,
     HeldTasks held,
     TaskHandlerRegistry registry,
     IOptions<WorkerOptions> options,
@@ -92,9 +93,9 @@ public sealed partial class WorkerHeartbeat(
         command.Parameters.AddWithValue("io", _options.IoConcurrency);
         command.Parameters.AddWithValue("started_at", identity.StartedAt);
         command.Parameters.AddWithValue("state", _state);
-        command.Parameters.AddWithValue("succeeded", counters.Succeeded);
-        command.Parameters.AddWithValue("failed", counters.Failed);
-        command.Parameters.AddWithValue("skipped", counters.Skipped);
+        command.Parameters.AddWithValue("succeeded", metrics.Succeeded);
+        command.Parameters.AddWithValue("failed", metrics.Failed);
+        command.Parameters.AddWithValue("skipped", metrics.Skipped);
         // Taken before the write: last_seen_at (set by the server as it writes) is never older than this snapshot.
         command.Parameters.AddWithValue("held", held.Snapshot());
         command.Parameters.AddWithValue("version", typeof(WorkerHeartbeat).Assembly.GetName().Version?.ToString() ?? "");

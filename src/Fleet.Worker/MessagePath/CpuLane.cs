@@ -5,7 +5,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// The CPU lane: a fixed number of dedicated threads that run CPU-bound handlers. Keeping this work off the thread
@@ -29,6 +29,7 @@ public sealed partial class CpuLane : IDisposable
     private readonly ILogger? _logger;
     private readonly IHostApplicationLifetime? _lifetime;
     private int _threadCount;
+    private int _liveThreads;
     private int _abandoned;
     private int _unreplaced;
     private int _withheld;
@@ -71,22 +72,42 @@ public sealed partial class CpuLane : IDisposable
     /// <summary>Lane threads started since the lane was created, replacements included.</summary>
     internal int StartedThreads => Volatile.Read(ref _threadCount);
 
+    /// <summary>Lane threads that have not left yet (after <see cref="Dispose"/>, they leave once the queue is empty).</summary>
+    internal int LiveThreads => Volatile.Read(ref _liveThreads);
+
     /// <summary>
-    /// Waits for one of the lane's <see cref="Concurrency"/> places; dispose the result when the task has left the
-    /// lane. A CPU-queue message takes its place before it is claimed, so the worker can hold more CPU messages
-    /// than it has threads (<c>Worker:CpuLookahead</c>) without claiming more than it runs: when a task ends, the
-    /// next one is already delivered and needs only its claim, instead of waiting for the acknowledgement, a
-    /// delivery and the claim. That gap, a few milliseconds per task, cost a quarter of the cores on 25 ms tasks.
+    /// Runs <paramref name="work"/> in one of the lane's <see cref="Concurrency"/> places: waits up to
+    /// <paramref name="wait"/> for a place, and returns false without running <paramref name="work"/> when none came.
+    /// The place is freed when <paramref name="work"/> ends, or as soon as it calls the <see cref="Action"/> it is
+    /// given (its handler is done), whichever comes first. A CPU-queue message takes its place before it is claimed,
+    /// so the worker can hold more CPU messages than it has threads (<c>Worker:CpuLookahead</c>) without claiming
+    /// more than it runs: when a task ends, the next one is already delivered and needs only its claim, instead of
+    /// waiting for the acknowledgement, a delivery and the claim. That gap, a few milliseconds per task, cost a
+    /// quarter of the cores on 25 ms tasks.
     /// </summary>
-    public async ValueTask<IDisposable> EnterAsync(CancellationToken cancellationToken)
+    public async Task<bool> RunAsync(TimeSpan wait, Func<Action, Task> work, CancellationToken cancellationToken)
     {
-        await _slots.WaitAsync(cancellationToken).ConfigureAwait(false);
-        return new Place(this);
+        ArgumentNullException.ThrowIfNull(work);
+        if (!await _slots.WaitAsync(wait, cancellationToken).ConfigureAwait(false))
+        {
+            return false;
+        }
+
+        var place = new Place(this);
+        try
+        {
+            await work(place.Leave).ConfigureAwait(false);
+        }
+        finally
+        {
+            place.Leave();
+        }
+
+        return true;
     }
 
-    /// <summary>As <see cref="EnterAsync"/>, but gives up after <paramref name="timeout"/> and returns null.</summary>
-    public async ValueTask<IDisposable?> TryEnterAsync(TimeSpan timeout, CancellationToken cancellationToken) =>
-        await _slots.WaitAsync(timeout, cancellationToken).ConfigureAwait(false) ? new Place(this) : null;
+    /// <summary>Places free now: <see cref="Concurrency"/> less those taken or withheld.</summary>
+    internal int FreePlaces => _slots.CurrentCount;
 
     /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
     public CpuRun Start(PreparedTask task, CancellationToken cancellationToken)
@@ -99,18 +120,26 @@ public sealed partial class CpuLane : IDisposable
     private void StartThread()
     {
         var thread = new Thread(Run) { IsBackground = true, Name = $"fleet-cpu-{Interlocked.Increment(ref _threadCount)}" };
+        Interlocked.Increment(ref _liveThreads);
         thread.Start();
     }
 
     private void Run()
     {
-        foreach (var run in _queue.GetConsumingEnumerable())
+        try
         {
-            if (!run.Execute())
+            foreach (var run in _queue.GetConsumingEnumerable())
             {
-                // This thread was replaced while the handler ignored its time limit: leave the lane.
-                return;
+                if (!run.Execute())
+                {
+                    // This thread was replaced while the handler ignored its time limit: leave the lane.
+                    return;
+                }
             }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _liveThreads);
         }
     }
 
@@ -207,11 +236,12 @@ public sealed partial class CpuLane : IDisposable
     /// </summary>
     public void Dispose() => _queue.CompleteAdding();
 
-    private sealed class Place(CpuLane lane) : IDisposable
+    /// <summary>One taken place; it goes back once, however often it is left.</summary>
+    private sealed class Place(CpuLane lane)
     {
         private int _released;
 
-        public void Dispose()
+        public void Leave()
         {
             if (Interlocked.Exchange(ref _released, 1) == 0)
             {

@@ -8,7 +8,7 @@ using MassTransit;
 using MassTransit.Serialization;
 using Microsoft.Extensions.Logging;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// Reads the bodies on the task queues. MassTransit faults a body it cannot read into the queue's <c>_error</c>

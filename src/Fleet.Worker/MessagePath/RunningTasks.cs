@@ -1,6 +1,6 @@
 using System.Collections.Concurrent;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// The tasks this worker is executing, by id, with the token source that cancels each. A <c>CancelTask</c>

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Options;
 using Npgsql;
 
-namespace Fleet.Worker;
+namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// Tells a task that kills its worker process from the tasks that merely died beside it. A task that was running
