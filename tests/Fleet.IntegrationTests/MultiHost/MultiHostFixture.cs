@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Microsoft.EntityFrameworkCore;

@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>Small process, port and /proc helpers for the servers a test run owns (Linux only).</summary>
 internal static class ProcessTools

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Xunit.Abstractions;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>Where the fixture's servers come from.</summary>
 public enum FleetServerSource

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Npgsql;
 using RabbitMQ.Client;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// Waits until a server really serves (a login succeeds), not just until its port accepts TCP. Every attempt has its

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// The temp dir of one test run's own servers (<c>/tmp/fleet-test-XXXXXXXX</c>) and the safety nets around it:

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Npgsql;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// A private PostgreSQL cluster for one test run: initdb into the run's temp dir, pg_ctl on a free 127.0.0.1 port,

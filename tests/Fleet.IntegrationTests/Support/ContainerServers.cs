@@ -4,7 +4,7 @@ using Docker.DotNet.Models;
 using Testcontainers.PostgreSql;
 using Testcontainers.RabbitMq;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// PostgreSQL and RabbitMQ as Testcontainers, pinned images. Each host port is chosen up front (free port) and
