@@ -560,7 +560,7 @@ rmq_end_epmd() {
 # A crash: SIGKILL to the node and its children (by pid, checked against our dir). The data stays.
 rmq_kill() {
   local pid children
-  pid=$(rmq_pid) || return 0
+  pid=$(rmq_pid) || { rmq_end_epmd; return 0; }
   children=$(children_of "$pid")
   # shellcheck disable=SC2086
   kill -KILL "$pid" $children 2>/dev/null || true

@@ -52,7 +52,7 @@ internal static class Readiness
 
     public static async Task WaitForManagementAsync(Uri managementUri, TimeSpan timeout, CancellationToken cancellationToken, Action? check = null)
     {
-        using var http = LocalRabbitMqServer.CreateManagementClient(managementUri);
+        using var http = LocalServers.CreateManagementClient(managementUri);
         await RetryAsync(
                 "RabbitMQ management API",
                 async token =>
