@@ -25,7 +25,7 @@ TEST_ARGS ?= --blame-hang-timeout 20m --blame-hang-dump-type none
 # The randomized soak (make chaos) takes minutes; make test runs the bounded fault tests only.
 TEST_FILTER ?= Category!=Chaos
 
-.PHONY: help build up down status psql migrate demo bench bench-compare fleet-sim test chaos clean clean-data
+.PHONY: help build up down status psql migrate demo bench bench-compare fleet-sim test test-unit test-integration chaos format clean clean-data
 
 help: ## list the targets
 	@echo "Fleet make targets:"
@@ -59,7 +59,7 @@ migrate: ## start the servers if needed, build, then apply the database migratio
 demo: up ## make up, then submit the 1,000-task heat job (DEMO_COUNT), show progress and the SQL summary
 	. "$(FLEET_HOME)/env" && $(CLI) demo --count $(DEMO_COUNT)
 
-bench: ## make up, then the standard fleet bench (issue 5) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
+bench: ## make up, then the standard benchmark (fleet-bench, bench/Fleet.Bench) into bench/results/ (COUNT=0.1 RUNS=1 for a quick run)
 	infra/local/bench.sh
 
 bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads and counts; one Fleet/Celery table (~15 min)
@@ -76,11 +76,22 @@ test: ## install the servers if missing, then run every test (results in TestRes
 	  --logger "trx;LogFilePrefix=results" --logger "console;verbosity=normal" \
 	  --results-directory TestResults --filter "$(TEST_FILTER)" $(TEST_ARGS)
 
+test-unit: ## unit tests only: no servers, no apt, well under a minute
+	dotnet test tests/Fleet.UnitTests -c $(CONFIGURATION) --logger "console;verbosity=minimal" $(TEST_ARGS)
+
+test-integration: ## install the servers if missing, then the integration tests (private PostgreSQL/RabbitMQ, real workers)
+	infra/local/install.sh
+	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) \
+	  --logger "console;verbosity=normal" --filter "$(TEST_FILTER)" $(TEST_ARGS)
+
 chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker/database restarts, purges, hostile input
 	infra/local/install.sh
 	dotnet build $(SOLUTION) -c $(CONFIGURATION) -v q
 	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) --no-build --filter "Category=Chaos" \
 	  --logger "console;verbosity=detailed" $(TEST_ARGS)
+
+format: ## apply the code style of .editorconfig (whitespace, usings, style fixes) to every project
+	dotnet format $(SOLUTION) --exclude src/Fleet.Persistence/Migrations
 
 clean: ## remove build outputs and test results (keeps .fleet/ data)
 	-dotnet clean $(SOLUTION) -c $(CONFIGURATION) -v q

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""The Celery side of `make bench-compare`: runs one WORKLOADS.md workload through a Celery worker that this
-script starts and stops, and measures it the way `fleet bench` measures Fleet (docs/benchmarks.md):
+"""The Celery side of `make bench-compare`: runs one standard workload (docs/task-types.md) through a Celery worker that this
+script starts and stops, and measures it the way `fleet-bench` measures Fleet (docs/benchmarks.md):
 
   throughput      N / (last date_done in Celery's result table - first submit)
   latency         date_done - submit time of that task: p50 / p95 / p99 (percentile_cont, linear)
@@ -11,9 +11,9 @@ script starts and stops, and measures it the way `fleet bench` measures Fleet (d
   CPU seconds     utime+stime over the run: workers (main + children), rabbitmq and postgres (the processes
                   listening on the broker's and the database's ports, with their children), bench (this process)
 
-It writes the same JSON shape and Markdown table as `fleet bench` (src/Fleet.Cli/Bench/BenchOutput.cs), so that
+It writes the same JSON shape and Markdown table as `fleet-bench` (bench/Fleet.Bench/BenchOutput.cs), so that
 compare.py can put both side by side. Every task's result is checked: sieve/noop/sleep all of them, sha256 and heat
-those of the reference seeds 0 and 7 (WORKLOADS.md).
+those of the reference seeds 0 and 7 (docs/task-types.md).
 
     . .fleet/env && /usr/bin/python3 bench/celery/bench.py --workload noop --count 2000 --runs 1 \\
         --json bench/results/x-celery-noop.json --markdown bench/results/x-celery-noop.md
@@ -201,7 +201,7 @@ def bench_cpu_seconds():
 
 
 def check_result(name, index, result):
-    """True/False for a result that can be checked against WORKLOADS.md, None for one that cannot."""
+    """True/False for a result that can be checked against a reference vector, None for one that cannot."""
     if name in ("noop", "sleep"):
         return result == {}
     if name == "sieve":

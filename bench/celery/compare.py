@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""One table of Fleet against Celery from the JSON reports of `fleet bench` and bench/celery/bench.py: per workload
+"""One table of Fleet against Celery from the JSON reports of `fleet-bench` and bench/celery/bench.py: per workload
 and metric the median over the runs (with the range when there are several), and the ratio Fleet / Celery.
 
     /usr/bin/python3 bench/celery/compare.py --celery A.json B.json --fleet C.json D.json \\
@@ -124,7 +124,7 @@ def markdown(result):
     out += ["", f"Celery pools: {pools}."]
     if result["rawBrokerMedianRate"]:
         fr = result["noopFractionOfRawBroker"]
-        out += [f"Raw broker (RabbitMQ.Client, confirms + acks, measured by fleet bench before each noop run): median "
+        out += [f"Raw broker (RabbitMQ.Client, confirms + acks, measured by fleet-bench before each noop run): median "
                 f"{result['rawBrokerMedianRate']:,.0f} msg/s; noop as a fraction of it: Fleet "
                 f"{fmt(fr.get('fleet'))}, Celery {fmt(fr.get('celery'))}."]
     return "\n".join(out) + "\n"

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Fleet and Celery side by side on this machine (issue 5): `make bench-compare`.
+# Fleet and Celery side by side on this machine: `make bench-compare`.
 #
 #   1. infra/local/install.sh and bench/celery/install.sh (the servers, Debian's python3-celery & co., each only
-#      if missing), then selfcheck.py: the Python workloads against WORKLOADS.md's reference vectors
+#      if missing), then selfcheck.py: the Python workloads against its reference vectors
 #   2. build Fleet; stop Fleet's API and workers if they run (so Celery has the machine); start the servers
 #   3. Celery: bench/celery/bench.py per workload, each with its own worker that it starts and stops
 #      (prefork x cores for noop and the CPU workloads, CELERY_SLEEP_POOL x CELERY_SLEEP_THREADS for sleep)
-#   4. Fleet: fleet.sh up with WORKERS workers, fleet bench per workload with the same counts (sleep: ONE worker
-#      with Worker__IoConcurrency=SLEEP_IO, as make bench does), then the workers put back to WORKERS
+#   4. Fleet: fleet.sh up with WORKERS workers, fleet-bench (bench/Fleet.Bench) per workload with the same counts
+#      (sleep: ONE worker with Worker__IoConcurrency=SLEEP_IO, as make bench does), then the workers put back to
+#      WORKERS
 #   5. compare.py: one table, Fleet / Celery per workload and metric
 #
 # Settings (environment): COUNT (scale factor on the counts below, 1), RUNS (3), WORKERS (2), SLEEP_IO (1024),
@@ -32,7 +33,7 @@ CELERY_SLEEP_POOL=${CELERY_SLEEP_POOL:-threads}
 CELERY_SLEEP_THREADS=${CELERY_SLEEP_THREADS:-200}
 COMPARE_WORKLOADS=${COMPARE_WORKLOADS:-noop sha256 sieve heat sleep}
 PYTHON=/usr/bin/python3
-CLI=(dotnet "$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/net10.0/fleet.dll")
+BENCH=(dotnet "$ROOT/bench/Fleet.Bench/bin/$CONFIGURATION/net10.0/fleet-bench.dll")
 OUT=$ROOT/bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 PID_FILE=$FLEET_HOME/run/celery-bench.pids
@@ -117,15 +118,15 @@ fleet_bench() { # WORKLOAD N WORKERS
     # shellcheck disable=SC1091
     . "$FLEET_HOME/env"
     set +a
-    "${CLI[@]}" bench --workload "$w" --count "$n" --runs "$RUNS" --workers "$workers" \
+    "${BENCH[@]}" --workload "$w" --count "$n" --runs "$RUNS" --workers "$workers" \
       --json "$OUT/$STAMP-fleet-$w.json" --markdown "$OUT/$STAMP-fleet-$w.md" >/dev/null
-  ) || log "warning: fleet bench $w exited with $?"
+  ) || log "warning: fleet-bench $w exited with $?"
 }
 
 mkdir -p "$OUT" "$FLEET_HOME/run" "$FLEET_HOME/logs"
 "$ROOT/infra/local/install.sh" # PostgreSQL and RabbitMQ, if missing (a no-op where make test ran)
 "$HERE/install.sh"
-(cd "$HERE" && "$PYTHON" selfcheck.py) >&2 || { log "the Python workloads do not match WORKLOADS.md"; exit 1; }
+(cd "$HERE" && "$PYTHON" selfcheck.py) >&2 || { log "the Python workloads do not match their reference vectors"; exit 1; }
 "$ROOT/infra/local/fleet.sh" build
 # Celery runs alone: Fleet's API and workers (if any run) stop; PostgreSQL and RabbitMQ stay.
 if [[ -f $FLEET_HOME/env ]]; then KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down; fi

@@ -1,4 +1,4 @@
-"""Linux /proc readings for the Celery bench, the same ones Fleet's bench takes (src/Fleet.Cli/Bench/ProcessStats.cs):
+"""Linux /proc readings for the Celery bench, the same ones Fleet's bench takes (bench/Fleet.Bench):
 CPU seconds (utime+stime), peak RSS (VmHWM, resettable through clear_refs), children, and the process listening on
 a loopback TCP port (how the PostgreSQL and RabbitMQ servers of the measured setup are found, and no one else's).
 Every reading returns None or an empty list when /proc cannot tell.

@@ -1,4 +1,4 @@
-"""Checks workloads.py against the reference vectors of WORKLOADS.md; exits 1 on a mismatch.
+"""Checks workloads.py against the reference vectors of docs/task-types.md; exits 1 on a mismatch.
 
     /usr/bin/python3 bench/celery/selfcheck.py          (bench-compare runs it before the Celery bench)
 """
@@ -7,7 +7,7 @@ import sys
 
 import workloads
 
-# (workload, payload, expected output) from ../shared/WORKLOADS.md
+# (workload, payload, expected output): the reference vectors of docs/task-types.md
 SHA = {"size_kb": 1024, "rounds": 32}
 VECTORS = [
     ("noop", {}, {}),
@@ -30,7 +30,7 @@ EXPECTED_BY_SEED = {
 
 
 def matches(name, got, expected):
-    """Exact for everything; heat to a relative 1e-12 as WORKLOADS.md allows (this Python matches bit for bit)."""
+    """Exact for everything; heat to a relative 1e-12 (this Python matches bit for bit)."""
     if name != "heat":
         return got == expected
     return set(got) == set(expected) and all(abs(got[k] - expected[k]) <= 1e-12 * abs(expected[k]) for k in expected)

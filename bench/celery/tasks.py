@@ -1,4 +1,4 @@
-"""The Celery app of the side-by-side benchmark: the WORKLOADS.md workloads as Celery tasks, configured for the
+"""The Celery app of the side-by-side benchmark: the standard workloads as Celery tasks, configured for the
 same durability as Fleet (persistent messages, publisher confirms, acknowledgement after the result is stored).
 
 Worker: /usr/bin/python3 -m celery -A tasks worker ...  (bench.py starts it with the pool of each workload)

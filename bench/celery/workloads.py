@@ -1,8 +1,8 @@
-"""The WORKLOADS.md workloads in Python: the same inputs, outputs and algorithms as Fleet's built-in handlers
+"""The standard workloads (docs/task-types.md) in Python: the same inputs, outputs and algorithms as Fleet's built-in handlers
 (src/Fleet.Tasks/BuiltIn), so that the Celery side of `make bench-compare` does the same work.
 
 Plain functions of a JSON-like dict to a JSON-like dict; tasks.py wraps them as Celery tasks, bench.py times them
-alone for the single-task time, selfcheck.py checks them against the reference vectors of WORKLOADS.md.
+alone for the single-task time, selfcheck.py checks them against the reference vectors of docs/task-types.md.
 """
 
 import hashlib
@@ -15,7 +15,7 @@ CPU_WORKLOADS = ("sha256", "sieve", "heat")
 
 
 def payload(name, index):
-    """The payload of task `index` of a run, as Fleet.Client.Workloads.Payload builds it (seed = task index)."""
+    """The payload of task `index` of a run, as StandardWorkloads.Payload (src/Fleet.Tasks/BuiltIn) builds it (seed = task index)."""
     if name == "noop":
         return {}
     if name == "sha256":
@@ -34,7 +34,7 @@ def noop(_payload):
 
 
 def sha256(p):
-    # WORKLOADS.md's own Python: building the data is part of the task and, in CPython, most of it.
+    # The reference generator, as written: building the data is part of the task and, in CPython, most of it.
     size, rounds, seed = p["size_kb"] * 1024, p["rounds"], p["seed"]
     data = bytes((i * 31 + seed) & 0xFF for i in range(size))
     digest = b""

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The standard benchmark (issue 5, WORKLOADS.md) against the local fleet: `make bench`.
+# The standard benchmark against the local fleet: `make bench`. The benchmark program is fleet-bench
+# (bench/Fleet.Bench), built with the solution beside the `fleet` CLI.
 #
 #   1. fleet.sh up with WORKERS workers (build, migrate)
-#   2. fleet bench: noop (closed loop with the raw-broker baseline, then open loop at half the max rate),
+#   2. fleet-bench: noop (closed loop with the raw-broker baseline, then open loop at half the max rate),
 #      sha256, sieve, heat
-#   3. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet bench sleep
+#   3. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet-bench sleep
 #   4. the workers put back to WORKERS (the servers keep running; make down stops everything)
 #
 # Settings (environment): COUNT (scale factor on every task count, 1; e.g. 0.1 for a quick run), RUNS (3),
 # WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat sleep"), OPEN_SECONDS (20),
-# BENCH_ARGS (extra arguments for every fleet bench call). Results: bench/results/<UTC time>-*.{json,md} and
+# BENCH_ARGS (extra arguments for every fleet-bench call). Results: bench/results/<UTC time>-*.{json,md} and
 # bench/results/<UTC time>.md (all tables).
 set -Eeuo pipefail
 
@@ -25,7 +26,7 @@ SLEEP_IO=${SLEEP_IO:-1024}
 OPEN_SECONDS=${OPEN_SECONDS:-20}
 BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat sleep}
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
-CLI=(dotnet "$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/net10.0/fleet.dll")
+BENCH=(dotnet "$ROOT/bench/Fleet.Bench/bin/$CONFIGURATION/net10.0/fleet-bench.dll")
 OUT=$ROOT/bench/results
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 export CONFIGURATION
@@ -37,22 +38,23 @@ SCRIPT=bench
 # scaled N: the standard count times COUNT, at least 10
 scaled() { awk -v n="$1" -v s="$COUNT" 'BEGIN { v = int(n * s + 0.5); if (v < 10) v = 10; print v }'; }
 
-bench() { # NAME ARGS...: one fleet bench invocation, its JSON and Markdown under bench/results
+bench() { # NAME ARGS...: one fleet-bench invocation, its JSON and Markdown under bench/results
   local name=$1
   shift
-  log "fleet bench $*"
+  log "fleet-bench $*"
   (
     set -a
     # shellcheck disable=SC1091
     . "$FLEET_HOME/env"
     set +a
-    "${CLI[@]}" bench --runs "$RUNS" "$@" "${EXTRA[@]}" \
+    "${BENCH[@]}" --runs "$RUNS" "$@" "${EXTRA[@]}" \
       --json "$OUT/$STAMP-$name.json" --markdown "$OUT/$STAMP-$name.md"
-  ) || log "warning: fleet bench $name exited with $?"
+  ) || log "warning: fleet-bench $name exited with $?"
 }
 
 mkdir -p "$OUT"
 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+[[ -f ${BENCH[1]} ]] || die "${BENCH[1]} not found (build first: make build)"
 for w in $BENCH_WORKLOADS; do
   case $w in
     noop) bench noop --workload noop --count "$(scaled 100000)" --rate half --open-seconds "$OPEN_SECONDS" --workers "$WORKERS" ;;

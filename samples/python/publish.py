@@ -27,7 +27,7 @@ import pika
 CPU_QUEUE, IO_QUEUE = "fleet-cpu", "fleet-io"
 CPU_TYPES = {"sha256", "sieve", "heat"}
 
-# The standard workloads (WORKLOADS.md): task i gets seed i, like `fleet submit --workload`.
+# The standard workloads (docs/task-types.md#standard-workloads): task i gets seed i, like `fleet submit --workload`.
 STANDARD_PAYLOADS = {
     "noop": lambda i: {},
     "sha256": lambda i: {"size_kb": 1024, "rounds": 32, "seed": i},

@@ -7,6 +7,8 @@ using Fleet.Api.Relay;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
 using Fleet.Client;
+using Fleet.Messaging;
+using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using MassTransit;
@@ -117,7 +119,7 @@ public static class ApiHostingExtensions
         return app;
     }
 
-    /// <summary>Every endpoint: the pinned paths of DESIGN.md, health and the OpenAPI document.</summary>
+    /// <summary>Every endpoint (the routes of docs/http-api.md): tasks, batches, workers, stats, metrics, health and the OpenAPI document.</summary>
     public static WebApplication MapFleetApi(this WebApplication app)
     {
         ArgumentNullException.ThrowIfNull(app);

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Fleet.Client;
+using Fleet.Tasks.BuiltIn;
 
 namespace Fleet.Cli;
 
@@ -20,7 +21,8 @@ internal static class DemoCommand
             var batchId = Guid.CreateVersion7();
             await using var client = CliSettings.CreateClient();
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Submitting {n} heat tasks (n=256, steps=1000) as batch {batchId}"));
-            await client.SubmitManyAsync(Workloads.Requests("heat", n, batchId), ct).ConfigureAwait(false);
+            var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(HeatHandler.TypeName, StandardWorkloads.Payload(HeatHandler.TypeName, i)) { BatchId = batchId });
+            await client.SubmitManyAsync(requests, ct).ConfigureAwait(false);
             var progress = await BatchWatcher.WaitAsync(client, batchId, n, TimeSpan.FromMinutes(30), ct).ConfigureAwait(false);
             await BatchSummary.PrintAsync(batchId, ct).ConfigureAwait(false);
             return progress.Final == progress.Succeeded ? 0 : 1;

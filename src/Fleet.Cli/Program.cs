@@ -11,6 +11,5 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     MigrateCommand.Create(),
     RetentionCommand.Create(),
     DemoCommand.Create(),
-    BenchCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
+using Fleet.Tasks.BuiltIn;
 
 namespace Fleet.Cli;
 
@@ -12,7 +13,7 @@ internal static class SubmitCommand
     {
         var type = new Argument<string?>("type") { Description = "Task type (e.g. sha256). Omit when using --workload.", Arity = ArgumentArity.ZeroOrOne };
         var payload = new Option<string>("--payload", "-p") { Description = "The payload as a JSON object.", DefaultValueFactory = _ => "{}" };
-        var workload = new Option<string?>("--workload", "-w") { Description = $"Submit a standard workload: {string.Join(", ", Workloads.Names)} (task i gets seed i)." };
+        var workload = new Option<string?>("--workload", "-w") { Description = $"Submit a standard workload: {string.Join(", ", StandardWorkloads.Names)} (task i gets seed i)." };
         var count = new Option<int>("--count", "-n") { Description = "How many tasks to submit.", DefaultValueFactory = _ => 1 };
         var wait = new Option<bool>("--wait") { Description = "Wait until every task is final; show progress and a summary." };
         var timeout = new Option<int?>("--timeout-seconds") { Description = "The tasks' time limit." };
@@ -44,13 +45,13 @@ internal static class SubmitCommand
                     throw new CliException($"--payload is not valid JSON: {ex.Message}");
                 }
             }
-            else if (!Workloads.Names.Contains(name))
+            else if (!StandardWorkloads.Names.Contains(name))
             {
-                throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", Workloads.Names)}");
+                throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", StandardWorkloads.Names)}");
             }
 
             var batchId = n > 1 ? Guid.CreateVersion7() : (Guid?)null;
-            var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(taskType, fixedPayload ?? Workloads.Payload(name!, i))
+            var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(taskType, fixedPayload ?? StandardWorkloads.Payload(name!, i))
             {
                 BatchId = batchId,
                 TimeoutSeconds = parse.GetValue(timeout),

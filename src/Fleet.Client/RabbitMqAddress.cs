@@ -1,10 +1,8 @@
-using MassTransit;
-
 namespace Fleet.Client;
 
 /// <summary>
-/// Reads the pinned <c>ConnectionStrings__rabbitmq</c> form, <c>amqp[s]://user:pass@host:port/vhost</c>, and applies
-/// it to a MassTransit RabbitMQ bus. Parsed here rather than left to the transport so that the user name,
+/// Reads the pinned <c>ConnectionStrings__rabbitmq</c> form, <c>amqp[s]://user:pass@host:port/vhost</c>, for every
+/// RabbitMQ connection Fleet opens. Parsed here rather than left to a client library so that the user name,
 /// password and vhost are decoded the way the RabbitMQ URI spec says (percent-encoding, "/" vhost as "%2F").
 /// Two query parameters of that spec tune how fast a dead peer is noticed: <c>heartbeat</c> (seconds) and
 /// <c>connection_timeout</c> (milliseconds), e.g. <c>amqp://fleet:x@mq:5672/fleet?heartbeat=5</c>.
@@ -58,8 +56,8 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
 
     /// <summary>
     /// A RabbitMQ.Client connection factory for this address, with the liveness settings every Fleet connection
-    /// shares (the same as <see cref="RabbitMqBusConfiguratorExtensions.UseFleetHost"/>): the address's heartbeat
-    /// and connection timeout, so a cut-off peer is noticed within two missed heartbeats, not the TCP timeout.
+    /// shares (the hosts' MassTransit bus uses the same): the address's heartbeat and connection timeout, so a
+    /// cut-off peer is noticed within two missed heartbeats, not the TCP timeout.
     /// </summary>
     public RabbitMQ.Client.ConnectionFactory CreateConnectionFactory(string connectionName) => new()
     {
@@ -90,27 +88,4 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
 
     /// <summary>The address without the password, for logs.</summary>
     public override string ToString() => $"{(UseTls ? "amqps" : "amqp")}://{UserName}:***@{Host}:{Port}/{Uri.EscapeDataString(VirtualHost)}";
-}
-
-public static class RabbitMqBusConfiguratorExtensions
-{
-    /// <summary>Connects the bus to the fleet's broker with the settings every Fleet process shares.</summary>
-    public static void UseFleetHost(this IRabbitMqBusFactoryConfigurator configurator, RabbitMqAddress address, string connectionName)
-    {
-        ArgumentNullException.ThrowIfNull(configurator);
-        ArgumentNullException.ThrowIfNull(address);
-        configurator.Host(address.Host, (ushort)address.Port, address.VirtualHost, connectionName, host =>
-        {
-            host.Username(address.UserName);
-            host.Password(address.Password);
-
-            // A cut-off peer is noticed within about two heartbeats instead of the TCP timeout (minutes).
-            host.Heartbeat(address.Heartbeat);
-            host.RequestedConnectionTimeout(address.ConnectionTimeout);
-            if (address.UseTls)
-            {
-                host.UseSsl(ssl => ssl.ServerName = address.Host);
-            }
-        });
-    }
 }

@@ -1,11 +1,36 @@
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Npgsql;
 
 namespace Fleet.Persistence;
 
 public static class FleetDatabaseExtensions
 {
+    /// <summary>Registers the fleet database (<c>ConnectionStrings:fleetdb</c>) for this host.</summary>
+    public static IHostApplicationBuilder AddFleetDatabase(this IHostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddFleetDatabase(builder.Configuration.GetFleetDatabaseConnectionString());
+        return builder;
+    }
+
+    /// <summary>
+    /// <c>ConnectionStrings:fleetdb</c>; fails naming both the config path and the environment variable when it is
+    /// missing.
+    /// </summary>
+    public static string GetFleetDatabaseConnectionString(this IConfiguration configuration)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var value = configuration.GetConnectionString("fleetdb");
+        return string.IsNullOrWhiteSpace(value)
+            ? throw new InvalidOperationException(
+                "Missing connection string 'ConnectionStrings:fleetdb' (environment variable ConnectionStrings__fleetdb). " +
+                "Run `make up` and `. .fleet/env`, or set it yourself.")
+            : value;
+    }
+
     /// <summary>
     /// Registers one <see cref="NpgsqlDataSource"/> (the connection pool) and a pooled <see cref="FleetDbContext"/>
     /// factory on top of it, so EF queries and the batched SQL writes share connections.

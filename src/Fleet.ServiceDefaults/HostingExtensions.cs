@@ -1,6 +1,3 @@
-using Fleet.Client;
-using Fleet.Persistence;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -49,29 +46,5 @@ public static class HostingExtensions
         builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
         return builder;
-    }
-
-    /// <summary>Registers the fleet database (<c>ConnectionStrings:fleetdb</c>) for this host.</summary>
-    public static IHostApplicationBuilder AddFleetDatabase(this IHostApplicationBuilder builder)
-    {
-        ArgumentNullException.ThrowIfNull(builder);
-        builder.Services.AddFleetDatabase(builder.Configuration.GetRequiredConnectionString("fleetdb"));
-        return builder;
-    }
-
-    /// <summary>The broker address from <c>ConnectionStrings:rabbitmq</c>.</summary>
-    public static RabbitMqAddress GetRabbitMqAddress(this IConfiguration configuration) =>
-        RabbitMqAddress.Parse(configuration.GetRequiredConnectionString("rabbitmq"));
-
-    /// <summary>Reads a connection string or fails naming both the config path and the environment variable.</summary>
-    public static string GetRequiredConnectionString(this IConfiguration configuration, string name)
-    {
-        ArgumentNullException.ThrowIfNull(configuration);
-        var value = configuration.GetConnectionString(name);
-        return string.IsNullOrWhiteSpace(value)
-            ? throw new InvalidOperationException(
-                $"Missing connection string 'ConnectionStrings:{name}' (environment variable ConnectionStrings__{name}). " +
-                "Run `make up` and `. .fleet/env`, or set it yourself.")
-            : value;
     }
 }

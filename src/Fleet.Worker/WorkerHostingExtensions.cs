@@ -1,5 +1,6 @@
 using Fleet.Client;
 using Fleet.Contracts;
+using Fleet.Messaging;
 using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
@@ -60,7 +61,7 @@ public static class WorkerHostingExtensions
         // Sends task messages again (the reconciler's republish, a lookahead message handed back): the plain JSON
         // body with publisher confirms, as producers send it.
         services.AddSingleton(sp => new RabbitMqTaskPublisher(broker, $"fleet-worker-publisher {sp.GetRequiredService<IOptions<WorkerOptions>>().Value.HostName}:{Environment.ProcessId}"));
-        var postgres = builder.Configuration.GetRequiredConnectionString("fleetdb");
+        var postgres = builder.Configuration.GetFleetDatabaseConnectionString();
         services.AddKeyedSingleton(nameof(TaskLedger), (_, _) => FleetDatabaseExtensions.CreateLedgerDataSource(postgres));
         services.AddSingleton(sp =>
         {

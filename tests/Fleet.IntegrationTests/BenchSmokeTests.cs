@@ -1,10 +1,10 @@
-using Fleet.Cli.Bench;
+using Fleet.Bench;
 using Fleet.IntegrationTests.Support;
 
 namespace Fleet.IntegrationTests;
 
 /// <summary>
-/// A small run of the <c>fleet bench</c> code path against the fixture's fleet (in-process worker, real servers):
+/// A small run of the <c>fleet-bench</c> code path against the fixture's fleet (in-process worker, real servers):
 /// the report has sane fields. No speed assertions: the machines are shared.
 /// </summary>
 public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)

@@ -135,7 +135,7 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
     {
         await using var worker = WorkerProcess.Start(Fleet.WorkerSettings("through-broker-restart", cpuConcurrency: 2));
         var ids = await Fleet.Client.SubmitManyAsync([
-            .. Workloads.Requests("noop", 3000),
+            .. StandardRequests.Of("noop", 3000),
             .. Enumerable.Range(0, 200).Select(_ => TaskRequest.Create("sleep", new { ms = 500 })),
         ]);
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(

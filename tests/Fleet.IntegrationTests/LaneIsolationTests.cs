@@ -12,7 +12,7 @@ public sealed class LaneIsolationTests(FleetFixture fleet) : FleetTest(fleet)
         var heatBatch = Guid.NewGuid();
         // Enough CPU work to outlast the 40 sleeps by far (about 15 s of lane time on two threads): the pipelined
         // client submits so fast now that 120 heat tasks could finish before the last sleep did.
-        var heat = await Fleet.Client.SubmitManyAsync(Workloads.Requests("heat", 1000, heatBatch));
+        var heat = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("heat", 1000, heatBatch));
 
         // The CPU lane is full once it runs as many heat tasks as it has threads (one per core in the fixture).
         Assert.True(

@@ -2,7 +2,7 @@ using Fleet.IntegrationTests.Support;
 
 namespace Fleet.IntegrationTests;
 
-/// <summary>Any AMQP client may publish the plain JSON body (DESIGN.md); no MassTransit on the publishing side.</summary>
+/// <summary>Any AMQP client may publish the plain JSON body (docs/publishing.md); no MassTransit on the publishing side.</summary>
 public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
 {
     [Fact]

@@ -22,7 +22,7 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
     public async Task APurgedQueue_WithTwoThousandQueuedTasks_IsRepublished_AndEachTaskRunsOnce()
     {
         await Fleet.StopWorkerAsync();
-        var ids = await Fleet.Client.SubmitManyAsync(Workloads.Requests("noop", 2000));
+        var ids = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("noop", 2000));
         Assert.Equal(2000u, await QueueMessageCountAsync("fleet-io"));
         await using (var connection = await Fleet.OpenRabbitAsync())
         await using (var channel = await connection.CreateChannelAsync())
@@ -46,7 +46,7 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
         await Fleet.StopWorkerAsync();
         await using var first = WorkerProcess.Start(ReconcilingWorker("broker-kill-a"));
         await using var second = WorkerProcess.Start(ReconcilingWorker("broker-kill-b"));
-        var ids = await Fleet.Client.SubmitManyAsync(Workloads.Requests("noop", 6000));
+        var ids = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("noop", 6000));
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'succeeded'", ("ids", ids.ToArray())) > 500));
 
@@ -152,7 +152,7 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
     {
         // A backlog: the task's message may be among the ready ones, so nothing is republished into it.
         await Fleet.StopWorkerAsync();
-        await Fleet.Client.SubmitManyAsync(Workloads.Requests("noop", 10));
+        await Fleet.Client.SubmitManyAsync(StandardRequests.Of("noop", 10));
         var id = await InsertOpenTaskAsync("queued", null);
         var broker = RabbitMqAddress.Parse(Fleet.AmqpUri);
         await using var publisher = new RabbitMqTaskPublisher(broker, "reconciler-test");

@@ -55,7 +55,7 @@ public sealed class ReliabilityTests(FleetFixture fleet) : FleetTest(fleet)
             hangs.Add(await Fleet.Client.SubmitAsync(TaskRequest.Create("fault-hang", new { seconds = 30 }) with { TimeoutSeconds = 1, Queue = TaskQueues.Cpu }));
         }
 
-        var after = await Fleet.Client.SubmitManyAsync(Workloads.Requests("sha256", 4));
+        var after = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("sha256", 4));
         await WaitForFinalAsync([.. hangs, .. after], TimeSpan.FromSeconds(25));
 
         foreach (var id in hangs)

@@ -161,7 +161,7 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         await using (var worker = WorkerProcess.Start(settings))
         {
             var ids = await Fleet.Client.SubmitManyAsync([
-                .. Client.Workloads.Requests("noop", 3),
+                .. StandardRequests.Of("noop", 3),
                 Client.TaskRequest.Create("sieve", new { limit = 1_000_000_000_000 }),
             ]);
             await WaitForFinalAsync(ids);

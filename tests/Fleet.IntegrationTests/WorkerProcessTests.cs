@@ -25,7 +25,7 @@ public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
             "both worker processes should register in fleet.workers");
 
         var batch = Guid.NewGuid();
-        var ids = await Fleet.Client.SubmitManyAsync(Workloads.Requests("sha256", 40, batch));
+        var ids = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("sha256", 40, batch));
         await WaitForFinalAsync(ids);
 
         var perHost = await ListAsync(
@@ -73,7 +73,7 @@ public sealed class WorkerProcessTests(FleetFixture fleet) : FleetTest(fleet)
 
         // Besides successes: a failure (unknown type) and a task that fails once, is retried, then succeeds.
         var ids = await Fleet.Client.SubmitManyAsync([
-            .. Workloads.Requests("sha256", 5), .. Workloads.Requests("noop", 3), TaskRequest.Create("no-such-type", new { }),
+            .. StandardRequests.Of("sha256", 5), .. StandardRequests.Of("noop", 3), TaskRequest.Create("no-such-type", new { }),
             TaskRequest.Create("fault-flaky", new { key = Guid.NewGuid().ToString(), failTimes = 1 }) with { MaxAttempts = 3 }]);
         await WaitForFinalAsync(ids);
 

@@ -64,7 +64,7 @@ public sealed class HeatHandlerTests
         Assert.True(relative <= 1e-12, $"expected {expected:R}, got {actual:R} (relative error {relative:E2})");
     }
 
-    /// <summary>WORKLOADS.md transcribed literally with 2D arrays and Python's non-negative modulo.</summary>
+    /// <summary>The definition in docs/task-types.md transcribed literally with 2D arrays and Python's non-negative modulo.</summary>
     private static (double Mean, double Max) ScalarReference(int n, int steps, int seed)
     {
         var u = new double[n, n];

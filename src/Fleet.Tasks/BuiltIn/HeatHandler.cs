@@ -6,13 +6,13 @@ using System.Text.Json.Serialization;
 namespace Fleet.Tasks.BuiltIn;
 
 /// <summary>
-/// <c>heat</c>, the "weather model" (WORKLOADS.md): an explicit 2D heat-diffusion stencil on an
+/// <c>heat</c>, the "weather model" (docs/task-types.md): an explicit 2D heat-diffusion stencil on an
 /// <c>n</c> x <c>n</c> grid of doubles with the border held at 0, run for <c>steps</c> steps.
 /// Output: <c>{"mean": x, "max": y}</c> over all n*n cells.
 /// </summary>
 /// <remarks>
 /// Every cell update performs exactly the operations of the reference, in the same order and without fused
-/// multiply-add, so the results match the Python and C references bit for bit. The stencil runs
+/// multiply-add, so the results match the Python implementation (bench/celery/workloads.py) bit for bit. The stencil runs
 /// <see cref="Vector{T}"/> lanes side by side; lane-wise IEEE operations give the same result as the scalar loop.
 /// The mean is summed sequentially, row by row, because reordering that sum would change the result.
 /// </remarks>

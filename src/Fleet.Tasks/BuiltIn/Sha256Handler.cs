@@ -5,7 +5,7 @@ using System.Text.Json.Serialization;
 namespace Fleet.Tasks.BuiltIn;
 
 /// <summary>
-/// <c>sha256</c> (WORKLOADS.md): builds <c>size_kb</c> KiB of data where byte <c>i</c> is
+/// <c>sha256</c> (docs/task-types.md): builds <c>size_kb</c> KiB of data where byte <c>i</c> is
 /// <c>(i*31 + seed) &amp; 0xFF</c>, then hashes it <c>rounds</c> times, each round hashing the previous digest
 /// (nothing on round 0) followed by the data. Output: <c>{"digest": "&lt;64 lowercase hex&gt;"}</c>.
 /// </summary>

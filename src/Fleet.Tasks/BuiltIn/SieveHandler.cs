@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 namespace Fleet.Tasks.BuiltIn;
 
 /// <summary>
-/// <c>sieve</c> (WORKLOADS.md): a plain sieve of Eratosthenes over <c>[2, limit)</c> with explicit loops;
+/// <c>sieve</c> (docs/task-types.md): a plain sieve of Eratosthenes over <c>[2, limit)</c> with explicit loops;
 /// output <c>{"count": number of primes below limit}</c>.
 /// </summary>
 public sealed class SieveHandler : CpuTaskHandler<SieveInput, SieveOutput>
@@ -29,8 +29,7 @@ public sealed class SieveHandler : CpuTaskHandler<SieveInput, SieveOutput>
         var limit = (int)input.Limit;
 
         // A pooled buffer, cleared: the algorithm is unchanged, but a fresh 2 MB array per task is a large-object
-        // allocation, and at one task every 11 ms they made the workers' garbage collector cost about a third
-        // more CPU than the sieve itself.
+        // allocation that makes the garbage collector outweigh the sieve (docs/decisions/0002).
         var composite = ArrayPool<bool>.Shared.Rent(limit);
         try
         {

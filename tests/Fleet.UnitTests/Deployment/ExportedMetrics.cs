@@ -30,8 +30,8 @@ public static partial class ExportedMetrics
     ];
 
     /// <summary>
-    /// The API's /metrics: the backlog gauges per queue and the autoscaling signal (issue 6). They are built in a
-    /// separate change; these are the names it promises.
+    /// The API's /metrics: the backlog gauges per queue and the autoscaling signal; these are the names the
+    /// dashboards and the autoscalers depend on.
     /// </summary>
     public static readonly string[] Api =
     [

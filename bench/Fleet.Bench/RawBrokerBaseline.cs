@@ -2,7 +2,7 @@ using System.Diagnostics;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
 
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
 /// <summary>
 /// The broker's own limit on this machine: plain RabbitMQ.Client, a fresh durable classic queue

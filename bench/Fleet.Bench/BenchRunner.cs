@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
 using Fleet.Client;
+using Fleet.Tasks.BuiltIn;
 using Npgsql;
 
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
-/// <summary>What <c>fleet bench</c> runs: workloads, sizes, modes.</summary>
+/// <summary>What <c>fleet-bench</c> runs: workloads, sizes, modes.</summary>
 internal sealed record BenchSettings
 {
     public required string PostgresConnectionString { get; init; }
@@ -49,7 +50,7 @@ internal sealed record BenchSettings
 }
 
 /// <summary>
-/// Runs the benchmark against a running fleet (WORKLOADS.md, "How the benchmark measures"): submits each run as
+/// Runs the benchmark against a running fleet (docs/benchmarks.md says how it measures): submits each run as
 /// its own batch through <see cref="FleetClient"/>, waits until every task is final, and reads throughput and
 /// latency back from PostgreSQL; CPU seconds and peak RSS come from /proc.
 /// </summary>
@@ -70,8 +71,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         """;
 
     // Growth: the first tenth of the finishes (from the first submit to the N/10-th finish) against the last tenth
-    // (from the (N - N/10)-th finish to the last). With a run of 1,000,000 these are issue 5's "first 100,000" and
-    // "last 100,000"; a ratio under 1 means the fleet slowed down as the tables grew.
+    // (from the (N - N/10)-th finish to the last); a ratio under 1 means the fleet slowed down as the tables grew.
     private const string GrowthSql = """
         WITH f AS (
             SELECT finished_at, row_number() OVER (ORDER BY finished_at) AS rn
@@ -150,7 +150,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
     /// <summary>
     /// An unmeasured batch before a workload's runs: without it, run 1 also measures the workers' JIT and the first
-    /// connections (a cold noop run came out at a fifth of the warm ones), and with few runs that skews the median.
+    /// connections, and with few runs that skews the median.
     /// </summary>
     private async Task WarmUpAsync(NpgsqlDataSource dataSource, string workload, CancellationToken cancellationToken)
     {
@@ -162,7 +162,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         var batchId = Guid.CreateVersion7();
         var count = Math.Min(settings.WarmUpTasks, settings.Count);
         var clock = Stopwatch.StartNew();
-        await client.SubmitManyAsync(Fleet.Client.Workloads.Requests(workload, count, batchId), cancellationToken).ConfigureAwait(false);
+        await client.SubmitManyAsync(Requests(workload, count, batchId), cancellationToken).ConfigureAwait(false);
         await WaitFinalAsync(dataSource, batchId, count, cancellationToken).ConfigureAwait(false);
         Log($"{workload}: warm-up of {count} tasks in {clock.Elapsed.TotalSeconds:0.0} s (not measured)");
     }
@@ -211,7 +211,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         var benchBefore = Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds;
 
         // Ids chosen here, so that a chunk whose submit call fails can be checked in the database.
-        var requests = Fleet.Client.Workloads.Requests(workload, count, batchId).Select(q => q with { TaskId = Guid.CreateVersion7() }).ToList();
+        var requests = Requests(workload, count, batchId).Select(q => q with { TaskId = Guid.CreateVersion7() }).ToList();
         var submitClock = Stopwatch.StartNew();
         if (rate is { } r)
         {
@@ -336,10 +336,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
     /// <summary>
     /// Waits until no task of the batch is open. The check must cost the database next to nothing, because it
-    /// runs beside the load it measures: counting the batch's rows (the client's batch progress) took 180 ms a time
-    /// at 100,000 tasks, and polled every 100 ms it ate most of a core of PostgreSQL's. An <c>EXISTS</c> on the
-    /// open states reads the status index and stops at the first open row; it is polled every 250 ms, which only
-    /// delays noticing the end (the figures come from the rows' own timestamps, not from this loop).
+    /// runs beside the load it measures (counting a large batch's rows on every poll takes a good share of
+    /// PostgreSQL's CPU). An <c>EXISTS</c> on the open states reads the status index and stops at the first open row;
+    /// it is polled every 250 ms, which only delays noticing the end (the figures come from the rows' own
+    /// timestamps, not from this loop).
     /// </summary>
     private async Task WaitFinalAsync(NpgsqlDataSource dataSource, Guid batchId, int count, CancellationToken cancellationToken)
     {
@@ -358,7 +358,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             if (clock.Elapsed > settings.RunTimeout)
             {
                 var progress = await client.GetBatchProgressAsync(batchId, cancellationToken).ConfigureAwait(false);
-                throw new CliException($"timed out after {clock.Elapsed.TotalSeconds:0} s with {progress.Final}/{count} tasks final; are workers running? (fleet workers)");
+                throw new BenchException($"timed out after {clock.Elapsed.TotalSeconds:0} s with {progress.Final}/{count} tasks final; are workers running? (fleet workers)");
             }
 
             await Task.Delay(250, cancellationToken).ConfigureAwait(false);
@@ -423,6 +423,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
             return null;
         }
     }
+
+    /// <summary>The requests of one run of a standard workload, all in batch <paramref name="batchId"/>.</summary>
+    private static IEnumerable<TaskRequest> Requests(string workload, int count, Guid batchId) =>
+        Enumerable.Range(0, count).Select(i => new TaskRequest(workload, StandardWorkloads.Payload(workload, i)) { BatchId = batchId });
 
     private void Log(string message) => log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{DateTime.Now:HH:mm:ss}] {message}"));
 }

@@ -1,4 +1,4 @@
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
 /// <summary>The processes of one component (workers, RabbitMQ, PostgreSQL) whose CPU time the bench adds up.</summary>
 internal sealed record ComponentProcesses(string Name, IReadOnlyList<int> Pids, bool IncludeChildren)

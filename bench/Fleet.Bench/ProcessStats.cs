@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
 /// <summary>
 /// Linux <c>/proc</c> readings for the benchmark: CPU seconds (utime+stime) and peak RSS (VmHWM) of a process, and

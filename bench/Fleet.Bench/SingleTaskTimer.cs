@@ -1,9 +1,9 @@
 using System.Diagnostics;
-using Fleet.Client;
 using Fleet.Tasks;
+using Fleet.Tasks.BuiltIn;
 using Microsoft.Extensions.DependencyInjection;
 
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
 /// <summary>
 /// The single-task time of a workload on one core: the built-in handler, run in this process on one thread through
@@ -25,23 +25,21 @@ internal static class SingleTaskTimer
         var thread = new Thread(() => result = Run(handler, workload, repeats, cancellationToken)) { IsBackground = true, Name = "bench-single-task" };
         thread.Start();
         thread.Join();
-        return result ?? throw new CliException($"timing '{workload}' failed");
+        return result ?? throw new BenchException($"timing '{workload}' failed");
     }
 
     private static SingleTaskTime Run(ITaskHandler handler, string workload, int repeats, CancellationToken cancellationToken)
     {
         // Warm-up until the JIT has tiered the handler up (at least 50 calls and 2 s): the workers run it optimised
-        // after their own warm-up, and a t1 from tier-0 code (heat: 38.5 ms against 28 ms of CPU per task in the
-        // workers) put the parallel efficiency above 1.
+        // after their own warm-up, and a single-task time from unoptimised code would overstate the efficiency.
         var warmUp = Stopwatch.StartNew();
         for (var i = 0; i < MinWarmUpRuns || warmUp.Elapsed < MinWarmUpTime; i++)
         {
             RunOne(handler, workload, i, cancellationToken);
         }
 
-        // At least `repeats` runs and at least a second of them: five sieve runs take 25 ms, a thin sample on a VM
-        // whose speed moves by a quarter within minutes. (A t1 of 5.7 ms against 4.1 earlier the same day turned out
-        // not to be such a moment: 174 runs gave the same; see docs/benchmarks.md.)
+        // At least `repeats` runs and at least a second of them: a few runs of a short task are a thin sample on a
+        // machine whose speed moves within minutes.
         var wall = new List<double>();
         var cpu = new List<double>();
         var timed = Stopwatch.StartNew();
@@ -84,12 +82,12 @@ internal static class SingleTaskTimer
     private static ITaskHandler Handler(IServiceProvider services, string workload) =>
         services.GetRequiredService<TaskHandlerRegistry>().TryGet(workload, out var handler)
             ? handler
-            : throw new CliException($"no built-in handler for '{workload}'");
+            : throw new BenchException($"no built-in handler for '{workload}'");
 
     /// <summary>Runs task <paramref name="i"/> of the workload to its end on the calling thread, as a lane thread does.</summary>
     private static void RunOne(ITaskHandler handler, string workload, int i, CancellationToken cancellationToken)
     {
-        var task = handler.Prepare(Workloads.Payload(workload, i))(cancellationToken);
+        var task = handler.Prepare(StandardWorkloads.Payload(workload, i))(cancellationToken);
         _ = task.IsCompleted ? task.Result : task.AsTask().GetAwaiter().GetResult();
     }
 

@@ -1,16 +1,16 @@
 using System.CommandLine;
 using System.Globalization;
-using Fleet.Cli.Bench;
 using Fleet.Client;
+using Fleet.Tasks.BuiltIn;
 
-namespace Fleet.Cli;
+namespace Fleet.Bench;
 
-/// <summary><c>fleet bench --workload noop,sha256 --count N [--runs R] [--rate R|half] [--json FILE] [--markdown FILE]</c>.</summary>
+/// <summary><c>fleet-bench --workload noop,sha256 --count N [--runs R] [--rate R|half] [--json FILE] [--markdown FILE]</c>.</summary>
 internal static class BenchCommand
 {
-    public static Command Create()
+    public static RootCommand Create()
     {
-        var workload = new Option<string[]>("--workload", "-w") { Description = $"Workloads to run ({string.Join(", ", Workloads.Names)}); repeat or comma-separate.", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["noop"] };
+        var workload = new Option<string[]>("--workload", "-w") { Description = $"Workloads to run ({string.Join(", ", StandardWorkloads.Names)}); repeat or comma-separate.", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => ["noop"] };
         var count = new Option<int>("--count", "-n") { Description = "Tasks per run.", DefaultValueFactory = _ => 1000 };
         var runs = new Option<int>("--runs") { Description = "Runs per workload (each its own batch).", DefaultValueFactory = _ => 3 };
         var rate = new Option<string?>("--rate") { Description = "Open loop: submit at this many tasks/s in small chunks; 'half' runs closed loop first, then open loop at half its median rate." };
@@ -25,21 +25,21 @@ internal static class BenchCommand
         var json = new Option<FileInfo?>("--json") { Description = "Write the full report as JSON." };
         var markdown = new Option<FileInfo?>("--markdown") { Description = "Write the report as Markdown tables." };
         var timeout = new Option<int>("--run-timeout") { Description = "Give up a run after this many seconds.", DefaultValueFactory = _ => 3600 };
-        var command = new Command("bench", "Benchmark the running fleet: throughput, latency, efficiency, RSS and CPU per component (WORKLOADS.md).")
+        var command = new RootCommand("Benchmark the running fleet with the standard workloads: throughput, latency, efficiency, RSS and CPU per component.")
         {
             workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout,
         };
-        command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
+        command.SetAction((parse, cancellationToken) => RunAsync(async ct =>
         {
             var names = (parse.GetValue(workload) ?? []).SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
-            foreach (var name in names.Where(n => !Workloads.Names.Contains(n)))
+            foreach (var name in names.Where(n => !StandardWorkloads.Names.Contains(n)))
             {
-                throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", Workloads.Names)}");
+                throw new BenchException($"unknown workload '{name}'; known: {string.Join(", ", StandardWorkloads.Names)}");
             }
 
             if (parse.GetValue(count) < 1 || parse.GetValue(runs) < 1)
             {
-                throw new CliException("--count and --runs must be at least 1");
+                throw new BenchException("--count and --runs must be at least 1");
             }
 
             var rateText = parse.GetValue(rate);
@@ -48,7 +48,7 @@ internal static class BenchCommand
             {
                 if (!double.TryParse(rateText, NumberStyles.Float, CultureInfo.InvariantCulture, out var r) || r <= 0)
                 {
-                    throw new CliException("--rate takes a positive number of tasks/s or 'half'");
+                    throw new BenchException("--rate takes a positive number of tasks/s or 'half'");
                 }
 
                 fixedRate = r;
@@ -56,8 +56,8 @@ internal static class BenchCommand
 
             var settings = new BenchSettings
             {
-                PostgresConnectionString = CliSettings.PostgresConnectionString,
-                AmqpUri = CliSettings.RabbitMqUri,
+                PostgresConnectionString = ConnectionString("fleetdb"),
+                AmqpUri = ConnectionString("rabbitmq"),
                 Workloads = names,
                 Count = parse.GetValue(count),
                 Runs = parse.GetValue(runs),
@@ -74,7 +74,7 @@ internal static class BenchCommand
                 RunTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
             };
 
-            await using var client = CliSettings.CreateClient();
+            await using var client = new FleetClient(new FleetClientOptions { PostgresConnectionString = settings.PostgresConnectionString, RabbitMqUri = settings.AmqpUri });
             var report = await new BenchRunner(settings, client, Console.Error).RunAsync(ct).ConfigureAwait(false);
             var md = BenchOutput.ToMarkdown(report);
             Console.WriteLine(md);
@@ -93,5 +93,47 @@ internal static class BenchCommand
             return report.Workloads.All(w => w.Runs.All(r => r.NotSucceeded == 0)) ? 0 : 1;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>A connection string from the environment, as <c>make up</c> writes them to <c>.fleet/env</c>.</summary>
+    private static string ConnectionString(string name)
+    {
+        var value = Environment.GetEnvironmentVariable($"ConnectionStrings__{name}");
+        return string.IsNullOrWhiteSpace(value)
+            ? throw new BenchException($"ConnectionStrings__{name} is not set. Run `make up` and `. .fleet/env`, or export it.")
+            : value;
+    }
+
+    /// <summary>Runs the command body: a <see cref="BenchException"/> prints one line to stderr and exits 2; Ctrl+C exits 130.</summary>
+    private static async Task<int> RunAsync(Func<CancellationToken, Task<int>> body, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await body(cancellationToken).ConfigureAwait(false);
+        }
+        catch (BenchException ex)
+        {
+            await Console.Error.WriteLineAsync($"fleet-bench: {ex.Message}").ConfigureAwait(false);
+            return 2;
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await Console.Error.WriteLineAsync("fleet-bench: cancelled").ConfigureAwait(false);
+            return 130;
+        }
+    }
+}
+
+/// <summary>A failure the user can act on: printed without a stack trace, exit code 2.</summary>
+internal sealed class BenchException(string message) : Exception(message)
+{
+    public BenchException()
+        : this("The benchmark failed.")
+    {
+    }
+
+    public BenchException(string message, Exception innerException)
+        : this(message + " " + innerException.Message)
+    {
     }
 }

@@ -3,7 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 
-namespace Fleet.Cli.Bench;
+namespace Fleet.Bench;
 
 /// <summary>Writes a <see cref="BenchReport"/> as indented JSON and as Markdown tables.</summary>
 internal static class BenchOutput
@@ -21,7 +21,7 @@ internal static class BenchOutput
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         var m = report.Machine;
-        md.AppendLine(inv, $"# fleet bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC");
+        md.AppendLine(inv, $"# fleet-bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC");
         md.AppendLine();
         md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen.");
         md.AppendLine();
