@@ -4,20 +4,26 @@
 #
 #   infra/local/services.sh start    install the server packages if missing (install.sh), start both (idempotent),
 #                                    create users/vhost/database, write .fleet/env
-#   infra/local/services.sh stop     stop what start started (pg_ctl stop, rabbitmqctl -n <our node> stop)
+#   infra/local/services.sh stop     stop what start started (pg_ctl stop -m fast, SIGTERM to our node)
+#   infra/local/services.sh kill     SIGKILL the servers and their children, by pid (a crash; the data stays)
 #   infra/local/services.sh status   show what runs where (exit 0 only if both run)
 #   infra/local/services.sh env      (re)write .fleet/env from the stored settings and secrets
 #   infra/local/services.sh purge    stop, then delete all local data, settings and secrets (.fleet/)
+#   start, stop, kill and status take one server too (postgresql or rabbitmq), on the remembered port and data.
 #
 # Settings (environment; what `start` used is remembered in .fleet/settings and reused by later calls):
 #   FLEET_PG_PORT (55432)  FLEET_AMQP_PORT (5673)  FLEET_AMQP_DIST_PORT (25673)  FLEET_AMQP_MGMT_PORT (15673)
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
 #   FLEET_PG_DATA (.fleet/pg)  FLEET_WORKER_PORT_BASE (5090; kept for fleet.sh: worker N gets base + N)
+#   FLEET_EPMD_PORT (4369: the machine's shared epmd; another port gives the node an epmd of its own)
 #   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
 #   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
 #   read by `start` only, from the environment (not remembered)
+#   FLEET_THROWAWAY=1: servers whose data is thrown away (the integration tests'): PostgreSQL without fsync and
+#   full_page_writes, 300 connections, and a password for the superuser postgres (FLEET_PG_SUPERUSER_CONNECTION in
+#   env); the RabbitMQ user fleet is an administrator. Read by `start` only, from the environment (not remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
 # FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
 set -Eeuo pipefail
@@ -95,7 +101,7 @@ load_settings() {
   local -A given=()
   local k
   for k in FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_DIST_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT \
-    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE; do
+    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE FLEET_EPMD_PORT; do
     [[ -n ${!k-} ]] && given[$k]=${!k}
   done
   # shellcheck disable=SC1090
@@ -111,9 +117,11 @@ load_settings() {
   RMQ_NODE=${FLEET_RABBITMQ_NODE:-fleet@localhost}
   PG_DATA=${FLEET_PG_DATA:-$FLEET_HOME/pg}
   WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090}
+  EPMD_PORT=${FLEET_EPMD_PORT:-4369}
+  THROWAWAY=${FLEET_THROWAWAY:-0}
   pg_log_path
   listen_extra
-  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT WORKER_PORT_BASE; do
+  for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT WORKER_PORT_BASE EPMD_PORT; do
     if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
   done
   for k in 5432 5672 15672; do
@@ -147,6 +155,7 @@ save_settings() {
       "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
     printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\nFLEET_WORKER_PORT_BASE=%s\n' \
       "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")" "$WORKER_PORT_BASE"
+    printf 'FLEET_EPMD_PORT=%s\n' "$EPMD_PORT"
     # Only a data dir away from the default is remembered (so the repository can move).
     [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
   } >"$tmp"
@@ -158,7 +167,7 @@ save_settings() {
 load_secrets() {
   local apply_overrides=${1:-0}
   local o_pg=${FLEET_PG_PASSWORD-} o_ro=${FLEET_PG_READONLY_PASSWORD-} o_amqp=${FLEET_AMQP_PASSWORD-} o_key=${FLEET_API_KEY-}
-  local FLEET_PG_PASSWORD='' FLEET_PG_READONLY_PASSWORD='' FLEET_AMQP_PASSWORD='' FLEET_API_KEY=''
+  local FLEET_PG_PASSWORD='' FLEET_PG_READONLY_PASSWORD='' FLEET_AMQP_PASSWORD='' FLEET_API_KEY='' FLEET_PG_SUPERUSER_PASSWORD=''
   if [[ -f $SECRETS_FILE ]]; then
     # shellcheck disable=SC1090
     source "$SECRETS_FILE"
@@ -174,6 +183,7 @@ load_secrets() {
   [[ -z $FLEET_PG_READONLY_PASSWORD ]] && FLEET_PG_READONLY_PASSWORD=$(random_hex 16) && changed=1
   [[ -z $FLEET_AMQP_PASSWORD ]] && FLEET_AMQP_PASSWORD=$(random_hex 16) && changed=1
   [[ -z $FLEET_API_KEY ]] && FLEET_API_KEY=fleet_$(random_hex 24) && changed=1
+  ((apply_overrides && THROWAWAY)) && [[ -z $FLEET_PG_SUPERUSER_PASSWORD ]] && FLEET_PG_SUPERUSER_PASSWORD=$(random_hex 16) && changed=1
   if ((changed)); then
     local tmp
     tmp=$(umask 077 && mktemp "$FLEET_HOME/.secrets.XXXXXX")
@@ -183,12 +193,13 @@ load_secrets() {
       printf 'FLEET_PG_READONLY_PASSWORD=%s\n' "$(shq "$FLEET_PG_READONLY_PASSWORD")"
       printf 'FLEET_AMQP_PASSWORD=%s\n' "$(shq "$FLEET_AMQP_PASSWORD")"
       printf 'FLEET_API_KEY=%s\n' "$(shq "$FLEET_API_KEY")"
+      [[ -z $FLEET_PG_SUPERUSER_PASSWORD ]] || printf 'FLEET_PG_SUPERUSER_PASSWORD=%s\n' "$(shq "$FLEET_PG_SUPERUSER_PASSWORD")"
     } >"$tmp"
     chmod 600 "$tmp"
     mv -f "$tmp" "$SECRETS_FILE"
   fi
   PG_PASSWORD=$FLEET_PG_PASSWORD PG_RO_PASSWORD=$FLEET_PG_READONLY_PASSWORD
-  AMQP_PASSWORD=$FLEET_AMQP_PASSWORD API_KEY=$FLEET_API_KEY
+  AMQP_PASSWORD=$FLEET_AMQP_PASSWORD API_KEY=$FLEET_API_KEY PG_SU_PASSWORD=$FLEET_PG_SUPERUSER_PASSWORD
 }
 
 ensure_dirs() {
@@ -218,6 +229,8 @@ write_env() {
     printf 'export ConnectionStrings__fleetdb=%s\n' "$(shq "$npgsql")"
     printf 'export ConnectionStrings__rabbitmq=%s\n' "$(shq "$amqp_url")"
     printf 'export FLEET_RABBITMQ_MANAGEMENT_URL=%s\n' "$(shq "$mgmt_url")"
+    [[ -z $PG_SU_PASSWORD ]] || printf 'export FLEET_PG_SUPERUSER_CONNECTION=%s\n' \
+      "$(shq "Host=127.0.0.1;Port=$PG_PORT;Database=postgres;Username=postgres;Password=$(npgsql_val "$PG_SU_PASSWORD")")"
   } >"$tmp"
   chmod 600 "$tmp"
   mv -f "$tmp" "$ENV_FILE"
@@ -269,8 +282,10 @@ pg_start() {
     ((EUID == 0)) && chown postgres:postgres "$PG_DATA"
     chmod 700 "$PG_DATA"
     # trust on the unix socket (its dir is the 700 data dir), scram-sha-256 passwords on TCP 127.0.0.1.
+    local sync=()
+    ((THROWAWAY)) && sync=(--no-sync)
     if ! as_postgres "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      -E UTF8 --no-locale >"$LOG_DIR/initdb.log" 2>&1; then
+      -E UTF8 --no-locale "${sync[@]}" >"$LOG_DIR/initdb.log" 2>&1; then
       tail -n 20 "$LOG_DIR/initdb.log" >&2
       die "initdb failed (log: $LOG_DIR/initdb.log)"
     fi
@@ -297,9 +312,12 @@ pg_start() {
     listen+=",$LISTEN_ADDR"
     grep -qF "host all all $LISTEN_NET scram-sha-256" "$PG_DATA/pg_hba.conf" ||
       printf '# added by services.sh (FLEET_LISTEN_EXTRA)\nhost all all %s scram-sha-256\n' "$LISTEN_NET" >>"$PG_DATA/pg_hba.conf"
-    # Clients on other hosts can vanish without a FIN (a cut link): probe idle ones so their backends end.
-    extra_opts=' -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'
+    # Clients on other hosts can vanish without a FIN (a cut link): probe idle ones so their backends end (~20 s).
+    extra_opts=' -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'
   fi
+  # Throwaway data: fsync and full_page_writes only guard against an OS crash. synchronous_commit stays on: without
+  # it a killed server loses commits it had confirmed, and the crash tests check that none is lost.
+  ((THROWAWAY)) && extra_opts+=' -c fsync=off -c full_page_writes=off -c max_connections=300'
   if ! as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
     -o "-p $PG_PORT -k '$sock' -c listen_addresses=$listen$extra_opts" start >/dev/null 9>&-; then
     tail -n 20 "$PG_LOG" >&2
@@ -316,6 +334,10 @@ pg_bootstrap() {
   {
     printf '\\set fleet_password %s\n' "$(psql_meta_quote "$PG_PASSWORD")"
     printf '\\set readonly_password %s\n' "$(psql_meta_quote "$PG_RO_PASSWORD")"
+    if [[ -n $PG_SU_PASSWORD ]]; then
+      printf '\\set su_password %s\n' "$(psql_meta_quote "$PG_SU_PASSWORD")"
+      echo "ALTER ROLE postgres PASSWORD :'su_password';"
+    fi
     cat "$ROOT/infra/postgres/bootstrap.sql"
   } | PGOPTIONS='-c client_min_messages=warning' "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 \
     -h "$sock" -p "$port" -U postgres -d postgres -f - >/dev/null ||
@@ -328,6 +350,42 @@ pg_stop() {
     as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 9>&- || die "pg_ctl stop failed"
     log "PostgreSQL stopped"
   fi
+}
+
+# Pids of the direct children of $1.
+children_of() { ps -o pid= --ppid "$1" 2>/dev/null | tr -d ' ' || true; }
+
+# Waits up to $2 tenths of a second until pid $1 has ended; 0 if it did. A zombie counts as ended with $3=zombie.
+wait_gone() {
+  local i state
+  for ((i = 0; i < $2; i++)); do
+    state=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null) || state=''
+    [[ -z $state || ($state == Z && ${3-} == zombie) ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# A crash: SIGKILL to the postmaster and its backends at once (by pid, checked against the data dir), no shutdown
+# checkpoint. The data stays; the next start recovers from the WAL.
+pg_kill() {
+  local pid children shmid
+  pid=$(sed -n 1p "$PG_DATA/postmaster.pid" 2>/dev/null) || return 0
+  [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$PG_DATA" || return 0
+  children=$(children_of "$pid")
+  # shellcheck disable=SC2086
+  kill -KILL "$pid" $children 2>/dev/null || true
+  # PostgreSQL refuses to start while the old pid exists, and a zombie counts; an init that reaps orphans only now
+  # and then leaves one: then the lock file is stale.
+  if ! wait_gone "$pid" 100; then
+    wait_gone "$pid" 1 zombie || die "PostgreSQL postmaster $pid survived SIGKILL for 10 s"
+    log "postmaster $pid is a zombie nobody reaps; removing its stale postmaster.pid"
+  fi
+  # The shared memory segment a clean stop would remove (line 7 of postmaster.pid: key and id).
+  shmid=$(sed -n '7s/^ *[0-9]* *\([0-9]*\).*/\1/p' "$PG_DATA/postmaster.pid" 2>/dev/null) || shmid=''
+  [[ -n $shmid ]] && ipcrm -m "$shmid" 2>/dev/null
+  rm -f "$PG_DATA/postmaster.pid"
+  log "PostgreSQL killed (pid $pid)"
 }
 
 pg_status() {
@@ -359,7 +417,7 @@ rmq_export() {
   export RABBITMQ_PID_FILE=$RMQ_PID_FILE
   export ERL_CRASH_DUMP=$RMQ_DIR/log/erl_crash.dump
   # Erlang distribution (node <-> rabbitmqctl) and epmd on loopback only.
-  export ERL_EPMD_ADDRESS=127.0.0.1
+  export ERL_EPMD_ADDRESS=127.0.0.1 ERL_EPMD_PORT=$EPMD_PORT
   # Scheduler busy-waiting off (FLEET_RABBITMQ_ERL_ARGS to change): the broker shares its cores with PostgreSQL,
   # the workers and the producer, and an idle Erlang scheduler that spins burns CPU they need (about a third of
   # all CPU samples under the noop bench was spinning schedulers).
@@ -414,10 +472,12 @@ rmq_write_config() {
     (umask 077 && random_hex 20 | tr 'a-f' 'A-F' >"$RMQ_DIR/.erlang.cookie")
     chmod 400 "$RMQ_DIR/.erlang.cookie"
   fi
-  # Definitions: vhost fleet, user fleet (password hash only) with rights on that vhost only.
-  local old='' hash
+  # Definitions: vhost fleet, user fleet (password hash only) with rights on that vhost only; an administrator
+  # (may manage users through the management API) on throwaway servers.
+  local old='' hash tag=management
+  ((THROWAWAY)) && tag=administrator
   [[ -f $RMQ_DEFS ]] && old=$(sed -n 's/.*"password_hash": *"\([^"]*\)".*/\1/p' "$RMQ_DEFS" | head -n1)
-  if [[ -n $old && $(rmq_password_hash "$AMQP_PASSWORD" "$old") == "$old" ]]; then
+  if [[ -n $old && $(rmq_password_hash "$AMQP_PASSWORD" "$old") == "$old" ]] && grep -qF "\"tags\": [\"$tag\"]" "$RMQ_DEFS"; then
     return 1
   fi
   hash=$(rmq_password_hash "$AMQP_PASSWORD")
@@ -428,7 +488,7 @@ rmq_write_config() {
   "vhosts": [ { "name": "fleet" } ],
   "users": [
     { "name": "fleet", "password_hash": "$hash",
-      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"] }
+      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["$tag"] }
   ],
   "permissions": [
     { "user": "fleet", "vhost": "fleet", "configure": ".*", "write": ".*", "read": ".*" }
@@ -439,69 +499,91 @@ EOF
   return 0
 }
 
-epmd_has_names() { epmd -names 2>/dev/null | grep -q '^name '; }
+epmd_cmd() { ERL_EPMD_PORT=$EPMD_PORT epmd -port "$EPMD_PORT" "$@"; }
+epmd_has_names() { epmd_cmd -names 2>/dev/null | grep -q '^name '; }
 
-rmq_start() {
+# Boots the node in the background (rmq_wait waits for it), so that PostgreSQL can start meanwhile.
+rmq_launch() {
   [[ -x $RMQ_BIN/rabbitmq-server ]] || die "RabbitMQ not found in $RMQ_BIN (run infra/local/install.sh)"
-  local defs_changed=0 pid
-  rmq_write_config && defs_changed=1
+  RMQ_DEFS_CHANGED=0 RMQ_WAS_RUNNING=''
+  rmq_write_config && RMQ_DEFS_CHANGED=1
   if rmq_running; then
-    pid=$(rmq_pid)
-    log "RabbitMQ node $RMQ_NODE already running (pid $pid)"
+    RMQ_WAS_RUNNING=$(rmq_pid)
+    log "RabbitMQ node $RMQ_NODE already running (pid $RMQ_WAS_RUNNING)"
   else
     local p
     for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT"; do
       port_open "$p" && die "port $p is already in use by another program (see the FLEET_AMQP_* settings)"
     done
     rm -f "$RMQ_PID_FILE"
-    if ! epmd -names >/dev/null 2>&1; then
+    if ! epmd_cmd -names >/dev/null 2>&1; then
       # epmd is started by the node; remember it was us, so `stop` may end it again (only when no node uses it).
       touch "$EPMD_MARKER"
     fi
     log "starting RabbitMQ node $RMQ_NODE"
     (rmq_export && cd "$RMQ_DIR" && exec "$RMQ_BIN/rabbitmq-server" -detached) \
       >>"$RMQ_DIR/log/startup.log" 2>&1 9>&- || die "rabbitmq-server -detached failed (log: $RMQ_DIR/log/)"
-    defs_changed=0 # a fresh boot loads the definitions file itself
+    RMQ_DEFS_CHANGED=0 # a fresh boot loads the definitions file itself
   fi
+}
+
+rmq_wait() {
   # Ready when the AMQP port answers (rabbitmqctl await_startup fails if asked before the node registers).
   local i
-  for ((i = 0; i < 120; i++)); do
+  for ((i = 0; i < 600; i++)); do
     port_open "$AMQP_PORT" && rmq_running && break
-    if ((i > 10)) && ! rmq_running && [[ -f $RMQ_PID_FILE ]]; then break; fi
-    sleep 0.5
+    if ((i > 50)) && ! rmq_running && [[ -f $RMQ_PID_FILE ]]; then break; fi
+    sleep 0.1
   done
   if ! port_open "$AMQP_PORT" || ! rmq_running; then
     tail -n 30 "$RMQ_DIR/log/$RMQ_NODE.log" 2>/dev/null >&2 || true
     die "RabbitMQ did not come up on 127.0.0.1:$AMQP_PORT within 60 s (logs: $RMQ_DIR/log/)"
   fi
-  if ((defs_changed)); then
+  if ((RMQ_DEFS_CHANGED)); then
     rmqctl import_definitions "$RMQ_DEFS" >/dev/null || die "importing $RMQ_DEFS failed"
     log "RabbitMQ user fleet updated"
   fi
-  [[ -z ${pid-} ]] && log "RabbitMQ started on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$AMQP_MGMT_PORT/)"
+  [[ -z $RMQ_WAS_RUNNING ]] && log "RabbitMQ started on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$AMQP_MGMT_PORT/)"
   return 0
 }
 
+# End epmd only if this script's node started it and no other node is registered with it (a node just killed
+# stays listed for a moment).
+rmq_end_epmd() {
+  [[ -f $EPMD_MARKER ]] || return 0
+  local i
+  for ((i = 0; i < 10; i++)); do epmd_has_names || break; sleep 0.2; done
+  if ! epmd_has_names; then epmd_cmd -kill >/dev/null 2>&1 || true; fi
+  rm -f "$EPMD_MARKER"
+}
+
+# A crash: SIGKILL to the node and its children (by pid, checked against our dir). The data stays.
+rmq_kill() {
+  local pid children
+  pid=$(rmq_pid) || { rmq_end_epmd; return 0; }
+  children=$(children_of "$pid")
+  # shellcheck disable=SC2086
+  kill -KILL "$pid" $children 2>/dev/null || true
+  wait_gone "$pid" 100 zombie || die "RabbitMQ node $pid survived SIGKILL for 10 s"
+  rm -f "$RMQ_PID_FILE"
+  log "RabbitMQ killed (pid $pid)"
+  rmq_end_epmd
+}
+
 rmq_stop() {
-  local pid i
+  local pid
   if pid=$(rmq_pid); then
-    # `stop <pid file>` returns once the node's process has ended.
-    RMQCTL_TIMEOUT=90 rmqctl stop "$RMQ_PID_FILE" >/dev/null 2>&1 || true
-    for ((i = 0; i < 20; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "rabbitmqctl stop did not end node $RMQ_NODE; sending SIGTERM to pid $pid"
-      kill -TERM "$pid" 2>/dev/null || true
-      for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+    # SIGTERM is the node's graceful shutdown, the same as `rabbitmqctl stop` without booting a CLI node first.
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 600 zombie; then
+      log "node $RMQ_NODE did not stop within 60 s of SIGTERM; sending SIGKILL to pid $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+      wait_gone "$pid" 100 zombie || true
     fi
     rm -f "$RMQ_PID_FILE"
     log "RabbitMQ stopped"
   fi
-  # End epmd only if this script's node started it and no other node is registered with it.
-  if [[ -f $EPMD_MARKER ]]; then
-    if ! epmd_has_names; then epmd -kill >/dev/null 2>&1 || true; fi
-    rm -f "$EPMD_MARKER"
-  fi
+  rmq_end_epmd
 }
 
 rmq_status() {
@@ -524,6 +606,10 @@ with_lock() {
 }
 
 cmd=${1:-}
+what=${2:-both}
+[[ $what == @(both|postgresql|rabbitmq) ]] || die "unknown server '$what': postgresql or rabbitmq"
+pg() { [[ $what != rabbitmq ]]; }
+rmq() { [[ $what != postgresql ]]; }
 case $cmd in
   start)
     # The packages first (silent when present): every path that starts the servers (make up, demo, migrate,
@@ -537,9 +623,9 @@ case $cmd in
     load_secrets 1
     pg_choose_data_dir
     save_settings # early, so that `stop` finds a half-started setup
-    pg_start
-    pg_bootstrap
-    rmq_start
+    if rmq; then rmq_launch; fi
+    if pg; then pg_start && pg_bootstrap; fi
+    if rmq; then rmq_wait; fi
     save_settings
     write_env
     log "settings written to ${ENV_FILE#"$ROOT"/} (source it: . ${ENV_FILE#"$ROOT"/})"
@@ -548,14 +634,21 @@ case $cmd in
     load_settings
     [[ -d $FLEET_HOME ]] || exit 0
     with_lock
-    rmq_stop
-    pg_stop
+    if rmq; then rmq_stop; fi
+    if pg; then pg_stop; fi
+    ;;
+  kill)
+    load_settings
+    [[ -d $FLEET_HOME ]] || exit 0
+    with_lock
+    if rmq; then rmq_kill; fi
+    if pg; then pg_kill; fi
     ;;
   status)
     load_settings
     rc=0
-    pg_status || rc=3
-    rmq_status || rc=3
+    if pg; then pg_status || rc=3; fi
+    if rmq; then rmq_status || rc=3; fi
     exit $rc
     ;;
   purge)
@@ -577,7 +670,7 @@ case $cmd in
     printf '%s\n' "$ENV_FILE"
     ;;
   *)
-    sed -n '2,20s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '2,/^set -Eeuo/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

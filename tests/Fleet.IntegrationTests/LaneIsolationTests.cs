@@ -13,7 +13,12 @@ public sealed class LaneIsolationTests(FleetFixture fleet) : FleetTest(fleet)
         // Enough CPU work to outlast the 40 sleeps by far (about 15 s of lane time on two threads): the pipelined
         // client submits so fast now that 120 heat tasks could finish before the last sleep did.
         var heat = await Fleet.Client.SubmitManyAsync(StandardRequests.Of("heat", 1000, heatBatch));
-        await Task.Delay(500);
+
+        // The CPU lane is full once it runs as many heat tasks as it has threads (one per core in the fixture).
+        Assert.True(
+            await EventuallyAsync(async () => await ScalarAsync<long>(
+                "SELECT count(*) FROM fleet.tasks WHERE batch_id = @b AND status = 'running'", ("b", heatBatch)) >= Environment.ProcessorCount),
+            "the heat tasks never filled the CPU lane");
 
         var sleeps = new List<Guid>();
         for (var i = 0; i < 40; i++)

@@ -1,4 +1,3 @@
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 
 namespace Fleet.IntegrationTests;

@@ -216,8 +216,19 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
         return default;
     }
 
-    /// <summary>Waits past the in-process worker's next heartbeat (every second in the tests).</summary>
-    private static Task WaitForHeartbeatsAsync() => Task.Delay(TimeSpan.FromSeconds(1.5));
+    /// <summary>
+    /// Waits until every live worker has written a heartbeat after now (by the database's clock), which the
+    /// reconciler requires between two passes before it trusts that a queued task's message is gone.
+    /// </summary>
+    private async Task WaitForHeartbeatsAsync()
+    {
+        var since = await ScalarAsync<DateTime>("SELECT now()");
+        Assert.True(
+            await EventuallyAsync(() => ScalarAsync<bool>(
+                "SELECT NOT EXISTS (SELECT 1 FROM fleet.workers WHERE state <> 'stopped' AND last_seen_at > now() - interval '20 seconds' AND last_seen_at <= @since)",
+                ("since", since))),
+            "a live worker wrote no heartbeat");
+    }
 
     private Task<List<string>> OutcomesAsync(Guid id) =>
         ListAsync("SELECT outcome FROM fleet.task_attempts WHERE task_id = @id ORDER BY attempt", r => r.GetString(0), ("id", id));

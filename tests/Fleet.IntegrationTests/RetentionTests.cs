@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Npgsql;

@@ -1,7 +1,6 @@
 using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Fleet.Client;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 using Xunit.Abstractions;
 

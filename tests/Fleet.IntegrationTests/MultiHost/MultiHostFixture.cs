@@ -2,7 +2,6 @@ using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
 using Fleet.Contracts;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Microsoft.EntityFrameworkCore;
@@ -215,7 +214,7 @@ public sealed class MultiHostFixture : IAsyncLifetime
     public async Task<IReadOnlyList<(string Connection, string PeerHost, int Prefetch)>> QueueConsumersAsync(string queue)
     {
         using var http = Servers.CreateRabbitMqManagementClient();
-        using var document = JsonDocument.Parse(await http.GetStringAsync(new Uri($"api/queues/{LocalRabbitMqServer.VirtualHost}/{queue}", UriKind.Relative)));
+        using var document = JsonDocument.Parse(await http.GetStringAsync(new Uri($"api/queues/{LocalServers.VirtualHost}/{queue}", UriKind.Relative)));
         return [.. document.RootElement.GetProperty("consumer_details").EnumerateArray().Select(c => (
             c.GetProperty("channel_details").GetProperty("connection_name").GetString() ?? "",
             c.GetProperty("channel_details").GetProperty("peer_host").GetString() ?? "",

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.IntegrationTests.Support;
 
 namespace Fleet.IntegrationTests.MultiHost;

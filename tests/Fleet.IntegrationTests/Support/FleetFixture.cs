@@ -1,6 +1,5 @@
 using Fleet.Client;
 using Fleet.Contracts;
-using Fleet.IntegrationTests.Infrastructure;
 using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Worker;

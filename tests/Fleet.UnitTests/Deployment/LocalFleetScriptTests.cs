@@ -4,7 +4,8 @@ namespace Fleet.UnitTests.Deployment;
 
 /// <summary>
 /// <c>make down</c> (infra/local/fleet.sh) sends SIGKILL to a worker that has not stopped after its stop timeout;
-/// that timeout must outlast the worker's own shutdown, or a draining worker is killed mid-drain.
+/// that timeout must outlast the worker's own shutdown, or a draining worker is killed mid-drain. And
+/// infra/local/services.sh, which the integration tests run too, checks its arguments before it touches a folder.
 /// </summary>
 public sealed class LocalFleetScriptTests
 {
@@ -24,6 +25,45 @@ public sealed class LocalFleetScriptTests
         var stopTimeout = StopTimeout(drainSeconds);
 
         Assert.True(stopTimeout > shutdown.TotalSeconds, $"fleet.sh's stop timeout {stopTimeout} s must exceed the worker's shutdown timeout {shutdown.TotalSeconds} s");
+    }
+
+    [Fact]
+    public void Services_RefusesAnUnknownServer_BeforeTouchingAnything()
+    {
+        var home = Path.Combine(Path.GetTempPath(), "fleet-services-" + Guid.NewGuid().ToString("N"));
+        var (exitCode, error) = RunServices(home, "kill", "mysql");
+
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains("unknown server 'mysql'", error, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(home));
+    }
+
+    [Theory]
+    [InlineData("kill")]
+    [InlineData("stop")]
+    public void Services_KillAndStop_OfAFleetThatNeverStarted_DoNothing(string command)
+    {
+        var home = Path.Combine(Path.GetTempPath(), "fleet-services-" + Guid.NewGuid().ToString("N"));
+        var (exitCode, error) = RunServices(home, command, "rabbitmq");
+
+        Assert.True(exitCode == 0, error);
+        Assert.False(Directory.Exists(home));
+    }
+
+    private static (int ExitCode, string Error) RunServices(string home, params string[] arguments)
+    {
+        var info = new ProcessStartInfo("bash", [DeploymentFiles.PathOf("infra/local/services.sh"), .. arguments]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var key in Environment.GetEnvironmentVariables().Keys.OfType<string>().Where(k => k.StartsWith("FLEET_", StringComparison.Ordinal)))
+        {
+            info.Environment.Remove(key);
+        }
+
+        info.Environment["FLEET_HOME"] = home;
+        using var bash = Process.Start(info)!;
+        var error = bash.StandardError.ReadToEnd();
+        bash.StandardOutput.ReadToEnd();
+        bash.WaitForExit();
+        return (bash.ExitCode, error);
     }
 
     /// <summary>The stop timeout as fleet.sh computes it: its own two assignment lines, run by bash.</summary>

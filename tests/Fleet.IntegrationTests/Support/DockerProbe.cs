@@ -1,6 +1,6 @@
 using System.Net.Sockets;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// Asks "does a Docker engine answer?" without touching Testcontainers (whose settings probe the engine when

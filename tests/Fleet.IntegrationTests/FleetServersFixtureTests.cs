@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;
+using Fleet.IntegrationTests.Support;
 using Npgsql;
 using RabbitMQ.Client;
 using Xunit.Abstractions;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests;
 
 /// <summary>
 /// Checks of the test servers themselves: both answer, the management API sees queue depths, and owned servers

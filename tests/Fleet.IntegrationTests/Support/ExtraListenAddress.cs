@@ -1,6 +1,6 @@
 using System.Net;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// A second address the private servers listen on besides 127.0.0.1, and the subnet whose clients they accept

@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Xunit.Abstractions;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>Where the fixture's servers come from.</summary>
 public enum FleetServerSource
@@ -30,8 +30,8 @@ public sealed class FleetServersCollection : ICollectionFixture<FleetServersFixt
 /// <item>FLEET_TEST_POSTGRES (Npgsql connection string) and FLEET_TEST_RABBITMQ (amqp://user:pass@host:port/vhost),
 /// optionally FLEET_TEST_RABBITMQ_MANAGEMENT (http://user:pass@host:port/): used as they are, not owned;</item>
 /// <item>Testcontainers (postgres:15-alpine, rabbitmq:3.10-management) when a Docker engine answers within 2 s;</item>
-/// <item>private servers from the installed binaries on free 127.0.0.1 ports, data in /tmp/fleet-test-XXXXXXXX,
-/// stopped and removed at the end (kept with FLEET_TEST_KEEP=1).</item>
+/// <item>private servers from the installed binaries, run by infra/local/services.sh (<see cref="LocalServers"/>) on free
+/// 127.0.0.1 ports, data in /tmp/fleet-test-XXXXXXXX, stopped and removed at the end (kept with FLEET_TEST_KEEP=1).</item>
 /// </list>
 /// FLEET_TEST_SERVERS=local or =testcontainers skips the detection (for example where Docker runs but cannot pull).
 /// Owned servers can be stopped, killed and started again on the same port with the same data (fault tests).
@@ -89,7 +89,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
 
     /// <summary>An HttpClient for the management API (base address set, basic auth from <see cref="RabbitMqManagementUri"/>). Dispose it.</summary>
     public HttpClient CreateRabbitMqManagementClient() =>
-        LocalRabbitMqServer.CreateManagementClient(RabbitMqManagementUri ?? throw new InvalidOperationException(
+        LocalServers.CreateManagementClient(RabbitMqManagementUri ?? throw new InvalidOperationException(
             "No RabbitMQ management API: with FLEET_TEST_RABBITMQ also set FLEET_TEST_RABBITMQ_MANAGEMENT=http://user:pass@host:port/."));
 
     /// <summary>Hard crash of RabbitMQ (SIGKILL of the node; a docker stop for Testcontainers). Data stays.</summary>
@@ -234,16 +234,14 @@ public sealed class FleetServersFixture : IAsyncLifetime
     private async Task StartLocalProcessesAsync()
     {
         Source = FleetServerSource.LocalProcesses;
-        var postgresBin = LocalPostgresServer.FindBinDirectory();
-        var rabbitMqServer = LocalRabbitMqServer.FindServerScript();
-        var epmd = LocalRabbitMqServer.FindEpmd();
+        var postgresBin = FindPostgresBin();
         var missing = new List<string>();
         if (postgresBin is null)
         {
             missing.Add("PostgreSQL (no /usr/lib/postgresql/*/bin with initdb and pg_ctl)");
         }
 
-        if (rabbitMqServer is null || epmd is null)
+        if (!File.Exists("/usr/lib/rabbitmq/bin/rabbitmq-server") || ProcessTools.FindOnPath("epmd") is null)
         {
             missing.Add("RabbitMQ (no /usr/lib/rabbitmq/bin/rabbitmq-server or no epmd)");
         }
@@ -263,19 +261,16 @@ public sealed class FleetServersFixture : IAsyncLifetime
 
         await LocalWorkspace.SweepStaleAsync(_log).ConfigureAwait(false);
         _workspace = LocalWorkspace.Create(_log);
-        var postgres = new LocalPostgresServer(postgresBin!, _workspace.Root, _log, _alsoListenOn);
-        var rabbitMq = new LocalRabbitMqServer(rabbitMqServer!, epmd!, _workspace.Root, _log, _alsoListenOn);
-        _postgres = postgres;
-        _rabbitMq = rabbitMq;
+        var local = new LocalServers(_workspace.ServersHome, postgresBin!, _log, _alsoListenOn);
+        _postgres = local.Postgres;
+        _rabbitMq = local.RabbitMq;
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;
-        await _workspace.StartWatchdogAsync(epmd!).ConfigureAwait(false);
-        _log.Info(
-            $"starting local servers in {_workspace.Root}{(_alsoListenOn is null ? "" : $" (also listening on {_alsoListenOn.Address})")}: PostgreSQL ({postgresBin}) on 127.0.0.1:{postgres.Port}, " +
-            $"RabbitMQ node {rabbitMq.NodeName} on 127.0.0.1:{rabbitMq.AmqpPort} (AMQP), {rabbitMq.ManagementPort} (management), " +
-            $"{rabbitMq.DistributionPort} (distribution), {rabbitMq.EpmdPort} (own epmd)");
+        await _workspace.StartWatchdogAsync().ConfigureAwait(false);
+        _log.Info($"starting local servers in {_workspace.Root} ({postgresBin}): {local.Describe()}");
         try
         {
-            await StartBothAsync().ConfigureAwait(false);
+            using var cancellation = new CancellationTokenSource(TimeSpan.FromMinutes(5));
+            await local.StartAsync(cancellation.Token).ConfigureAwait(false);
         }
         catch
         {
@@ -287,13 +282,35 @@ public sealed class FleetServersFixture : IAsyncLifetime
             throw;
         }
 
-        _postgresConnectionString = postgres.ConnectionString;
-        _rabbitMqUri = rabbitMq.AmqpUri;
-        RabbitMqManagementUri = rabbitMq.ManagementUri;
-        _log.Info($"PostgreSQL postmaster pid {postgres.PostmasterPid()}, RabbitMQ node pid {rabbitMq.NodePid()}");
+        _postgresConnectionString = local.PostgresConnectionString;
+        _rabbitMqUri = local.AmqpUri;
+        RabbitMqManagementUri = local.ManagementUri;
+        _log.Info($"PostgreSQL postmaster pid {await local.PidAsync("postgresql").ConfigureAwait(false)}, RabbitMQ node pid {await local.PidAsync("rabbitmq").ConfigureAwait(false)}");
     }
 
-    /// <summary>PostgreSQL and RabbitMQ start in parallel; each one's time is logged.</summary>
+    /// <summary>The bin dir of the highest PostgreSQL under /usr/lib/postgresql (or FLEET_TEST_PG_BIN), or null.</summary>
+    private static string? FindPostgresBin()
+    {
+        var overridden = System.Environment.GetEnvironmentVariable("FLEET_TEST_PG_BIN");
+        if (!string.IsNullOrWhiteSpace(overridden))
+        {
+            return HasTools(overridden) ? overridden : null;
+        }
+
+        const string root = "/usr/lib/postgresql";
+        return !Directory.Exists(root)
+            ? null
+            : Directory.EnumerateDirectories(root)
+                .Select(directory => (Directory: directory, Version: decimal.TryParse(Path.GetFileName(directory), NumberStyles.Number, CultureInfo.InvariantCulture, out var version) ? version : -1m))
+                .Where(candidate => candidate.Version >= 0 && HasTools(Path.Combine(candidate.Directory, "bin")))
+                .OrderByDescending(candidate => candidate.Version)
+                .Select(candidate => Path.Combine(candidate.Directory, "bin"))
+                .FirstOrDefault();
+
+        static bool HasTools(string bin) => File.Exists(Path.Combine(bin, "initdb")) && File.Exists(Path.Combine(bin, "pg_ctl"));
+    }
+
+    /// <summary>PostgreSQL and RabbitMQ start in parallel (the containers); each one's time is logged.</summary>
     private async Task StartBothAsync()
     {
         using var cancellation = new CancellationTokenSource(TimeSpan.FromMinutes(5));

@@ -4,7 +4,7 @@ using Docker.DotNet.Models;
 using Testcontainers.PostgreSql;
 using Testcontainers.RabbitMq;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// PostgreSQL and RabbitMQ as Testcontainers, pinned images. Each host port is chosen up front (free port) and
@@ -44,7 +44,7 @@ internal sealed class ContainerPostgresServer : IOwnedServer
     {
         Port = ProcessTools.GetFreeLoopbackPort();
         var builder = new PostgreSqlBuilder(ContainerImages.Postgres)
-            .WithDatabase(LocalPostgresServer.DatabaseName)
+            .WithDatabase(LocalServers.DatabaseName)
             .WithUsername("postgres")
             .WithPassword(Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(12)))
             .WithPortBinding(Port, 5432);
@@ -93,9 +93,9 @@ internal sealed class ContainerRabbitMqServer : IOwnedServer
         AmqpPort = ProcessTools.GetFreeLoopbackPort();
         ManagementPort = ProcessTools.GetFreeLoopbackPort();
         var builder = new RabbitMqBuilder(ContainerImages.RabbitMq)
-            .WithUsername(LocalRabbitMqServer.User)
+            .WithUsername(LocalServers.User)
             .WithPassword(_password)
-            .WithEnvironment("RABBITMQ_DEFAULT_VHOST", LocalRabbitMqServer.VirtualHost)
+            .WithEnvironment("RABBITMQ_DEFAULT_VHOST", LocalServers.VirtualHost)
             .WithPortBinding(AmqpPort, 5672)
             .WithPortBinding(ManagementPort, 15672);
         if (localEngine)
@@ -114,11 +114,11 @@ internal sealed class ContainerRabbitMqServer : IOwnedServer
 
     public Uri AmqpUri => new(string.Create(
         CultureInfo.InvariantCulture,
-        $"amqp://{LocalRabbitMqServer.User}:{_password}@{_container.Hostname}:{AmqpPort}/{LocalRabbitMqServer.VirtualHost}"));
+        $"amqp://{LocalServers.User}:{_password}@{_container.Hostname}:{AmqpPort}/{LocalServers.VirtualHost}"));
 
     public Uri ManagementUri => new(string.Create(
         CultureInfo.InvariantCulture,
-        $"http://{LocalRabbitMqServer.User}:{_password}@{_container.Hostname}:{ManagementPort}/"));
+        $"http://{LocalServers.User}:{_password}@{_container.Hostname}:{ManagementPort}/"));
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {

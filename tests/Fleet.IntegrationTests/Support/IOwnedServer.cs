@@ -1,4 +1,4 @@
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>A server the test run started and therefore may stop, kill and start again (same port, same data).</summary>
 internal interface IOwnedServer : IAsyncDisposable

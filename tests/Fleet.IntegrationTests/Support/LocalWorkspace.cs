@@ -1,13 +1,14 @@
 using System.Globalization;
 using System.Security.Cryptography;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// The temp dir of one test run's own servers (<c>/tmp/fleet-test-XXXXXXXX</c>) and the safety nets around it:
-/// an <c>owner</c> file (pid and start time of the test process), a detached watchdog that stops the servers if the
+/// an <c>owner</c> file (pid and start time of the test process), a detached watchdog that kills the servers if the
 /// test process dies without cleaning up (even by SIGKILL), and a sweep of dirs that dead runs left behind.
-/// Only pids read from these dirs are ever signalled, and only when their command line names the dir.
+/// The servers' data and settings are in <see cref="ServersHome"/> (the FLEET_HOME of infra/local/services.sh), which
+/// signals only pids read from there, and only when their command line names that dir.
 /// </summary>
 internal sealed class LocalWorkspace
 {
@@ -15,25 +16,16 @@ internal sealed class LocalWorkspace
 
     private const string WatchdogScript = """
         #!/bin/bash
-        # Written by FleetServersFixture. Stops one test run's private servers when the test process is gone
-        # without having stopped them (crash, SIGKILL, hang-timeout). Usage: watchdog.sh OWNER_PID|now DIR EPMD KEEP
-        owner="$1"; dir="$2"; epmd="$3"; keep="$4"
+        # Written by FleetServersFixture. Kills one test run's private servers when the test process is gone without
+        # having stopped them (crash, SIGKILL, hang-timeout). Usage: watchdog.sh OWNER_PID|now DIR SERVICES_SH KEEP
+        owner="$1"; dir="$2"; services="$3"; keep="$4"
         if [ "$owner" != now ]; then
           echo $$ > "$dir/watchdog.pid"
           while [ -d "$dir" ] && [ ! -e "$dir/stopped" ] && kill -0 "$owner" 2>/dev/null; do sleep 1; done
           { [ ! -d "$dir" ] || [ -e "$dir/stopped" ]; } && exit 0
         fi
-        epmd_port=$(cat "$dir/rabbitmq/epmd.port" 2>/dev/null)
-        ours() { [ -n "$1" ] && [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' < "/proc/$1/cmdline" | grep -qF "$dir/"; }
-        p=$(head -n 1 "$dir/rabbitmq/rabbitmq.pid" 2>/dev/null); ours "$p" && kill -9 "$p"
-        p=$(head -n 1 "$dir/postgres/postmaster.pid" 2>/dev/null); ours "$p" && kill -QUIT "$p"
-        if [ -n "$epmd_port" ] && [ -x "$epmd" ]; then
-          for i in $(seq 1 20); do   # epmd refuses -kill until it has seen the node die
-            case "$(ERL_EPMD_PORT="$epmd_port" "$epmd" -port "$epmd_port" -kill 2>&1)" in *living*) sleep 0.25;; *) break;; esac
-          done
-        fi
-        for i in $(seq 1 20); do ours "$p" || break; sleep 0.25; done
-        ours "$p" && kill -9 "$p"
+        # By pid, from the servers' own pid files (services.sh kill checks each against its command line).
+        FLEET_HOME="$dir/servers" "$services" kill >>"$dir/watchdog.log" 2>&1
         touch "$dir/stopped"
         [ "$keep" = 1 ] || rm -rf "$dir"
         """;
@@ -45,6 +37,9 @@ internal sealed class LocalWorkspace
     }
 
     public string Root { get; }
+
+    /// <summary>The FLEET_HOME given to infra/local/services.sh.</summary>
+    public string ServersHome => Path.Combine(Root, "servers");
 
     private FixtureLog Log { get; }
 
@@ -76,7 +71,7 @@ internal sealed class LocalWorkspace
     }
 
     /// <summary>Starts the detached watchdog (own session, so it outlives the test process and its process group).</summary>
-    public async Task StartWatchdogAsync(string epmd)
+    public async Task StartWatchdogAsync()
     {
         var arguments = new[]
         {
@@ -84,7 +79,7 @@ internal sealed class LocalWorkspace
             Path.Combine(Root, "watchdog.sh"),
             Environment.ProcessId.ToString(CultureInfo.InvariantCulture),
             Root,
-            epmd,
+            LocalServers.Script,
             Keep ? "1" : "0",
         };
         await ProcessTools.RunCheckedAsync("/bin/sh", arguments, TimeSpan.FromSeconds(10)).ConfigureAwait(false);
@@ -151,8 +146,7 @@ internal sealed class LocalWorkspace
                 }
 
                 log.Info($"sweeping {directory}: left by test process {ownerPid}, which is gone");
-                var epmd = LocalRabbitMqServer.FindEpmd() ?? "/usr/bin/epmd";
-                await ProcessTools.RunAsync("/bin/bash", [script, "now", directory, epmd, Keep ? "1" : "0"], TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+                await ProcessTools.RunAsync("/bin/bash", [script, "now", directory, LocalServers.Script, Keep ? "1" : "0"], TimeSpan.FromSeconds(30)).ConfigureAwait(false);
             }
             catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or TimeoutException or InvalidOperationException)
             {

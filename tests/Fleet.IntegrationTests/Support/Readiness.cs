@@ -2,7 +2,7 @@ using System.Diagnostics;
 using Npgsql;
 using RabbitMQ.Client;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// Waits until a server really serves (a login succeeds), not just until its port accepts TCP. Every attempt has its
@@ -52,7 +52,7 @@ internal static class Readiness
 
     public static async Task WaitForManagementAsync(Uri managementUri, TimeSpan timeout, CancellationToken cancellationToken, Action? check = null)
     {
-        using var http = LocalRabbitMqServer.CreateManagementClient(managementUri);
+        using var http = LocalServers.CreateManagementClient(managementUri);
         await RetryAsync(
                 "RabbitMQ management API",
                 async token =>

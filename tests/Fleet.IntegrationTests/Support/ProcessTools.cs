@@ -4,7 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>Small process, port and /proc helpers for the servers a test run owns (Linux only).</summary>
 internal static class ProcessTools
@@ -184,9 +184,6 @@ internal static class ProcessTools
         return state is not null && state != 'Z' && state != 'X';
     }
 
-    /// <summary>Whether /proc still has an entry for <paramref name="pid"/> (also true for a zombie).</summary>
-    public static bool Exists(int pid) => ReadState(pid) is not null;
-
     private static char? ReadState(int pid)
     {
         var stat = ReadStat(pid);
@@ -243,115 +240,6 @@ internal static class ProcessTools
     /// <summary>True when <paramref name="pid"/> is alive and its command line mentions <paramref name="marker"/> (our temp dir), so a reused pid is never killed.</summary>
     public static bool IsOurs(int pid, string marker) =>
         pid > 1 && IsAlive(pid) && CommandLine(pid) is { } commandLine && commandLine.Contains(marker, StringComparison.Ordinal);
-
-    /// <summary>Live processes whose executable name contains <paramref name="name"/> and whose command line contains <paramref name="marker"/>.</summary>
-    public static IReadOnlyList<int> FindByCommandLine(string marker, string name)
-    {
-        var found = new List<int>();
-        foreach (var directory in Directory.EnumerateDirectories("/proc"))
-        {
-            if (int.TryParse(Path.GetFileName(directory), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) &&
-                CommandLine(pid) is { } commandLine &&
-                commandLine.Contains(marker, StringComparison.Ordinal) &&
-                commandLine.Split(' ', 2)[0].Contains(name, StringComparison.Ordinal) &&
-                IsAlive(pid))
-            {
-                found.Add(pid);
-            }
-        }
-
-        return found;
-    }
-
-    /// <summary>Direct children of <paramref name="pid"/>, from /proc.</summary>
-    public static IReadOnlyList<int> ChildrenOf(int pid)
-    {
-        var children = new List<int>();
-        foreach (var directory in Directory.EnumerateDirectories("/proc"))
-        {
-            if (!int.TryParse(Path.GetFileName(directory), NumberStyles.Integer, CultureInfo.InvariantCulture, out var candidate))
-            {
-                continue;
-            }
-
-            var stat = ReadStat(candidate);
-            if (stat is null)
-            {
-                continue;
-            }
-
-            var fields = stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
-            if (fields.Length > 1 && int.TryParse(fields[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var parent) && parent == pid)
-            {
-                children.Add(candidate);
-            }
-        }
-
-        return children;
-    }
-
-    /// <summary>SIGKILL to one pid. Returns false if it was already gone.</summary>
-    public static bool KillHard(int pid)
-    {
-        try
-        {
-            using var process = Process.GetProcessById(pid);
-            process.Kill();
-            return true;
-        }
-        catch (Exception exception) when (exception is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
-        {
-            return false;
-        }
-    }
-
-    /// <summary>SIGKILL to <paramref name="pid"/> and its direct children (a hard crash of a server and its workers).</summary>
-    public static void KillHardWithChildren(int pid)
-    {
-        var children = ChildrenOf(pid);
-        KillHard(pid);
-        foreach (var child in children)
-        {
-            KillHard(child);
-        }
-    }
-
-    /// <summary>Sends a signal by name (TERM, QUIT, ...) through /bin/kill.</summary>
-    public static Task SignalAsync(int pid, string signal) =>
-        RunAsync("kill", ["-s", signal, pid.ToString(CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(5));
-
-    /// <summary>Waits until the pid has no /proc entry at all (zombies included), or the timeout passes. Returns whether it is gone.</summary>
-    public static async Task<bool> WaitGoneAsync(int pid, TimeSpan timeout, bool zombieCounts = true)
-    {
-        var stopwatch = Stopwatch.StartNew();
-        while (stopwatch.Elapsed < timeout)
-        {
-            if (zombieCounts ? !Exists(pid) : !IsAlive(pid))
-            {
-                return true;
-            }
-
-            await Task.Delay(50).ConfigureAwait(false);
-        }
-
-        return zombieCounts ? !Exists(pid) : !IsAlive(pid);
-    }
-
-    /// <summary>Whether something accepts TCP connections on 127.0.0.1:<paramref name="port"/> right now.</summary>
-    public static async Task<bool> CanConnectAsync(int port, TimeSpan timeout)
-    {
-        using var client = new TcpClient();
-        using var cancellation = new CancellationTokenSource(timeout);
-        try
-        {
-            await client.ConnectAsync(IPAddress.Loopback, port, cancellation.Token).ConfigureAwait(false);
-            return true;
-        }
-        catch (Exception exception) when (exception is SocketException or OperationCanceledException)
-        {
-            return false;
-        }
-    }
 
     /// <summary>Reads the first integer line of a pid file, or null.</summary>
     public static int? ReadPidFile(string path)

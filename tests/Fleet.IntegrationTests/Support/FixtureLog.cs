@@ -3,7 +3,7 @@ using System.Globalization;
 using Xunit.Abstractions;
 using Xunit.Sdk;
 
-namespace Fleet.IntegrationTests.Infrastructure;
+namespace Fleet.IntegrationTests.Support;
 
 /// <summary>
 /// Where the fixture says what it does: stderr (shown by <c>dotnet test</c>), xunit's diagnostic sink
