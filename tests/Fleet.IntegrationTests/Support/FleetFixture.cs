@@ -3,6 +3,7 @@ using Fleet.Contracts;
 using Fleet.Persistence;
 using Fleet.ServiceDefaults;
 using Fleet.Worker;
+using Fleet.Worker.MessagePath;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -151,8 +152,7 @@ public sealed class FleetFixture : IAsyncLifetime
         await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
         // The retry delay queues too: a retry a previous test scheduled would otherwise come back into a lane
         // queue in the middle of the next test, as a task that test never submitted.
-        var rungs = Enumerable.Range(0, 13).Select(i => 1 << i);
-        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }.Concat(rungs.Select(s => $"{q}.retry.{s}s"))))
+        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }.Concat(RetryScheduler.QueueNames(q))))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
             await using var channel = await connection.CreateChannelAsync();
