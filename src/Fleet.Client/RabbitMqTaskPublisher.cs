@@ -10,8 +10,8 @@ namespace Fleet.Client;
 /// Sends task messages as the public plain JSON body (the same bytes any AMQP producer may send, see
 /// <c>task-message.schema.json</c>) with RabbitMQ.Client, pipelining the publisher confirms: a submission of N
 /// tasks keeps up to <see cref="ConfirmWindow"/> messages in flight on one channel and waits for the broker's
-/// confirms together, instead of one confirmed send after another. That is what lifts a producer from about
-/// 1,400 confirmed sends per second (MassTransit 8.5 sends one at a time per message) to the broker's own limit.
+/// confirms together, instead of one confirmed send after another, so a producer is bound by the broker, not by
+/// round trips (docs/decisions/0004).
 /// <para>
 /// Each message is persistent, mandatory (an unroutable message is an error, never silently dropped), has the
 /// task id as its <c>message_id</c>, and carries the caller's trace context (<c>traceparent</c> for any consumer,

@@ -70,9 +70,8 @@ public static class FleetDatabaseExtensions
     /// <item><b>Generic plans</b> (<c>plan_cache_mode=force_generic_plan</c>, unless the connection string's
     /// <c>Options</c> already set it). At a CPU lane's pace a batch holds one or two rows, and for so few PostgreSQL's
     /// default keeps planning the claim CTE afresh on every execution (a custom plan for one row looks cheaper than
-    /// the generic one, estimated at 100), which cost more than running it: 0.66 ms of planning per claim against
-    /// 0.44 ms of execution (sieve, <c>pg_stat_statements</c>). The generic plan is the same primary-key lookups for
-    /// 1 row as for 500. The host's EF and dashboard queries keep the default: a range on <c>finished_at</c>, say,
+    /// the generic one, estimated at 100), and planning cost more than running it (docs/decisions/0101). The generic
+    /// plan is the same primary-key lookups for 1 row as for 500. The host's EF and dashboard queries keep the default: a range on <c>finished_at</c>, say,
     /// plans much better with its value.</item>
     /// <item><b>No reset on close.</b> A flush is one batch in its own implicit transaction and leaves no session
     /// state behind, so the seven statements Npgsql otherwise sends before a pooled connection's next use (for
