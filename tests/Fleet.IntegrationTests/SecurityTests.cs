@@ -154,7 +154,14 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         const string pgPassword = "pg-Secret-4711-marker";
         var amqpPassword = Uri.UnescapeDataString(Fleet.Servers.RabbitMqUri.UserInfo.Split(':')[1]);
         var settings = Fleet.WorkerSettings("secretive", cpuConcurrency: 1);
-        settings["ConnectionStrings:fleetdb"] = new NpgsqlConnectionStringBuilder(Fleet.PostgresConnectionString) { Password = pgPassword }.ConnectionString;
+        // The servers check passwords, so the marker must be a real one: a role of its own with the test's rights.
+        await using (var role = Fleet.DataSource.CreateCommand(
+            $"DROP ROLE IF EXISTS secretive; CREATE ROLE secretive LOGIN SUPERUSER PASSWORD '{pgPassword}'"))
+        {
+            await role.ExecuteNonQueryAsync();
+        }
+
+        settings["ConnectionStrings:fleetdb"] = new NpgsqlConnectionStringBuilder(Fleet.PostgresConnectionString) { Username = "secretive", Password = pgPassword }.ConnectionString;
         settings["Logging:LogLevel:Default"] = "Debug";
         settings["Logging:LogLevel:MassTransit"] = "Debug";
 

@@ -60,12 +60,23 @@ public sealed class GrafanaDashboardTests
     public void TheNamesTheTestsExpect_AreTheWorkersRealInstruments_AsThePrometheusExporterNamesThem()
     {
         // Every instrument of the worker's meter, as WorkerMetrics creates them.
+        // Only this factory's meter: other tests running in parallel create WorkerMetrics of the same name.
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
-        var instruments = new List<Instrument>();
-        using var listener = new MeterListener { InstrumentPublished = (instrument, _) => instruments.Add(instrument) };
+        var factory = services.GetRequiredService<IMeterFactory>();
+        var instruments = new System.Collections.Concurrent.ConcurrentQueue<Instrument>();
+        using var listener = new MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (ReferenceEquals(instrument.Meter.Scope, factory))
+                {
+                    instruments.Enqueue(instrument);
+                }
+            },
+        };
         listener.Start();
         var options = Options.Create(new WorkerOptions { CpuConcurrency = 1 });
-        using var metrics = new WorkerMetrics(services.GetRequiredService<IMeterFactory>(), options);
+        using var metrics = new WorkerMetrics(factory, options);
 
         var exported = instruments.Where(i => i.Meter.Name == WorkerMetrics.Name).SelectMany(PrometheusNames).Order(StringComparer.Ordinal);
 
