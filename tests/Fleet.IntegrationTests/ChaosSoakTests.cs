@@ -105,12 +105,14 @@ public sealed partial class ChaosSoakTests(FleetFixture fleet, ITestOutputHelper
         // chunk that fails (broker or database restarting) is submitted again with the same ids: resubmitting is
         // idempotent. At one or two chunks chosen now, the submitter sends the next PurgeBacklogChunks at once and
         // purges both lanes right after: a purge of a lane with a backlog, which only the reconciler can heal.
-        var requests = Enumerable.Range(0, total).Select(i => (i % 20) switch
+        static TaskRequest Mixed(int i) => (i % 20) switch
         {
             < 15 => TaskRequest.Create("noop", new { }),
             < 19 => TaskRequest.Create("sleep", new { ms = 20 }),
             _ => TaskRequest.Create("sha256", new { size_kb = 256, rounds = 4, seed = i }),
-        } with { TaskId = Guid.CreateVersion7() }).ToList();
+        };
+
+        var requests = Enumerable.Range(0, total).Select(i => Mixed(i) with { TaskId = Guid.CreateVersion7() }).ToList();
         var ids = requests.Select(r => r.TaskId!.Value).ToList();
         var chunks = new ConcurrentQueue<TaskRequest[]>(requests.Chunk(ChunkSize));
         var chunkCount = chunks.Count;

@@ -184,9 +184,16 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         var v = rows.Single();
         return new SortedDictionary<string, long>(StringComparer.Ordinal)
         {
-            ["open.queued"] = v[0], ["open.running"] = v[1],
-            ["lastHour.succeeded"] = v[2], ["lastHour.failed"] = v[3], ["lastHour.timedOut"] = v[4], ["lastHour.cancelled"] = v[5],
-            ["last24h.succeeded"] = v[6], ["last24h.failed"] = v[7], ["last24h.timedOut"] = v[8], ["last24h.cancelled"] = v[9],
+            ["open.queued"] = v[0],
+            ["open.running"] = v[1],
+            ["lastHour.succeeded"] = v[2],
+            ["lastHour.failed"] = v[3],
+            ["lastHour.timedOut"] = v[4],
+            ["lastHour.cancelled"] = v[5],
+            ["last24h.succeeded"] = v[6],
+            ["last24h.failed"] = v[7],
+            ["last24h.timedOut"] = v[8],
+            ["last24h.cancelled"] = v[9],
         };
     }
 

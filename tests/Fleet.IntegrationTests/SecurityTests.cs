@@ -1,9 +1,9 @@
 using System.Diagnostics;
 using Fleet.IntegrationTests.Support;
-using Client = Fleet.Client;
 using Fleet.Persistence;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
+using Client = Fleet.Client;
 
 namespace Fleet.IntegrationTests;
 

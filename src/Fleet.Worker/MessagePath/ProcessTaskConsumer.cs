@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
+using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.Persistence;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
-using Fleet.Client;
 using Fleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Logging;

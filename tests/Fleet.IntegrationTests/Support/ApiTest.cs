@@ -1,8 +1,8 @@
 using System.Net;
 using System.Net.Http.Headers;
-using RabbitMQ.Client;
 using System.Text;
 using System.Text.Json.Nodes;
+using RabbitMQ.Client;
 
 namespace Fleet.IntegrationTests.Support;
 
