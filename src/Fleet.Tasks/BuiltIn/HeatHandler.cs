@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Text.Json.Serialization;
 
@@ -81,6 +82,9 @@ public sealed class HeatHandler : CpuTaskHandler<HeatInput, HeatOutput>
         }
     }
 
+    // Fully optimized at the first call instead of tier 0 first: a new worker otherwise spends its first seconds
+    // running the stencil in unoptimized code (docs/decisions/0005).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Initialise(Span<double> u, int n, int seed)
     {
         u.Clear();
@@ -103,6 +107,7 @@ public sealed class HeatHandler : CpuTaskHandler<HeatInput, HeatOutput>
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Step(ReadOnlySpan<double> u, Span<double> v, int n)
     {
         var width = Vector<double>.Count;
