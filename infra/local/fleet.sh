@@ -5,7 +5,7 @@
 #   infra/local/fleet.sh down      stop API and workers (SIGTERM, 60 s, then SIGKILL), then the services
 #                                  (KEEP_SERVICES=1 leaves PostgreSQL and RabbitMQ running)
 #   infra/local/fleet.sh status    what runs, by pid file
-#   infra/local/fleet.sh build     dotnet build Fleet.sln -c Release
+#   infra/local/fleet.sh build     dotnet build Fleet.sln -c Release, then the worker published ReadyToRun
 #   infra/local/fleet.sh migrate   services + build + `fleet migrate`
 #
 # Settings: WORKERS (2), CONFIGURATION (Release), FLEET_SKIP_BUILD=1 (use the existing build), DOTNET (dotnet),
@@ -37,7 +37,16 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 
 OUT=net10.0
 CLI_DLL=$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/$OUT/fleet.dll
-WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/$OUT/Fleet.Worker.dll
+# The workers run a ReadyToRun publish of the worker: precompiled code instead of tier-0 JIT in a fresh worker's
+# first seconds (docs/decisions/0006). Other architectures run the plain build.
+case $(uname -m) in
+  x86_64) WORKER_RID=linux-x64 ;;
+  aarch64) WORKER_RID=linux-arm64 ;;
+  *) WORKER_RID= ;;
+esac
+WORKER_BUILD_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/$OUT/Fleet.Worker.dll
+WORKER_DLL=$WORKER_BUILD_DLL
+[[ -z $WORKER_RID ]] || WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/ready-to-run/Fleet.Worker.dll
 API_DLL=$ROOT/src/Fleet.Api/bin/$CONFIGURATION/$OUT/Fleet.Api.dll
 
 SCRIPT=fleet
@@ -76,12 +85,15 @@ live_pid() {
   printf '%s' "$pid"
 }
 
+# live_worker_pid PIDFILE: like live_pid for a worker, started from the ReadyToRun publish or the plain build.
+live_worker_pid() { live_pid "$1" "$WORKER_DLL" || live_pid "$1" "$WORKER_BUILD_DLL"; }
+
 # start_proc NAME DLL [VAR=value ...]: runs `dotnet DLL` detached, with .fleet/env and the extra variables.
 start_proc() {
   local name=$1 dll=$2
   shift 2
   local pidf=$RUN_DIR/$name.pid logf=$LOG_DIR/$name.log pid i
-  if pid=$(live_pid "$pidf" "$dll"); then
+  if pid=$(live_pid "$pidf" "$dll") || { [[ $name == worker-* ]] && pid=$(live_worker_pid "$pidf"); }; then
     log "$name already running (pid $pid)"
     return 0
   fi
@@ -108,11 +120,10 @@ start_proc() {
 # stop_procs PIDFILE...: SIGTERM to each live one, wait up to STOP_TIMEOUT s, then SIGKILL the ones left.
 stop_procs() {
   local -A pids=()
-  local pidf pid dll name i
+  local pidf pid name i
   for pidf in "$@"; do
     name=$(basename "$pidf" .pid)
-    case $name in api) dll=$API_DLL ;; *) dll=$WORKER_DLL ;; esac
-    if pid=$(live_pid "$pidf" "$dll"); then
+    if { [[ $name == api ]] && pid=$(live_pid "$pidf" "$API_DLL"); } || { [[ $name != api ]] && pid=$(live_worker_pid "$pidf"); }; then
       kill -TERM "$pid" 2>/dev/null || true
       pids[$pidf]=$pid
       log "$name: SIGTERM sent (pid $pid)"
@@ -144,6 +155,12 @@ build() {
   log "dotnet build Fleet.sln -c $CONFIGURATION"
   (cd "$ROOT" && "$DOTNET" build Fleet.sln -c "$CONFIGURATION" -v q -nologo) ||
     die "the build failed; fix it, or run with FLEET_SKIP_BUILD=1 to use the existing binaries"
+  if [[ -n $WORKER_RID ]]; then
+    log "dotnet publish the worker ReadyToRun ($WORKER_RID) into $(dirname "$WORKER_DLL")"
+    (cd "$ROOT" && "$DOTNET" publish src/Fleet.Worker/Fleet.Worker.csproj -c "$CONFIGURATION" -r "$WORKER_RID" \
+      --self-contained false -p:PublishReadyToRun=true -o "$(dirname "$WORKER_DLL")" -v q -nologo) ||
+      die "publishing the worker ReadyToRun failed"
+  fi
 }
 
 migrate() {
@@ -210,7 +227,7 @@ up() {
   sleep 2
   local dead=0
   for ((n = 1; n <= WORKERS; n++)); do
-    if ! live_pid "$RUN_DIR/worker-$n.pid" "$WORKER_DLL" >/dev/null; then
+    if ! live_worker_pid "$RUN_DIR/worker-$n.pid" >/dev/null; then
       log "worker-$n exited right after start; last lines of $LOG_DIR/worker-$n.log:"
       tail -n 20 "$LOG_DIR/worker-$n.log" >&2 || true
       dead=1
@@ -249,7 +266,7 @@ status() {
   for pidf in "$RUN_DIR"/worker-*.pid; do
     any=1
     name=$(basename "$pidf" .pid)
-    if pid=$(live_pid "$pidf" "$WORKER_DLL"); then
+    if pid=$(live_worker_pid "$pidf"); then
       printf '%-11s running  pid %s  log %s\n' "$name" "$pid" "${LOG_DIR#"$ROOT"/}/$name.log"
     else
       printf '%-11s stopped  (stale pid file)\n' "$name"
