@@ -134,8 +134,10 @@ public sealed class TaskLedger : IAsyncDisposable
                 AS i(id, attempt, status, outcome, result, error_type, error_message, started_at, finished_at, wall_ms, cpu_ms, not_before)
         ), attempt_rows AS (
             UPDATE fleet.task_attempts a
-            SET finished_at = i.finished_at, outcome = i.outcome, error_type = i.error_type, error_message = i.error_message,
-                wall_ms = i.wall_ms, cpu_ms = i.cpu_ms
+            -- A task claimed ahead started after its claim: the row says when its handler began, and its queue wait grows by the difference.
+            SET started_at = i.started_at, queue_wait_ms = a.queue_wait_ms + greatest(0, extract(epoch FROM i.started_at - a.started_at) * 1000)::float8,
+                finished_at = i.finished_at, outcome = i.outcome, error_type = i.error_type,
+                error_message = i.error_message, wall_ms = i.wall_ms, cpu_ms = i.cpu_ms
             FROM input i
             WHERE a.task_id = i.id AND a.attempt = i.attempt
         )

@@ -117,9 +117,11 @@ public static class WorkerHostingExtensions
                 var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
                 foreach (var queue in worker.Queues)
                 {
-                    // The CPU lane's places bound its running tasks (CpuLane.RunAsync); the endpoint holds the
-                    // lookahead on top, so the next task is delivered before a thread is free.
-                    var concurrency = queue == TaskQueues.Cpu ? worker.CpuConcurrency + worker.EffectiveCpuLookahead : worker.IoConcurrency;
+                    // The CPU lane's places bound its running and claimed-ahead tasks (CpuLane.RunAsync); the endpoint
+                    // holds the lookahead on top, so the next claim ahead finds its message delivered.
+                    var concurrency = queue == TaskQueues.Cpu
+                        ? worker.CpuConcurrency + worker.EffectiveCpuClaimAhead + worker.EffectiveCpuLookahead
+                        : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
                     {
                         // Without this every endpoint also binds the message-type exchange, and one publish of a

@@ -10,6 +10,7 @@ namespace Fleet.Worker;
 /// "Worker": {
 ///   "Queues": [ "fleet-cpu", "fleet-io" ],
 ///   "CpuConcurrency": 2,            // default: processor count
+///   "CpuClaimAhead": 2,             // default: CpuConcurrency
 ///   "CpuLookahead": 2,              // default: CpuConcurrency
 ///   "IoConcurrency": 256,
 ///   "DrainSeconds": 30,
@@ -47,10 +48,22 @@ public sealed class WorkerOptions : IValidatableObject
     public int CpuConcurrency { get; set; } = Environment.ProcessorCount;
 
     /// <summary>
-    /// CPU-queue messages a worker holds beyond its running CPU tasks: delivered, not yet claimed, each waiting for
-    /// a lane thread, so that a thread that finishes starts its next task after one claim. The CPU queue's prefetch
-    /// is <see cref="CpuConcurrency"/> plus this. 0 makes every finished task wait for its acknowledgement and the
-    /// next delivery; more than a few holds tasks that an idle worker elsewhere could run. Default: one per thread.
+    /// CPU tasks a worker claims ahead of its lane threads: claimed (<c>running</c> in <c>fleet.tasks</c>), prepared
+    /// and queued, so that a thread that finishes a task starts the next at once instead of waiting for a claim's
+    /// round trip to PostgreSQL (docs/decisions/0007). Their time limits start when a thread takes them. 0 claims
+    /// a task only when a thread is free. Default: one per thread.
+    /// </summary>
+    [Range(0, 1024)]
+    public int? CpuClaimAhead { get; set; }
+
+    /// <summary>The claim-ahead in effect: <see cref="CpuClaimAhead"/>, or one per CPU-lane thread.</summary>
+    public int EffectiveCpuClaimAhead => CpuClaimAhead ?? CpuConcurrency;
+
+    /// <summary>
+    /// CPU-queue messages a worker holds beyond its running and claimed-ahead CPU tasks: delivered, not yet claimed,
+    /// so that the next claim ahead needs no delivery first. The CPU queue's prefetch is <see cref="CpuConcurrency"/>
+    /// plus <see cref="CpuClaimAhead"/> plus this. More than a few holds tasks that an idle worker elsewhere could
+    /// run. Default: one per thread.
     /// </summary>
     [Range(0, 1024)]
     public int? CpuLookahead { get; set; }
@@ -121,13 +134,14 @@ public sealed class WorkerOptions : IValidatableObject
     /// The broker's <c>consumer_timeout</c> (RabbitMQ's default: 30 min): a channel holding one message unacknowledged
     /// longer is closed, and every unacknowledged message on it goes back to the queue, healthy ones included. A
     /// CPU-queue message waits for a lane thread before its own time limit starts, so its wait is bounded by
-    /// <see cref="LookaheadWaitLimit"/>: past that it is sent to the back of its queue and acknowledged.
+    /// <see cref="LookaheadWaitLimit"/>: past that it is sent to the back of its queue and acknowledged (a task
+    /// claimed ahead is handed back first, uncharged).
     /// </summary>
     [Range(60, 86_400)]
     public int ConsumerTimeoutSeconds { get; set; } = 1800;
 
     /// <summary>
-    /// How long a delivered CPU-queue message may wait for a lane thread: what remains of
+    /// How long a delivered CPU-queue message may wait for a lane thread to start it, claimed or not: what remains of
     /// <see cref="ConsumerTimeoutSeconds"/> after the longest run (<see cref="MaxTimeoutSeconds"/> and
     /// <see cref="HardStopGraceSeconds"/>) and a minute for the claim, the commit and the acknowledgement.
     /// </summary>

@@ -15,6 +15,7 @@ public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper o
     public async Task ACpuMessage_WaitingForAThreadPastItsLimit_GoesToTheBackOfTheQueue_AndRunsOnce()
     {
         var settings = Fleet.WorkerSettings("long-wait", cpuConcurrency: 1);
+        settings["Worker:CpuClaimAhead"] = "0"; // the wait for a place, unclaimed (the next test waits claimed)
         settings["Worker:CpuLookahead"] = "2";
         settings["Worker:MaxTimeoutSeconds"] = "5";
         settings["Worker:DefaultTimeoutSeconds"] = "5";
@@ -30,6 +31,33 @@ public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper o
         Assert.Contains("sent to the back of its queue", worker.Output, StringComparison.Ordinal);
         Assert.Equal(3L, await ScalarAsync<long>(
             "SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'timed_out' AND attempts = 1", ("ids", ids.ToArray())));
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-cpu_error"));
+    }
+
+    [Fact]
+    public async Task ACpuTaskClaimedAhead_WaitingForAThreadPastItsLimit_IsHandedBackUncharged_AndRunsFromTheBackOfTheQueue()
+    {
+        var settings = Fleet.WorkerSettings("long-claim", cpuConcurrency: 1);
+        settings["Worker:CpuClaimAhead"] = "1";
+        settings["Worker:CpuLookahead"] = "0";
+        settings["Worker:MaxTimeoutSeconds"] = "12";
+        settings["Worker:DefaultTimeoutSeconds"] = "12";
+        settings["Worker:ConsumerTimeoutSeconds"] = "83"; // 83 - 12 - 1 (grace) - 60 = a 10 s wait at most
+        await using var worker = WorkerProcess.Start(settings);
+
+        // The first runs into its 12 s limit; the second, claimed ahead behind it, waits past 10 s.
+        var first = await Fleet.Client.SubmitAsync(TaskRequest.Create("heat", new { n = 1024, steps = 100_000, seed = 1 }) with { TimeoutSeconds = 12 });
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE id = @id AND status = 'running'", ("id", first)) == 1));
+        var second = await Fleet.Client.SubmitAsync(StandardRequests.Of("sieve", 1).Single());
+        await WaitForFinalAsync([first, second], TimeSpan.FromSeconds(60));
+
+        var attempts = await ListAsync("SELECT outcome FROM fleet.task_attempts WHERE task_id = @id ORDER BY attempt", r => r.GetString(0), ("id", second));
+        output.WriteLine($"second task's executions: {string.Join(", ", attempts)}");
+        output.WriteLine(worker.Output);
+        Assert.Equal(["handed_back", "succeeded"], attempts);
+        Assert.Contains("sent to the back of its queue", worker.Output, StringComparison.Ordinal);
+        Assert.Equal("timed_out", (await GetTaskAsync(first))!.Status);
         Assert.Equal(0u, await QueueMessageCountAsync("fleet-cpu_error"));
     }
 }

@@ -131,8 +131,9 @@ public sealed class CpuLaneBoundTests : IDisposable
         Assert.Equal(Environment.ProcessorCount, host.Services.GetRequiredService<CpuLane>().MaxAbandonedThreads);
     }
 
+    // No places beyond the threads here, so that a withheld place is a lost thread's and nothing else.
     private CpuLane NewLane(int threads, int maxAbandoned) =>
-        new(Options.Create(new WorkerOptions { CpuConcurrency = threads, MaxAbandonedThreads = maxAbandoned }), lifetime: _lifetime);
+        new(Options.Create(new WorkerOptions { CpuConcurrency = threads, CpuClaimAhead = 0, MaxAbandonedThreads = maxAbandoned }), lifetime: _lifetime);
 
     /// <summary>Takes a place in the lane, as a CPU-queue message does, and holds it until <see cref="Held.LeaveAsync"/>.</summary>
     private static Held TakePlace(CpuLane lane)

@@ -7,7 +7,8 @@ namespace Fleet.UnitTests;
 
 public sealed class CpuLaneTests
 {
-    private static CpuLane NewLane(int threads) => new(Options.Create(new WorkerOptions { CpuConcurrency = threads }));
+    private static CpuLane NewLane(int threads, int? claimAhead = null) =>
+        new(Options.Create(new WorkerOptions { CpuConcurrency = threads, CpuClaimAhead = claimAhead }));
 
     [Fact]
     public void Dispose_WhileTheLaneThreadsWait_LetsThemLeaveWithoutCrashingTheProcess()
@@ -56,7 +57,7 @@ public sealed class CpuLaneTests
     [Fact]
     public async Task RunAsync_AdmitsAsManyAsThereAreThreads_AndFreesAPlaceOnce_WhenLeftOrWhenTheWorkEnds()
     {
-        using var lane = NewLane(2);
+        using var lane = NewLane(2, claimAhead: 0);
         var leaveFirst = new TaskCompletionSource<Action>();
         var endFirst = new TaskCompletionSource();
         var endSecond = new TaskCompletionSource();
@@ -98,5 +99,62 @@ public sealed class CpuLaneTests
         await Assert.ThrowsAsync<InvalidOperationException>(() => second);
         Assert.Equal(1, lane.FreePlaces);
         Assert.False(blocked.IsCompleted);
+    }
+
+    [Fact]
+    public async Task ClaimAhead_AddsPlacesBeyondTheThreads_AndAQueuedRunStartsTheMomentAThreadIsFree()
+    {
+        using var lane = NewLane(1, claimAhead: 1);
+        Assert.Equal(2, lane.FreePlaces); // one running, one claimed ahead
+
+        using var release = new ManualResetEventSlim();
+        var first = lane.Start(_ =>
+        {
+            release.Wait();
+            return ValueTask.FromResult(JsonSerializer.SerializeToElement(1));
+        }, CancellationToken.None);
+        var second = lane.Start(_ => ValueTask.FromResult(JsonSerializer.SerializeToElement(2)), CancellationToken.None);
+        await first.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        await Task.Delay(50);
+        Assert.False(second.Started.Task.IsCompleted); // queued behind the busy thread, not started
+
+        var released = DateTimeOffset.UtcNow;
+        release.Set();
+        var startedAt = await second.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(startedAt >= released);
+        Assert.Equal(2, (await second.Completion.Task).Output.GetInt32());
+        Assert.True((await first.Completion.Task).WallMs >= 40); // the first ran the 50 ms it was held; the second's wall is its own
+    }
+
+    [Fact]
+    public async Task TryWithdraw_KeepsAQueuedRunFromEverStarting_ButNotOneAThreadAlreadyTook()
+    {
+        using var lane = NewLane(1, claimAhead: 1);
+        using var release = new ManualResetEventSlim();
+        var running = lane.Start(_ =>
+        {
+            release.Wait();
+            return ValueTask.FromResult(JsonSerializer.SerializeToElement(1));
+        }, CancellationToken.None);
+        var ranQueued = false;
+        var queued = lane.Start(_ =>
+        {
+            ranQueued = true;
+            return ValueTask.FromResult(JsonSerializer.SerializeToElement(2));
+        }, CancellationToken.None);
+        await running.Started.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.False(running.TryWithdraw());
+        Assert.True(queued.TryWithdraw());
+        Assert.True(queued.TryWithdraw()); // still withdrawn
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.Started.Task);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => queued.Completion.Task);
+
+        release.Set();
+        Assert.Equal(1, (await running.Completion.Task).Output.GetInt32());
+        var after = lane.Start(_ => ValueTask.FromResult(JsonSerializer.SerializeToElement(3)), CancellationToken.None);
+        Assert.Equal(3, (await after.Completion.Task.WaitAsync(TimeSpan.FromSeconds(10))).Output.GetInt32());
+        Assert.False(ranQueued);
+        Assert.Equal(0, lane.AbandonedThreads);
     }
 }

@@ -212,6 +212,69 @@ public sealed class TaskExecutorTests : IDisposable
         Assert.Contains("HttpClient.Timeout", outcome.ErrorMessage, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task ATaskClaimedAhead_StartsItsTimeLimitAndWallClockWhenAThreadTakesIt()
+    {
+        // The one lane thread is busy for 1.5 s; the task queued behind it has a 1 s limit and runs 100 ms. Its limit
+        // would have fired in the queue if it started with the claim.
+        using var release = new ManualResetEventSlim();
+        var busy = _lane.Start(_ =>
+        {
+            release.Wait();
+            return default;
+        }, CancellationToken.None);
+        await busy.Started.Task;
+        var handler = new TestHandler("cpu-short", TaskLane.Cpu, _ =>
+        {
+            Thread.Sleep(100);
+            return JsonSerializer.SerializeToElement(new { ok = true });
+        });
+
+        var execution = ExecuteAsync(handler, Message(handler.Type, timeoutSeconds: 1));
+        await Task.Delay(1_500);
+        Assert.False(handler.Started);
+        var released = DateTimeOffset.UtcNow;
+        release.Set();
+        var outcome = await execution;
+
+        Assert.Equal(TaskState.Succeeded, outcome.Status);
+        Assert.InRange(outcome.WallMs, 90, 1_000);
+        Assert.True(outcome.StartedAt >= released, $"started {outcome.StartedAt:O}, thread free at {released:O}");
+    }
+
+    [Fact]
+    public async Task ATaskClaimedAhead_ThatNoThreadTakesInTime_IsWithdrawnUnrun_AndACancelEndsOneWithoutRunningIt()
+    {
+        using var release = new ManualResetEventSlim();
+        var busy = _lane.Start(_ =>
+        {
+            release.Wait();
+            return default;
+        }, CancellationToken.None);
+        await busy.Started.Task;
+        var handler = new TestHandler("cpu-queued", TaskLane.Cpu, _ => JsonSerializer.SerializeToElement(new { ok = true }));
+
+        try
+        {
+            await Assert.ThrowsAsync<LaneWaitExpiredException>(() =>
+                NewExecutor(handler).ExecuteAsync(Guid.NewGuid(), Message(handler.Type), CancellationToken.None, TimeSpan.FromMilliseconds(200)));
+
+            var taskId = Guid.NewGuid();
+            var cancelled = NewExecutor(handler).ExecuteAsync(taskId, Message(handler.Type), CancellationToken.None);
+            Assert.True(await EventuallyAsync(() => _running.TryCancel(taskId, "operator asked")));
+            var outcome = await cancelled.WaitAsync(TimeSpan.FromSeconds(10)); // ended while the thread is still busy
+            Assert.Equal((TaskState.Cancelled, TaskExecutor.ErrorTypes.Cancelled), (outcome.Status, outcome.ErrorType));
+        }
+        finally
+        {
+            release.Set();
+        }
+
+        await busy.Completion.Task;
+        Assert.False(handler.Started);
+        Assert.Equal(0, _lane.AbandonedThreads);
+    }
+
     private static void AssertOwnTimeout(ExecutionOutcome outcome, string message)
     {
         Assert.Equal((TaskState.Failed, "System.TimeoutException", true), (outcome.Status, outcome.ErrorType, outcome.Retryable));

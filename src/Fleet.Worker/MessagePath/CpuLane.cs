@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text.Json;
 using Fleet.Tasks;
 using Microsoft.Extensions.Hosting;
@@ -10,7 +11,9 @@ namespace Fleet.Worker.MessagePath;
 /// <summary>
 /// The CPU lane: a fixed number of dedicated threads that run CPU-bound handlers. Keeping this work off the thread
 /// pool means the message pump, heartbeats, database writes and I/O-lane handlers always find a free pool thread,
-/// however busy the cores are; the number of threads bounds how many CPU tasks run at once.
+/// however busy the cores are; the number of threads bounds how many CPU tasks run at once. The lane has a place
+/// for each thread and for each task claimed ahead (<c>Worker:CpuClaimAhead</c>): those wait, claimed and
+/// prepared, in the lane's queue, and a thread that finishes a task takes the next one from it without waiting.
 /// A handler that ignores its cancellation token past its time limit cannot be stopped (.NET cannot abort a
 /// thread), so its thread is <em>abandoned</em>: a replacement thread takes its place in the lane at once, and the
 /// stuck one ends by itself if the handler ever returns.
@@ -35,17 +38,18 @@ public sealed partial class CpuLane : IDisposable
     private int _withheld;
     private int _exhausted;
 
-    /// <param name="options">The lane's threads (<c>CpuConcurrency</c>) and replacements (<c>MaxAbandonedThreads</c>).</param>
+    /// <param name="options">The lane's threads (<c>CpuConcurrency</c>), tasks claimed ahead (<c>CpuClaimAhead</c>) and replacements (<c>MaxAbandonedThreads</c>).</param>
     /// <param name="logger">Where the lane reports that it is exhausted.</param>
     /// <param name="lifetime">Stopped when the lane is exhausted; without one the lane only shrinks.</param>
     public CpuLane(IOptions<WorkerOptions> options, ILogger<CpuLane>? logger = null, IHostApplicationLifetime? lifetime = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         Concurrency = options.Value.CpuConcurrency;
+        ClaimAhead = options.Value.EffectiveCpuClaimAhead;
         MaxAbandonedThreads = options.Value.EffectiveMaxAbandonedThreads;
         _logger = logger;
         _lifetime = lifetime;
-        _slots = new SemaphoreSlim(Concurrency, Concurrency);
+        _slots = new SemaphoreSlim(Concurrency + ClaimAhead, Concurrency + ClaimAhead);
         for (var i = 0; i < Concurrency; i++)
         {
             StartThread();
@@ -53,6 +57,9 @@ public sealed partial class CpuLane : IDisposable
     }
 
     public int Concurrency { get; }
+
+    /// <summary>Places beyond the threads: tasks claimed and queued while every thread is busy.</summary>
+    public int ClaimAhead { get; }
 
     /// <summary>How many stuck threads may be replaced at once (<c>Worker:MaxAbandonedThreads</c>).</summary>
     public int MaxAbandonedThreads { get; }
@@ -76,14 +83,14 @@ public sealed partial class CpuLane : IDisposable
     internal int LiveThreads => Volatile.Read(ref _liveThreads);
 
     /// <summary>
-    /// Runs <paramref name="work"/> in one of the lane's <see cref="Concurrency"/> places: waits up to
+    /// Runs <paramref name="work"/> in one of the lane's places (<see cref="Concurrency"/> plus <see cref="ClaimAhead"/>): waits up to
     /// <paramref name="wait"/> for a place, and returns false without running <paramref name="work"/> when none came.
     /// The place is freed when <paramref name="work"/> ends, or as soon as it calls the <see cref="Action"/> it is
     /// given (its handler is done), whichever comes first. A CPU-queue message takes its place before it is claimed,
-    /// so the worker can hold more CPU messages than it has threads (<c>Worker:CpuLookahead</c>) without claiming
-    /// more than it runs: when a task ends, the next one is already delivered and needs only its claim, instead of
-    /// waiting for the acknowledgement, a delivery and the claim. That gap, a few milliseconds per task, cost a
-    /// quarter of the cores on 25 ms tasks.
+    /// so the worker can hold more CPU messages (<c>Worker:CpuLookahead</c>) than it claims: a place is a claim, running
+    /// or next in line. When a task ends, the next one is already claimed and prepared; without claiming ahead, a
+    /// thread waited for the acknowledgement, a delivery and the claim (docs/decisions/0003), and then for the claim
+    /// alone: a round trip to a busy PostgreSQL that left a lane thread idle a third of the time on 5 ms tasks.
     /// </summary>
     public async Task<bool> RunAsync(TimeSpan wait, Func<Action, Task> work, CancellationToken cancellationToken)
     {
@@ -106,10 +113,10 @@ public sealed partial class CpuLane : IDisposable
         return true;
     }
 
-    /// <summary>Places free now: <see cref="Concurrency"/> less those taken or withheld.</summary>
+    /// <summary>Places free now: <see cref="Concurrency"/> plus <see cref="ClaimAhead"/>, less those taken or withheld.</summary>
     internal int FreePlaces => _slots.CurrentCount;
 
-    /// <summary>Queues <paramref name="task"/> for a lane thread.</summary>
+    /// <summary>Queues <paramref name="task"/> for a lane thread; <see cref="CpuRun.Started"/> tells when one takes it.</summary>
     public CpuRun Start(PreparedTask task, CancellationToken cancellationToken)
     {
         var run = new CpuRun(this, task, cancellationToken);
@@ -269,8 +276,35 @@ public sealed partial class CpuLane : IDisposable
             _cancellationToken = cancellationToken;
         }
 
-        /// <summary>The handler's output and the CPU milliseconds its thread used.</summary>
-        public TaskCompletionSource<(JsonElement Output, double? CpuMs)> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        /// <summary>The handler's output, and the CPU and wall milliseconds it took on its thread.</summary>
+        public TaskCompletionSource<(JsonElement Output, double? CpuMs, double WallMs)> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>
+        /// Completes when a lane thread takes the run (with the time it did), and is cancelled when the run is
+        /// withdrawn or abandoned before that: a task claimed ahead waits in the queue, and its time limit starts here.
+        /// </summary>
+        public TaskCompletionSource<DateTimeOffset> Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>
+        /// Takes the run out of the queue if no thread has taken it yet: it will never start. Returns false when a
+        /// thread has (the run goes on, and must be waited for or abandoned).
+        /// </summary>
+        public bool TryWithdraw()
+        {
+            lock (_gate)
+            {
+                if (_running || _done || _abandoned)
+                {
+                    return !_running && !_done && _abandoned;
+                }
+
+                _abandoned = true;
+            }
+
+            Started.TrySetCanceled();
+            Completion.TrySetCanceled();
+            return true;
+        }
 
         /// <summary>
         /// Gives up on this run: the lane gets a replacement thread if the handler is still running (within
@@ -292,6 +326,7 @@ public sealed partial class CpuLane : IDisposable
                 }
             }
 
+            Started.TrySetCanceled();
             Completion.TrySetCanceled();
         }
 
@@ -308,6 +343,7 @@ public sealed partial class CpuLane : IDisposable
                 _running = true;
             }
 
+            Started.TrySetResult(DateTimeOffset.UtcNow);
             if (_cancellationToken.IsCancellationRequested)
             {
                 Completion.TrySetCanceled(_cancellationToken);
@@ -335,13 +371,14 @@ public sealed partial class CpuLane : IDisposable
         private void RunHandler()
         {
             var cpuStart = ThreadCpuTime.NowMilliseconds();
+            var wallStart = Stopwatch.GetTimestamp();
             try
             {
                 var pending = _task(_cancellationToken);
 
                 // CPU handlers complete synchronously; one that awaits still holds this thread, as a CPU task should.
                 var output = pending.IsCompletedSuccessfully ? pending.Result : pending.AsTask().GetAwaiter().GetResult();
-                Completion.TrySetResult((output, ThreadCpuTime.NowMilliseconds() - cpuStart));
+                Completion.TrySetResult((output, ThreadCpuTime.NowMilliseconds() - cpuStart, Stopwatch.GetElapsedTime(wallStart).TotalMilliseconds));
             }
             catch (OperationCanceledException ex) when (_cancellationToken.IsCancellationRequested)
             {

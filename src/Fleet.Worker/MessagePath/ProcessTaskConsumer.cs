@@ -60,20 +60,28 @@ public sealed partial class ProcessTaskConsumer(
 
         if (queue != TaskQueues.Cpu)
         {
-            await RunAsync(context, taskId, queue, NoLane).ConfigureAwait(false);
+            await RunAsync(context, taskId, queue, NoLane, startBy: 0).ConfigureAwait(false);
             return;
         }
 
-        // A CPU-queue message first waits for a lane place, unclaimed (see CpuLane.RunAsync); the lane frees it as soon
-        // as the handler is done, so the next task runs while this one commits and is acknowledged.
+        // A CPU-queue message first waits for a lane place, unclaimed (see CpuLane.RunAsync); with its place it is
+        // claimed and waits, claimed ahead, for a thread. The lane frees the place as soon as the handler is done, so
+        // the next task runs while this one commits and is acknowledged. Both waits together are bounded, so that this
+        // delivery is acknowledged before the broker's consumer_timeout closes the channel.
         var wait = options.Value.LookaheadWaitLimit;
-        if (!await cpuLane.RunAsync(wait, leaveLane => RunAsync(context, taskId, queue, leaveLane), context.CancellationToken).ConfigureAwait(false))
+        var startBy = Stopwatch.GetTimestamp() + (long)(wait.TotalSeconds * Stopwatch.Frequency);
+        if (!await cpuLane.RunAsync(wait, leaveLane => RunAsync(context, taskId, queue, leaveLane, startBy), context.CancellationToken).ConfigureAwait(false))
         {
-            // Waited too long for a place (long tasks ahead of it): sent to the back of the queue, so that this
-            // delivery is acknowledged before the broker's consumer_timeout closes the channel.
-            await publisher.PublishAsync([new OutgoingTask(queue, context.Message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
-            LogHandedBack(taskId, wait.TotalSeconds);
+            // Waited too long for a place (long tasks ahead of it): sent to the back of the queue.
+            await SendToBackAsync(context, taskId, queue).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Publishes the task again at the back of its queue; the delivery is then acknowledged.</summary>
+    private async Task SendToBackAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue)
+    {
+        await publisher.PublishAsync([new OutgoingTask(queue, context.Message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
+        LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
     }
 
     /// <summary>The I/O queue's messages take no lane place: its endpoint's concurrency bounds them.</summary>
@@ -82,8 +90,10 @@ public sealed partial class ProcessTaskConsumer(
     /// <summary>
     /// Claims, runs and commits one delivered task. <paramref name="leaveLane"/> is called once the handler is done
     /// and its result is queued for the commit (or the task is handed back), so the lane admits the next task.
+    /// <paramref name="startBy"/> (a <see cref="Stopwatch"/> timestamp; 0 for none) is when a CPU task that no lane thread
+    /// has taken yet goes back to its queue instead.
     /// </summary>
-    private async Task RunAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue, Action leaveLane)
+    private async Task RunAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue, Action leaveLane, long startBy)
     {
         var message = context.Message;
         var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
@@ -147,7 +157,16 @@ public sealed partial class ProcessTaskConsumer(
             using var handlerSpan = WorkerMetrics.Source.StartActivity("fleet.task.execute");
             try
             {
-                outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken).ConfigureAwait(false);
+                var startWithin = startBy == 0 ? (TimeSpan?)null : TimeSpan.FromSeconds((double)(startBy - Stopwatch.GetTimestamp()) / Stopwatch.Frequency);
+                outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken, startWithin).ConfigureAwait(false);
+            }
+            catch (LaneWaitExpiredException)
+            {
+                // Claimed ahead behind long tasks, it never started: given back uncharged, and sent to the back of its queue.
+                leaveLane();
+                await HandBackAsync(taskId, claim.Attempt).ConfigureAwait(false);
+                await SendToBackAsync(context, taskId, queue).ConfigureAwait(false);
+                return;
             }
             catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
             {
@@ -174,7 +193,7 @@ public sealed partial class ProcessTaskConsumer(
         {
             var commit = ledger.CompleteAsync(new TaskCompletion(
                 taskId, claim.Attempt, retry ? TaskState.Queued : outcome.Status, outcome.Status, outcome.ResultJson,
-                outcome.ErrorType, outcome.ErrorMessage, startedAt, finishedAt, outcome.WallMs, outcome.CpuMs,
+                outcome.ErrorType, outcome.ErrorMessage, outcome.StartedAt ?? startedAt, finishedAt, outcome.WallMs, outcome.CpuMs,
                 NotBefore: retry ? finishedAt + delay : null), context.CancellationToken);
 
             // The handler is done: free the lane now, not after the commit (the lane frees it on early exits). The

@@ -11,15 +11,38 @@ namespace Fleet.Worker.MessagePath;
 /// <summary>
 /// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
 /// attempt may cure (a handler's exception); validation errors, unknown types, exceptions of <c>Prepare</c>, time
-/// limits and cancels are final.
+/// limits and cancels are final. <see cref="StartedAt"/> is when a CPU-lane thread took the task (a task claimed ahead
+/// waits for one after its claim); null when the execution began with the claim.
 /// </summary>
-public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs, bool Retryable = false);
+public sealed record ExecutionOutcome(string Status, string? ResultJson, string? ErrorType, string? ErrorMessage, double WallMs, double? CpuMs, bool Retryable = false, DateTimeOffset? StartedAt = null);
+
+/// <summary>
+/// A task claimed ahead found no CPU-lane thread within what the broker's <c>consumer_timeout</c> leaves
+/// (<see cref="WorkerOptions.LookaheadWaitLimit"/>); it never started, and goes back to its queue.
+/// </summary>
+public sealed class LaneWaitExpiredException : Exception
+{
+    public LaneWaitExpiredException(string message)
+        : base(message)
+    {
+    }
+
+    public LaneWaitExpiredException()
+    {
+    }
+
+    public LaneWaitExpiredException(string message, Exception innerException)
+        : base(message, innerException)
+    {
+    }
+}
 
 /// <summary>
 /// Runs one task: finds its handler, validates the payload, runs it in its lane under its time limit, and turns
 /// every ending (output, validation error, failure, time limit, cancel) into an <see cref="ExecutionOutcome"/>.
 /// Never throws for a task's own problems; only a cancellation of <c>stopping</c> (worker shutdown) escapes, so
-/// that the message is handed back rather than recorded.
+/// that the message is handed back rather than recorded, and <see cref="LaneWaitExpiredException"/> for a CPU task
+/// that no lane thread took within <c>startWithin</c>.
 /// </summary>
 public sealed class TaskExecutor(
     TaskHandlerRegistry registry,
@@ -40,7 +63,7 @@ public sealed class TaskExecutor(
 
     private readonly WorkerOptions _options = options.Value;
 
-    public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping)
+    public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping, TimeSpan? startWithin = null)
     {
         var clock = Stopwatch.StartNew();
         if (string.IsNullOrWhiteSpace(message.Type))
@@ -80,29 +103,35 @@ public sealed class TaskExecutor(
         var timeout = TimeSpan.FromSeconds(Math.Min(seconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
-        limit.CancelAfter(timeout);
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
-        using var busy = metrics.Running(cpu);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
         try
         {
-            (JsonElement Output, double? CpuMs) result;
             if (cpu)
             {
                 cpuRun = cpuLane.Start(prepared, limit.Token);
-                var run = cpuRun.Completion.Task;
-                handlerTask = run;
-                result = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
-            }
-            else
-            {
-                var run = prepared(limit.Token).AsTask();
-                handlerTask = run;
-                result = (await run.WaitAsync(hardStop, stopping).ConfigureAwait(false), null);
+                handlerTask = cpuRun.Completion.Task;
+
+                // Claimed ahead, the task may wait for a thread (a cancel reaches it there); its limit starts when one takes it.
+                var startedAt = await WaitForThreadAsync(cpuRun, startWithin ?? Timeout.InfiniteTimeSpan, limit.Token).ConfigureAwait(false);
+                limit.CancelAfter(timeout);
+                clock.Restart();
+                using var busyCpu = metrics.Running(cpu: true);
+                var result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+                return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, result.WallMs, result.CpuMs, StartedAt: startedAt);
             }
 
-            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, clock.Elapsed.TotalMilliseconds, result.CpuMs);
+            limit.CancelAfter(timeout);
+            using var busy = metrics.Running(cpu: false);
+            var run = prepared(limit.Token).AsTask();
+            handlerTask = run;
+            var output = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, null);
+        }
+        catch (LaneWaitExpiredException)
+        {
+            throw;
         }
         catch (Exception ex) when (stopping.IsCancellationRequested && ex is not OperationCanceledException)
         {
@@ -138,6 +167,38 @@ public sealed class TaskExecutor(
         {
             // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
             return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
+        }
+    }
+
+    /// <summary>
+    /// Waits until a lane thread takes <paramref name="run"/>. At <paramref name="within"/>, or when
+    /// <paramref name="token"/> (a cancel, the worker stopping) fires first, the run is withdrawn so that it never
+    /// starts, unless a thread took it meanwhile.
+    /// </summary>
+    private static async Task<DateTimeOffset> WaitForThreadAsync(CpuLane.CpuRun run, TimeSpan within, CancellationToken token)
+    {
+        if (within != Timeout.InfiniteTimeSpan && within < TimeSpan.Zero)
+        {
+            within = TimeSpan.Zero;
+        }
+
+        try
+        {
+            return await run.Started.Task.WaitAsync(within, token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
+        {
+            if (!run.TryWithdraw())
+            {
+                return await run.Started.Task.ConfigureAwait(false); // a thread took it meanwhile: it runs
+            }
+
+            if (ex is TimeoutException)
+            {
+                throw new LaneWaitExpiredException($"No CPU-lane thread took the task within {within.TotalSeconds:0} s.");
+            }
+
+            throw;
         }
     }
 
