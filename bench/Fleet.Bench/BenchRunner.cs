@@ -33,6 +33,7 @@ internal sealed record BenchSettings
     /// <summary>Raw-broker baseline for noop; null means on for noop.</summary>
     public bool Baseline { get; init; } = true;
 
+    /// <summary>Body size of the raw-broker messages; <see cref="BenchRunner.NoopMessageBytes"/> unless given.</summary>
     public int RawBodyBytes { get; init; } = 1024;
 
     public int SingleTaskRepeats { get; init; } = 5;
@@ -57,6 +58,20 @@ internal sealed record BenchSettings
 internal sealed class BenchRunner(BenchSettings settings, FleetClient client, TextWriter log)
 {
     public static readonly IReadOnlySet<string> CpuWorkloads = new HashSet<string>(StringComparer.Ordinal) { "sha256", "sieve", "heat" };
+
+    /// <summary>
+    /// The body a submission publishes for a standard noop task (with a batch id and submit time, as the bench sends
+    /// them): the raw-broker baseline moves messages of this size, so that it moves the same bytes as Fleet.
+    /// </summary>
+    public static int NoopMessageBytes() => RabbitMqTaskPublisher.BodyBytes(new Fleet.Contracts.ProcessTask
+    {
+        TaskId = Guid.CreateVersion7(),
+        Type = "noop",
+        Payload = StandardWorkloads.Payload("noop", 0),
+        MaxAttempts = 3,
+        BatchId = Guid.CreateVersion7(),
+        SubmittedAt = DateTimeOffset.UtcNow,
+    });
 
     private const string StatsSql = """
         SELECT count(*),

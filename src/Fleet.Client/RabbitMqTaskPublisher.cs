@@ -98,6 +98,9 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
         }
     }
 
+    /// <summary>The size in bytes of the body this publisher sends for <paramref name="message"/> (benchmarks size their baselines by it).</summary>
+    public static int BodyBytes(ProcessTask message) => JsonSerializer.SerializeToUtf8Bytes(message, Json).Length;
+
     private static Task PublishOneAsync(IChannel channel, OutgoingTask task, string? traceParent, CancellationToken cancellationToken)
     {
         var message = task.Message;
