@@ -41,10 +41,14 @@ public sealed class AbandonedThreadsTests(FleetFixture fleet, ITestOutputHelper 
         Assert.Contains("CPU lane exhausted", worker.Output, StringComparison.Ordinal);
         Assert.InRange(mostLaneThreads, 1, 2); // one lane thread plus one replacement, never one more per spinning task
 
-        // Two spun past their limit and were abandoned; the third was never claimed (no thread would have run it)
-        // and went back to the queue with the drain, for a healthy worker.
+        // Two spun past their limit and were abandoned; the third, claimed ahead, never started (no thread was left to
+        // run it) and went back to the queue with the drain, uncharged, for a healthy worker.
         Assert.Equal(2, states.Count(s => s is { Status: "timed_out", Attempts: 1 } && s.Error.Contains("abandoned", StringComparison.Ordinal)));
-        Assert.Equal(1, states.Count(s => s is { Status: "queued", Attempts: 0 }));
+        Assert.Equal(1, states.Count(s => s is { Status: "queued" }));
+        var third = await ListAsync(
+            "SELECT a.outcome FROM fleet.task_attempts a JOIN fleet.tasks t ON t.id = a.task_id WHERE t.id = ANY(@ids) AND t.status = 'queued'",
+            r => r.GetString(0), ("ids", ids.ToArray()));
+        Assert.All(third, outcome => Assert.Equal("handed_back", outcome));
         Assert.Equal(1u, await QueueMessageCountAsync(TaskQueues.Cpu));
     }
 

@@ -89,14 +89,14 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
 
         await fleet.WaitForWorkersAsync(fleet.Hosts, StartWait);
 
-        // What keeps the slow server from hoarding: its prefetch is its CPU-lane threads plus the lookahead of one
-        // task per thread (Worker:CpuLookahead), so the broker gives it only what it can start next, and the rest
-        // waits in the queue for whichever server frees a thread first.
+        // What keeps the slow server from hoarding: its prefetch is its CPU-lane threads plus one task per thread claimed
+        // ahead (Worker:CpuClaimAhead) and one delivered (Worker:CpuLookahead), so the broker gives it only what it
+        // starts next, and the rest waits in the queue for whichever server frees a thread first.
         IReadOnlyList<(string Connection, string PeerHost, int Prefetch)> consumers = [];
         Assert.True(await EventuallyAsync(async () => (consumers = await fleet.QueueConsumersAsync(TaskQueues.Cpu)).Count == fleet.Hosts.Count, StartWait));
         foreach (var host in fleet.Hosts)
         {
-            Assert.Equal(2 * threads[host.Name], Assert.Single(consumers, c => c.PeerHost == host.Address.ToString()).Prefetch);
+            Assert.Equal(3 * threads[host.Name], Assert.Single(consumers, c => c.PeerHost == host.Address.ToString()).Prefetch);
         }
 
         // The autoscaling signal of the same run: the API samples the backlog, the in-flight work and the
