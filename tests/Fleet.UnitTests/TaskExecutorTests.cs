@@ -218,12 +218,7 @@ public sealed class TaskExecutorTests : IDisposable
         // The one lane thread is busy for 1.5 s; the task queued behind it has a 1 s limit and runs 100 ms. Its limit
         // would have fired in the queue if it started with the claim.
         using var release = new ManualResetEventSlim();
-        var busy = _lane.Start(_ =>
-        {
-            release.Wait();
-            return default;
-        }, CancellationToken.None);
-        await busy.Started.Task;
+        await OccupyTheLaneThreadAsync(release);
         var handler = new TestHandler("cpu-short", TaskLane.Cpu, _ =>
         {
             Thread.Sleep(100);
@@ -246,12 +241,7 @@ public sealed class TaskExecutorTests : IDisposable
     public async Task ATaskClaimedAhead_ThatNoThreadTakesInTime_IsWithdrawnUnrun_AndACancelEndsOneWithoutRunningIt()
     {
         using var release = new ManualResetEventSlim();
-        var busy = _lane.Start(_ =>
-        {
-            release.Wait();
-            return default;
-        }, CancellationToken.None);
-        await busy.Started.Task;
+        var busy = await OccupyTheLaneThreadAsync(release);
         var handler = new TestHandler("cpu-queued", TaskLane.Cpu, _ => JsonSerializer.SerializeToElement(new { ok = true }));
 
         try
@@ -273,6 +263,18 @@ public sealed class TaskExecutorTests : IDisposable
         await busy.Completion.Task;
         Assert.False(handler.Started);
         Assert.Equal(0, _lane.AbandonedThreads);
+    }
+
+    /// <summary>Runs a task on the lane's one thread until <paramref name="release"/> is set: what comes next waits, claimed ahead.</summary>
+    private async Task<CpuLane.CpuRun> OccupyTheLaneThreadAsync(ManualResetEventSlim release)
+    {
+        var busy = _lane.Start(_ =>
+        {
+            release.Wait();
+            return default;
+        }, CancellationToken.None);
+        await busy.Started.Task;
+        return busy;
     }
 
     private static void AssertOwnTimeout(ExecutionOutcome outcome, string message)
