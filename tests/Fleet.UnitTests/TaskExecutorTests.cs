@@ -238,6 +238,22 @@ public sealed class TaskExecutorTests : IDisposable
     }
 
     [Fact]
+    public async Task ATaskClaimedAhead_ThatFails_SaysItStartedWhenAThreadTookIt_NotAtItsClaim()
+    {
+        using var release = new ManualResetEventSlim();
+        await OccupyTheLaneThreadAsync(release);
+        var handler = new TestHandler("cpu-fails", TaskLane.Cpu, _ => throw new InvalidOperationException("bad input"));
+
+        var execution = ExecuteAsync(handler, Message(handler.Type)); // queued behind the busy thread before it returns
+        var released = DateTimeOffset.UtcNow;
+        release.Set();
+        var outcome = await execution;
+
+        Assert.Equal((TaskState.Failed, "System.InvalidOperationException"), (outcome.Status, outcome.ErrorType));
+        Assert.True(outcome.StartedAt >= released, $"started {outcome.StartedAt:O}, thread free at {released:O}");
+    }
+
+    [Fact]
     public async Task ATaskClaimedAhead_ThatNoThreadTakesInTime_IsWithdrawnUnrun_AndACancelEndsOneWithoutRunningIt()
     {
         using var release = new ManualResetEventSlim();

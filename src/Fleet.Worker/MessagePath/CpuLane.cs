@@ -295,7 +295,7 @@ public sealed partial class CpuLane : IDisposable
             {
                 if (_running || _done || _abandoned)
                 {
-                    return !_running && !_done && _abandoned;
+                    return !_running && !_done; // withdrawn or abandoned before it started: it never will
                 }
 
                 _abandoned = true;

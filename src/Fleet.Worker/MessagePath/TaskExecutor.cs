@@ -106,67 +106,75 @@ public sealed class TaskExecutor(
         var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
-        try
+        var outcome = await RunInLaneAsync().ConfigureAwait(false);
+
+        // A CPU task claimed ahead began when a thread took it, however it ended.
+        return cpuRun?.Started.Task is { IsCompletedSuccessfully: true } started ? outcome with { StartedAt = started.Result } : outcome;
+
+        async Task<ExecutionOutcome> RunInLaneAsync()
         {
-            if (cpu)
+            try
             {
-                cpuRun = cpuLane.Start(prepared, limit.Token);
-                handlerTask = cpuRun.Completion.Task;
+                if (cpu)
+                {
+                    cpuRun = cpuLane.Start(prepared, limit.Token);
+                    handlerTask = cpuRun.Completion.Task;
 
-                // Claimed ahead, the task may wait for a thread (a cancel reaches it there); its limit starts when one takes it.
-                var startedAt = await WaitForThreadAsync(cpuRun, startWithin ?? Timeout.InfiniteTimeSpan, limit.Token).ConfigureAwait(false);
+                    // Claimed ahead, the task may wait for a thread (a cancel reaches it there); its limit starts when one takes it.
+                    await WaitForThreadAsync(cpuRun, startWithin ?? Timeout.InfiniteTimeSpan, limit.Token).ConfigureAwait(false);
+                    limit.CancelAfter(timeout);
+                    clock.Restart();
+                    using var busyCpu = metrics.Running(cpu: true);
+                    var result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+                    return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, result.WallMs, result.CpuMs);
+                }
+
                 limit.CancelAfter(timeout);
-                clock.Restart();
-                using var busyCpu = metrics.Running(cpu: true);
-                var result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
-                return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, result.WallMs, result.CpuMs, StartedAt: startedAt);
+                using var busy = metrics.Running(cpu: false);
+                var run = prepared(limit.Token).AsTask();
+                handlerTask = run;
+                var output = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
+                return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, null);
             }
-
-            limit.CancelAfter(timeout);
-            using var busy = metrics.Running(cpu: false);
-            var run = prepared(limit.Token).AsTask();
-            handlerTask = run;
-            var output = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
-            return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, null);
-        }
-        catch (LaneWaitExpiredException)
-        {
-            throw;
-        }
-        catch (Exception ex) when (stopping.IsCancellationRequested && ex is not OperationCanceledException)
-        {
-            // The worker is stopping: however the handler ended (an exception wrapping its cancellation, say), its
-            // message goes back to the broker unrecorded, which only a cancellation of 'stopping' achieves.
-            throw new OperationCanceledException("The worker is stopping; the task is handed back unrecorded.", ex, stopping);
-        }
-        catch (TimeoutException ex) when (!stopping.IsCancellationRequested && IsHardStop(handlerTask, ex))
-        {
-            // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
-            cpuRun?.Abandon();
-            metrics.AddAbandoned();
-            return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
-                $"The task exceeded its time limit of {LimitText(timeout, seconds)} and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
-                clock.Elapsed.TotalMilliseconds, null);
-        }
-        catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
-        {
-            // The time limit or a cancel fired, and the handler stopped. However it did (its OperationCanceledException,
-            // or something wrapping one, such as the AggregateException of a blocking Wait), that is the ending: neither
-            // is a failure to retry.
-            var reason = running.CancelReason(taskId);
-            return reason is not null
-                ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)
-                : new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
-                    $"The task exceeded its time limit of {LimitText(timeout, seconds)}.", clock.Elapsed.TotalMilliseconds, null);
-        }
-        catch (TaskValidationException ex)
-        {
-            return Failed(ErrorTypes.Validation, ex.Message, clock);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
-        {
-            // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
-            return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
+            catch (LaneWaitExpiredException)
+            {
+                throw;
+            }
+            catch (Exception ex) when (stopping.IsCancellationRequested && ex is not OperationCanceledException)
+            {
+                // The worker is stopping: however the handler ended (an exception wrapping its cancellation, say), its
+                // message goes back to the broker unrecorded, which only a cancellation of 'stopping' achieves.
+                throw new OperationCanceledException("The worker is stopping; the task is handed back unrecorded.", ex, stopping);
+            }
+            catch (TimeoutException ex) when (!stopping.IsCancellationRequested && IsHardStop(handlerTask, ex))
+            {
+                // The handler ignored its token: stop waiting for it and give its CPU-lane thread's place to a new one.
+                cpuRun?.Abandon();
+                metrics.AddAbandoned();
+                return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                    $"The task exceeded its time limit of {LimitText(timeout, seconds)} and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
+                    clock.Elapsed.TotalMilliseconds, null);
+            }
+            catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
+            {
+                // The time limit or a cancel fired, and the handler stopped. However it did (its OperationCanceledException,
+                // or something wrapping one, such as the AggregateException of a blocking Wait), that is the ending: neither
+                // is a failure to retry.
+                var reason = running.CancelReason(taskId);
+                return reason is not null
+                    ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, reason, clock.Elapsed.TotalMilliseconds, null)
+                    : new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                        $"The task exceeded its time limit of {LimitText(timeout, seconds)}.", clock.Elapsed.TotalMilliseconds, null);
+            }
+            catch (TaskValidationException ex)
+            {
+                return Failed(ErrorTypes.Validation, ex.Message, clock);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
+            {
+                // Any other exception of the handler, a TimeoutException of its own included (http-get's timeoutMs).
+                return Failed(ErrorType(ex), ex.Message, clock, retryable: true);
+            }
         }
     }
 
@@ -175,7 +183,7 @@ public sealed class TaskExecutor(
     /// <paramref name="token"/> (a cancel, the worker stopping) fires first, the run is withdrawn so that it never
     /// starts, unless a thread took it meanwhile.
     /// </summary>
-    private static async Task<DateTimeOffset> WaitForThreadAsync(CpuLane.CpuRun run, TimeSpan within, CancellationToken token)
+    private static async Task WaitForThreadAsync(CpuLane.CpuRun run, TimeSpan within, CancellationToken token)
     {
         if (within != Timeout.InfiniteTimeSpan && within < TimeSpan.Zero)
         {
@@ -184,13 +192,13 @@ public sealed class TaskExecutor(
 
         try
         {
-            return await run.Started.Task.WaitAsync(within, token).ConfigureAwait(false);
+            await run.Started.Task.WaitAsync(within, token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is TimeoutException or OperationCanceledException)
         {
             if (!run.TryWithdraw())
             {
-                return await run.Started.Task.ConfigureAwait(false); // a thread took it meanwhile: it runs
+                return; // a thread took it meanwhile: it runs
             }
 
             if (ex is TimeoutException)
