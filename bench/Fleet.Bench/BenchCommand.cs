@@ -17,7 +17,7 @@ internal static class BenchCommand
         var openSeconds = new Option<double>("--open-seconds") { Description = "With --rate half: length of each open-loop run in seconds (N = rate x this, at most --count).", DefaultValueFactory = _ => 20 };
         var cores = new Option<int?>("--cores") { Description = "Cores for parallel efficiency (default: the processor count)." };
         var baseline = new Option<bool>("--baseline") { Description = "Raw RabbitMQ.Client publish+consume baseline before each noop run.", DefaultValueFactory = _ => true };
-        var rawBody = new Option<int>("--raw-body-bytes") { Description = "Body size of the raw-broker messages (default: the size of Fleet's own noop message, as a submission publishes it)." };
+        var rawBody = new Option<int?>("--raw-body-bytes") { Description = "Body size of the raw-broker messages (default: the size of Fleet's own noop message, as a submission publishes it)." };
         var repeats = new Option<int>("--single-runs") { Description = "In-process single-task timings per CPU workload, at least this many and at least 1 s of them (median).", DefaultValueFactory = _ => 5 };
         var parallelFor = new Option<double>("--parallel-for-seconds") { Description = "In-process Parallel.For baseline per CPU workload, about this long (0: none): the machine's own efficiency ceiling.", DefaultValueFactory = _ => 5 };
         var warmUp = new Option<int>("--warm-up") { Description = "Tasks of an unmeasured warm-up batch before each workload's runs (0: none).", DefaultValueFactory = _ => 1000 };
@@ -66,7 +66,7 @@ internal static class BenchCommand
                 OpenLoopSeconds = parse.GetValue(openSeconds),
                 Cores = parse.GetValue(cores),
                 Baseline = parse.GetValue(baseline),
-                RawBodyBytes = parse.GetValue(rawBody) is > 0 and var bytes ? bytes : BenchRunner.NoopMessageBytes(),
+                RawBodyBytes = parse.GetValue(rawBody),
                 SingleTaskRepeats = Math.Max(1, parse.GetValue(repeats)),
                 ParallelForSeconds = Math.Max(0, parse.GetValue(parallelFor)),
                 WarmUpTasks = Math.Max(0, parse.GetValue(warmUp)),

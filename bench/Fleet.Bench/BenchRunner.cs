@@ -33,8 +33,8 @@ internal sealed record BenchSettings
     /// <summary>Raw-broker baseline for noop; null means on for noop.</summary>
     public bool Baseline { get; init; } = true;
 
-    /// <summary>Body size of the raw-broker messages; <see cref="BenchRunner.NoopMessageBytes"/> unless given.</summary>
-    public int RawBodyBytes { get; init; } = 1024;
+    /// <summary>Body size of the raw-broker messages; null: <see cref="BenchRunner.NoopMessageBytes"/>.</summary>
+    public int? RawBodyBytes { get; init; }
 
     public int SingleTaskRepeats { get; init; } = 5;
 
@@ -190,7 +190,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         {
             if (raw is not null)
             {
-                var baseline = await RawBrokerBaseline.RunAsync(settings.AmqpUri, count, settings.RawBodyBytes, cancellationToken).ConfigureAwait(false);
+                var baseline = await RawBrokerBaseline.RunAsync(settings.AmqpUri, count, settings.RawBodyBytes ?? NoopMessageBytes(), cancellationToken).ConfigureAwait(false);
                 raw.Add(baseline);
                 Log($"raw broker run {run}: {count} messages in {baseline.Seconds:0.00} s = {baseline.RatePerSecond:0} msg/s (publish alone {baseline.PublishRatePerSecond:0} msg/s)");
             }

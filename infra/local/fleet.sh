@@ -85,15 +85,21 @@ live_pid() {
   printf '%s' "$pid"
 }
 
-# live_worker_pid PIDFILE: like live_pid for a worker, started from the ReadyToRun publish or the plain build.
-live_worker_pid() { live_pid "$1" "$WORKER_DLL" || live_pid "$1" "$WORKER_BUILD_DLL"; }
+# live_proc PIDFILE: live_pid for the process its pid file names: the API, or a worker (started from the ReadyToRun
+# publish or from the plain build).
+live_proc() {
+  case $(basename "$1" .pid) in
+    api) live_pid "$1" "$API_DLL" ;;
+    *) live_pid "$1" "$WORKER_DLL" || live_pid "$1" "$WORKER_BUILD_DLL" ;;
+  esac
+}
 
 # start_proc NAME DLL [VAR=value ...]: runs `dotnet DLL` detached, with .fleet/env and the extra variables.
 start_proc() {
   local name=$1 dll=$2
   shift 2
   local pidf=$RUN_DIR/$name.pid logf=$LOG_DIR/$name.log pid i
-  if pid=$(live_pid "$pidf" "$dll") || { [[ $name == worker-* ]] && pid=$(live_worker_pid "$pidf"); }; then
+  if pid=$(live_proc "$pidf"); then
     log "$name already running (pid $pid)"
     return 0
   fi
@@ -123,7 +129,7 @@ stop_procs() {
   local pidf pid name i
   for pidf in "$@"; do
     name=$(basename "$pidf" .pid)
-    if { [[ $name == api ]] && pid=$(live_pid "$pidf" "$API_DLL"); } || { [[ $name != api ]] && pid=$(live_worker_pid "$pidf"); }; then
+    if pid=$(live_proc "$pidf"); then
       kill -TERM "$pid" 2>/dev/null || true
       pids[$pidf]=$pid
       log "$name: SIGTERM sent (pid $pid)"
@@ -182,7 +188,7 @@ wait_api() {
   command -v curl >/dev/null 2>&1 || return 0
   for ((i = 0; i < 60; i++)); do
     if curl -fsS -o /dev/null --max-time 2 "$url/alive" 2>/dev/null; then log "API answers on $url"; return 0; fi
-    live_pid "$RUN_DIR/api.pid" "$API_DLL" >/dev/null || { tail -n 20 "$LOG_DIR/api.log" >&2; die "the API exited (log: $LOG_DIR/api.log)"; }
+    live_proc "$RUN_DIR/api.pid" >/dev/null || { tail -n 20 "$LOG_DIR/api.log" >&2; die "the API exited (log: $LOG_DIR/api.log)"; }
     sleep 0.5
   done
   log "warning: the API does not answer on $url/alive yet (log: $LOG_DIR/api.log)"
@@ -227,7 +233,7 @@ up() {
   sleep 2
   local dead=0
   for ((n = 1; n <= WORKERS; n++)); do
-    if ! live_worker_pid "$RUN_DIR/worker-$n.pid" >/dev/null; then
+    if ! live_proc "$RUN_DIR/worker-$n.pid" >/dev/null; then
       log "worker-$n exited right after start; last lines of $LOG_DIR/worker-$n.log:"
       tail -n 20 "$LOG_DIR/worker-$n.log" >&2 || true
       dead=1
@@ -256,7 +262,7 @@ status() {
   local rc=0 pidf pid name
   "$SERVICES" status || rc=3
   if [[ -f $RUN_DIR/api.pid ]] || [[ -f $API_DLL ]]; then
-    if pid=$(live_pid "$RUN_DIR/api.pid" "$API_DLL"); then
+    if pid=$(live_proc "$RUN_DIR/api.pid"); then
       printf 'api         running  pid %s  %s\n' "$pid" "$(env_get FLEET_API_URL)"
     else
       printf 'api         stopped\n'
@@ -266,7 +272,7 @@ status() {
   for pidf in "$RUN_DIR"/worker-*.pid; do
     any=1
     name=$(basename "$pidf" .pid)
-    if pid=$(live_worker_pid "$pidf"); then
+    if pid=$(live_proc "$pidf"); then
       printf '%-11s running  pid %s  log %s\n' "$name" "$pid" "${LOG_DIR#"$ROOT"/}/$name.log"
     else
       printf '%-11s stopped  (stale pid file)\n' "$name"

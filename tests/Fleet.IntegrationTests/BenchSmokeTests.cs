@@ -41,6 +41,7 @@ public sealed class BenchSmokeTests(FleetFixture fleet) : FleetTest(fleet)
         var raw = Assert.Single(report.RawBroker);
         Assert.Equal(200, raw.Count);
         Assert.True(raw.RatePerSecond > 0);
+        Assert.Equal(BenchRunner.NoopMessageBytes(), raw.BodyBytes); // by default the same bytes per message as Fleet's noop
 
         var sha = Assert.Single(cpuReport.Workloads);
         var shaRun = Assert.Single(sha.Runs);
