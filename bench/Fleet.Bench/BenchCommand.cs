@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Net;
 using Fleet.Client;
 using Fleet.Tasks.BuiltIn;
 
@@ -25,10 +26,12 @@ internal static class BenchCommand
         var json = new Option<FileInfo?>("--json") { Description = "Write the full report as JSON." };
         var markdown = new Option<FileInfo?>("--markdown") { Description = "Write the report as Markdown tables." };
         var timeout = new Option<int>("--run-timeout") { Description = "Give up a run after this many seconds.", DefaultValueFactory = _ => 3600 };
+        var label = new Option<string?>("--label") { Description = "What is special about this invocation's fleet (e.g. the workers' distance from the servers), printed with the results." };
         var command = new RootCommand("Benchmark the running fleet with the standard workloads: throughput, latency, efficiency, RSS and CPU per component.")
         {
-            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout,
+            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout, label,
         };
+        command.Subcommands.Add(DelayProxyCommand());
         command.SetAction((parse, cancellationToken) => RunAsync(async ct =>
         {
             var names = (parse.GetValue(workload) ?? []).SelectMany(w => w.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToList();
@@ -72,6 +75,7 @@ internal static class BenchCommand
                 WarmUpTasks = Math.Max(0, parse.GetValue(warmUp)),
                 WorkersHint = parse.GetValue(workers),
                 RunTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
+                Label = parse.GetValue(label),
             };
 
             await using var client = new FleetClient(new FleetClientOptions { PostgresConnectionString = settings.PostgresConnectionString, RabbitMqUri = settings.AmqpUri });
@@ -91,6 +95,66 @@ internal static class BenchCommand
             }
 
             return report.Workloads.All(w => w.Runs.All(r => r.NotSucceeded == 0)) ? 0 : 1;
+        }, cancellationToken));
+        return command;
+    }
+
+    /// <summary>
+    /// <c>fleet-bench delay-proxy --one-way-ms 0.5 --to 127.0.0.1:5432 [--to ...] [--ports-file FILE]</c>: forwards a free
+    /// loopback port to each target with the delay, until SIGTERM or Ctrl+C. <c>make bench</c> points the workers at it.
+    /// </summary>
+    private static Command DelayProxyCommand()
+    {
+        var oneWay = new Option<double>("--one-way-ms") { Description = "Delay in each direction, in milliseconds (a round trip costs twice this).", DefaultValueFactory = _ => 0.5 };
+        var targets = new Option<string[]>("--to") { Description = "HOST:PORT to forward to; repeat for several.", Required = true, AllowMultipleArgumentsPerToken = true };
+        var portsFile = new Option<FileInfo?>("--ports-file") { Description = "Written once every port listens: one line 'TARGET_PORT LISTEN_PORT' per target, then '# round trip ...' as measured through the proxy." };
+        var command = new Command("delay-proxy", "Forward TCP connections with a fixed delay each way: a server as far away as a slower network puts it.")
+        {
+            oneWay, targets, portsFile,
+        };
+        command.SetAction((parse, cancellationToken) => RunAsync(async ct =>
+        {
+            var delay = parse.GetValue(oneWay);
+            if (delay is < 0 or > 10_000)
+            {
+                throw new BenchException("--one-way-ms takes 0 to 10000");
+            }
+
+            using var proxy = new DelayProxy(TimeSpan.FromMilliseconds(delay));
+            var lines = new List<string>();
+            foreach (var text in parse.GetValue(targets) ?? [])
+            {
+                if (!IPEndPoint.TryParse(text, out var target) || target.Port == 0)
+                {
+                    throw new BenchException($"--to takes HOST:PORT with a numeric address, not '{text}'");
+                }
+
+                var listening = proxy.Forward(target);
+                lines.Add(string.Create(CultureInfo.InvariantCulture, $"{target.Port} {listening.Port}"));
+                await Console.Error.WriteLineAsync(string.Create(CultureInfo.InvariantCulture, $"fleet-bench delay-proxy: {listening} -> {target}, {delay} ms each way")).ConfigureAwait(false);
+            }
+
+            var (p50, p99) = await proxy.MeasureRoundTripAsync(200, ct).ConfigureAwait(false);
+            var measured = string.Create(CultureInfo.InvariantCulture, $"round trip through the proxy p50 {p50:0.00} ms, p99 {p99:0.00} ms");
+            await Console.Error.WriteLineAsync($"fleet-bench delay-proxy: {measured}").ConfigureAwait(false);
+            lines.Add($"# {measured}");
+            if (parse.GetValue(portsFile) is { } file)
+            {
+                // Written whole, then renamed: a reader never sees half of it.
+                await File.WriteAllLinesAsync(file.FullName + ".tmp", lines, ct).ConfigureAwait(false);
+                File.Move(file.FullName + ".tmp", file.FullName, overwrite: true);
+            }
+
+            try
+            {
+                await Task.Delay(Timeout.Infinite, ct).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                // SIGTERM or Ctrl+C: the normal way to stop the proxy.
+            }
+
+            return 0;
         }, cancellationToken));
         return command;
     }

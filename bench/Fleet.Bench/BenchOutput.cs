@@ -21,7 +21,7 @@ internal static class BenchOutput
         var inv = CultureInfo.InvariantCulture;
         var md = new StringBuilder();
         var m = report.Machine;
-        md.AppendLine(inv, $"# fleet-bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC");
+        md.AppendLine(inv, $"# fleet-bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC{(report.Label is { } label ? $": {label}" : "")}");
         md.AppendLine();
         md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen.");
         md.AppendLine();
@@ -33,6 +33,12 @@ internal static class BenchOutput
             foreach (var r in w.Runs)
             {
                 var rss = r.Workers.Count == 0 ? "-" : string.Join(" / ", r.Workers.Select(x => x.PeakRssBytes is { } b ? (b / 1048576.0).ToString("0", inv) : "?"));
+                if (r.Workers.Count > 1 && r.Workers.All(x => x.PeakRssBytes is not null))
+                {
+                    // The fleet's whole footprint, to set beside a prefork pool's (all its processes together).
+                    rss += string.Create(inv, $" (sum {r.Workers.Sum(x => x.PeakRssBytes!.Value) / 1048576.0:0})");
+                }
+
                 md.AppendLine(inv,
                     $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.GrowthRatio is { } g ? g.ToString("0.00", inv) : "-")} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} |");
             }

@@ -11,6 +11,9 @@ internal sealed record BenchReport
 
     public IReadOnlyList<RawBrokerResult> RawBroker { get; init; } = [];
 
+    /// <summary>What is special about the fleet measured (<c>--label</c>), or null.</summary>
+    public string? Label { get; init; }
+
     /// <summary>Median raw-broker rate of this invocation, or null without a baseline.</summary>
     public double? RawBrokerMedianRate => RawBroker.Count == 0 ? null : SingleTaskTimer.Median([.. RawBroker.Select(r => r.RatePerSecond)]);
 }

@@ -48,6 +48,9 @@ internal sealed record BenchSettings
 
     /// <summary>How many workers run (for the report only; the bench measures whatever fleet runs).</summary>
     public int? WorkersHint { get; init; }
+
+    /// <summary>What is special about the fleet measured (e.g. "workers 1 ms (round trip) from PostgreSQL and RabbitMQ"), or null.</summary>
+    public string? Label { get; init; }
 }
 
 /// <summary>
@@ -162,6 +165,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription, CpuModel(), settings.WorkersHint ?? workersSeen),
             Workloads = results,
             RawBroker = raw,
+            Label = settings.Label,
         };
     }
 

@@ -5,11 +5,13 @@
 #   1. fleet.sh up with WORKERS workers (build, migrate)
 #   2. fleet-bench: noop (closed loop with the raw-broker baseline, then open loop at half the max rate),
 #      sha256, sieve, heat
-#   3. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet-bench sleep
-#   4. the workers put back to WORKERS (the servers keep running; make down stops everything)
+#   3. away: sha256, sieve and heat again with the workers AWAY_MS (round trip) from PostgreSQL and RabbitMQ,
+#      through `fleet-bench delay-proxy` (AWAY_MS/2 each way; the round trip it measures is in the table's title)
+#   4. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet-bench sleep
+#   5. the workers put back to WORKERS (the servers keep running; make down stops everything)
 #
 # Settings (environment): COUNT (scale factor on every task count, 1; e.g. 0.1 for a quick run), RUNS (3),
-# WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat sleep"), OPEN_SECONDS (20),
+# WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat away sleep"), AWAY_MS (1), OPEN_SECONDS (20),
 # BENCH_ARGS (extra arguments for every fleet-bench call). Results: bench/results/<UTC time>-*.{json,md} and
 # bench/results/<UTC time>.md (all tables).
 set -Eeuo pipefail
@@ -24,7 +26,8 @@ COUNT=${COUNT:-1}
 RUNS=${RUNS:-3}
 SLEEP_IO=${SLEEP_IO:-1024}
 OPEN_SECONDS=${OPEN_SECONDS:-20}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat sleep}
+AWAY_MS=${AWAY_MS:-1}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat away sleep}
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 BENCH=(dotnet "$ROOT/bench/Fleet.Bench/bin/$CONFIGURATION/net10.0/fleet-bench.dll")
 OUT=$ROOT/bench/results
@@ -52,6 +55,45 @@ bench() { # NAME ARGS...: one fleet-bench invocation, its JSON and Markdown unde
   ) || log "warning: fleet-bench $name exited with $?"
 }
 
+# fleet-bench delay-proxy in front of PostgreSQL and RabbitMQ (AWAY_MS/2 each way), then the workers restarted with
+# their connection strings pointed at it. Sets PROXY_PID and PROXY_RTT (the round trip the proxy measured).
+PROXY_PID=
+start_away() {
+  local pg amqp pg_host pg_port amqp_host amqp_port ports i
+  pg=$(. "$FLEET_HOME/env" && printf '%s' "$ConnectionStrings__fleetdb")
+  amqp=$(. "$FLEET_HOME/env" && printf '%s' "$ConnectionStrings__rabbitmq")
+  [[ $pg =~ Host=([^\;]+)\;Port=([0-9]+) ]] || die "no Host=...;Port=... in ConnectionStrings__fleetdb"
+  pg_host=${BASH_REMATCH[1]} pg_port=${BASH_REMATCH[2]}
+  [[ $amqp =~ @([^:/]+):([0-9]+)/ ]] || die "no @host:port/ in ConnectionStrings__rabbitmq"
+  amqp_host=${BASH_REMATCH[1]} amqp_port=${BASH_REMATCH[2]}
+  ports=$FLEET_HOME/run/delay-proxy.ports
+  rm -f "$ports"
+  "${BENCH[@]}" delay-proxy --one-way-ms "$(awk -v r="$AWAY_MS" 'BEGIN { print r / 2 }')" \
+    --to "$pg_host:$pg_port" --to "$amqp_host:$amqp_port" --ports-file "$ports" \
+    >>"$FLEET_HOME/logs/delay-proxy.log" 2>&1 &
+  PROXY_PID=$!
+  for ((i = 0; i < 100; i++)); do [[ -s $ports ]] && break; sleep 0.1; done
+  [[ -s $ports ]] || die "delay-proxy did not start (log: $FLEET_HOME/logs/delay-proxy.log)"
+  PROXY_RTT=$(sed -n 's/^# //p' "$ports")
+  log "delay-proxy (pid $PROXY_PID): $PROXY_RTT"
+  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+  FLEET_WORKER_PG=${pg/Port=$pg_port/Port=$(awk -v p="$pg_port" '$1 == p { print $2 }' "$ports")} \
+    FLEET_WORKER_AMQP=${amqp/:$amqp_port\//:$(awk -v p="$amqp_port" '$1 == p { print $2 }' "$ports")/} \
+    WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+}
+
+# The workers back on direct connections, the proxy stopped (by its pid: it is this script's child).
+stop_away() {
+  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+  if [[ -n $PROXY_PID ]]; then
+    kill "$PROXY_PID" 2>/dev/null || true
+    wait "$PROXY_PID" 2>/dev/null || true
+    PROXY_PID=
+  fi
+  WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+}
+trap '[[ -z $PROXY_PID ]] || kill "$PROXY_PID" 2>/dev/null || true' EXIT
+
 mkdir -p "$OUT"
 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
 [[ -f ${BENCH[1]} ]] || die "${BENCH[1]} not found (build first: make build)"
@@ -61,6 +103,15 @@ for w in $BENCH_WORKLOADS; do
     sha256) bench sha256 --workload sha256 --count "$(scaled 1000)" --workers "$WORKERS" ;;
     sieve) bench sieve --workload sieve --count "$(scaled 5000)" --workers "$WORKERS" ;;
     heat) bench heat --workload heat --count "$(scaled 1000)" --workers "$WORKERS" ;;
+    away)
+      log "sha256, sieve and heat with the workers $AWAY_MS ms (round trip) from PostgreSQL and RabbitMQ"
+      start_away
+      label="workers ${AWAY_MS} ms (round trip) from PostgreSQL and RabbitMQ through fleet-bench delay-proxy, $PROXY_RTT"
+      bench sha256-away --workload sha256 --count "$(scaled 1000)" --workers "$WORKERS" --label "$label"
+      bench sieve-away --workload sieve --count "$(scaled 5000)" --workers "$WORKERS" --label "$label"
+      bench heat-away --workload heat --count "$(scaled 1000)" --workers "$WORKERS" --label "$label"
+      stop_away
+      ;;
     sleep)
       log "sleep runs on ONE worker process with Worker__IoConcurrency=$SLEEP_IO"
       KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
@@ -69,7 +120,7 @@ for w in $BENCH_WORKLOADS; do
       KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
       WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
       ;;
-    *) log "unknown workload $w (known: noop sha256 sieve heat sleep)"; exit 2 ;;
+    *) log "unknown workload $w (known: noop sha256 sieve heat away sleep)"; exit 2 ;;
   esac
 done
 

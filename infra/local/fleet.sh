@@ -11,7 +11,9 @@
 # Settings: WORKERS (2), CONFIGURATION (Release), FLEET_SKIP_BUILD=1 (use the existing build), DOTNET (dotnet),
 # FLEET_STOP_TIMEOUT (60 s; Worker__DrainSeconds + 30 if that is set and more), FLEET_WORKER_PORT_BASE (5090;
 # remembered in .fleet/settings by services.sh start, like the ports),
-# FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first).
+# FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first),
+# FLEET_WORKER_PG and FLEET_WORKER_AMQP (the workers' connection strings, instead of .fleet/env's; make bench
+# points them at a delay proxy to put the workers a round trip away from the servers).
 # Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
 set -Eeuo pipefail
 shopt -s nullglob
@@ -218,7 +220,9 @@ up() {
   [[ $base =~ ^[0-9]+$ ]] || die "FLEET_WORKER_PORT_BASE must be a port number, not '$base'"
   for ((n = 1; n <= WORKERS; n++)); do
     start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
-      "Worker__CpuConcurrency=$cpu_threads"
+      "Worker__CpuConcurrency=$cpu_threads" \
+      ${FLEET_WORKER_PG:+"ConnectionStrings__fleetdb=$FLEET_WORKER_PG"} \
+      ${FLEET_WORKER_AMQP:+"ConnectionStrings__rabbitmq=$FLEET_WORKER_AMQP"}
   done
   # Fewer workers asked for than run: stop the extra ones.
   local extra=()
