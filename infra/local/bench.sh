@@ -90,6 +90,7 @@ stop_away() {
     wait "$PROXY_PID" 2>/dev/null || true
     PROXY_PID=
   fi
+  rm -f "$FLEET_HOME/run/delay-proxy.ports"
   WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
 }
 trap '[[ -z $PROXY_PID ]] || kill "$PROXY_PID" 2>/dev/null || true' EXIT
