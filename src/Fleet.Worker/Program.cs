@@ -1,6 +1,13 @@
 using Fleet.ServiceDefaults;
 using Fleet.Worker;
+using Fleet.Worker.ProcessLane;
 using Microsoft.AspNetCore.Builder;
+
+// Started by a worker as a process-lane child: run tasks from standard input, nothing else (no broker, no database).
+if (ProcessLaneChild.IsChild)
+{
+    return await ProcessLaneChild.RunAsync(args);
+}
 
 // Settings are read once and validated at start, so files are not watched for changes: the default watch covers the
 // working directory and everything below it, and a worker started in a busy directory (the repository, with the local
@@ -19,3 +26,4 @@ builder.AddFleetWorker();
 var app = builder.Build();
 app.MapFleetDefaultEndpoints();
 await app.RunAsync();
+return Environment.ExitCode;

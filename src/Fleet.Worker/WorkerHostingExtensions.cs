@@ -7,6 +7,7 @@ using Fleet.Tasks;
 using Fleet.Tasks.BuiltIn;
 using Fleet.Worker.FaultInjection;
 using Fleet.Worker.MessagePath;
+using Fleet.Worker.ProcessLane;
 using Fleet.Worker.Reconciliation;
 using Fleet.Worker.Telemetry;
 using MassTransit;
@@ -35,21 +36,11 @@ public static class WorkerHostingExtensions
             .PostConfigure(o => o.Queues = o.Queues.Length == 0 ? [.. TaskQueues.All] : o.Queues)
             .ValidateDataAnnotations()
             .ValidateOnStart();
-        services.AddOptions<HttpGetOptions>()
-            .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet");
         var broker = builder.Configuration.GetRabbitMqAddress();
 
         builder.AddFleetDatabase();
-        services.AddFleetTasks();
-
-        // Task types and a consume filter that misbehave on purpose: never in a worker not configured for them.
+        services.AddWorkerTasks(builder.Configuration, configureTasks);
         var faultInjection = builder.Configuration.GetValue<bool>($"{WorkerOptions.SectionName}:FaultInjection");
-        if (faultInjection)
-        {
-            services.AddFaultInjectionHandlers();
-        }
-
-        configureTasks?.Invoke(services);
         services.AddSingleton(broker);
         services.AddMessagePath();
         builder.AddWorkerTelemetry();
@@ -152,12 +143,35 @@ public static class WorkerHostingExtensions
         return builder;
     }
 
+    /// <summary>
+    /// The task handlers a worker knows: the built-in types, the fault-injection types when <c>Worker:FaultInjection</c>
+    /// is true (a consume filter comes with them in the worker), and the host's own (<paramref name="configureTasks"/>).
+    /// A process-lane child registers them through this same method, so that it knows every type its worker sends it.
+    /// </summary>
+    public static IServiceCollection AddWorkerTasks(this IServiceCollection services, IConfiguration configuration, Action<IServiceCollection>? configureTasks = null)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        services.AddOptions<HttpGetOptions>()
+            .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet");
+        services.AddFleetTasks();
+
+        // Task types that misbehave on purpose: never in a worker not configured for them.
+        if (configuration.GetValue<bool>($"{WorkerOptions.SectionName}:FaultInjection"))
+        {
+            services.AddFaultInjectionHandlers();
+        }
+
+        configureTasks?.Invoke(services);
+        return services;
+    }
+
     /// <summary>What a task message passes through from delivery to acknowledgement (see MessagePath/README.md).</summary>
     private static IServiceCollection AddMessagePath(this IServiceCollection services)
     {
         services.AddSingleton<HeldTasks>();
         services.AddSingleton<CrashGuard>();
         services.AddSingleton<CpuLane>();
+        services.AddSingleton<ProcessPool>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RetryScheduler>();
@@ -170,6 +184,7 @@ public static class WorkerHostingExtensions
         var services = builder.Services;
         services.AddSingleton<WorkerIdentity>();
         services.AddSingleton<WorkerMetrics>();
+        services.AddSingleton<ProcessLaneMetrics>();
         builder.AddFleetTelemetry("fleet-worker", WorkerMetrics.Name, PersistenceTelemetry.Name);
         services.AddHealthChecks()
             .AddCheck<DatabaseWritesHealthCheck>("database-writes", tags: [TelemetryExtensions.ReadyTag])

@@ -12,6 +12,11 @@ namespace Fleet.Worker;
 ///   "CpuConcurrency": 2,            // default: processor count
 ///   "CpuClaimAhead": 2,             // default: CpuConcurrency
 ///   "CpuLookahead": 2,              // default: CpuConcurrency
+///   "ProcessTypes": [ "native-render" ], // run in child processes (the process lane)
+///   "ProcessConcurrency": 2,        // default: CpuConcurrency
+///   "ProcessKillGraceSeconds": 2,
+///   "ProcessMaxRssMb": 0,           // 0: no limit
+///   "ProcessMaxTasks": 0,           // 0: a child runs tasks until it dies or the worker stops
 ///   "IoConcurrency": 256,
 ///   "DrainSeconds": 30,
 ///   "HeartbeatSeconds": 5,
@@ -70,6 +75,45 @@ public sealed class WorkerOptions : IValidatableObject
 
     /// <summary>The lookahead in effect: <see cref="CpuLookahead"/>, or one per CPU-lane thread.</summary>
     public int EffectiveCpuLookahead => CpuLookahead ?? CpuConcurrency;
+
+    /// <summary>
+    /// Task types this worker runs in its process lane: each task in a child process of its own, which is killed at
+    /// the time limit, past <see cref="ProcessMaxRssMb"/>, and whose crash takes only its own task with it. A handler
+    /// may also declare it (<c>[ProcessLane]</c>). The task keeps its queue; on the CPU queue it still takes a lane
+    /// thread's place, which waits for the child while the child uses the core.
+    /// </summary>
+    public string[] ProcessTypes { get; set; } = [];
+
+    /// <summary>Children that may run at once; a task that finds none free waits for one. Default: <see cref="CpuConcurrency"/>.</summary>
+    [Range(1, 1024)]
+    public int? ProcessConcurrency { get; set; }
+
+    /// <summary>The process lane's size in effect: <see cref="ProcessConcurrency"/>, or one per CPU-lane thread.</summary>
+    public int EffectiveProcessConcurrency => ProcessConcurrency ?? CpuConcurrency;
+
+    /// <summary>
+    /// After a process-lane task's time limit (or a cancel) fires, how long its child gets to stop at its cancellation
+    /// token before it is killed with SIGKILL; the task ends <c>timed_out</c> (or <c>cancelled</c>) either way.
+    /// </summary>
+    [Range(0, 300)]
+    public double ProcessKillGraceSeconds { get; set; } = 2;
+
+    /// <summary>
+    /// A child whose resident memory passes this many MB is killed while it runs a task (the task ends <c>failed</c>,
+    /// <c>ProcessLaneMemoryLimit</c>, not retried) and retired between tasks. 0: no limit.
+    /// </summary>
+    [Range(0, 1_048_576)]
+    public int ProcessMaxRssMb { get; set; }
+
+    /// <summary>A child is retired after this many tasks and a fresh one takes its place (a slow leak's cure). 0: never.</summary>
+    [Range(0, int.MaxValue)]
+    public int ProcessMaxTasks { get; set; }
+
+    /// <summary>
+    /// The program a child runs: a <c>.dll</c> (started with <c>dotnet</c>) or an executable that calls
+    /// <c>ProcessLaneChild.RunAsync</c> when <c>FLEET_PROCESS_LANE_CHILD</c> is 1. Default: this worker's own program.
+    /// </summary>
+    public string? ProcessChildPath { get; set; }
 
     /// <summary>I/O-lane tasks in flight at once, and the I/O queue's prefetch.</summary>
     [Range(1, 10_000)]
@@ -145,7 +189,13 @@ public sealed class WorkerOptions : IValidatableObject
     /// <see cref="ConsumerTimeoutSeconds"/> after the longest run (<see cref="MaxTimeoutSeconds"/> and
     /// <see cref="HardStopGraceSeconds"/>) and a minute for the claim, the commit and the acknowledgement.
     /// </summary>
-    public TimeSpan LookaheadWaitLimit => TimeSpan.FromSeconds(ConsumerTimeoutSeconds - MaxTimeoutSeconds - HardStopGraceSeconds - 60);
+    public TimeSpan LookaheadWaitLimit => TimeSpan.FromSeconds(ConsumerTimeoutSeconds - MaxTimeoutSeconds - LongestOverrunSeconds - 60);
+
+    /// <summary>
+    /// The longest a task runs past its time limit: a thread's hard-stop grace, or a process-lane child's kill grace
+    /// and the margin the executor gives its kill and exit (TaskExecutor).
+    /// </summary>
+    public double LongestOverrunSeconds => ProcessTypes.Length == 0 ? HardStopGraceSeconds : Math.Max(HardStopGraceSeconds, ProcessKillGraceSeconds + 15);
 
     /// <summary>
     /// A task that was running in this many worker processes that died is not run again: it ends <c>failed</c> with
@@ -200,8 +250,18 @@ public sealed class WorkerOptions : IValidatableObject
         if (LookaheadWaitLimit < TimeSpan.FromSeconds(10))
         {
             yield return new ValidationResult(
-                $"Worker:ConsumerTimeoutSeconds ({ConsumerTimeoutSeconds}) must exceed Worker:MaxTimeoutSeconds + Worker:HardStopGraceSeconds + 70 s ({MaxTimeoutSeconds + HardStopGraceSeconds + 70}): a held message must be acknowledged before the broker's consumer_timeout.",
+                $"Worker:ConsumerTimeoutSeconds ({ConsumerTimeoutSeconds}) must exceed Worker:MaxTimeoutSeconds + the longest overrun past a time limit (Worker:HardStopGraceSeconds, or Worker:ProcessKillGraceSeconds + 15 s with a process lane) + 70 s ({MaxTimeoutSeconds + LongestOverrunSeconds + 70}): a held message must be acknowledged before the broker's consumer_timeout.",
                 [nameof(ConsumerTimeoutSeconds)]);
+        }
+
+        if (ProcessTypes.Any(string.IsNullOrWhiteSpace))
+        {
+            yield return new ValidationResult("Worker:ProcessTypes must not contain empty names.", [nameof(ProcessTypes)]);
+        }
+
+        if (ProcessChildPath is { Length: > 0 } path && !File.Exists(path))
+        {
+            yield return new ValidationResult($"Worker:ProcessChildPath '{path}' does not exist.", [nameof(ProcessChildPath)]);
         }
 
         if (string.IsNullOrWhiteSpace(HostName))

@@ -30,9 +30,10 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await page.GotoAsync(api.BaseAddress.ToString());
         await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
 
-        // Workers: every worker row the database holds as running, with its lanes.
-        var workers = await ListAsync("SELECT id, cpu_concurrency, io_concurrency FROM fleet.workers WHERE state = 'running'",
-            r => (Id: r.GetString(0), Cpu: r.GetInt32(1), Io: r.GetInt32(2)));
+        // Workers: every worker row the database holds as running, with its lanes; the fixture's worker has no
+        // process lane, so its Children cell is a dash (the next test shows one that has).
+        var workers = await ListAsync("SELECT id, cpu_concurrency, io_concurrency, process_slots FROM fleet.workers WHERE state = 'running'",
+            r => (Id: r.GetString(0), Cpu: r.GetInt32(1), Io: r.GetInt32(2), Proc: r.GetInt32(3)));
         Assert.NotEmpty(workers);
         foreach (var worker in workers)
         {
@@ -40,6 +41,9 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
             await Expect(row).ToContainTextAsync(worker.Id, new() { Timeout = Ms(PageWait) });
             await Expect(row).ToContainTextAsync($"cpu {worker.Cpu} · io {worker.Io}");
             await Expect(row.Locator(".badge")).ToHaveTextAsync("running");
+            Assert.Equal(0, worker.Proc);
+            await Expect(row.Locator("td.lanes")).Not.ToContainTextAsync("proc");
+            await Expect(row.Locator("td[data-label=\"Children\"]")).ToHaveTextAsync("–");
         }
 
         // Counts by status, open and finished: the page's text equals SQL on the same tables.
@@ -82,6 +86,43 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await Expect(page.Locator("#chart svg path.line")).ToHaveCountAsync(1);
 
         await SaveScreenshotAsync(page, "dashboard.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    [Fact]
+    public async Task Dashboard_ShowsAWorkersProcessLane_ItsSlotsBusyChildrenAndTheirKillsAndDeaths_FromTheDatabase()
+    {
+        // A worker with a process lane as its heartbeat writes it; the page must show the row's figures, not derive them.
+        const string id = "proc-host:4242:c0ffee";
+        await using (var insert = Fleet.DataSource.CreateCommand("""
+            INSERT INTO fleet.workers (id, host, pid, queues, cpu_concurrency, io_concurrency, started_at, last_seen_at, state,
+                                       tasks_succeeded, tasks_failed, tasks_skipped,
+                                       process_slots, process_busy, process_children_started, process_kills, process_deaths)
+            VALUES (@id, 'proc-host', 4242, '{fleet-cpu}', 2, 8, now() - interval '5 minutes', now(), 'running', 40, 3, 0, 4, 3, 1234, 5, 2)
+            """))
+        {
+            insert.Parameters.AddWithValue("id", id);
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+
+        await page.GotoAsync(api.BaseAddress.ToString());
+        var row = page.Locator($"#workers tbody tr[data-worker=\"{id}\"]");
+        await Expect(row).ToContainTextAsync(id, new() { Timeout = Ms(PageWait) });
+        await Expect(row.Locator("td.lanes")).ToHaveTextAsync("cpu 2 · io 8 · proc 4");
+        var proc = row.Locator("[role=meter][aria-label^=\"proc \"]");
+        await Expect(proc).ToHaveAttributeAsync("aria-valuenow", "3");
+        await Expect(proc).ToHaveAttributeAsync("aria-valuemax", "4");
+        await Expect(row).ToContainTextAsync("proc 3 / 4");
+        var children = row.Locator("td[data-label=\"Children\"]");
+        await Expect(children).ToHaveTextAsync("1,234 started · 5 killed · 2 died");
+        await Expect(children.Locator(".warn")).ToHaveCountAsync(1);
+        await Expect(page.Locator("#workers-summary")).ToContainTextAsync("+ 4 proc slots");
+
+        await SaveScreenshotAsync(page, "dashboard-process-lane.png");
         Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
     }
 

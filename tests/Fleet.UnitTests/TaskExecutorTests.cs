@@ -8,8 +8,10 @@ using Fleet.Tasks.BuiltIn;
 using Fleet.Worker;
 using Fleet.Worker.FaultInjection;
 using Fleet.Worker.MessagePath;
+using Fleet.Worker.ProcessLane;
 using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.UnitTests;
@@ -127,7 +129,8 @@ public sealed class TaskExecutorTests : IDisposable
     {
         var options = Options.Create(new WorkerOptions { CpuConcurrency = 1, MaxTimeoutSeconds = 1, DefaultTimeoutSeconds = 1 });
         var handler = new TestHandler("asks-too-long", TaskLane.Io, BlockUntilCancelled);
-        var executor = new TaskExecutor(new TaskHandlerRegistry([handler]), _lane, _running, _metrics, options);
+        var registry = new TaskHandlerRegistry([handler]);
+        var executor = new TaskExecutor(registry, _lane, new ProcessPool(options, registry, NullLogger<ProcessPool>.Instance), _running, _metrics, options);
 
         var outcome = await executor.ExecuteAsync(Guid.NewGuid(), Message(handler.Type, timeoutSeconds: 900), CancellationToken.None)
             .WaitAsync(TimeSpan.FromSeconds(10));
@@ -308,8 +311,11 @@ public sealed class TaskExecutorTests : IDisposable
     private Task<ExecutionOutcome> ExecuteAsync(ITaskHandler handler, ProcessTask message) =>
         NewExecutor(handler).ExecuteAsync(Guid.NewGuid(), message, CancellationToken.None);
 
-    private TaskExecutor NewExecutor(ITaskHandler handler) =>
-        new(new TaskHandlerRegistry([handler]), _lane, _running, _metrics, _options);
+    private TaskExecutor NewExecutor(ITaskHandler handler)
+    {
+        var registry = new TaskHandlerRegistry([handler]);
+        return new(registry, _lane, new ProcessPool(_options, registry, NullLogger<ProcessPool>.Instance), _running, _metrics, _options);
+    }
 
     private static ProcessTask Message(string type, object? payload = null, int timeoutSeconds = 5) => new()
     {

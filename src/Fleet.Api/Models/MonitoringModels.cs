@@ -18,7 +18,12 @@ public sealed record WorkerInfo(
     long TasksSkipped,
     DateTimeOffset StartedAt,
     [property: Description("Tasks of this worker now running from fleet-cpu.")] long RunningCpu,
-    [property: Description("Tasks of this worker now running from other queues.")] long RunningIo);
+    [property: Description("Tasks of this worker now running from other queues.")] long RunningIo,
+    [property: Description("Child processes its process lane may run at once; 0 when it has no process lane.")] int ProcessSlots,
+    [property: Description("Process-lane tasks in a child, or waiting for one to start, at its last heartbeat.")] int ProcessBusy,
+    [property: Description("Process-lane children started since the worker started: the first ones and every replacement.")] long ProcessChildrenStarted,
+    [property: Description("Process-lane children killed: at a time limit or cancel (after Worker:ProcessKillGraceSeconds), or over Worker:ProcessMaxRssMb.")] long ProcessKills,
+    [property: Description("Process-lane children that died by themselves (crash, fail-fast, OOM killer).")] long ProcessDeaths);
 
 /// <summary>One RabbitMQ queue of the fleet's vhost (durable queues only).</summary>
 public sealed record QueueDepth(string Name, long Ready, long Unacked, int Consumers);

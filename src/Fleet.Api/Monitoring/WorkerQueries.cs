@@ -40,6 +40,7 @@ public sealed class WorkerQueries(IDbContextFactory<FleetDbContext> contexts, IO
         return [.. workers.Select(x => new WorkerInfo(
             x.Worker.Id, x.Worker.Host, x.Worker.Pid, x.Worker.Queues, x.Worker.CpuConcurrency, x.Worker.IoConcurrency,
             x.Worker.State, x.Live, x.Worker.LastSeenAt, x.Worker.TasksSucceeded, x.Worker.TasksFailed, x.Worker.TasksSkipped,
-            x.Worker.StartedAt, runningBy[(x.Worker.Id, true)].Sum(), runningBy[(x.Worker.Id, false)].Sum()))];
+            x.Worker.StartedAt, runningBy[(x.Worker.Id, true)].Sum(), runningBy[(x.Worker.Id, false)].Sum(),
+            x.Worker.ProcessSlots, x.Worker.ProcessBusy, x.Worker.ProcessChildrenStarted, x.Worker.ProcessKills, x.Worker.ProcessDeaths))];
     }
 }

@@ -12,5 +12,13 @@ internal sealed class FleetWorkerConfiguration : IEntityTypeConfiguration<FleetW
         builder.HasKey(w => w.Id);
         builder.HasIndex(w => w.LastSeenAt).HasDatabaseName("ix_workers_last_seen");
         builder.Property(w => w.HeldTasks).HasDefaultValueSql("'{}'::uuid[]");
+
+        // Defaults, so that rows written before the process lane existed (and writers that do not know it) read as
+        // a worker without one.
+        builder.Property(w => w.ProcessSlots).HasDefaultValue(0);
+        builder.Property(w => w.ProcessBusy).HasDefaultValue(0);
+        builder.Property(w => w.ProcessChildrenStarted).HasDefaultValue(0L);
+        builder.Property(w => w.ProcessKills).HasDefaultValue(0L);
+        builder.Property(w => w.ProcessDeaths).HasDefaultValue(0L);
     }
 }

@@ -37,4 +37,19 @@ public sealed class FleetWorker
     /// lane thread). The reconciler reads it to tell a task in a live worker's hands from one whose message is gone.
     /// </summary>
     public Guid[] HeldTasks { get; set; } = [];
+
+    /// <summary>Child processes the process lane may run at once; 0 when the worker has no process lane.</summary>
+    public int ProcessSlots { get; set; }
+
+    /// <summary>Process-lane tasks running in a child, or waiting for one to start, at the last heartbeat.</summary>
+    public int ProcessBusy { get; set; }
+
+    /// <summary>Process-lane children started since the worker started: the first ones and every replacement.</summary>
+    public long ProcessChildrenStarted { get; set; }
+
+    /// <summary>Children the worker killed: at a task's time limit or a cancel (no stop within the grace), or over the memory limit.</summary>
+    public long ProcessKills { get; set; }
+
+    /// <summary>Children that died by themselves (crash, fail-fast, the kernel's OOM killer).</summary>
+    public long ProcessDeaths { get; set; }
 }

@@ -177,6 +177,36 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("pid");
 
+                    b.Property<int>("ProcessBusy")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("integer")
+                        .HasDefaultValue(0)
+                        .HasColumnName("process_busy");
+
+                    b.Property<long>("ProcessChildrenStarted")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasDefaultValue(0L)
+                        .HasColumnName("process_children_started");
+
+                    b.Property<long>("ProcessDeaths")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasDefaultValue(0L)
+                        .HasColumnName("process_deaths");
+
+                    b.Property<long>("ProcessKills")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasDefaultValue(0L)
+                        .HasColumnName("process_kills");
+
+                    b.Property<int>("ProcessSlots")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("integer")
+                        .HasDefaultValue(0)
+                        .HasColumnName("process_slots");
+
                     b.PrimitiveCollection<string[]>("Queues")
                         .IsRequired()
                         .HasColumnType("text[]")

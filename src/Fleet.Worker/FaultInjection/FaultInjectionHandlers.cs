@@ -22,6 +22,9 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<PrepareBugHandler>();
         services.AddTaskHandler<TimeoutHandler>();
         services.AddTaskHandler<SpinHandler>();
+        services.AddTaskHandler<LeakHandler>();
+        services.AddTaskHandler<FailFastHandler>();
+        services.AddTaskHandler<PidHandler>();
         return services;
     }
 
@@ -40,6 +43,29 @@ public static class FaultInjectionHandlers
     {
         [JsonPropertyName("seconds")]
         public required int Seconds { get; init; }
+    }
+
+    public sealed record LeakInput
+    {
+        /// <summary>How many MB each execution allocates and keeps.</summary>
+        [JsonPropertyName("megabytes")]
+        public required int Megabytes { get; init; }
+
+        /// <summary>How long it then keeps running (it honours cancellation), as a task that goes on working with its leak.</summary>
+        [JsonPropertyName("seconds")]
+        public double Seconds { get; init; }
+    }
+
+    public sealed record FailFastInput
+    {
+        [JsonPropertyName("message")]
+        public string? Message { get; init; }
+    }
+
+    public sealed record PidOutput
+    {
+        [JsonPropertyName("pid")]
+        public required int Pid { get; init; }
     }
 
     /// <summary><c>fault-flaky</c>: throws on the first <c>failTimes</c> executions of a key in this process, then succeeds.</summary>
@@ -148,5 +174,74 @@ public static class FaultInjectionHandlers
 
             return Empty.Instance;
         }
+    }
+
+    /// <summary>
+    /// <c>fault-leak</c>: allocates <c>megabytes</c> MB, keeps it for the rest of the process's life, then succeeds after
+    /// <c>seconds</c>. Each execution leaks again, so a process that runs it keeps growing.
+    /// </summary>
+    public sealed class LeakHandler : CpuTaskHandler<LeakInput, Empty>
+    {
+        public const string TypeName = "fault-leak";
+
+        private const int Chunk = 1024 * 1024;
+
+        private static readonly ConcurrentQueue<byte[]> Leaked = new();
+
+        public override string Type => TypeName;
+
+        protected override void Validate(LeakInput input) =>
+            TaskValidationException.ThrowIfOutOfRange(input.Megabytes, 1, 65_536, "megabytes");
+
+        protected override Empty Execute(LeakInput input, CancellationToken cancellationToken)
+        {
+            for (var i = 0; i < input.Megabytes; i++)
+            {
+                // Fresh pages of a large array are mapped but not resident until written: one write per page makes the
+                // leak show in RSS, which is what a memory limit watches.
+                var chunk = GC.AllocateUninitializedArray<byte>(Chunk);
+                for (var page = 0; page < chunk.Length; page += Environment.SystemPageSize)
+                {
+                    chunk[page] = 1;
+                }
+
+                Leaked.Enqueue(chunk);
+            }
+
+            if (input.Seconds > 0)
+            {
+                cancellationToken.WaitHandle.WaitOne(TimeSpan.FromSeconds(input.Seconds));
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
+            return Empty.Instance;
+        }
+    }
+
+    /// <summary>
+    /// <c>fault-failfast</c>: ends its process with <see cref="Environment.FailFast(string)"/> (SIGABRT on Linux), as a
+    /// native crash would; in the process lane, only its child dies.
+    /// </summary>
+    public sealed class FailFastHandler : CpuTaskHandler<FailFastInput, Empty>
+    {
+        public const string TypeName = "fault-failfast";
+
+        public override string Type => TypeName;
+
+        protected override Empty Execute(FailFastInput input, CancellationToken cancellationToken)
+        {
+            Environment.FailFast(input.Message ?? "fault-failfast: injected crash");
+            return Empty.Instance;
+        }
+    }
+
+    /// <summary><c>fault-pid</c>: returns the id of the process that ran it, to tell a process-lane child from its worker or the next child.</summary>
+    public sealed class PidHandler : CpuTaskHandler<Empty, PidOutput>
+    {
+        public const string TypeName = "fault-pid";
+
+        public override string Type => TypeName;
+
+        protected override PidOutput Execute(Empty input, CancellationToken cancellationToken) => new() { Pid = Environment.ProcessId };
     }
 }

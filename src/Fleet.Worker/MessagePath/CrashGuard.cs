@@ -19,7 +19,22 @@ public sealed class CrashGuard(NpgsqlDataSource dataSource, IOptions<WorkerOptio
 
     private readonly SemaphoreSlim _suspects = new(1, 1);
 
+    // Process-lane children that died running the task: recorded as failed attempts with this error type.
+    private const string ChildDeathsSql = "SELECT count(*)::int FROM fleet.task_attempts WHERE task_id = @id AND error_type = '" + ProcessLane.ProcessLaneErrorTypes.ChildDied + "'";
+
     public int DeathLimit => options.Value.CrashLoopDeaths;
+
+    /// <summary>
+    /// How many process-lane children died running the task before this attempt. Asked only after a child died (a rare
+    /// ending), so that a task whose code kills every child it runs in stops at <see cref="DeathLimit"/> deaths, as a
+    /// task that kills whole workers does.
+    /// </summary>
+    public async Task<int> ChildDeathsAsync(Guid taskId, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand(ChildDeathsSql);
+        command.Parameters.AddWithValue("id", taskId);
+        return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
 
     /// <summary>
     /// For a redelivered message: when its task died with a worker before, waits until no other suspect runs in this

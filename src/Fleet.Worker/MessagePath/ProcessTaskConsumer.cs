@@ -6,6 +6,7 @@ using Fleet.Contracts;
 using Fleet.Persistence;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
+using Fleet.Worker.ProcessLane;
 using Fleet.Worker.Telemetry;
 using MassTransit;
 using Microsoft.Extensions.Logging;
@@ -175,6 +176,23 @@ public sealed partial class ProcessTaskConsumer(
                 leaveLane();
                 await HandBackAsync(taskId, claim.Attempt).ConfigureAwait(false);
                 throw;
+            }
+
+            if (outcome is { Retryable: true, ErrorType: ProcessLaneErrorTypes.ChildDied })
+            {
+                // A child died under it: the worker lived on, but a task that kills every child it runs in is a crash
+                // loop all the same, counted per task like worker deaths.
+                var deaths = await crashGuard.ChildDeathsAsync(taskId, context.CancellationToken).ConfigureAwait(false) + 1;
+                if (deaths >= crashGuard.DeathLimit)
+                {
+                    outcome = outcome with
+                    {
+                        Status = TaskState.Failed,
+                        ErrorType = TaskExecutor.ErrorTypes.CrashLoop,
+                        ErrorMessage = $"{deaths} process-lane children died running the task (limit {crashGuard.DeathLimit}); it is not run again. The last: {outcome.ErrorMessage}",
+                        Retryable = false,
+                    };
+                }
             }
 
             handlerSpan?.SetTag("fleet.task.status", outcome.Status);

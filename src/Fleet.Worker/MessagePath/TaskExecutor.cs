@@ -3,6 +3,7 @@ using System.Text.Json;
 using Fleet.Contracts;
 using Fleet.Persistence.Entities;
 using Fleet.Tasks;
+using Fleet.Worker.ProcessLane;
 using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.Options;
 
@@ -47,6 +48,7 @@ public sealed class LaneWaitExpiredException : Exception
 public sealed class TaskExecutor(
     TaskHandlerRegistry registry,
     CpuLane cpuLane,
+    ProcessPool processes,
     RunningTasks running,
     WorkerMetrics metrics,
     IOptions<WorkerOptions> options)
@@ -79,10 +81,19 @@ public sealed class TaskExecutor(
 
         PreparedTask prepared;
         bool cpu;
+        ChildTiming? child = null;
         try
         {
             prepared = handler.Prepare(message.Payload);
             cpu = handler.Lane == TaskLane.Cpu;
+
+            // Validated here, run in a child: a payload the handler refuses costs no child. On the CPU queue the task
+            // still takes a lane thread, which waits for the child while the child has the core.
+            if (processes.Runs(message.Type))
+            {
+                child = new ChildTiming();
+                prepared = processes.Prepare(taskId, message.Type, message.Payload, child);
+            }
         }
         catch (TaskValidationException ex)
         {
@@ -103,7 +114,11 @@ public sealed class TaskExecutor(
         var timeout = TimeSpan.FromSeconds(Math.Min(seconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
-        var hardStop = timeout + TimeSpan.FromSeconds(_options.HardStopGraceSeconds);
+        // A child is killed at its limit (after its own grace), so the executor waits for that rather than abandoning
+        // the lane thread that waits for the child; the margin covers the kill and the child's exit.
+        var hardStop = timeout + (child is null
+            ? TimeSpan.FromSeconds(_options.HardStopGraceSeconds)
+            : TimeSpan.FromSeconds(_options.ProcessKillGraceSeconds + 15));
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
         var outcome = await RunInLaneAsync().ConfigureAwait(false);
@@ -126,7 +141,7 @@ public sealed class TaskExecutor(
                     clock.Restart();
                     using var busyCpu = metrics.Running(cpu: true);
                     var result = await cpuRun.Completion.Task.WaitAsync(hardStop, stopping).ConfigureAwait(false);
-                    return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, result.WallMs, result.CpuMs);
+                    return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(result.Output), null, null, result.WallMs, child is null ? result.CpuMs : child.CpuMs);
                 }
 
                 limit.CancelAfter(timeout);
@@ -134,7 +149,7 @@ public sealed class TaskExecutor(
                 var run = prepared(limit.Token).AsTask();
                 handlerTask = run;
                 var output = await run.WaitAsync(hardStop, stopping).ConfigureAwait(false);
-                return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, null);
+                return new ExecutionOutcome(TaskState.Succeeded, ToJsonObjectText(output), null, null, clock.Elapsed.TotalMilliseconds, child?.CpuMs);
             }
             catch (LaneWaitExpiredException)
             {
@@ -154,6 +169,20 @@ public sealed class TaskExecutor(
                 return new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
                     $"The task exceeded its time limit of {LimitText(timeout, seconds)} and ignored cancellation for {_options.HardStopGraceSeconds} s more; it was abandoned.",
                     clock.Elapsed.TotalMilliseconds, null);
+            }
+            catch (ProcessLaneException ex) when (!stopping.IsCancellationRequested)
+            {
+                if (ex.KilledAtLimit)
+                {
+                    // Its child ignored the cancel and was killed: a time limit or a cancel, as for any task.
+                    var reason = running.CancelReason(taskId);
+                    return reason is not null
+                        ? new ExecutionOutcome(TaskState.Cancelled, null, ErrorTypes.Cancelled, $"{reason}; {ex.Message}", clock.Elapsed.TotalMilliseconds, null)
+                        : new ExecutionOutcome(TaskState.TimedOut, null, ErrorTypes.Timeout,
+                            $"The task exceeded its time limit of {LimitText(timeout, seconds)}; {ex.Message}", clock.Elapsed.TotalMilliseconds, null);
+                }
+
+                return Failed(ex.ErrorType, ex.Message, clock, ex.Retryable);
             }
             catch (Exception) when (limit.IsCancellationRequested && !stopping.IsCancellationRequested)
             {

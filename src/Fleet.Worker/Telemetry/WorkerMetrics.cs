@@ -11,7 +11,8 @@ namespace Fleet.Worker.Telemetry;
 /// <c>fleet_tasks_finished_total{type,lane,status}</c>, <c>fleet_task_retries_total{type,lane}</c>,
 /// <c>fleet_tasks_skipped_total</c>, <c>fleet_task_retry_publish_failures_total{queue}</c>,
 /// <c>fleet_task_duration_seconds{type,lane}</c>, <c>fleet_task_queue_wait_seconds{type,lane}</c> and
-/// <c>fleet_lane_busy</c> / <c>fleet_lane_capacity</c> (utilisation = busy / capacity). docs/observability.md lists them.
+/// <c>fleet_lane_busy</c> / <c>fleet_lane_capacity</c> (utilisation = busy / capacity). docs/observability.md lists them;
+/// the process lane's instruments, on the same meter, are <see cref="ProcessLaneMetrics"/>'.
 /// The worker's traces come from <see cref="Source"/> (ActivitySource <c>Fleet.Worker</c>).
 /// </summary>
 public sealed class WorkerMetrics : IDisposable

@@ -16,9 +16,10 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
     {
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.workers") >= 1), "the worker never registered");
         await using (var stale = Fleet.DataSource.CreateCommand("""
-            INSERT INTO fleet.workers (id, host, pid, queues, cpu_concurrency, io_concurrency, started_at, last_seen_at, state, tasks_succeeded, tasks_failed, tasks_skipped)
-            VALUES ('gone:1:abcdef', 'gone', 1, '{fleet-io}', 1, 8, now() - interval '10 minutes', now() - interval '5 minutes', 'running', 5, 1, 0),
-                   ('old:2:abcdef', 'old', 2, '{fleet-io}', 1, 8, now() - interval '3 hours', now() - interval '2 hours', 'stopped', 0, 0, 0)
+            INSERT INTO fleet.workers (id, host, pid, queues, cpu_concurrency, io_concurrency, started_at, last_seen_at, state, tasks_succeeded, tasks_failed, tasks_skipped,
+                                       process_slots, process_busy, process_children_started, process_kills, process_deaths)
+            VALUES ('gone:1:abcdef', 'gone', 1, '{fleet-io}', 1, 8, now() - interval '10 minutes', now() - interval '5 minutes', 'running', 5, 1, 0, 2, 1, 9, 4, 3),
+                   ('old:2:abcdef', 'old', 2, '{fleet-io}', 1, 8, now() - interval '3 hours', now() - interval '2 hours', 'stopped', 0, 0, 0, 0, 0, 0, 0, 0)
             """))
         {
             await stale.ExecuteNonQueryAsync();
@@ -41,9 +42,13 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
             Assert.NotNull(live[field]);
         }
 
+        // The fixture's worker runs no type in a process lane: no slots, and nothing its children did.
+        Assert.Equal(new long[] { 0, 0, 0, 0, 0 }, ProcessLane(live));
+
         var gone = workers.Single(w => (string?)w!["host"] == "gone")!;
         Assert.False((bool)gone["live"]!);
         Assert.Equal(5, (int)gone["tasksSucceeded"]!);
+        Assert.Equal(new long[] { 2, 1, 9, 4, 3 }, ProcessLane(gone));
     }
 
     [Fact]
@@ -212,6 +217,9 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.Contains("timedOut", schemas["FinalCounts"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.Contains("next", schemas["TaskPage"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.Contains("live", schemas["WorkerInfo"]!["properties"]!.AsObject().Select(p => p.Key));
+        Assert.Superset(
+            new HashSet<string> { "processSlots", "processBusy", "processChildrenStarted", "processKills", "processDeaths" },
+            schemas["WorkerInfo"]!["properties"]!.AsObject().Select(p => p.Key).ToHashSet());
         Assert.NotNull(document["components"]!["securitySchemes"]!["bearer"]);
         Assert.Equal(2, document["paths"]!["/tasks"]!["post"]!["security"]!.AsArray().Count);
         Assert.Null(document["paths"]!["/stats"]!["get"]!["security"]);
@@ -275,6 +283,10 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.DoesNotContain(lines, l => l.Contains(ApiHost.ApiKey, StringComparison.Ordinal));
         Assert.DoesNotContain(lines, l => l.Contains(wrongKey, StringComparison.Ordinal));
     }
+
+    /// <summary>A worker's process-lane fields in <c>GET /workers</c>: slots, busy, children started, kills, deaths.</summary>
+    private static long[] ProcessLane(JsonNode worker) =>
+        [.. new[] { "processSlots", "processBusy", "processChildrenStarted", "processKills", "processDeaths" }.Select(f => (long)worker[f]!)];
 
     private static int FreePort()
     {

@@ -5,12 +5,12 @@ namespace Fleet.UnitTests.Deployment;
 /// <summary>
 /// The Prometheus metric names Fleet exports, in one place: what the Grafana dashboard, the KEDA ScaledObject and
 /// the HPA's adapter rule may query. Keep it in step with the code; <see cref="GrafanaDashboardTests"/> checks the
-/// worker's part against the instruments WorkerMetrics really creates.
+/// worker's part against the instruments WorkerMetrics and ProcessLaneMetrics really create.
 /// </summary>
 public static partial class ExportedMetrics
 {
     /// <summary>
-    /// The worker's /metrics (src/Fleet.Worker/Telemetry/WorkerMetrics.cs through OpenTelemetry's Prometheus exporter: dots
+    /// The worker's /metrics (src/Fleet.Worker/Telemetry/WorkerMetrics.cs and ProcessLaneMetrics.cs through OpenTelemetry's Prometheus exporter: dots
     /// become underscores, unit "s" adds <c>_seconds</c>, counters add <c>_total</c>, histograms are
     /// <c>_bucket</c>/<c>_sum</c>/<c>_count</c>; seen on a running worker's /metrics).
     /// </summary>
@@ -28,6 +28,13 @@ public static partial class ExportedMetrics
         "fleet_task_queue_wait_seconds_count",
         "fleet_lane_busy",
         "fleet_lane_capacity",
+        "fleet_process_lane_slots",
+        "fleet_process_lane_busy",
+        "fleet_process_lane_children",
+        "fleet_process_lane_children_started_total",
+        "fleet_process_lane_kills_total",
+        "fleet_process_lane_deaths_total",
+        "fleet_process_lane_recycled_total",
     ];
 
     /// <summary>

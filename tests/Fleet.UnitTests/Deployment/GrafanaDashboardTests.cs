@@ -1,8 +1,11 @@
 using System.Diagnostics.Metrics;
 using System.Text.Json;
+using Fleet.Tasks;
 using Fleet.Worker;
+using Fleet.Worker.ProcessLane;
 using Fleet.Worker.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.UnitTests.Deployment;
@@ -57,9 +60,9 @@ public sealed class GrafanaDashboardTests
     }
 
     [Fact]
-    public void TheNamesTheTestsExpect_AreTheWorkersRealInstruments_AsThePrometheusExporterNamesThem()
+    public async Task TheNamesTheTestsExpect_AreTheWorkersRealInstruments_AsThePrometheusExporterNamesThem()
     {
-        // Every instrument of the worker's meter, as WorkerMetrics creates them.
+        // Every instrument of the worker's meter, as WorkerMetrics and ProcessLaneMetrics create them.
         // Only this factory's meter: other tests running in parallel create WorkerMetrics of the same name.
         using var services = new ServiceCollection().AddMetrics().BuildServiceProvider();
         var factory = services.GetRequiredService<IMeterFactory>();
@@ -77,6 +80,8 @@ public sealed class GrafanaDashboardTests
         listener.Start();
         var options = Options.Create(new WorkerOptions { CpuConcurrency = 1 });
         using var metrics = new WorkerMetrics(factory, options);
+        await using var pool = new ProcessPool(options, new TaskHandlerRegistry([]), NullLogger<ProcessPool>.Instance);
+        using var processLane = new ProcessLaneMetrics(factory, pool);
 
         var exported = instruments.Where(i => i.Meter.Name == WorkerMetrics.Name).SelectMany(PrometheusNames).Order(StringComparer.Ordinal);
 
@@ -94,7 +99,7 @@ public sealed class GrafanaDashboardTests
             ExportedMetrics.NamesIn("sum(rate(fleet_tasks_finished_total[5m])) / on (job) group_left max without (lane) (fleet_lane_busy) > 0.5"));
     }
 
-    /// <summary>OpenTelemetry's Prometheus exporter: dots to underscores, unit "s" as _seconds, _total for counters, _bucket/_sum/_count for histograms.</summary>
+    /// <summary>OpenTelemetry's Prometheus exporter: dots to underscores, unit "s" as _seconds, _total for counters (observable ones too), _bucket/_sum/_count for histograms.</summary>
     private static IEnumerable<string> PrometheusNames(Instrument instrument)
     {
         var name = instrument.Name.Replace('.', '_');
@@ -105,7 +110,7 @@ public sealed class GrafanaDashboardTests
             var unit => throw new Xunit.Sdk.XunitException($"{instrument.Name}: unit '{unit}' is not handled here; add its Prometheus suffix"),
         };
         var type = instrument.GetType().GetGenericTypeDefinition();
-        return type == typeof(Counter<>) ? [name + "_total"]
+        return type == typeof(Counter<>) || type == typeof(ObservableCounter<>) ? [name + "_total"]
             : type == typeof(Histogram<>) ? [name + "_bucket", name + "_sum", name + "_count"]
             : [name];
     }

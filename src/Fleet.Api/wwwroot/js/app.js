@@ -140,12 +140,28 @@ function workerBadge(w) {
   return badge(w.state, w.state === 'running' ? 'ok' : 'info');
 }
 
-/** A worker's busy slots per lane, when /workers reports them. */
+/** Whether the worker runs a process lane: child processes for some task types (an older API reports no slots). */
+function hasProcessLane(w) {
+  return Number(w.processSlots) > 0;
+}
+
+/** A worker's busy slots per lane, when /workers reports them; the process lane's as of its last heartbeat. */
 function workerUse(w) {
   if (!w.live || !Number.isFinite(w.runningCpu) || !Number.isFinite(w.runningIo)) return h('span', { class: 'hint' }, '–');
   return h('span', { class: 'stack' },
     meter({ busy: w.runningCpu, slots: w.cpuConcurrency }, 'cpu '),
-    meter({ busy: w.runningIo, slots: w.ioConcurrency }, 'io '));
+    meter({ busy: w.runningIo, slots: w.ioConcurrency }, 'io '),
+    hasProcessLane(w) && Number.isFinite(w.processBusy) ? meter({ busy: w.processBusy, slots: w.processSlots }, 'proc ') : null);
+}
+
+/** The process lane's child processes: started (first ones and replacements), killed by the worker, died by themselves. */
+function workerChildren(w) {
+  if (!hasProcessLane(w)) return h('span', { class: 'hint' }, '–');
+  const trouble = (Number(w.processKills) || 0) + (Number(w.processDeaths) || 0) > 0;
+  return h('span', {
+    class: trouble ? 'warn' : null,
+    title: 'killed: at a time limit or cancel, or over the memory limit; died: crashed by themselves',
+  }, `${fmtInt(w.processChildrenStarted)} started · ${fmtInt(w.processKills)} killed · ${fmtInt(w.processDeaths)} died`);
 }
 
 function renderWorkers(workers) {
@@ -154,19 +170,23 @@ function renderWorkers(workers) {
     return h('tr', { 'data-worker': w.id, class: w.live ? null : 'dim' },
       h('th', { scope: 'row' }, h('code', { title: `host ${w.host}, pid ${w.pid}` }, w.id)),
       h('td', null, (w.queues ?? []).join(', ')),
-      h('td', { class: 'nowrap lanes' }, `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}`),
+      h('td', { class: 'nowrap lanes' },
+        `cpu ${fmtInt(w.cpuConcurrency)} · io ${fmtInt(w.ioConcurrency)}${hasProcessLane(w) ? ` · proc ${fmtInt(w.processSlots)}` : ''}`),
       h('td', null, workerUse(w)),
+      h('td', null, workerChildren(w)),
       h('td', null, workerBadge(w)),
       h('td', { class: 'r nowrap', title: fmtDateTime(w.lastSeenAt) }, age < 100 ? 'just now' : `${fmtDuration(age)} ago`),
       h('td', { class: 'r num' }, fmtInt(w.tasksSucceeded)),
       h('td', { class: 'r num' }, fmtInt(w.tasksFailed)),
       h('td', { class: 'r num' }, fmtInt(w.tasksSkipped)));
   });
-  fillTable($('workers'), rows, emptyRow(9, 'No worker has reported in the last hour.'));
+  fillTable($('workers'), rows, emptyRow(10, 'No worker has reported in the last hour.'));
   const live = workers.filter(w => w.live);
   const cpu = live.reduce((s, w) => s + (Number(w.cpuConcurrency) || 0), 0);
   const io = live.reduce((s, w) => s + (Number(w.ioConcurrency) || 0), 0);
-  $('workers-summary').textContent = `${live.length} live of ${workers.length} · ${fmtInt(cpu)} cpu + ${fmtInt(io)} io slots`;
+  const proc = live.reduce((s, w) => s + (Number(w.processSlots) || 0), 0);
+  $('workers-summary').textContent =
+    `${live.length} live of ${workers.length} · ${fmtInt(cpu)} cpu + ${fmtInt(io)} io${proc ? ` + ${fmtInt(proc)} proc` : ''} slots`;
 }
 
 function shortId(id) {
