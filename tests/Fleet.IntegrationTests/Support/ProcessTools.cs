@@ -224,6 +224,79 @@ internal static class ProcessTools
         return fields.Length > 19 && long.TryParse(fields[19], NumberStyles.Integer, CultureInfo.InvariantCulture, out var ticks) ? ticks : null;
     }
 
+    /// <summary>The fields of /proc/PID/stat after the command name: index 0 is field 3 (state), so field N is index N - 3.</summary>
+    private static string[]? StatFields(int pid)
+    {
+        var stat = ReadStat(pid);
+        return stat is null ? null : stat[(stat.LastIndexOf(')') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+    }
+
+    private static long? StatField(int pid, int field) =>
+        StatFields(pid) is { } fields && fields.Length > field - 3
+        && long.TryParse(fields[field - 3], NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) ? value : null;
+
+    /// <summary>The parent pid of <paramref name="pid"/> (field 4 of /proc/PID/stat), or null when it is gone.</summary>
+    public static int? ParentOf(int pid) => StatField(pid, 4) is { } ppid ? (int)ppid : null;
+
+    /// <summary>The live (not zombie) processes whose parent is <paramref name="pid"/>.</summary>
+    public static List<int> ChildrenOf(int pid) => [.. AllChildrenOf(pid).Where(IsAlive)];
+
+    /// <summary>The children of <paramref name="pid"/> that have exited and were not reaped: a parent that never waits for them leaks these.</summary>
+    public static List<int> ZombieChildrenOf(int pid) => [.. AllChildrenOf(pid).Where(child => ReadState(child) == 'Z')];
+
+    private static IEnumerable<int> AllChildrenOf(int pid)
+    {
+        foreach (var directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out var candidate)
+                && ParentOf(candidate) == pid)
+            {
+                yield return candidate;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The live processes whose environment holds <paramref name="entry"/> (<c>NAME=value</c>), among those this user
+    /// may read: finds what a process started, wherever it was re-parented since.
+    /// </summary>
+    public static List<int> WithEnvironment(string entry)
+    {
+        var found = new List<int>();
+        foreach (var directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out var candidate))
+            {
+                continue;
+            }
+
+            try
+            {
+                if (File.ReadAllText(Path.Combine(directory, "environ")).Split('\0').Contains(entry, StringComparer.Ordinal) && IsAlive(candidate))
+                {
+                    found.Add(candidate);
+                }
+            }
+            catch (Exception exception) when (exception is IOException or UnauthorizedAccessException)
+            {
+                // Gone meanwhile, or another user's.
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>The CPU time <paramref name="pid"/> used so far, user and system (fields 14 and 15), or null when it is gone.</summary>
+    public static TimeSpan? CpuTime(int pid) =>
+        StatFields(pid) is { Length: > 12 } fields
+        && long.TryParse(fields[11], NumberStyles.Integer, CultureInfo.InvariantCulture, out var user)
+        && long.TryParse(fields[12], NumberStyles.Integer, CultureInfo.InvariantCulture, out var system)
+            ? TimeSpan.FromSeconds((user + system) / 100.0) // /proc counts in USER_HZ, which is 100 on Linux
+            : null;
+
+    /// <summary>The threads of <paramref name="pid"/> (field 20 of /proc/PID/stat); 0 when it is gone.</summary>
+    public static int ThreadCount(int pid) => (int)(StatField(pid, 20) ?? 0);
+
     /// <summary>The command line of <paramref name="pid"/>, arguments joined by spaces, or null.</summary>
     public static string? CommandLine(int pid)
     {
