@@ -225,7 +225,9 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
         var perRunPeak = workers.All(w => ProcessStats.TryResetPeakRss(w.Pid));
         var ownPid = Environment.ProcessId;
-        var components = new List<ComponentProcesses> { new("workers", [.. workers.Select(w => w.Pid)], false) };
+        // A worker's children are its process-lane children, whose CPU is the worker's work; an in-process worker (this
+        // process, in the tests) may have other children, such as the servers it started, which are not.
+        var components = new List<ComponentProcesses> { new("workers", [.. workers.Select(w => w.Pid)], IncludeChildren: workers.All(w => w.Pid != ownPid)) };
         components.AddRange(servers);
         var workerCpuBefore = workers.ToDictionary(w => w.Pid, w => ProcessStats.CpuSeconds(w.Pid) ?? 0);
         var before = components.ToDictionary(c => c.Name, c => c.CpuSeconds());

@@ -7,11 +7,12 @@
 #      sha256, sieve, heat
 #   3. away: sha256, sieve and heat again with the workers AWAY_MS (round trip) from PostgreSQL and RabbitMQ,
 #      through `fleet-bench delay-proxy` (AWAY_MS/2 each way; the round trip it measures is in the table's title)
-#   4. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet-bench sleep
-#   5. the workers put back to WORKERS (the servers keep running; make down stops everything)
+#   4. process: sha256, sieve and heat again with the workers running them in their process lane (child processes)
+#   5. the workers restarted as ONE worker with Worker__IoConcurrency=SLEEP_IO, then fleet-bench sleep
+#   6. the workers put back to WORKERS (the servers keep running; make down stops everything)
 #
 # Settings (environment): COUNT (scale factor on every task count, 1; e.g. 0.1 for a quick run), RUNS (3),
-# WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat away sleep"), AWAY_MS (1), OPEN_SECONDS (20),
+# WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat away process sleep"), AWAY_MS (1), OPEN_SECONDS (20),
 # BENCH_ARGS (extra arguments for every fleet-bench call). Results: bench/results/<UTC time>-*.{json,md} and
 # bench/results/<UTC time>.md (all tables).
 set -Eeuo pipefail
@@ -27,7 +28,7 @@ RUNS=${RUNS:-3}
 SLEEP_IO=${SLEEP_IO:-1024}
 OPEN_SECONDS=${OPEN_SECONDS:-20}
 AWAY_MS=${AWAY_MS:-1}
-BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat away sleep}
+BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat away process sleep}
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 BENCH=(dotnet "$ROOT/bench/Fleet.Bench/bin/$CONFIGURATION/net10.0/fleet-bench.dll")
 OUT=$ROOT/bench/results
@@ -93,6 +94,19 @@ stop_away() {
   rm -f "$FLEET_HOME/run/delay-proxy.ports"
   WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
 }
+# cpu_trio SUFFIX LABEL: sha256, sieve and heat with the standard counts, labelled, results named <workload>-SUFFIX.
+cpu_trio() {
+  bench "sha256-$1" --workload sha256 --count "$(scaled 1000)" --workers "$WORKERS" --label "$2"
+  bench "sieve-$1" --workload sieve --count "$(scaled 5000)" --workers "$WORKERS" --label "$2"
+  bench "heat-$1" --workload heat --count "$(scaled 1000)" --workers "$WORKERS" --label "$2"
+}
+
+# restart_workers [VAR=value ...]: the workers stopped and started again with these settings (the servers keep running).
+restart_workers() {
+  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+  env "$@" WORKERS="${WORKERS_NOW:-$WORKERS}" FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+}
+
 trap '[[ -z $PROXY_PID ]] || kill "$PROXY_PID" 2>/dev/null || true' EXIT
 
 mkdir -p "$OUT"
@@ -108,20 +122,23 @@ for w in $BENCH_WORKLOADS; do
       log "sha256, sieve and heat with the workers $AWAY_MS ms (round trip) from PostgreSQL and RabbitMQ"
       start_away
       label="workers ${AWAY_MS} ms (round trip) from PostgreSQL and RabbitMQ through fleet-bench delay-proxy, $PROXY_RTT"
-      bench sha256-away --workload sha256 --count "$(scaled 1000)" --workers "$WORKERS" --label "$label"
-      bench sieve-away --workload sieve --count "$(scaled 5000)" --workers "$WORKERS" --label "$label"
-      bench heat-away --workload heat --count "$(scaled 1000)" --workers "$WORKERS" --label "$label"
+      cpu_trio away "$label"
       stop_away
+      ;;
+    process)
+      log "sha256, sieve and heat in the workers' process lane (one child process per CPU-lane thread)"
+      restart_workers Worker__ProcessTypes__0=sha256 Worker__ProcessTypes__1=sieve Worker__ProcessTypes__2=heat
+      label="process lane: each task in a child process of its worker (Worker:ProcessTypes = sha256, sieve, heat)"
+      cpu_trio process "$label"
+      restart_workers
       ;;
     sleep)
       log "sleep runs on ONE worker process with Worker__IoConcurrency=$SLEEP_IO"
-      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
-      Worker__IoConcurrency=$SLEEP_IO WORKERS=1 FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+      WORKERS_NOW=1 restart_workers Worker__IoConcurrency="$SLEEP_IO"
       bench sleep --workload sleep --count "$(scaled 50000)" --workers 1
-      KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
-      WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+      restart_workers
       ;;
-    *) log "unknown workload $w (known: noop sha256 sieve heat away sleep)"; exit 2 ;;
+    *) log "unknown workload $w (known: noop sha256 sieve heat away process sleep)"; exit 2 ;;
   esac
 done
 
