@@ -1,6 +1,11 @@
 using System.Buffers.Binary;
 using System.Text.Json;
+using Fleet.Tasks;
+using Fleet.Tasks.BuiltIn;
+using Fleet.Worker;
 using Fleet.Worker.ProcessLane;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
 
 namespace Fleet.UnitTests;
 
@@ -95,5 +100,34 @@ public sealed class ProcessLaneProtocolTests
     {
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) =>
             base.ReadAsync(buffer[..Math.Min(1, buffer.Length)], cancellationToken);
+    }
+}
+
+/// <summary>Which types a worker runs in its process lane: the configured ones and the handlers that declare it.</summary>
+public sealed class ProcessLaneTypesTests
+{
+    [Fact]
+    public async Task ATypeRunsInTheProcessLane_WhenConfigured_OrWhenItsHandlerDeclaresIt_AndNoOtherDoes()
+    {
+        var registry = new TaskHandlerRegistry([new Sha256Handler(), new SieveHandler(), new DeclaringHandler()]);
+        var options = Options.Create(new WorkerOptions { CpuConcurrency = 2, ProcessTypes = [" sieve "] });
+        await using var pool = new ProcessPool(options, registry, NullLogger<ProcessPool>.Instance);
+
+        Assert.True(pool.Runs("sieve"), "configured (names are trimmed)");
+        Assert.True(pool.Runs(DeclaringHandler.TypeName), "declared by [ProcessLane]");
+        Assert.False(pool.Runs("sha256"));
+        Assert.Equal(["declares-process-lane", "sieve"], pool.Types);
+        Assert.Equal(2, pool.Slots);
+        Assert.Equal(0, pool.LiveChildren); // children start when a task first needs one
+    }
+
+    [ProcessLane]
+    private sealed class DeclaringHandler : CpuTaskHandler<Empty, Empty>
+    {
+        public const string TypeName = "declares-process-lane";
+
+        public override string Type => TypeName;
+
+        protected override Empty Execute(Empty input, CancellationToken cancellationToken) => Empty.Instance;
     }
 }
