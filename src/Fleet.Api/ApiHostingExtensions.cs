@@ -92,6 +92,9 @@ public static class ApiHostingExtensions
 
         services.AddMassTransit(x =>
         {
+            // MassTransit 8.4+ reports usage to its vendor over the internet by default; a worker fleet sends nothing
+            // anywhere it was not told to. Only an explicit MASSTRANSIT_USAGE_TELEMETRY=true turns it back on.
+            x.DisableUsageTelemetry();
             // "Broker reachable" is part of readiness: the bus check is tagged like the database check.
             x.ConfigureHealthCheckOptions(health =>
             {

@@ -78,6 +78,9 @@ public static class WorkerHostingExtensions
 
         services.AddMassTransit(x =>
         {
+            // MassTransit 8.4+ reports usage to its vendor over the internet by default; a worker fleet sends nothing
+            // anywhere it was not told to. Only an explicit MASSTRANSIT_USAGE_TELEMETRY=true turns it back on.
+            x.DisableUsageTelemetry();
             x.AddConsumer<ProcessTaskConsumer>();
             x.AddConsumer<CancelTaskConsumer>();
             x.UsingRabbitMq((context, cfg) =>
