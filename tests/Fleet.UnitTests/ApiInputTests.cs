@@ -107,6 +107,34 @@ public sealed class ApiInputTests
         Assert.Equal(status, Assert.IsAssignableFrom<IStatusCodeHttpResult>(error).StatusCode);
     }
 
+    [Theory]
+    [InlineData("""{"type": "noop", "payload": {"text": "a\u0000b"}}""", "payload.text", "NUL")]
+    [InlineData("""{"type": "noop", "payload": {"list": [1, {"deep": ["x", "\ud800"]}]}}""", "payload.list[1].deep[1]", "lone UTF-16 surrogate (\\ud800)")]
+    [InlineData("""{"type": "noop", "payload": {"k\u0000": 1}}""", "payload.k\\u0000", "property name contains a NUL")]
+    [InlineData("""{"type": "noop", "payload": {"end": "x\udc00"}}""", "payload.end", "lone UTF-16 surrogate (\\udc00)")]
+    public void ReadTask_RefusesTextPostgreSqlCannotStore_NamingTheField(string body, string field, string says)
+    {
+        var (request, error) = Reader().ReadTask(Json(body));
+
+        Assert.Null(request);
+        var problem = Assert.IsType<ValidationProblem>(error).ProblemDetails;
+        Assert.Equal(StatusCodes.Status400BadRequest, problem.Status);
+        var message = Assert.Single(Assert.Contains(field, problem.Errors));
+        Assert.Contains(says, message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("""{"type": "noop", "payload": {"emoji": "\ud83d\ude00", "escaped": "\u00e9\u000a"}}""")]
+    [InlineData("""{"type": "noop", "payload": {"plain": "no escapes at all"}}""")]
+    [InlineData("""{"type": "noop", "payload": {"backslash then u0000": "\\u0000", "pair in a key \ud83d\ude00": 1}}""")]
+    public void ReadTask_AcceptsEscapesPostgreSqlCanStore(string body)
+    {
+        var (request, error) = Reader().ReadTask(Json(body));
+
+        Assert.Null(error);
+        Assert.NotNull(request);
+    }
+
     [Fact]
     public void ReadTask_AcceptsTheLargestTimeLimitAWorkerRuns_AndNamesItWhenRefusingMore()
     {

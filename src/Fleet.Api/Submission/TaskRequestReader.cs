@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
@@ -158,6 +159,10 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
                     {
                         errors.Add(path, $"Must be a JSON object, not {Describe(value)}.");
                     }
+                    else if (UnstorableText(value, path) is { } where)
+                    {
+                        errors.Add(where.Path, where.Problem);
+                    }
 
                     payload = value;
                     break;
@@ -216,6 +221,118 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
     }
 
     private static readonly JsonElement EmptyObject = JsonDocument.Parse("{}").RootElement.Clone();
+
+    /// <summary>
+    /// The first string (value or property name) in <paramref name="payload"/> that PostgreSQL's <c>jsonb</c> cannot
+    /// store, with its JSON path: a NUL character, or a UTF-16 surrogate without its pair. Both can only arrive as
+    /// <c>\u</c> escapes in valid UTF-8 JSON, so a payload without one (nearly every payload) costs one vectorized scan.
+    /// The escapes are read from the raw text: System.Text.Json refuses to decode a lone surrogate at all.
+    /// </summary>
+    private static (string Path, string Problem)? UnstorableText(JsonElement payload, string path)
+    {
+        if (JsonMarshal.GetRawUtf8Value(payload).IndexOf("\\u"u8) < 0)
+        {
+            return null;
+        }
+
+        return Find(payload, path);
+
+        static (string Path, string Problem)? Find(JsonElement value, string path)
+        {
+            switch (value.ValueKind)
+            {
+                case JsonValueKind.String:
+                    return Problem(JsonMarshal.GetRawUtf8Value(value)) is { } problem ? (path, problem) : null;
+                case JsonValueKind.Object:
+                    foreach (var property in value.EnumerateObject())
+                    {
+                        var rawName = JsonMarshal.GetRawUtf8PropertyName(property);
+                        var child = $"{path}.{Encoding.UTF8.GetString(rawName)}";
+                        if (Problem(rawName) is { } nameProblem)
+                        {
+                            return (child, $"The property name {char.ToLowerInvariant(nameProblem[0])}{nameProblem[1..]}");
+                        }
+
+                        if (Find(property.Value, child) is { } found)
+                        {
+                            return found;
+                        }
+                    }
+
+                    return null;
+                case JsonValueKind.Array:
+                    var index = 0;
+                    foreach (var item in value.EnumerateArray())
+                    {
+                        if (Find(item, $"{path}[{index++}]") is { } found)
+                        {
+                            return found;
+                        }
+                    }
+
+                    return null;
+                default:
+                    return null;
+            }
+        }
+
+        // Reads the escapes of one raw JSON string: a \u0000, a high surrogate not followed at once by a low one, or a
+        // low one without a high one before it. Other escapes (\\, \", \n, ...) are stepped over whole, so "\\u0000"
+        // (a backslash, then the text u0000) is not taken for one.
+        static string? Problem(ReadOnlySpan<byte> raw)
+        {
+            var pendingHigh = -1;
+            var i = 0;
+            while (i < raw.Length)
+            {
+                if (raw[i] != '\\' || i + 1 >= raw.Length || raw[i + 1] != 'u')
+                {
+                    if (pendingHigh >= 0)
+                    {
+                        return LoneText(pendingHigh);
+                    }
+
+                    i += raw[i] == '\\' ? 2 : 1;
+                    continue;
+                }
+
+                // The parser has checked that four hex digits follow.
+                if (i + 6 > raw.Length || !int.TryParse(raw.Slice(i + 2, 4), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out var code))
+                {
+                    break;
+                }
+
+                i += 6;
+                if (code == 0)
+                {
+                    return "Contains a NUL character (\\u0000), which PostgreSQL cannot store; send such bytes base64-encoded instead.";
+                }
+
+                if (code is >= 0xDC00 and <= 0xDFFF)
+                {
+                    if (pendingHigh < 0)
+                    {
+                        return LoneText(code);
+                    }
+
+                    pendingHigh = -1;
+                }
+                else if (pendingHigh >= 0)
+                {
+                    return LoneText(pendingHigh);
+                }
+                else if (code is >= 0xD800 and <= 0xDBFF)
+                {
+                    pendingHigh = code;
+                }
+            }
+
+            return pendingHigh >= 0 ? LoneText(pendingHigh) : null;
+        }
+
+        static string LoneText(int code) =>
+            $"Contains a lone UTF-16 surrogate (\\u{code:x4}), which is not Unicode text; PostgreSQL cannot store it.";
+    }
 
     private static int? ReadInt(JsonElement value, string path, int min, int max, Errors errors)
     {

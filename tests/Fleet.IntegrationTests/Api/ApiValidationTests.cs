@@ -33,6 +33,9 @@ public sealed class ApiValidationTests(FleetFixture fleet) : ApiTest(fleet)
         ["empty batch"] = ("tasks/batch", """{"tasks": []}""", HttpStatusCode.BadRequest),
         ["batch with one bad task among good ones"] = ("tasks/batch", """{"tasks": [{"type": "noop"}, {"payload": {}}, {"type": "noop"}]}""", HttpStatusCode.BadRequest),
         ["batch over 10,000 tasks"] = ("tasks/batch", $$"""{"tasks": [{{string.Join(",", Enumerable.Repeat("""{"type":"noop"}""", 10_001))}}]}""", HttpStatusCode.RequestEntityTooLarge),
+        ["NUL in the payload"] = ("tasks", """{"type": "noop", "payload": {"text": "a\u0000b"}}""", HttpStatusCode.BadRequest),
+        ["lone surrogate in the payload"] = ("tasks", """{"type": "noop", "payload": {"text": "\ud800"}}""", HttpStatusCode.BadRequest),
+        ["NUL in a batch task's payload"] = ("tasks/batch", """{"tasks": [{"type": "noop"}, {"type": "noop", "payload": {"k": ["\u0000"]}}]}""", HttpStatusCode.BadRequest),
         ["batch with one task over 1 MiB"] = ("tasks/batch", $$"""{"tasks": [{"type": "noop"}, {{OneMiBPayload}}]}""", HttpStatusCode.RequestEntityTooLarge),
     };
 
@@ -51,6 +54,24 @@ public sealed class ApiValidationTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.False(string.IsNullOrEmpty((string?)problem["detail"]), badInput);
         await AssertNothingStoredOrPublishedAsync();
         await SubmitAsync("noop", "{}");
+    }
+
+    [Fact]
+    public async Task TextPostgreSqlCannotStore_Is400_NamingTheField_AlsoUnderAnIdempotencyKey()
+    {
+        await StopWorkerAndEmptyLanesAsync();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "tasks/batch")
+        {
+            Content = Json("""{"tasks": [{"type": "noop"}, {"type": "noop", "payload": {"k": ["ok", "x\udc00"]}}]}"""),
+        };
+        request.Headers.Add("Idempotency-Key", "unstorable-text-1");
+
+        using var response = await Http.SendAsync(request);
+
+        var problem = await AssertProblemAsync(response, HttpStatusCode.BadRequest);
+        var message = (string?)Assert.Single(problem["errors"]!["tasks[1].payload.k[1]"]!.AsArray());
+        Assert.Contains("lone UTF-16 surrogate (\\udc00)", message, StringComparison.Ordinal);
+        await AssertNothingStoredOrPublishedAsync();
     }
 
     [Fact]
