@@ -83,6 +83,31 @@ public sealed class HttpGetHandlerTests
     }
 
     [Fact]
+    public async Task HttpGet_Errors_NeverShowTheUrlsCredentialsOrQuery()
+    {
+        await using var big = TinyHttpServer.Start(TinyHttpServer.Response(200, "OK", new byte[5000], sendContentLength: true));
+        await using var silent = TinyHttpServer.Start(response: null);
+        using var provider = BuiltInHandlers.CreateProvider(options => options.MaxResponseBytes = 4096);
+        static string Secret(string url) => url.Replace("http://", "http://user:s3cret@", StringComparison.Ordinal) + "?token=t0ken&sig=abc";
+
+        var tooLarge = await Assert.ThrowsAsync<InvalidOperationException>(async () =>
+            await GetHandler(provider).Prepare(HandlerRunner.Payload($$"""{"url":"{{Secret(big.Url("/big"))}}"}"""))(CancellationToken.None));
+        var timedOut = await Assert.ThrowsAsync<TimeoutException>(async () =>
+            await GetHandler(provider).Prepare(HandlerRunner.Payload($$"""{"url":"{{Secret(silent.Url("/slow"))}}","timeoutMs":50}"""))(CancellationToken.None));
+        var invalid = Assert.Throws<TaskValidationException>(() =>
+            GetHandler(provider).Prepare(HandlerRunner.Payload("""{"url":"ftp://user:s3cret@127.0.0.1/f?token=t0ken"}""")));
+
+        foreach (var message in new[] { tooLarge.Message, timedOut.Message, invalid.Message })
+        {
+            Assert.DoesNotContain("s3cret", message, StringComparison.Ordinal);
+            Assert.DoesNotContain("t0ken", message, StringComparison.Ordinal);
+            Assert.Contains("127.0.0.1", message, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("/big?(query hidden)", tooLarge.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task HttpGet_AcceptsBodyOfExactlyMaxResponseBytes()
     {
         await using var server = TinyHttpServer.Start(TinyHttpServer.Response(200, "OK", new byte[4096], sendContentLength: false));

@@ -116,19 +116,42 @@ public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
         catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             // Our own timeout, not the worker's cancel or time limit: report it as a plain failure, not as a cancellation.
-            throw new TimeoutException($"GET {uri} did not complete within timeoutMs = {input.TimeoutMs}.", ex);
+            throw new TimeoutException($"GET {ForMessage(uri)} did not complete within timeoutMs = {input.TimeoutMs}.", ex);
         }
     }
 
     private InvalidOperationException TooLarge(Uri uri, string what) =>
-        new($"The response body of GET {uri} {what} than the limit of {_maxResponseBytes} bytes (HttpGetOptions.MaxResponseBytes).");
+        new($"The response body of GET {ForMessage(uri)} {what} than the limit of {_maxResponseBytes} bytes (HttpGetOptions.MaxResponseBytes).");
+
+    /// <summary>
+    /// A URL as error messages show it (they are stored in <c>error_message</c> and logged): without its user
+    /// information (<c>user:password@</c>) and without its query, where API keys and signed tokens travel.
+    /// </summary>
+    internal static string ForMessage(Uri uri) =>
+        $"{uri.Scheme}://{uri.Authority}{uri.AbsolutePath}{(uri.Query.Length > 1 ? "?(query hidden)" : "")}";
+
+    /// <summary>Text refused as a URL, as an error message shows it: the same parts hidden, at most 200 characters.</summary>
+    internal static string ForMessage(string url)
+    {
+        var query = url.IndexOfAny(['?', '#']);
+        var head = query >= 0 ? url[..query] : url;
+        var authority = head.IndexOf("://", StringComparison.Ordinal) is var scheme and >= 0 ? scheme + 3 : 0;
+        var at = head.IndexOf('@', authority);
+        if (at >= 0)
+        {
+            head = head[..authority] + "(hidden)" + head[at..];
+        }
+
+        var shown = query >= 0 ? head + "?(query hidden)" : head;
+        return shown.Length > 200 ? shown[..200] + "..." : shown;
+    }
 
     private Uri ParseAllowedUri(string url)
     {
         if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)
             || (uri.Scheme != Uri.UriSchemeHttp && uri.Scheme != Uri.UriSchemeHttps))
         {
-            throw new TaskValidationException($"'url' must be an absolute http or https URL; got '{url}'.");
+            throw new TaskValidationException($"'url' must be an absolute http or https URL; got '{ForMessage(url)}'.");
         }
 
         // IdnHost: punycode for international names, IPv6 without brackets, IPv4 in canonical dotted form.
