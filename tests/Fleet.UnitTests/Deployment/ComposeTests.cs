@@ -15,33 +15,85 @@ public sealed partial class ComposeTests
 
     private static readonly YamlMappingNode Compose = DeploymentFiles.LoadYaml(File).Single();
 
+    /// <summary>What a .env would set: the secrets compose requires (<c>${X:?...}</c>), with values that validate.</summary>
+    private static readonly Dictionary<string, string> Secrets = new(StringComparer.Ordinal)
+    {
+        ["FLEET_PG_ADMIN_PASSWORD"] = "adminpass0123456789",
+        ["FLEET_PG_PASSWORD"] = "fleetpass0123456789",
+        ["FLEET_PG_READONLY_PASSWORD"] = "readonlypass0123456789",
+        ["FLEET_AMQP_PASSWORD"] = "amqppass0123456789",
+        ["FLEET_API_KEY"] = "fleet_test_api_key_0123456789",
+    };
+
     [Fact]
-    public async Task DockerCompose_AcceptsTheFile()
+    public async Task DockerCompose_AcceptsTheFile_WithTheSecretsSet()
+    {
+        var (exitCode, output) = await ComposeConfigAsync(Secrets);
+
+        Assert.True(exitCode == 0, $"docker-compose config -q exited {exitCode}: {output}");
+    }
+
+    [Theory]
+    [InlineData("FLEET_PG_PASSWORD")]
+    [InlineData("FLEET_AMQP_PASSWORD")]
+    [InlineData("FLEET_API_KEY")]
+    [InlineData("FLEET_PG_ADMIN_PASSWORD")]
+    public async Task DockerCompose_RefusesToStart_WithoutASecret_NamingIt(string missing)
+    {
+        var (exitCode, output) = await ComposeConfigAsync(Secrets.Where(s => s.Key != missing).ToDictionary());
+
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains($"set {missing} in .env", output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// <c>docker-compose config -q</c> with exactly <paramref name="variables"/> for the file's variables: an empty
+    /// env file, so that a developer's own .env does not count, and the secrets removed from the inherited environment.
+    /// </summary>
+    private static async Task<(int ExitCode, string Output)> ComposeConfigAsync(IReadOnlyDictionary<string, string> variables)
     {
         // infra/local/install.sh installs Debian's docker-compose (1.29), as `make test` runs it first.
-        var start = new ProcessStartInfo("docker-compose", ["-f", File, "config", "-q"])
-        {
-            WorkingDirectory = DeploymentFiles.Root,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        Process process;
+        var emptyEnvFile = Path.GetTempFileName();
         try
         {
-            process = Process.Start(start)!;
-        }
-        catch (System.ComponentModel.Win32Exception ex)
-        {
-            throw new Xunit.Sdk.XunitException($"docker-compose is not installed ({ex.Message}); run infra/local/install.sh");
-        }
+            var start = new ProcessStartInfo("docker-compose", ["-f", File, "--env-file", emptyEnvFile, "config", "-q"])
+            {
+                WorkingDirectory = DeploymentFiles.Root,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            foreach (var name in Secrets.Keys)
+            {
+                start.Environment.Remove(name);
+            }
 
-        using (process)
+            foreach (var (name, value) in variables)
+            {
+                start.Environment[name] = value;
+            }
+
+            Process process;
+            try
+            {
+                process = Process.Start(start)!;
+            }
+            catch (System.ComponentModel.Win32Exception ex)
+            {
+                throw new Xunit.Sdk.XunitException($"docker-compose is not installed ({ex.Message}); run infra/local/install.sh");
+            }
+
+            using (process)
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+                var stderr = process.StandardError.ReadToEndAsync(timeout.Token);
+                var stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
+                await process.WaitForExitAsync(timeout.Token);
+                return (process.ExitCode, await stderr + await stdout);
+            }
+        }
+        finally
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-            var stderr = process.StandardError.ReadToEndAsync(timeout.Token);
-            var stdout = process.StandardOutput.ReadToEndAsync(timeout.Token);
-            await process.WaitForExitAsync(timeout.Token);
-            Assert.True(process.ExitCode == 0, $"docker-compose config -q exited {process.ExitCode}: {await stderr}{await stdout}");
+            System.IO.File.Delete(emptyEnvFile);
         }
     }
 
@@ -184,12 +236,12 @@ public sealed partial class ComposeTests
                 var secret = key.Contains("PASS", StringComparison.Ordinal) || key.Contains("ApiKeys", StringComparison.Ordinal);
                 if (secret)
                 {
-                    Assert.Matches(@"^\$\{[A-Z_]+:-[^}]*\}$", raw);
+                    Assert.Matches(@"^\$\{[A-Z_]+:\?[^}]+\}$", raw); // required: no default anyone could know
                 }
 
                 if (key.StartsWith("ConnectionStrings__", StringComparison.Ordinal))
                 {
-                    Assert.Matches(@"(Password=|:)\$\{FLEET_[A-Z_]+PASSWORD:-[^}]*\}", raw);
+                    Assert.Matches(@"(Password=|:)\$\{FLEET_[A-Z_]+PASSWORD:\?[^}]+\}", raw);
                 }
             }
         }
@@ -197,7 +249,7 @@ public sealed partial class ComposeTests
 
     private static YamlMappingNode Service(string name) => Compose.Map("services", name);
 
-    /// <summary>A service's environment with compose's variable defaults applied (<c>${X:-default}</c>).</summary>
+    /// <summary>A service's environment as compose interpolates it (<see cref="Interpolate"/>).</summary>
     private static Dictionary<string, string> EnvironmentOf(string service) =>
         Service(service).Map("environment").Scalars().ToDictionary(e => e.Key, e => Interpolate(e.Value), StringComparer.Ordinal);
 
@@ -216,8 +268,9 @@ public sealed partial class ComposeTests
         return mounts;
     }
 
+    /// <summary>Compose's interpolation: a default for <c>${X:-default}</c>, the test's <see cref="Secrets"/> for a required <c>${X:?...}</c>.</summary>
     private static string Interpolate(string value) =>
-        Variable().Replace(value, m => m.Groups["default"].Success ? m.Groups["default"].Value : "");
+        Variable().Replace(value, m => m.Groups["default"].Success ? m.Groups["default"].Value : Secrets.GetValueOrDefault(m.Groups["name"].Value, ""));
 
     private static TimeSpan Duration(string value)
     {
@@ -227,7 +280,7 @@ public sealed partial class ComposeTests
         return match.Groups[2].Value == "m" ? TimeSpan.FromMinutes(number) : TimeSpan.FromSeconds(number);
     }
 
-    [GeneratedRegex(@"\$\{(?<name>[A-Za-z_][A-Za-z0-9_]*)(:-(?<default>[^}]*))?\}")]
+    [GeneratedRegex(@"\$\{(?<name>[A-Za-z_][A-Za-z0-9_]*)(:-(?<default>[^}]*)|:\?[^}]*)?\}")]
     private static partial Regex Variable();
 
     // `: "${NAME:?...}"` in a shell script: a variable it refuses to run without.
