@@ -21,6 +21,9 @@ public sealed class ApiKeyAuthenticationHandler(
     IProblemDetailsService problems) : AuthenticationHandler<AuthenticationSchemeOptions>(schemeOptions, logger, encoder)
 {
     public const string SchemeName = "ApiKey";
+
+    /// <summary>The claim with the caller's key id: 16 hex digits of the SHA-256 of its API key.</summary>
+    public const string KeyIdClaim = "fleet:api-key-id";
     public const string HeaderName = "X-Api-Key";
 
     private readonly byte[][] _keyDigests = [.. apiOptions.Value.ApiKeys.Select(k => SHA256.HashData(Encoding.UTF8.GetBytes(k.Trim())))];
@@ -49,7 +52,10 @@ public sealed class ApiKeyAuthenticationHandler(
             return Task.FromResult(AuthenticateResult.Fail("The API key is not valid."));
         }
 
-        var identity = new ClaimsIdentity([new Claim(ClaimTypes.Name, $"api-key-{match}")], SchemeName);
+        // The key's id (a prefix of its SHA-256, stable when keys are added or reordered) scopes what a caller owns,
+        // such as its idempotency keys; the key itself is never stored.
+        var identity = new ClaimsIdentity(
+            [new Claim(ClaimTypes.Name, $"api-key-{match}"), new Claim(KeyIdClaim, Convert.ToHexStringLower(digest)[..16])], SchemeName);
         return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), SchemeName)));
     }
 

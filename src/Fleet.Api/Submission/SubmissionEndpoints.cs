@@ -62,7 +62,7 @@ internal static partial class SubmissionEndpoints
 
             var submitOptions = new SubmitOptions
             {
-                IdempotencyKey = key,
+                IdempotencyKey = ScopedKey(http.User, key),
                 RequestHash = key is null ? null : TaskRequestReader.RequestHash("POST /tasks", document.RootElement),
             };
             var (result, conflict) = await SubmitAsync(submitter, [request!], submitOptions, http, loggers).ConfigureAwait(false);
@@ -103,7 +103,7 @@ internal static partial class SubmissionEndpoints
             var submitOptions = new SubmitOptions
             {
                 BatchId = Guid.CreateVersion7(),
-                IdempotencyKey = key,
+                IdempotencyKey = ScopedKey(http.User, key),
                 RequestHash = key is null ? null : TaskRequestReader.RequestHash("POST /tasks/batch", document.RootElement),
             };
             var (result, conflict) = await SubmitAsync(submitter, requests!, submitOptions, http, loggers).ConfigureAwait(false);
@@ -147,6 +147,13 @@ internal static partial class SubmissionEndpoints
                 $"The {IdempotencyKeyHeader} was already used for a different request; nothing was stored. Use a new key for a new request."));
         }
     }
+
+    /// <summary>
+    /// The idempotency key as stored: the caller's key id, then the header. Two callers who pick the same key (both
+    /// "order-1", say) each get their own tasks; a caller never receives another's task ids, nor a 409 for them.
+    /// </summary>
+    private static string? ScopedKey(System.Security.Claims.ClaimsPrincipal caller, string? key) =>
+        key is null ? null : $"{caller.FindFirst(Security.ApiKeyAuthenticationHandler.KeyIdClaim)?.Value ?? "anonymous"}:{key}";
 
     private static (string? Key, IResult? Error) ReadIdempotencyKey(HttpRequest request)
     {

@@ -6,6 +6,33 @@ namespace Fleet.IntegrationTests.Api;
 /// <summary>The Idempotency-Key header: a retried submit returns the same task and creates nothing new.</summary>
 public sealed class ApiIdempotencyTests(FleetFixture fleet) : ApiTest(fleet)
 {
+    /// <summary>A second caller's key, beside <see cref="ApiHost.ApiKey"/>.</summary>
+    private const string OtherCallersKey = "it-key-second-caller-0a1b2c3d";
+
+    protected override IDictionary<string, string?> ApiSettings => new Dictionary<string, string?> { ["Api:ApiKeys:1"] = OtherCallersKey };
+
+    [Fact]
+    public async Task TheSameIdempotencyKey_FromTwoCallers_GivesEachItsOwnTask_NeverTheOthers()
+    {
+        using var other = Api.CreateClient(OtherCallersKey);
+        const string body = """{"type": "noop", "payload": {"n": 1}}""";
+
+        var mine = await PostWithKeyAsync("tasks", body, "order-1");
+        using var theirsRequest = Request(HttpMethod.Post, "tasks", body);
+        theirsRequest.Headers.Add("Idempotency-Key", "order-1");
+        using var theirs = await other.SendAsync(theirsRequest);
+        using var theirsOtherBody = Request(HttpMethod.Post, "tasks", """{"type": "noop", "payload": {"n": 2}}""");
+        theirsOtherBody.Headers.Add("Idempotency-Key", "order-1");
+        using var conflict = await other.SendAsync(theirsOtherBody);
+
+        Assert.Equal(HttpStatusCode.Accepted, theirs.StatusCode);
+        Assert.False(theirs.Headers.Contains("Idempotent-Replayed"), "the second caller was given the first caller's task");
+        Assert.NotEqual(mine.Id, (Guid?)(await ReadJsonAsync(theirs))["id"]);
+        Assert.Equal(HttpStatusCode.Conflict, conflict.StatusCode); // the second caller's own key, reused for another body
+        Assert.Equal(2L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.idempotency_keys WHERE key = 'order-1'"));
+    }
+
     [Fact]
     public async Task SameKeyAndSameBody_ReturnTheSameTask_AndCreateNothingNew()
     {
