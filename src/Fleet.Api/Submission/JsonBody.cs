@@ -52,13 +52,29 @@ internal static class JsonBody
             return (null, Problems.BadRequest("Empty body", "The request body must be a JSON object."));
         }
 
+        // JSON is UTF-8 (RFC 8259); the parser lets invalid bytes inside a string through, and they fail later, when
+        // the string is read, as a 500. Refused here, with where they are.
+        var bytes = buffer.GetBuffer().AsMemory(0, (int)buffer.Length);
+        if (System.Text.Unicode.Utf8.IsValid(bytes.Span) is false)
+        {
+            var valid = FirstInvalidUtf8(bytes.Span);
+            return (null, Problems.BadRequest("Not UTF-8", $"The request body must be UTF-8 text; byte {valid} is not valid UTF-8."));
+        }
+
         try
         {
-            return (JsonDocument.Parse(buffer.GetBuffer().AsMemory(0, (int)buffer.Length), DocumentOptions), null);
+            return (JsonDocument.Parse(bytes, DocumentOptions), null);
         }
         catch (JsonException ex)
         {
             return (null, Problems.BadRequest("Malformed JSON", $"The request body is not valid JSON: {ex.Message}"));
         }
+    }
+
+    /// <summary>The offset of the first byte of <paramref name="bytes"/> that does not begin valid UTF-8.</summary>
+    private static int FirstInvalidUtf8(ReadOnlySpan<byte> bytes)
+    {
+        var status = System.Text.Unicode.Utf8.ToUtf16(bytes, new char[bytes.Length], out var read, out _, replaceInvalidSequences: false);
+        return status == System.Buffers.OperationStatus.Done ? bytes.Length : read;
     }
 }

@@ -47,13 +47,14 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
         JsonElement tasks = default;
         foreach (var property in body.EnumerateObject())
         {
-            if (property.NameEquals("tasks"))
+            var name = NameOf(property);
+            if (name == "tasks")
             {
                 tasks = property.Value;
             }
             else
             {
-                errors.Add(property.Name, "Unknown field; a batch body has only \"tasks\".");
+                errors.Add(name, "Unknown field; a batch body has only \"tasks\".");
             }
         }
 
@@ -135,22 +136,24 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
         var before = errors.Count;
         foreach (var property in item.EnumerateObject())
         {
-            var path = prefix + property.Name;
+            var name = NameOf(property);
+            var path = prefix + name;
             var value = property.Value;
-            switch (property.Name)
+            switch (name)
             {
                 case "type":
-                    if (value.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(value.GetString()))
+                    var typeText = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
+                    if (string.IsNullOrWhiteSpace(typeText))
                     {
-                        errors.Add(path, "Must be a non-empty string.");
+                        errors.Add(path, value.ValueKind == JsonValueKind.String && typeText is null ? LoneSurrogate : "Must be a non-empty string.");
                     }
-                    else if (!catalog.IsKnown(value.GetString()!))
+                    else if (!catalog.IsKnown(typeText))
                     {
-                        errors.AddUnknownType(path, value.GetString()!);
+                        errors.AddUnknownType(path, typeText);
                     }
                     else
                     {
-                        type = value.GetString();
+                        type = typeText;
                     }
 
                     break;
@@ -183,13 +186,14 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
                         break;
                     }
 
-                    if (value.ValueKind != JsonValueKind.String || !TaskQueues.All.Contains(value.GetString()))
+                    var queueText = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
+                    if (queueText is null || !TaskQueues.All.Contains(queueText))
                     {
                         errors.Add(path, $"Must be one of {string.Join(", ", TaskQueues.All)}.");
                     }
                     else
                     {
-                        queue = value.GetString();
+                        queue = queueText;
                     }
 
                     break;
@@ -199,7 +203,8 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
             }
         }
 
-        if (!item.TryGetProperty("type", out _))
+        // Not TryGetProperty("type"): it decodes every property name, and throws on a lone surrogate escape in one.
+        if (!item.EnumerateObject().Any(p => NameOf(p) == "type"))
         {
             errors.Add(prefix + "type", "Required: the task type, e.g. \"sha256\".");
         }
@@ -221,6 +226,37 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
     }
 
     private static readonly JsonElement EmptyObject = JsonDocument.Parse("{}").RootElement.Clone();
+
+    private const string LoneSurrogate = "Contains a lone UTF-16 surrogate escape, which is not Unicode text.";
+
+    /// <summary>
+    /// A property's name, or its raw escaped form when it holds a lone surrogate escape, which System.Text.Json
+    /// refuses to decode (with an InvalidOperationException that would otherwise be a 500).
+    /// </summary>
+    private static string NameOf(JsonProperty property)
+    {
+        try
+        {
+            return property.Name;
+        }
+        catch (InvalidOperationException)
+        {
+            return Encoding.UTF8.GetString(JsonMarshal.GetRawUtf8PropertyName(property));
+        }
+    }
+
+    /// <summary>A string value, or null when it holds a lone surrogate escape (see <see cref="NameOf"/>).</summary>
+    private static string? TextOf(JsonElement value)
+    {
+        try
+        {
+            return value.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>
     /// The first string (value or property name) in <paramref name="payload"/> that PostgreSQL's <c>jsonb</c> cannot
