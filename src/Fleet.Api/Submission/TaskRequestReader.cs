@@ -134,6 +134,7 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
         int? priority = null, timeoutSeconds = null, maxAttempts = null;
         string? queue = null;
         var before = errors.Count;
+        var sawType = false;
         foreach (var property in item.EnumerateObject())
         {
             var name = NameOf(property);
@@ -142,6 +143,7 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
             switch (name)
             {
                 case "type":
+                    sawType = true;
                     var typeText = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
                     if (string.IsNullOrWhiteSpace(typeText))
                     {
@@ -203,8 +205,9 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
             }
         }
 
-        // Not TryGetProperty("type"): it decodes every property name, and throws on a lone surrogate escape in one.
-        if (!item.EnumerateObject().Any(p => NameOf(p) == "type"))
+        // Seen in the loop, not asked with TryGetProperty("type"), which decodes every name again and throws on a lone
+        // surrogate escape in one.
+        if (!sawType)
         {
             errors.Add(prefix + "type", "Required: the task type, e.g. \"sha256\".");
         }
