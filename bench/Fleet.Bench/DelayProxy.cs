@@ -35,9 +35,6 @@ internal sealed partial class DelayProxy : IDisposable
         delayTicks = (long)(oneWay.TotalSeconds * Stopwatch.Frequency);
     }
 
-    /// <summary>Connections accepted so far (both directions open or closing).</summary>
-    public int OpenConnections => connected.Count / 2;
-
     /// <summary>Listens on 127.0.0.1 (<paramref name="port"/> 0: a free port) and forwards each connection to <paramref name="target"/>.</summary>
     public IPEndPoint Forward(IPEndPoint target, int port = 0)
     {

@@ -77,22 +77,19 @@ start_away() {
   [[ -s $ports ]] || die "delay-proxy did not start (log: $FLEET_HOME/logs/delay-proxy.log)"
   PROXY_RTT=$(sed -n 's/^# //p' "$ports")
   log "delay-proxy (pid $PROXY_PID): $PROXY_RTT"
-  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
-  FLEET_WORKER_PG=${pg/Port=$pg_port/Port=$(awk -v p="$pg_port" '$1 == p { print $2 }' "$ports")} \
-    FLEET_WORKER_AMQP=${amqp/:$amqp_port\//:$(awk -v p="$amqp_port" '$1 == p { print $2 }' "$ports")/} \
-    WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
+  restart_workers "FLEET_WORKER_PG=${pg/Port=$pg_port/Port=$(awk -v p="$pg_port" '$1 == p { print $2 }' "$ports")}" \
+    "FLEET_WORKER_AMQP=${amqp/:$amqp_port\//:$(awk -v p="$amqp_port" '$1 == p { print $2 }' "$ports")/}"
 }
 
-# The workers back on direct connections, the proxy stopped (by its pid: it is this script's child).
+# The workers back on direct connections, then the proxy stopped (by its pid: it is this script's child).
 stop_away() {
-  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+  restart_workers
   if [[ -n $PROXY_PID ]]; then
     kill "$PROXY_PID" 2>/dev/null || true
     wait "$PROXY_PID" 2>/dev/null || true
     PROXY_PID=
   fi
   rm -f "$FLEET_HOME/run/delay-proxy.ports"
-  WORKERS=$WORKERS FLEET_SKIP_BUILD=1 "$ROOT/infra/local/fleet.sh" up || exit # fleet.sh said why
 }
 # cpu_trio SUFFIX LABEL: sha256, sieve and heat with the standard counts, labelled, results named <workload>-SUFFIX.
 cpu_trio() {

@@ -195,7 +195,13 @@ public sealed class WorkerOptions : IValidatableObject
     /// The longest a task runs past its time limit: a thread's hard-stop grace, or a process-lane child's kill grace
     /// and the margin the executor gives its kill and exit (TaskExecutor).
     /// </summary>
-    public double LongestOverrunSeconds => ProcessTypes.Length == 0 ? HardStopGraceSeconds : Math.Max(HardStopGraceSeconds, ProcessKillGraceSeconds + 15);
+    public double LongestOverrunSeconds => ProcessTypes.Length == 0 ? HardStopGraceSeconds : Math.Max(HardStopGraceSeconds, ProcessOverrunSeconds);
+
+    /// <summary>
+    /// How long the executor waits past a process-lane task's time limit: the child's kill grace, and 15 s for the kill
+    /// and the child's exit. It waits for the kill rather than abandoning the lane thread that waits for the child.
+    /// </summary>
+    public double ProcessOverrunSeconds => ProcessKillGraceSeconds + 15;
 
     /// <summary>
     /// A task that was running in this many worker processes that died is not run again: it ends <c>failed</c> with

@@ -114,11 +114,8 @@ public sealed class TaskExecutor(
         var timeout = TimeSpan.FromSeconds(Math.Min(seconds, _options.MaxTimeoutSeconds));
         using var limit = CancellationTokenSource.CreateLinkedTokenSource(stopping);
         using var tracking = running.Track(taskId, limit);
-        // A child is killed at its limit (after its own grace), so the executor waits for that rather than abandoning
-        // the lane thread that waits for the child; the margin covers the kill and the child's exit.
-        var hardStop = timeout + (child is null
-            ? TimeSpan.FromSeconds(_options.HardStopGraceSeconds)
-            : TimeSpan.FromSeconds(_options.ProcessKillGraceSeconds + 15));
+        // A child is killed at its limit, so for a process-lane task the executor waits for the kill instead.
+        var hardStop = timeout + TimeSpan.FromSeconds(child is null ? _options.HardStopGraceSeconds : _options.ProcessOverrunSeconds);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
         var outcome = await RunInLaneAsync().ConfigureAwait(false);

@@ -58,8 +58,9 @@ public sealed partial class ProcessPool : IAsyncDisposable
         }
 
         _types = types.ToFrozenSet(StringComparer.Ordinal);
-        Slots = worker.EffectiveProcessConcurrency;
-        _free = new SemaphoreSlim(Slots, Slots);
+        // Without a type to run there is no lane: 0 slots, rather than capacity that no task can ever use.
+        Slots = _types.Count == 0 ? 0 : worker.EffectiveProcessConcurrency;
+        _free = new SemaphoreSlim(Slots, Math.Max(1, Slots));
         _killGrace = TimeSpan.FromSeconds(worker.ProcessKillGraceSeconds);
         _maxRssBytes = worker.ProcessMaxRssMb * 1024L * 1024L;
         _maxTasks = worker.ProcessMaxTasks;
@@ -70,7 +71,7 @@ public sealed partial class ProcessPool : IAsyncDisposable
     /// <summary>The task types this worker runs in child processes, sorted.</summary>
     public IReadOnlyList<string> Types => [.. _types.Order(StringComparer.Ordinal)];
 
-    /// <summary>Children that may run at once (<c>Worker:ProcessConcurrency</c>).</summary>
+    /// <summary>Children that may run at once (<c>Worker:ProcessConcurrency</c>); 0 when no type runs in the process lane.</summary>
     public int Slots { get; }
 
     /// <summary>Tasks running in a child, or waiting for one to start, now.</summary>
@@ -116,7 +117,6 @@ public sealed partial class ProcessPool : IAsyncDisposable
             child = TakeIdle() ?? await StartChildAsync(limit).ConfigureAwait(false);
             var reply = await RunInChildAsync(child, request, limit).ConfigureAwait(false);
             timing.CpuMs = reply.CpuMs;
-            timing.ChildPid = child.Pid;
             if (reply.Ok)
             {
                 return reply.Output ?? default;
@@ -550,6 +550,4 @@ public sealed class ChildTiming
 {
     /// <summary>The child's CPU milliseconds while it ran the task (all its threads).</summary>
     public double? CpuMs { get; set; }
-
-    public int? ChildPid { get; set; }
 }

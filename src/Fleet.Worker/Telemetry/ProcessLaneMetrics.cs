@@ -30,10 +30,7 @@ public sealed class ProcessLaneMetrics : IDisposable
         ArgumentNullException.ThrowIfNull(pool);
         _pool = pool;
         Types = pool.Types;
-
-        // The pool sizes itself from CpuConcurrency even when no type runs in it, but no child can ever start then:
-        // reporting those slots would show capacity that does not exist.
-        Slots = Types.Count > 0 ? pool.Slots : 0;
+        Slots = pool.Slots;
         _meter = meterFactory?.Create(WorkerMetrics.Name) ?? new Meter(WorkerMetrics.Name);
         _meter.CreateObservableGauge("fleet.process_lane.slots", () => Slots, description: "Child processes the process lane may run at once (0: no process lane).");
         _meter.CreateObservableGauge("fleet.process_lane.busy", () => Busy, description: "Process-lane tasks running in a child, or waiting for one to start, now.");
