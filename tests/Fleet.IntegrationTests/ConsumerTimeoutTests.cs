@@ -40,13 +40,15 @@ public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper o
         var settings = Fleet.WorkerSettings("long-claim", cpuConcurrency: 1);
         settings["Worker:CpuClaimAhead"] = "1";
         settings["Worker:CpuLookahead"] = "0";
-        settings["Worker:MaxTimeoutSeconds"] = "12";
-        settings["Worker:DefaultTimeoutSeconds"] = "12";
-        settings["Worker:ConsumerTimeoutSeconds"] = "83"; // 83 - 12 - 1 (grace) - 60 = a 10 s wait at most
+        settings["Worker:MaxTimeoutSeconds"] = "20";
+        settings["Worker:DefaultTimeoutSeconds"] = "20";
+        settings["Worker:ConsumerTimeoutSeconds"] = "91"; // 91 - 20 - 1 (grace) - 60 = a 10 s wait at most
         await using var worker = WorkerProcess.Start(settings);
 
-        // The first runs into its 12 s limit; the second, claimed ahead behind it, waits past 10 s.
-        var first = await Fleet.Client.SubmitAsync(TaskRequest.Create("heat", new { n = 1024, steps = 100_000, seed = 1 }) with { TimeoutSeconds = 12 });
+        // The first runs into its 20 s limit; the second, claimed ahead behind it, waits past 10 s. The margin is the
+        // difference, 10 s: the second's wait counts from its delivery, which on a loaded machine came more than 2 s
+        // after the first started when the limit was 12 s, and the thread was free before the wait ran out.
+        var first = await Fleet.Client.SubmitAsync(TaskRequest.Create("heat", new { n = 1024, steps = 100_000, seed = 1 }) with { TimeoutSeconds = 20 });
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM fleet.tasks WHERE id = @id AND status = 'running'", ("id", first)) == 1));
         var second = await Fleet.Client.SubmitAsync(StandardRequests.Of("sieve", 1).Single());
