@@ -19,7 +19,10 @@ public static class TaskServiceCollectionExtensions
         services.AddTaskHandler<SieveHandler>();
         services.AddTaskHandler<SleepHandler>();
         services.AddTaskHandler<HeatHandler>();
+        // The factory's default loggers write each request's URL at Information; a URL from a payload may carry a
+        // path or query that is the sender's secret, so this client logs nothing (the handler reports a scrubbed form).
         services.AddHttpClient(HttpGetHandler.HttpClientName)
+            .RemoveAllLoggers()
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
                 // Redirects could lead off the allow-list; the handler follows none and reports the 3xx as is.
