@@ -205,7 +205,10 @@ up() {
     local url key
     url=$(env_get FLEET_API_URL)
     key=$(env_get FLEET_API_KEY)
+    # Three keys, three scopes: FLEET_API_KEY reads and submits, the read key only reads (dashboard), the admin
+    # key also cancels. Reads need a key (Api:ReadsRequireKey defaults to true).
     start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key" \
+      "Api__ReadKeys__0=$(env_get FLEET_API_READ_KEY)" "Api__AdminKeys__0=$(env_get FLEET_API_ADMIN_KEY)" \
       "Api__RabbitMqManagementUri=$(env_get FLEET_RABBITMQ_MANAGEMENT_URL)"
   fi
   local n pidf

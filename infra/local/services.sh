@@ -25,7 +25,7 @@
 #   full_page_writes, 300 connections, and a password for the superuser postgres (FLEET_PG_SUPERUSER_CONNECTION in
 #   env); the RabbitMQ user fleet is an administrator. Read by `start` only, from the environment (not remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
-# FLEET_AMQP_PASSWORD and FLEET_API_KEY given to `start` replace the stored ones.
+# FLEET_AMQP_PASSWORD, FLEET_API_KEY, FLEET_API_READ_KEY and FLEET_API_ADMIN_KEY given to `start` replace the stored ones.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -162,12 +162,14 @@ save_settings() {
   mv -f "$tmp" "$SETTINGS_FILE"
 }
 
-# Sets PG_PASSWORD, PG_RO_PASSWORD, AMQP_PASSWORD, API_KEY. $1=1: passwords given in the environment replace
+# Sets PG_PASSWORD, PG_RO_PASSWORD, AMQP_PASSWORD, API_KEY, API_READ_KEY, API_ADMIN_KEY. $1=1: passwords given in the environment replace
 # the stored ones (only `start` does that, because it also applies them to the servers).
 load_secrets() {
   local apply_overrides=${1:-0}
   local o_pg=${FLEET_PG_PASSWORD-} o_ro=${FLEET_PG_READONLY_PASSWORD-} o_amqp=${FLEET_AMQP_PASSWORD-} o_key=${FLEET_API_KEY-}
   local FLEET_PG_PASSWORD='' FLEET_PG_READONLY_PASSWORD='' FLEET_AMQP_PASSWORD='' FLEET_API_KEY='' FLEET_PG_SUPERUSER_PASSWORD=''
+  # The API's read-only and admin keys (Api:ReadKeys:0, Api:AdminKeys:0), beside its read-write FLEET_API_KEY.
+  local o_read=${FLEET_API_READ_KEY-} o_admin=${FLEET_API_ADMIN_KEY-} FLEET_API_READ_KEY='' FLEET_API_ADMIN_KEY=''
   if [[ -f $SECRETS_FILE ]]; then
     # shellcheck disable=SC1090
     source "$SECRETS_FILE"
@@ -178,11 +180,15 @@ load_secrets() {
     [[ -n $o_ro && $o_ro != "$FLEET_PG_READONLY_PASSWORD" ]] && FLEET_PG_READONLY_PASSWORD=$o_ro && changed=1
     [[ -n $o_amqp && $o_amqp != "$FLEET_AMQP_PASSWORD" ]] && FLEET_AMQP_PASSWORD=$o_amqp && changed=1
     [[ -n $o_key && $o_key != "$FLEET_API_KEY" ]] && FLEET_API_KEY=$o_key && changed=1
+    [[ -n $o_read && $o_read != "$FLEET_API_READ_KEY" ]] && FLEET_API_READ_KEY=$o_read && changed=1
+    [[ -n $o_admin && $o_admin != "$FLEET_API_ADMIN_KEY" ]] && FLEET_API_ADMIN_KEY=$o_admin && changed=1
   fi
   [[ -z $FLEET_PG_PASSWORD ]] && FLEET_PG_PASSWORD=$(random_hex 16) && changed=1
   [[ -z $FLEET_PG_READONLY_PASSWORD ]] && FLEET_PG_READONLY_PASSWORD=$(random_hex 16) && changed=1
   [[ -z $FLEET_AMQP_PASSWORD ]] && FLEET_AMQP_PASSWORD=$(random_hex 16) && changed=1
   [[ -z $FLEET_API_KEY ]] && FLEET_API_KEY=fleet_$(random_hex 24) && changed=1
+  [[ -z $FLEET_API_READ_KEY ]] && FLEET_API_READ_KEY=fleet_read_$(random_hex 24) && changed=1
+  [[ -z $FLEET_API_ADMIN_KEY ]] && FLEET_API_ADMIN_KEY=fleet_admin_$(random_hex 24) && changed=1
   ((apply_overrides && THROWAWAY)) && [[ -z $FLEET_PG_SUPERUSER_PASSWORD ]] && FLEET_PG_SUPERUSER_PASSWORD=$(random_hex 16) && changed=1
   if ((changed)); then
     local tmp
@@ -193,6 +199,7 @@ load_secrets() {
       printf 'FLEET_PG_READONLY_PASSWORD=%s\n' "$(shq "$FLEET_PG_READONLY_PASSWORD")"
       printf 'FLEET_AMQP_PASSWORD=%s\n' "$(shq "$FLEET_AMQP_PASSWORD")"
       printf 'FLEET_API_KEY=%s\n' "$(shq "$FLEET_API_KEY")"
+      printf 'FLEET_API_READ_KEY=%s\nFLEET_API_ADMIN_KEY=%s\n' "$(shq "$FLEET_API_READ_KEY")" "$(shq "$FLEET_API_ADMIN_KEY")"
       [[ -z $FLEET_PG_SUPERUSER_PASSWORD ]] || printf 'FLEET_PG_SUPERUSER_PASSWORD=%s\n' "$(shq "$FLEET_PG_SUPERUSER_PASSWORD")"
     } >"$tmp"
     chmod 600 "$tmp"
@@ -200,6 +207,7 @@ load_secrets() {
   fi
   PG_PASSWORD=$FLEET_PG_PASSWORD PG_RO_PASSWORD=$FLEET_PG_READONLY_PASSWORD
   AMQP_PASSWORD=$FLEET_AMQP_PASSWORD API_KEY=$FLEET_API_KEY PG_SU_PASSWORD=$FLEET_PG_SUPERUSER_PASSWORD
+  API_READ_KEY=$FLEET_API_READ_KEY API_ADMIN_KEY=$FLEET_API_ADMIN_KEY
 }
 
 ensure_dirs() {
@@ -223,6 +231,7 @@ write_env() {
     echo "# Holds passwords: never commit, never paste."
     printf 'export FLEET_API_URL=%s\n' "$(shq "$API_URL")"
     printf 'export FLEET_API_KEY=%s\n' "$(shq "$API_KEY")"
+    printf 'export FLEET_API_READ_KEY=%s\nexport FLEET_API_ADMIN_KEY=%s\n' "$(shq "$API_READ_KEY")" "$(shq "$API_ADMIN_KEY")"
     printf 'export FLEET_AMQP_URL=%s\n' "$(shq "$amqp_url")"
     printf 'export FLEET_PG_DSN=%s\n' "$(shq "$pg_dsn")"
     printf 'export FLEET_PG_READONLY_DSN=%s\n' "$(shq "$ro_dsn")"

@@ -13,6 +13,7 @@ using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using MassTransit;
 using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -23,9 +24,6 @@ namespace Fleet.Api;
 
 public static class ApiHostingExtensions
 {
-    /// <summary>The authorization policy of every write (and of reads with <c>Api:ReadsRequireKey</c>).</summary>
-    public const string ApiKeyPolicy = "api-key";
-
     /// <summary>
     /// Everything the API process needs: the <c>Api</c> options (validated at start), the database, the broker
     /// (MassTransit, send only), the shared <see cref="TaskSubmitter"/> and its outbox relay, API-key
@@ -108,8 +106,16 @@ public static class ApiHostingExtensions
         services.AddProblemDetails();
         services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
             .AddScheme<AuthenticationSchemeOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
-        services.AddAuthorizationBuilder()
-            .AddPolicy(ApiKeyPolicy, policy => policy.AddAuthenticationSchemes(ApiKeyAuthenticationHandler.SchemeName).RequireAuthenticatedUser());
+        // One policy per scope, named like it: the route's policy is the scope its key must hold.
+        var authorization = services.AddAuthorizationBuilder();
+        foreach (var scope in ApiScopes.All)
+        {
+            authorization.AddPolicy(scope, policy => policy.AddAuthenticationSchemes(ApiKeyAuthenticationHandler.SchemeName)
+                .RequireAuthenticatedUser()
+                .RequireClaim(ApiScopes.Claim, scope));
+        }
+
+        services.AddSingleton<IAuthorizationMiddlewareResultHandler, ScopeForbiddenHandler>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database", tags: ["ready"]);
         // Numbers are numbers: the request reader refuses "5" for 5, and the OpenAPI document should say the same.
         services.ConfigureHttpJsonOptions(json => json.SerializerOptions.NumberHandling = JsonNumberHandling.Strict);
@@ -138,24 +144,24 @@ public static class ApiHostingExtensions
         ArgumentNullException.ThrowIfNull(app);
         var api = app.Services.GetRequiredService<IOptions<ApiOptions>>().Value;
 
-        var writes = app.MapGroup("").RequireAuthorization(ApiKeyPolicy).WithTags("Tasks");
-        writes.MapSubmissions();
-        writes.MapCancel();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapSubmissions();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
 
+        // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
         if (api.ReadsRequireKey)
         {
-            reads.RequireAuthorization(ApiKeyPolicy);
+            reads.RequireAuthorization(ApiScopes.Read);
         }
 
         reads.MapReads();
 
-        // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule: open by default,
-        // behind a key with Api:ReadsRequireKey (Prometheus and KEDA send one as a bearer token).
+        // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
+        // read key as a bearer token).
         var metrics = app.MapFleetMetrics().ExcludeFromDescription();
         if (api.ReadsRequireKey)
         {
-            metrics.RequireAuthorization(ApiKeyPolicy);
+            metrics.RequireAuthorization(ApiScopes.Read);
         }
 
         // /health: ready to serve (PostgreSQL and RabbitMQ answer). /alive: the process answers, nothing more, so

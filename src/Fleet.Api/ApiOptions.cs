@@ -3,11 +3,13 @@ using System.ComponentModel.DataAnnotations;
 namespace Fleet.Api;
 
 /// <summary>
-/// The <c>Api</c> section. Everything but <see cref="ApiKeys"/> has a default that works on a developer machine:
+/// The <c>Api</c> section. Everything but the keys has a default that works on a developer machine:
 /// <code>
 /// "Api": {
-///   "ApiKeys": [ "fleet_0123456789abcdef" ],   // required: at least one, 16 characters or more
-///   "ReadsRequireKey": false,
+///   "ApiKeys": [ "fleet_0123456789abcdef" ],   // read and write; this or AdminKeys needs a key, 16 characters or more
+///   "ReadKeys": [ "fleet_read_0123456789" ],   // read only (dashboards, Prometheus)
+///   "AdminKeys": [ "fleet_admin_012345678" ],  // read, write and admin (cancel)
+///   "ReadsRequireKey": true,
 ///   "MaxTaskBytes": 1048576,                   // body of POST /tasks, and each task of a batch
 ///   "MaxBatchTasks": 10000,
 ///   "MaxBatchBytes": 67108864,                 // body of POST /tasks/batch
@@ -34,11 +36,29 @@ public sealed class ApiOptions : IValidatableObject
 {
     public const string SectionName = "Api";
 
-    /// <summary>Keys that may write (and read, with <see cref="ReadsRequireKey"/>); sent as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>.</summary>
+    /// <summary>Keys with the scopes read and write (submit); sent as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>.</summary>
     public string[] ApiKeys { get; set; } = [];
 
-    /// <summary>When true, every read endpoint needs a key too; <c>/health</c>, <c>/alive</c>, the OpenAPI document and the dashboard's files stay open.</summary>
-    public bool ReadsRequireKey { get; set; }
+    /// <summary>Keys with the scope read only: for dashboards, Prometheus and anything else that only watches.</summary>
+    public string[] ReadKeys { get; set; } = [];
+
+    /// <summary>Keys with the scopes read, write and admin (cancel a task): for operators.</summary>
+    public string[] AdminKeys { get; set; } = [];
+
+    /// <summary>
+    /// True (the default): every read endpoint and <c>/metrics</c> need a key with the read scope. False opens them to
+    /// anyone who reaches the API, payloads and results included: only for a private machine. <c>/health</c>,
+    /// <c>/alive</c>, the OpenAPI document and the dashboard's files are open either way.
+    /// </summary>
+    public bool ReadsRequireKey { get; set; } = true;
+
+    /// <summary>Each key list with its name in the configuration and the scopes its keys hold.</summary>
+    internal IEnumerable<(string Name, string[] Keys, IReadOnlyList<string> Scopes)> KeyLists =>
+    [
+        ($"{SectionName}:{nameof(ReadKeys)}", ReadKeys, Security.ApiScopes.ReadOnly),
+        ($"{SectionName}:{nameof(ApiKeys)}", ApiKeys, Security.ApiScopes.ReadWrite),
+        ($"{SectionName}:{nameof(AdminKeys)}", AdminKeys, Security.ApiScopes.All),
+    ];
 
     /// <summary>Largest body of <c>POST /tasks</c>, and largest single task inside a batch, in bytes.</summary>
     [Range(1024, 64 * 1024 * 1024)]
@@ -124,18 +144,28 @@ public sealed class ApiOptions : IValidatableObject
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (ApiKeys.Length == 0)
+        if (ApiKeys.Length == 0 && AdminKeys.Length == 0)
         {
             yield return new ValidationResult(
-                "Api:ApiKeys needs at least one key (environment variable Api__ApiKeys__0): every write needs one.", [nameof(ApiKeys)]);
+                "Api:ApiKeys (or Api:AdminKeys) needs at least one key (environment variable Api__ApiKeys__0): every write needs one.", [nameof(ApiKeys)]);
         }
 
-        for (var i = 0; i < ApiKeys.Length; i++)
+        // Keys are named by list and position, never shown: validation errors end up in logs.
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (name, keys, _) in KeyLists)
         {
-            // The key itself is never part of the message: validation errors end up in logs.
-            if (string.IsNullOrWhiteSpace(ApiKeys[i]) || ApiKeys[i].Trim().Length < 16)
+            for (var i = 0; i < keys.Length; i++)
             {
-                yield return new ValidationResult($"Api:ApiKeys:{i} must be at least 16 characters long.", [nameof(ApiKeys)]);
+                var key = keys[i]?.Trim() ?? "";
+                if (key.Length < 16)
+                {
+                    yield return new ValidationResult($"{name}:{i} must be at least 16 characters long.", [nameof(ApiKeys)]);
+                }
+                else if (!seen.TryAdd(key, $"{name}:{i}"))
+                {
+                    // One key in two places would hold whichever scopes the handler met first: refuse the doubt.
+                    yield return new ValidationResult($"{name}:{i} is the same key as {seen[key]}; a key belongs to one list only.", [nameof(ApiKeys)]);
+                }
             }
         }
 

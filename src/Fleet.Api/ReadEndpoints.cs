@@ -7,7 +7,7 @@ using Microsoft.Extensions.Options;
 
 namespace Fleet.Api;
 
-/// <summary>The read endpoints (open unless <c>Api:ReadsRequireKey</c>) and the cancel endpoint (a write).</summary>
+/// <summary>The read endpoints (scope read, or open with <c>Api:ReadsRequireKey</c> false) and the cancel endpoint (scope admin).</summary>
 internal static class ReadEndpoints
 {
     public static RouteGroupBuilder MapReads(this RouteGroupBuilder reads)
@@ -41,9 +41,9 @@ internal static class ReadEndpoints
         return reads;
     }
 
-    public static RouteGroupBuilder MapCancel(this RouteGroupBuilder writes)
+    public static RouteGroupBuilder MapCancel(this RouteGroupBuilder admin)
     {
-        writes.MapPost("/tasks/{id:guid}/cancel", CancelAsync)
+        admin.MapPost("/tasks/{id:guid}/cancel", CancelAsync)
             .WithName("CancelTask")
             .WithSummary("Cancel a task")
             .WithDescription("A queued task becomes cancelled at once and never runs (200). A running task is cancelled through a broadcast " +
@@ -51,9 +51,10 @@ internal static class ReadEndpoints
             .Produces<CancelAccepted>()
             .Produces<CancelAccepted>(StatusCodes.Status202Accepted)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status403Forbidden)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict);
-        return writes;
+        return admin;
     }
 
     private static async Task<IResult> GetTaskAsync(Guid id, TaskQueries queries, CancellationToken cancellationToken)

@@ -27,8 +27,15 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await using var chromium = await HeadlessChromium.LaunchAsync();
         var (page, errors) = await chromium.NewPageAsync();
 
-        await page.GotoAsync(api.BaseAddress.ToString());
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
         await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
+
+        // The key goes out as a bearer token, never in the address; the page keeps it in this tab's sessionStorage.
+        var read = await page.WaitForRequestAsync(r => r.Url.EndsWith("/stats", StringComparison.Ordinal), new() { Timeout = Ms(PageWait) });
+        Assert.Equal($"Bearer {ApiHost.ReadKey}", await read.HeaderValueAsync("authorization"));
+        Assert.DoesNotContain(ApiHost.ReadKey, read.Url, StringComparison.Ordinal);
+        Assert.DoesNotContain(ApiHost.ReadKey, page.Url, StringComparison.Ordinal);
+        Assert.Equal(ApiHost.ReadKey, await page.EvaluateAsync<string>("sessionStorage.getItem('fleet.apiKey')"));
 
         // Workers: every worker row the database holds as running, with its lanes; the fixture's worker has no
         // process lane, so its Children cell is a dash (the next test shows one that has).
@@ -109,7 +116,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await using var chromium = await HeadlessChromium.LaunchAsync();
         var (page, errors) = await chromium.NewPageAsync();
 
-        await page.GotoAsync(api.BaseAddress.ToString());
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
         var row = page.Locator($"#workers tbody tr[data-worker=\"{id}\"]");
         await Expect(row).ToContainTextAsync(id, new() { Timeout = Ms(PageWait) });
         await Expect(row.Locator("td.lanes")).ToHaveTextAsync("cpu 2 · io 8 · proc 4");
@@ -136,7 +143,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await using var chromium = await HeadlessChromium.LaunchAsync();
         var (page, errors) = await chromium.NewPageAsync();
 
-        await page.GotoAsync($"{api.BaseAddress}#task={id}");
+        await SignInAsync(page, errors, $"{api.BaseAddress}#task={id}");
 
         await Expect(page.Locator("#failures tbody")).ToContainTextAsync(hostile, new() { Timeout = Ms(PageWait) });
         await Expect(page.Locator($"#lookup-result article[data-task=\"{id}\"]")).ToContainTextAsync(hostile);
@@ -153,7 +160,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await using var api = await ApiHost.StartAsync(Fleet);
         await using var chromium = await HeadlessChromium.LaunchAsync();
         var (page, errors) = await chromium.NewPageAsync();
-        await page.GotoAsync(api.BaseAddress.ToString());
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
         await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
 
         // Every API read fails as if the server were gone; the page itself stays loaded.
@@ -183,7 +190,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await using var chromium = await HeadlessChromium.LaunchAsync();
         var (page, errors) = await chromium.NewPageAsync(390, 844);
 
-        await page.GotoAsync(api.BaseAddress.ToString());
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
         await Expect(page.Locator("#conn")).ToHaveAttributeAsync("data-state", "live", new() { Timeout = Ms(PageWait) });
         await Expect(page.Locator("#failures tbody tr[data-task]")).ToHaveCountAsync(1, new() { Timeout = Ms(PageWait) });
 
@@ -195,6 +202,26 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
     }
 
     private static ILocatorAssertions Expect(ILocator locator) => Assertions.Expect(locator);
+
+    /// <summary>
+    /// Opens the dashboard as an operator does: the API refuses the page's first reads (401), the page asks for a key,
+    /// a read-only key goes into its form. The browser logs each refused request as a console error; those, and only
+    /// those, are expected here.
+    /// </summary>
+    private static async Task SignInAsync(IPage page, List<string> errors, string url)
+    {
+        await page.GotoAsync(url);
+        var form = page.Locator("#key-form");
+        await Expect(form).ToBeVisibleAsync(new() { Timeout = Ms(PageWait) });
+        await page.Locator("#key-input").FillAsync(ApiHost.ReadKey);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Use key", Exact = true }).ClickAsync();
+        await Expect(form).ToBeHiddenAsync(new() { Timeout = Ms(PageWait) });
+        lock (errors)
+        {
+            Assert.All(errors, e => Assert.Contains("401", e, StringComparison.Ordinal));
+            errors.Clear();
+        }
+    }
 
     private static float Ms(TimeSpan span) => (float)span.TotalMilliseconds;
 

@@ -36,6 +36,38 @@ public sealed class ApiInputTests
     }
 
     [Fact]
+    public void ApiOptions_ReadKeysAndAdminKeys_FollowTheSameRules_WithoutEchoingAKey()
+    {
+        const string shortKey = "tiny-key";
+        Assert.Empty(Validate(new ApiOptions { ApiKeys = [Key], ReadKeys = ["unit-read-key-012345"], AdminKeys = ["unit-admin-key-01234"] }));
+        Assert.Empty(Validate(new ApiOptions { AdminKeys = ["unit-admin-key-01234"] }));
+
+        var errors = Validate(new ApiOptions { ApiKeys = [Key], ReadKeys = [shortKey], AdminKeys = ["", "unit-admin-key-01234"] });
+
+        Assert.Equal(2, errors.Count);
+        Assert.Contains(errors, e => e.Contains("Api:ReadKeys:0 must be at least 16", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("Api:AdminKeys:0 must be at least 16", StringComparison.Ordinal));
+        Assert.DoesNotContain(errors, e => e.Contains(shortKey, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void ApiOptions_AKeyInTwoLists_IsRefused_NamingBothPlaces_WithoutTheKey()
+    {
+        var errors = Validate(new ApiOptions { ApiKeys = [Key], ReadKeys = [" " + Key] });
+
+        var error = Assert.Single(errors);
+        Assert.Contains("Api:ApiKeys:0", error, StringComparison.Ordinal);
+        Assert.Contains("Api:ReadKeys:0", error, StringComparison.Ordinal);
+        Assert.DoesNotContain(Key, error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void ApiOptions_ReadsNeedAKeyUnlessSaidOtherwise()
+    {
+        Assert.True(new ApiOptions().ReadsRequireKey);
+    }
+
+    [Fact]
     public void ApiOptions_RelayNotLongerThanThePublishTimeout_AreRefused()
     {
         var errors = Validate(new ApiOptions { ApiKeys = [Key], RelayAfterSeconds = 10, PublishTimeoutSeconds = 10 });

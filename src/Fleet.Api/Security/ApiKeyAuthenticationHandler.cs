@@ -8,10 +8,11 @@ using Microsoft.Extensions.Options;
 namespace Fleet.Api.Security;
 
 /// <summary>
-/// API keys from <c>Api:ApiKeys</c>, sent as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>. Keys are
+/// API keys from <c>Api:ReadKeys</c>, <c>Api:ApiKeys</c> and <c>Api:AdminKeys</c>, sent as <c>Authorization: Bearer KEY</c> or <c>X-Api-Key: KEY</c>. Keys are
 /// compared as SHA-256 digests in constant time, so neither the comparison time nor a length check tells an
 /// attacker anything. No key and no part of one is ever logged or echoed: the principal is named by the key's
-/// position in the configuration (<c>api-key-0</c>).
+/// list and position in the configuration (<c>Api:ApiKeys:0</c>). The principal carries one
+/// <see cref="ApiScopes.Claim"/> per scope its list grants.
 /// </summary>
 public sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<AuthenticationSchemeOptions> schemeOptions,
@@ -26,7 +27,11 @@ public sealed class ApiKeyAuthenticationHandler(
     public const string KeyIdClaim = "fleet:api-key-id";
     public const string HeaderName = "X-Api-Key";
 
-    private readonly byte[][] _keyDigests = [.. apiOptions.Value.ApiKeys.Select(k => SHA256.HashData(Encoding.UTF8.GetBytes(k.Trim())))];
+    private readonly (byte[] Digest, string Name, IReadOnlyList<string> Scopes)[] _keys =
+    [
+        .. apiOptions.Value.KeyLists.SelectMany(list => list.Keys.Select((key, i) =>
+            (SHA256.HashData(Encoding.UTF8.GetBytes(key.Trim())), $"{list.Name}:{i}", list.Scopes))),
+    ];
 
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
@@ -38,10 +43,10 @@ public sealed class ApiKeyAuthenticationHandler(
 
         var digest = SHA256.HashData(Encoding.UTF8.GetBytes(presented));
         var match = -1;
-        for (var i = 0; i < _keyDigests.Length; i++)
+        for (var i = 0; i < _keys.Length; i++)
         {
             // No early exit: every configured key is compared, whichever matches.
-            if (CryptographicOperations.FixedTimeEquals(digest, _keyDigests[i]))
+            if (CryptographicOperations.FixedTimeEquals(digest, _keys[i].Digest))
             {
                 match = i;
             }
@@ -54,8 +59,14 @@ public sealed class ApiKeyAuthenticationHandler(
 
         // The key's id (a prefix of its SHA-256, stable when keys are added or reordered) scopes what a caller owns,
         // such as its idempotency keys; the key itself is never stored.
+        var (_, name, scopes) = _keys[match];
         var identity = new ClaimsIdentity(
-            [new Claim(ClaimTypes.Name, $"api-key-{match}"), new Claim(KeyIdClaim, Convert.ToHexStringLower(digest)[..16])], SchemeName);
+            [
+                new Claim(ClaimTypes.Name, name),
+                new Claim(KeyIdClaim, Convert.ToHexStringLower(digest)[..16]),
+                .. scopes.Select(scope => new Claim(ApiScopes.Claim, scope)),
+            ],
+            SchemeName);
         return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), SchemeName)));
     }
 

@@ -11,6 +11,9 @@ namespace Fleet.IntegrationTests.Api;
 /// <summary>POST /tasks/{id}/cancel: queued tasks never run, running tasks are cancelled by broadcast, final tasks stay.</summary>
 public sealed class ApiCancelTests(FleetFixture fleet) : ApiTest(fleet)
 {
+    /// <summary>Cancel needs the admin scope.</summary>
+    protected override string HttpKey => ApiHost.AdminKey;
+
     [Fact]
     public async Task CancelQueuedTask_MakesItCancelled_AndItNeverRuns()
     {

@@ -16,13 +16,14 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
     [Fact]
     public async Task DesiredWorkers_RisesWithABacklogWhileWorkersAreAway_AndFallsBackOnceItIsDrained()
     {
-        using var anonymous = Api.CreateClient(apiKey: null);
+        // What Prometheus does: scrape with a read-only key.
+        using var scraper = Api.CreateClient(ApiHost.ReadKey);
         var metrics = "";
 
         // The sampler first sees the fixture's worker live, and so learns how many CPU slots a worker has.
         Assert.True(await EventuallyAsync(async () =>
         {
-            metrics = await anonymous.GetStringAsync("metrics");
+            metrics = await scraper.GetStringAsync("metrics");
             return PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
         }), $"the sampler never saw the live worker:\n{PrometheusText.Lines(metrics)}");
         var slots = Environment.ProcessorCount;
@@ -39,7 +40,7 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
         // Queue depths come from the management API, whose counters refresh every 5 s.
         Assert.True(await EventuallyAsync(async () =>
         {
-            metrics = await anonymous.GetStringAsync("metrics");
+            metrics = await scraper.GetStringAsync("metrics");
             return PrometheusText.Sum(metrics, "fleet_queue_ready", "queue=\"fleet-cpu\"") == count
                 && PrometheusText.Sum(metrics, "fleet_desired_workers") == 3;
         }), $"expected {count} ready in fleet-cpu and 3 desired workers ({slots} slots each, no rate measured yet):\n{PrometheusText.Lines(metrics)}");
@@ -55,7 +56,7 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
             "the worker did not drain the backlog");
         Assert.True(await EventuallyAsync(async () =>
         {
-            metrics = await anonymous.GetStringAsync("metrics");
+            metrics = await scraper.GetStringAsync("metrics");
             return PrometheusText.Sum(metrics, "fleet_queue_ready", "queue=\"fleet-cpu\"") == 0
                 && PrometheusText.Sum(metrics, "fleet_desired_workers") == 1
                 && PrometheusText.Sum(metrics, "fleet_worker_completion_rate", "lane=\"cpu\"") > 0;
@@ -63,26 +64,28 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
     }
 
     [Fact]
-    public async Task Metrics_AreOpenByDefault_AndNeedAKeyWhenReadsDo()
+    public async Task Metrics_NeedAReadKeyByDefault_AndAreOpenOnlyWhenReadsAreOpenedExplicitly()
     {
         using var anonymous = Api.CreateClient(apiKey: null);
+        using var reader = Api.CreateClient(ApiHost.ReadKey);
         using (await anonymous.GetAsync("alive"))
         {
         }
 
-        using var open = await anonymous.GetAsync("metrics");
+        using (var refused = await anonymous.GetAsync("metrics"))
+        {
+            await AssertProblemAsync(refused, HttpStatusCode.Unauthorized);
+        }
+
+        using (var allowed = await reader.GetAsync("metrics"))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+            Assert.Contains("http_server_request_duration_seconds", await allowed.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        await using var opened = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?> { ["Api:ReadsRequireKey"] = "false" });
+        using var noKey = opened.CreateClient(apiKey: null);
+        using var open = await noKey.GetAsync("metrics");
         Assert.Equal(HttpStatusCode.OK, open.StatusCode);
-        var text = await open.Content.ReadAsStringAsync();
-        Assert.Contains("http_server_request_duration_seconds", text, StringComparison.Ordinal);
-
-        await using var keyed = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?> { ["Api:ReadsRequireKey"] = "true" });
-        using var noKey = keyed.CreateClient(apiKey: null);
-        using var withKey = keyed.CreateClient();
-
-        using var refused = await noKey.GetAsync("metrics");
-        using var allowed = await withKey.GetAsync("metrics");
-
-        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
-        Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
     }
 }

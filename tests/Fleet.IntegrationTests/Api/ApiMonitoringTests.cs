@@ -222,7 +222,14 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
             schemas["WorkerInfo"]!["properties"]!.AsObject().Select(p => p.Key).ToHashSet());
         Assert.NotNull(document["components"]!["securitySchemes"]!["bearer"]);
         Assert.Equal(2, document["paths"]!["/tasks"]!["post"]!["security"]!.AsArray().Count);
-        Assert.Null(document["paths"]!["/stats"]!["get"]!["security"]);
+        // Each operation names the scope its key needs, in both of its security requirements.
+        foreach (var (path, method, scope) in new[] { ("/tasks", "post", "write"), ("/tasks/{id}/cancel", "post", "admin"), ("/stats", "get", "read") })
+        {
+            var requirements = document["paths"]![path]![method]!["security"]!.AsArray();
+            Assert.Equal(2, requirements.Count);
+            Assert.All(requirements, r => Assert.Equal([scope], r!.AsObject().Single().Value!.AsArray().Select(s => (string?)s)));
+        }
+
         Assert.DoesNotContain("string", schemas["SubmitTaskBody"]!["properties"]!["timeoutSeconds"]!["type"]!.ToJsonString(), StringComparison.Ordinal);
     }
 
@@ -239,28 +246,27 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
     }
 
     [Fact]
-    public async Task Reads_NeedAKey_OnlyWhenConfigured()
+    public async Task Reads_NeedAKeyByDefault_AndAreOpenOnlyWithReadsRequireKeyFalse()
     {
-        using var anonymous = Api.CreateClient(apiKey: null);
-        using var open = await anonymous.GetAsync("stats");
-        Assert.Equal(HttpStatusCode.OK, open.StatusCode);
-
-        await using var keyed = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?> { ["Api:ReadsRequireKey"] = "true" });
-        using var noKey = keyed.CreateClient(apiKey: null);
-        using var withKey = keyed.CreateClient();
-
+        using var noKey = Api.CreateClient(apiKey: null);
+        using var reader = Api.CreateClient(ApiHost.ReadKey);
         foreach (var path in new[] { "stats", "workers", "tasks", $"tasks/{Guid.NewGuid()}", $"batches/{Guid.NewGuid()}" })
         {
             using var refused = await noKey.GetAsync(path);
             await AssertProblemAsync(refused, HttpStatusCode.Unauthorized);
         }
 
-        using var allowed = await withKey.GetAsync("stats");
+        using var allowed = await reader.GetAsync("stats");
         Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
         using var health = await noKey.GetAsync("alive");
         Assert.Equal(HttpStatusCode.OK, health.StatusCode);
         using var openApi = await noKey.GetAsync("openapi/v1.json");
         Assert.Equal(HttpStatusCode.OK, openApi.StatusCode);
+
+        await using var opened = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?> { ["Api:ReadsRequireKey"] = "false" });
+        using var anonymous = opened.CreateClient(apiKey: null);
+        using var open = await anonymous.GetAsync("stats");
+        Assert.Equal(HttpStatusCode.OK, open.StatusCode);
     }
 
     [Fact]

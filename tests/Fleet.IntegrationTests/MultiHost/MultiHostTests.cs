@@ -107,7 +107,7 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
             ["Api:Autoscale:MinWorkers"] = "1",
             ["Api:Autoscale:MaxWorkers"] = "50",
         });
-        using var scrape = api.CreateClient(apiKey: null);
+        using var scrape = api.CreateClient(ApiHost.ReadKey);
         var signal = new List<(double Desired, double Backlog)>();
         async Task<(double Desired, double Backlog)> ReadSignalAsync()
         {

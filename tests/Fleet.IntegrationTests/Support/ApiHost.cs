@@ -4,6 +4,7 @@ using Fleet.Api;
 using Fleet.ServiceDefaults;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -19,8 +20,14 @@ namespace Fleet.IntegrationTests.Support;
 /// </summary>
 public sealed class ApiHost : IAsyncDisposable
 {
-    /// <summary>The key every host accepts (<c>Api:ApiKeys:0</c>).</summary>
+    /// <summary>The key every host accepts with the scopes read and write (<c>Api:ApiKeys:0</c>).</summary>
     public const string ApiKey = "it-key-6f1c0e7a9b2d4c3e8a5f";
+
+    /// <summary>The key every host accepts with the scope read only (<c>Api:ReadKeys:0</c>).</summary>
+    public const string ReadKey = "it-read-key-2d8e4b1f7a3c9e05";
+
+    /// <summary>The key every host accepts with the scopes read, write and admin (<c>Api:AdminKeys:0</c>).</summary>
+    public const string AdminKey = "it-admin-key-9c4a7e2b5d1f8306";
 
     private readonly WebApplication _app;
 
@@ -35,6 +42,10 @@ public sealed class ApiHost : IAsyncDisposable
     public Uri BaseAddress { get; }
 
     public IServiceProvider Services => _app.Services;
+
+    /// <summary>The host's real route table: every endpoint it maps, with its metadata (methods, authorization).</summary>
+    public IReadOnlyList<RouteEndpoint> Endpoints =>
+        [.. ((IEndpointRouteBuilder)_app).DataSources.SelectMany(d => d.Endpoints).OfType<RouteEndpoint>()];
 
     /// <summary>Every log line the host wrote, at every level (for checks that secrets are never logged).</summary>
     public CapturingLoggerProvider Logs { get; }
@@ -54,6 +65,8 @@ public sealed class ApiHost : IAsyncDisposable
             ["ConnectionStrings:fleetdb"] = postgresConnectionString,
             ["ConnectionStrings:rabbitmq"] = rabbitMqUri,
             ["Api:ApiKeys:0"] = ApiKey,
+            ["Api:ReadKeys:0"] = ReadKey,
+            ["Api:AdminKeys:0"] = AdminKey,
             ["Api:RabbitMqManagementUri"] = rabbitMqManagementUri?.ToString(),
 
             // Tests read fresh numbers: no caching. The relay tests shorten the relay's delays themselves.

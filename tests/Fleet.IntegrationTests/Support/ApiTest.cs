@@ -14,8 +14,11 @@ public abstract class ApiTest(FleetFixture fleet) : FleetTest(fleet)
 {
     protected ApiHost Api { get; private set; } = null!;
 
-    /// <summary>A client that sends the valid API key.</summary>
+    /// <summary>A client that sends <see cref="HttpKey"/>.</summary>
     protected HttpClient Http { get; private set; } = null!;
+
+    /// <summary>The key <see cref="Http"/> sends: <see cref="ApiHost.ApiKey"/> (read and write) unless a class needs another scope.</summary>
+    protected virtual string HttpKey => ApiHost.ApiKey;
 
     /// <summary>Settings over <see cref="ApiHost.DefaultSettings"/> for this class's hosts.</summary>
     protected virtual IDictionary<string, string?>? ApiSettings => null;
@@ -24,7 +27,7 @@ public abstract class ApiTest(FleetFixture fleet) : FleetTest(fleet)
     {
         await base.InitializeAsync();
         Api = await ApiHost.StartAsync(Fleet, ApiSettings);
-        Http = Api.CreateClient();
+        Http = Api.CreateClient(HttpKey);
     }
 
     public override async Task DisposeAsync()

@@ -23,6 +23,8 @@ public sealed partial class ComposeTests
         ["FLEET_PG_READONLY_PASSWORD"] = "readonlypass0123456789",
         ["FLEET_AMQP_PASSWORD"] = "amqppass0123456789",
         ["FLEET_API_KEY"] = "fleet_test_api_key_0123456789",
+        ["FLEET_API_READ_KEY"] = "fleet_test_read_key_0123456789",
+        ["FLEET_API_ADMIN_KEY"] = "fleet_test_admin_key_0123456789",
     };
 
     [Fact]
@@ -37,6 +39,8 @@ public sealed partial class ComposeTests
     [InlineData("FLEET_PG_PASSWORD")]
     [InlineData("FLEET_AMQP_PASSWORD")]
     [InlineData("FLEET_API_KEY")]
+    [InlineData("FLEET_API_READ_KEY")]
+    [InlineData("FLEET_API_ADMIN_KEY")]
     [InlineData("FLEET_PG_ADMIN_PASSWORD")]
     public async Task DockerCompose_RefusesToStart_WithoutASecret_NamingIt(string missing)
     {
@@ -201,6 +205,11 @@ public sealed partial class ComposeTests
 
         Assert.True(worker.CpuConcurrency >= 1);
         Assert.NotEmpty(api.ApiKeys);
+
+        // Reads need a key, and there is a key for each scope: read-only, read-write, admin.
+        Assert.True(api.ReadsRequireKey);
+        Assert.NotEmpty(api.ReadKeys);
+        Assert.NotEmpty(api.AdminKeys);
         Assert.Equal("fleet", migrator.Database);
     }
 
@@ -233,7 +242,7 @@ public sealed partial class ComposeTests
         {
             foreach (var (key, raw) in environment?.Scalars() ?? [])
             {
-                var secret = key.Contains("PASS", StringComparison.Ordinal) || key.Contains("ApiKeys", StringComparison.Ordinal);
+                var secret = key.Contains("PASS", StringComparison.Ordinal) || key.Contains("Keys__", StringComparison.Ordinal);
                 if (secret)
                 {
                     Assert.Matches(@"^\$\{[A-Z_]+:\?[^}]+\}$", raw); // required: no default anyone could know

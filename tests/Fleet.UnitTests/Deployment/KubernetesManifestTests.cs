@@ -24,6 +24,12 @@ public sealed class KubernetesManifestTests
                 continue;
             }
 
+            if (document.Kind == "ServiceMonitor")
+            {
+                Assert.Equal("monitoring.coreos.com/v1", document.ApiVersion);
+                continue;
+            }
+
             Assert.True(KubernetesManifests.CoreKinds.ContainsKey($"{document.ApiVersion}/{document.Kind}"), $"{document}: unexpected kind {document.ApiVersion}/{document.Kind}");
             KubernetesManifests.ReadStrictly(document);
         }
@@ -63,8 +69,11 @@ public sealed class KubernetesManifestTests
         var port = app.ListenPort(environment);
         Assert.Equal(port, Assert.Single(container.Ports).ContainerPort);
         Assert.Equal("http", container.Ports[0].Name);
-        Assert.Equal(port.ToString(CultureInfo.InvariantCulture), pod.Metadata.Annotations["prometheus.io/port"]);
-        Assert.Equal("/metrics", pod.Metadata.Annotations["prometheus.io/path"]);
+        if (app == FleetApp.Worker)
+        {
+            Assert.Equal(port.ToString(CultureInfo.InvariantCulture), pod.Metadata.Annotations["prometheus.io/port"]);
+            Assert.Equal("/metrics", pod.Metadata.Annotations["prometheus.io/path"]);
+        }
     }
 
     [Theory]
@@ -227,15 +236,109 @@ public sealed class KubernetesManifestTests
     }
 
     [Fact]
-    public void EveryWorkload_IsLabelledWithItsName_AndThePrometheusAnnotationsPointAtMetrics()
+    public void EveryWorkload_IsLabelledWithItsName_AndOnlyTheWorkersAreScrapedByAnnotation()
     {
         foreach (var deployment in KubernetesManifests.All<V1Deployment>("Deployment"))
         {
             Assert.Equal(deployment.Metadata.Name, deployment.Metadata.Labels["app.kubernetes.io/name"]);
             Assert.Equal(deployment.Metadata.Name, deployment.Spec.Template.Metadata.Labels["app.kubernetes.io/name"]);
-            Assert.Equal("true", deployment.Spec.Template.Metadata.Annotations["prometheus.io/scrape"]);
         }
 
+        // Annotation-based discovery sends no key: the API's /metrics (read scope) is scraped by the ServiceMonitor.
+        Assert.Equal("true", KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Worker.Workload).Spec.Template.Metadata.Annotations["prometheus.io/scrape"]);
+        Assert.Null(KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Api.Workload).Spec.Template.Metadata.Annotations);
+
         Assert.Null(KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Worker.Workload).Spec.Replicas);
+    }
+
+    [Fact]
+    public void TheApi_NeedsAKeyForReads_AndHasAKeyForEachScope()
+    {
+        var container = Assert.Single(KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Api.Workload).Spec.Template.Spec.Containers);
+
+        var api = AppEnvironment.Api(KubernetesManifests.EnvironmentOf(container, FleetApp.Api.Workload), FleetApp.Api.Workload);
+
+        Assert.True(api.ReadsRequireKey);
+        Assert.NotEmpty(api.ReadKeys);
+        Assert.NotEmpty(api.ApiKeys);
+        Assert.NotEmpty(api.AdminKeys);
+    }
+
+    [Fact]
+    public void PrometheusScrapesTheApi_ThroughItsService_WithAReadKeyTheApiHolds()
+    {
+        var monitor = KubernetesManifests.Find("ServiceMonitor", "fleet-api").Node;
+        var service = KubernetesManifests.Get<V1Service>("Service", "fleet-api");
+        var selector = monitor.Map("spec", "selector", "matchLabels").Scalars();
+
+        Assert.True(KubernetesManifests.Selects(selector, service.Metadata.Labels), "the ServiceMonitor does not select the fleet-api Service");
+        var endpoint = Assert.Single(monitor.Items("spec", "endpoints"));
+        Assert.Contains(service.Spec.Ports, p => p.Name == endpoint.Text("port"));
+        Assert.Equal("/metrics", endpoint.Text("path"));
+        Assert.Equal("Bearer", endpoint.Text("authorization", "type"));
+
+        // The secret key it sends is one the API reads as a read key.
+        var (secret, key) = (endpoint.Text("authorization", "credentials", "name"), endpoint.Text("authorization", "credentials", "key"));
+        var container = Assert.Single(KubernetesManifests.Get<V1Deployment>("Deployment", FleetApp.Api.Workload).Spec.Template.Spec.Containers);
+        var variable = Assert.Single(container.Env, e => e.ValueFrom?.SecretKeyRef is { } r && r.Name == secret && r.Key == key);
+        Assert.StartsWith("Api__ReadKeys__", variable.Name, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void TheNetworkPolicies_DenyByDefault_AndOpenOnlyTheApisPort_AndTheWorkersMetricsToMonitoring()
+    {
+        var policies = KubernetesManifests.All<V1NetworkPolicy>("NetworkPolicy").ToList();
+        var deployments = KubernetesManifests.All<V1Deployment>("Deployment").ToList();
+
+        // Default deny: an empty selector (every pod of the namespace), both directions, no rule.
+        var deny = Assert.Single(policies, p => p.Metadata.Name == "fleet-default-deny");
+        Assert.Empty(deny.Spec.PodSelector.MatchLabels ?? new Dictionary<string, string>());
+        Assert.Equal(["Egress", "Ingress"], deny.Spec.PolicyTypes.Order(StringComparer.Ordinal));
+        Assert.Null(deny.Spec.Ingress);
+        Assert.Null(deny.Spec.Egress);
+
+        // Ingress: the API's HTTP port; the workers' metrics port from the monitoring namespace; nothing else.
+        var ingress = policies.Where(p => p.Spec.Ingress is { Count: > 0 }).ToList();
+        Assert.Equal(2, ingress.Count);
+        var apiPolicy = Assert.Single(ingress, p => KubernetesManifests.SelectedDeployment(p.Spec.PodSelector.MatchLabels, p.Metadata.Name).Metadata.Name == FleetApp.Api.Workload);
+        var apiContainer = Assert.Single(deployments.Single(d => d.Metadata.Name == FleetApp.Api.Workload).Spec.Template.Spec.Containers);
+        var apiPort = FleetApp.Api.ListenPort(KubernetesManifests.EnvironmentOf(apiContainer, FleetApp.Api.Workload));
+        Assert.Equal([apiPort], apiPolicy.Spec.Ingress.SelectMany(r => r.Ports).Select(p => KubernetesManifests.ResolvePort(apiContainer, p.Port, apiPolicy.Metadata.Name)));
+
+        var workerPolicy = Assert.Single(ingress, p => KubernetesManifests.SelectedDeployment(p.Spec.PodSelector.MatchLabels, p.Metadata.Name).Metadata.Name == FleetApp.Worker.Workload);
+        var workerContainer = Assert.Single(deployments.Single(d => d.Metadata.Name == FleetApp.Worker.Workload).Spec.Template.Spec.Containers);
+        var metricsPort = FleetApp.Worker.ListenPort(KubernetesManifests.EnvironmentOf(workerContainer, FleetApp.Worker.Workload));
+        var rule = Assert.Single(workerPolicy.Spec.Ingress);
+        Assert.Equal([metricsPort], rule.Ports.Select(p => KubernetesManifests.ResolvePort(workerContainer, p.Port, workerPolicy.Metadata.Name)));
+        var from = Assert.Single(rule.FromProperty);
+        Assert.Null(from.PodSelector);
+        Assert.Null(from.IpBlock);
+        Assert.Equal("monitoring", from.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"]);
+
+        // Egress: each workload reaches the servers its own settings name, and only DNS and the servers' ports at all.
+        foreach (var (app, container) in deployments.Select(d => (FleetApp.All.Single(a => a.Workload == d.Metadata.Name), Assert.Single(d.Spec.Template.Spec.Containers))))
+        {
+            var labels = deployments.Single(d => d.Metadata.Name == app.Workload).Spec.Template.Metadata.Labels;
+            var allowed = policies
+                .Where(p => p.Spec.PodSelector.MatchLabels is not { Count: > 0 } || KubernetesManifests.Selects(p.Spec.PodSelector.MatchLabels, labels))
+                .SelectMany(p => p.Spec.Egress ?? [])
+                .SelectMany(r => r.Ports)
+                .Select(p => int.Parse(p.Port.ToString(), CultureInfo.InvariantCulture))
+                .ToHashSet();
+            var environment = KubernetesManifests.EnvironmentOf(container, app.Workload);
+            var needed = new List<int>
+            {
+                53,
+                new Npgsql.NpgsqlConnectionStringBuilder(environment["ConnectionStrings__fleetdb"]).Port,
+                Fleet.Client.RabbitMqAddress.Parse(environment["ConnectionStrings__rabbitmq"]).Port,
+            };
+            if (environment.TryGetValue("Api__RabbitMqManagementUri", out var management))
+            {
+                needed.Add(new Uri(management).Port);
+            }
+
+            Assert.Superset(needed.ToHashSet(), allowed);
+            Assert.Subset(new HashSet<int> { 53, 5432, 5671, 5672, 15671, 15672 }, allowed);
+        }
     }
 }

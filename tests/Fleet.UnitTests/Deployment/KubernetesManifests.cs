@@ -39,6 +39,7 @@ public static partial class KubernetesManifests
         ["batch/v1/Job"] = typeof(V1Job),
         ["policy/v1/PodDisruptionBudget"] = typeof(V1PodDisruptionBudget),
         ["autoscaling/v2/HorizontalPodAutoscaler"] = typeof(V2HorizontalPodAutoscaler),
+        ["networking.k8s.io/v1/NetworkPolicy"] = typeof(V1NetworkPolicy),
     };
 
     private static readonly Lazy<IReadOnlyList<K8sDocument>> AllDocuments = new(Load);

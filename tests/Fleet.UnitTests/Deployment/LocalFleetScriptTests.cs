@@ -50,6 +50,47 @@ public sealed class LocalFleetScriptTests
         Assert.False(Directory.Exists(home));
     }
 
+    /// <summary>
+    /// The local fleet has a key per scope: services.sh generates a read key and an admin key beside the read-write
+    /// key, writes all three to .fleet/env, and fleet.sh hands each to the API in its own list.
+    /// </summary>
+    [Fact]
+    public void Services_GeneratesAKeyPerScope_AndFleetShGivesEachToTheApi()
+    {
+        var home = Path.Combine(Path.GetTempPath(), "fleet-services-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var (exitCode, error) = RunServices(home, "env");
+            Assert.True(exitCode == 0, error);
+            var info = new ProcessStartInfo("bash", ["-c", ". \"$1\" && printf '%s\\n' \"$FLEET_API_READ_KEY\" \"$FLEET_API_KEY\" \"$FLEET_API_ADMIN_KEY\"", "bash", Path.Combine(home, "env")])
+            {
+                RedirectStandardOutput = true,
+            };
+            using var bash = Process.Start(info)!;
+            var keys = bash.StandardOutput.ReadToEnd().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            bash.WaitForExit();
+
+            Assert.Equal(3, keys.Length);
+            var options = new Fleet.Api.ApiOptions { ReadKeys = [keys[0]], ApiKeys = [keys[1]], AdminKeys = [keys[2]] };
+            var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
+            Assert.True(
+                System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, new(options), results, validateAllProperties: true),
+                string.Join("; ", results.Select(r => r.ErrorMessage)));
+        }
+        finally
+        {
+            if (Directory.Exists(home))
+            {
+                Directory.Delete(home, recursive: true);
+            }
+        }
+
+        var fleetSh = File.ReadAllText(DeploymentFiles.PathOf("infra/local/fleet.sh"));
+        Assert.Contains("\"Api__ApiKeys__0=$key\"", fleetSh, StringComparison.Ordinal);
+        Assert.Contains("\"Api__ReadKeys__0=$(env_get FLEET_API_READ_KEY)\"", fleetSh, StringComparison.Ordinal);
+        Assert.Contains("\"Api__AdminKeys__0=$(env_get FLEET_API_ADMIN_KEY)\"", fleetSh, StringComparison.Ordinal);
+    }
+
     private static (int ExitCode, string Error) RunServices(string home, params string[] arguments)
     {
         var info = new ProcessStartInfo("bash", [DeploymentFiles.PathOf("infra/local/services.sh"), .. arguments]) { RedirectStandardError = true, RedirectStandardOutput = true };

@@ -1,4 +1,5 @@
 using System.Text.RegularExpressions;
+using Fleet.Api.Security;
 using Fleet.UnitTests.Deployment;
 
 namespace Fleet.UnitTests.Docs;
@@ -98,21 +99,22 @@ public sealed partial class DocsTests
     }
 
     /// <summary>
-    /// docs/http-api.md lists every endpoint in one table, <c>| `METHOD /path` | write/read/open | ...</c>: "write"
-    /// always needs an API key, "read" only with <c>Api:ReadsRequireKey</c>, "open" never.
+    /// docs/http-api.md lists every endpoint in one table, <c>| `METHOD /path` | admin/write/read/open | ...</c>: the
+    /// scope the route's key needs ("open": none). "read" routes, and only they, open with <c>Api:ReadsRequireKey</c>
+    /// false.
     /// </summary>
     [Fact]
-    public async Task HttpReference_ListsEveryRoute_WithItsKeyRule()
+    public async Task HttpReference_ListsEveryRoute_WithItsScope()
     {
-        var open = await RealFleet.ApiRoutesAsync(readsRequireKey: false);
         var closed = await RealFleet.ApiRoutesAsync(readsRequireKey: true);
+        var open = await RealFleet.ApiRoutesAsync(readsRequireKey: false);
         var rows = Docs.Value.Single(d => d.RelativePath == "docs/http-api.md").AllLines
             .Select(l => RouteRow().Match(l.Text))
             .Where(m => m.Success)
             .Select(m => (Method: m.Groups[1].Value, Path: m.Groups[2].Value, Key: m.Groups[3].Value))
             .ToList();
         var wrong = new List<string>();
-        foreach (var route in open)
+        foreach (var route in closed)
         {
             var method = route.Methods.Count == 0 ? "GET" : route.Methods[0];
             var row = rows.FirstOrDefault(r => r.Method == method && route.Matches(r.Method, r.Path));
@@ -122,11 +124,16 @@ public sealed partial class DocsTests
                 continue;
             }
 
-            var needsKeyWithReadsClosed = closed.Single(c => c.Template == route.Template && c.Methods.SequenceEqual(route.Methods)).NeedsKey;
-            var actual = route.NeedsKey ? "write" : needsKeyWithReadsClosed ? "read" : "open";
+            var actual = route.Scope ?? "open";
             if (row.Key != actual)
             {
                 wrong.Add($"{method} {row.Path}: the table says '{row.Key}', the API's rule is '{actual}'");
+            }
+
+            var opened = open.Single(o => o.Template == route.Template && o.Methods.SequenceEqual(route.Methods)).Scope;
+            if (opened != (route.Scope == ApiScopes.Read ? null : route.Scope))
+            {
+                wrong.Add($"{method} {row.Path}: with Api:ReadsRequireKey false its scope is '{opened ?? "open"}', expected only reads to open");
             }
         }
 
@@ -167,8 +174,8 @@ public sealed partial class DocsTests
         Assert.Contains(Named(MakeCommand()), n => n.Word == "demo");
         Assert.Contains(Named(FleetCommand()), n => n.Word == "submit");
         Assert.Contains(HttpMentions(Docs.Value), m => m.Method == "POST" && m.Path == "/tasks");
-        Assert.False(new ApiRoute("/tasks/{id:guid}", ["GET"], false).Matches("GET", "/tasks/{id}/cancel"));
-        Assert.True(new ApiRoute("/openapi/{documentName}.json", ["GET"], false).Matches("GET", "/openapi/v1.json"));
+        Assert.False(new ApiRoute("/tasks/{id:guid}", ["GET"], null).Matches("GET", "/tasks/{id}/cancel"));
+        Assert.True(new ApiRoute("/openapi/{documentName}.json", ["GET"], null).Matches("GET", "/openapi/v1.json"));
     }
 
     /// <summary>Commands of one program named in code: inline spans that start with it, and lines of shell blocks.</summary>

@@ -51,7 +51,8 @@ internal static partial class RealFleet
 
     /// <summary>
     /// The API's endpoints as <c>MapFleetApi</c> maps them, from a host that is built but never started (nothing
-    /// connects). <paramref name="readsRequireKey"/> sets <c>Api:ReadsRequireKey</c>, which decides the reads' auth.
+    /// connects). <paramref name="readsRequireKey"/> sets <c>Api:ReadsRequireKey</c>, which decides whether the reads need
+    /// the read scope or are open.
     /// </summary>
     public static async Task<IReadOnlyList<ApiRoute>> ApiRoutesAsync(bool readsRequireKey)
     {
@@ -71,7 +72,7 @@ internal static partial class RealFleet
             .Select(e => new ApiRoute(
                 "/" + (e.RoutePattern.RawText ?? "").TrimStart('/'),
                 e.Metadata.GetMetadata<IHttpMethodMetadata>()?.HttpMethods ?? [],
-                e.Metadata.GetOrderedMetadata<IAuthorizeData>().Count > 0))
+                e.Metadata.GetOrderedMetadata<IAuthorizeData>().Select(a => a.Policy).LastOrDefault(p => p is not null)))
             .ToList();
     }
 
@@ -83,8 +84,8 @@ internal static partial class RealFleet
     private static partial Regex MakeTarget();
 }
 
-/// <summary>One endpoint: its route template, its methods (none listed: any method) and whether it needs a key.</summary>
-internal sealed partial record ApiRoute(string Template, IReadOnlyList<string> Methods, bool NeedsKey)
+/// <summary>One endpoint: its route template, its methods (none listed: any method) and the scope its key needs (null: open).</summary>
+internal sealed partial record ApiRoute(string Template, IReadOnlyList<string> Methods, string? Scope)
 {
     /// <summary>True when a path written in the docs (<c>/tasks/{id}</c>, <c>/tasks/01a2...</c>) is this route.</summary>
     public bool Matches(string method, string path)

@@ -24,13 +24,14 @@ class HttpError extends Error {
   }
 }
 
-// With Api:ReadsRequireKey the reads need a key too; the operator types it once per tab.
+// Reads need a key (a read key is enough) unless Api:ReadsRequireKey is false. The operator types it once per tab;
+// it lives in sessionStorage, goes out only in the Authorization header, and never into a URL or the page.
 const KEY = 'fleet.apiKey';
 
 async function getJson(path) {
   const key = sessionStorage.getItem(KEY);
   const response = await fetch(path, {
-    headers: key ? { Accept: 'application/json', 'X-Api-Key': key } : { Accept: 'application/json' },
+    headers: key ? { Accept: 'application/json', Authorization: `Bearer ${key}` } : { Accept: 'application/json' },
     cache: 'no-store',
     signal: AbortSignal.timeout(TIMEOUT_MS),
   });
@@ -58,7 +59,7 @@ function setConnection(state, pill, banner = '') {
 }
 
 function describeError(e) {
-  if (e instanceof HttpError) return e.status === 401 || e.status === 403 ? 'API refuses reads without a key' : e.message;
+  if (e instanceof HttpError) return e.status === 401 || e.status === 403 ? 'the API needs a valid read key' : e.message;
   if (e.name === 'TimeoutError') return 'no answer within 5 s';
   return 'no connection';
 }
@@ -300,7 +301,8 @@ async function lookup(id, fromUser = true) {
     out.replaceChildren(renderTask(task));
   } catch (e) {
     if (seq !== lookupSeq) return;
-    lookedUp = null;
+    // Refused for want of a key: the refresh after the key form retries it (a #task= link opened before sign-in).
+    lookedUp = e instanceof HttpError && (e.status === 401 || e.status === 403) ? id : null;
     const text = e instanceof HttpError && e.status === 404 ? `No task with id ${id}.` : `Lookup failed: ${describeError(e)}.`;
     out.replaceChildren(h('p', { class: 'note bad' }, text));
   } finally {
