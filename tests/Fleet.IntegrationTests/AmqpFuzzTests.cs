@@ -301,7 +301,8 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
     /// <summary>The members of a task body: a type, a payload that is often valid for it, and now and then other fields.</summary>
     private static IEnumerable<byte[]> TaskMembers(Random random)
     {
-        yield return Member("type", Quote(Types[random.Next(Types.Length)]));
+        // Half the types are built-in ones, so that many cases run.
+        yield return Member("type", Quote(random.Next(2) == 0 ? Types[random.Next(5)] : Types[random.Next(Types.Length)]));
         if (random.Next(8) != 0)
         {
             yield return Member("payload", Payload(random));
@@ -326,7 +327,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
     }
 
     /// <summary>Mostly the cheap valid payload of every built-in type at once; else values no field accepts.</summary>
-    private static string Payload(Random random) => random.Next(3) switch
+    private static string Payload(Random random) => random.Next(4) switch
     {
         0 => $"{{\"size_kb\":{V(random)},\"rounds\":{V(random)},\"seed\":{V(random)},\"limit\":{V(random)},\"ms\":{V(random)},\"n\":{V(random)},\"steps\":{V(random)},\"url\":{RandomString(random)}}}",
         1 => Pick(random, "[]", "null", "\"{}\"", "5", "{\"a\":{\"b\":[1,2,{\"c\":null}]}}"),
