@@ -48,7 +48,17 @@ public sealed class HttpGetGuardTests(FleetFixture fleet) : OwnWorkersTest(fleet
 
         Assert.Contains("'localhost' resolves only to addresses http-get may not connect to: ", (await GetTaskAsync(byName))!.ErrorMessage, StringComparison.Ordinal);
         Assert.Equal(1, server.Connections); // the refused worker never connected
-        Assert.False(closed.HasExited);
+        Assert.Equal(0, await closed.TerminateAsync(TimeSpan.FromSeconds(30)));
+
+        // In a process-lane child the refusal is as final: the child reports it, the worker records it.
+        settings["Worker:HostName"] = "guard-child";
+        settings["Worker:ProcessTypes:0"] = "http-get";
+        await using var child = WorkerProcess.Start(settings);
+        var inChild = await Fleet.Client.SubmitAsync(TaskRequest.Create("http-get", new { url = server.Url("127.0.0.1"), timeoutMs = 5000 }) with { MaxAttempts = 3 });
+        var refused = await Fleet.Client.WaitAsync(inChild, DefaultWait);
+        Assert.True((refused!.Status, refused.ErrorType, refused.Attempts) == ("failed", "HttpGetTargetDenied", 1),
+            $"{refused.Status}, {refused.Attempts} attempts: {refused.ErrorType}: {refused.ErrorMessage}");
+        Assert.Equal(1, server.Connections);
     }
 
     [Fact]
