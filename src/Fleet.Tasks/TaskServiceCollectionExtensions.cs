@@ -1,6 +1,7 @@
 using Fleet.Tasks.BuiltIn;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
 
 namespace Fleet.Tasks;
 
@@ -9,7 +10,8 @@ public static class TaskServiceCollectionExtensions
     /// <summary>
     /// Registers the handler registry and the built-in types (<c>noop</c>, <c>sha256</c>, <c>sieve</c>,
     /// <c>sleep</c>, <c>heat</c>, <c>http-get</c>). <c>http-get</c> only fetches the hosts listed in
-    /// <see cref="HttpGetOptions.AllowedHosts"/>, configured by the host (<c>Worker:HttpGet</c>).
+    /// <see cref="HttpGetOptions.AllowedHosts"/>, at the addresses <see cref="HttpGetTargetGuard"/> permits,
+    /// configured by the host (<c>Worker:HttpGet</c>).
     /// </summary>
     public static IServiceCollection AddFleetTasks(this IServiceCollection services)
     {
@@ -23,11 +25,16 @@ public static class TaskServiceCollectionExtensions
         // path or query that is the sender's secret, so this client logs nothing (the handler reports a scrubbed form).
         services.AddHttpClient(HttpGetHandler.HttpClientName)
             .RemoveAllLoggers()
-            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            .ConfigurePrimaryHttpMessageHandler(services => new SocketsHttpHandler
             {
                 // Redirects could lead off the allow-list; the handler follows none and reports the 3xx as is.
                 AllowAutoRedirect = false,
                 PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+
+                // Every connection goes to an address the guard checked, never through a proxy (HTTP_PROXY), whose
+                // address is all the guard would see.
+                ConnectCallback = HttpGetTargetGuard.Create(services.GetRequiredService<IOptions<HttpGetOptions>>().Value).ConnectAsync,
+                UseProxy = false,
             });
         services.AddTaskHandler<HttpGetHandler>();
         return services;

@@ -155,7 +155,9 @@ public static class WorkerHostingExtensions
     {
         ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<HttpGetOptions>()
-            .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet");
+            .BindConfiguration($"{WorkerOptions.SectionName}:HttpGet")
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
         services.AddFleetTasks();
 
         // Task types that misbehave on purpose: never in a worker not configured for them.

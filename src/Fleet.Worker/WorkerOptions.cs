@@ -33,7 +33,7 @@ namespace Fleet.Worker;
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
-///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216 }
+///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
 /// </summary>

@@ -168,7 +168,22 @@ public sealed class ConfigurationTests
         Assert.Equal(contract, described);
     }
 
-    private static WorkerOptions BuildWorkerOptions(Dictionary<string, string?> settings)
+    [Theory]
+    [InlineData("Worker:HttpGet:DeniedNetworks:0", "10.0.0.0/33", "10.0.0.0/33")]
+    [InlineData("Worker:HttpGet:DeniedNetworks:0", "link-local,intranet", "intranet")]
+    [InlineData("Worker:HttpGet:AllowedNetworks:0", "10.1.2.3/8", "10.1.2.3/8")]
+    public void InvalidHttpGetNetworks_FailValidation_NamingTheSettingAndTheEntry(string key, string value, string entry)
+    {
+        var ex = Assert.Throws<OptionsValidationException>(() => BuildOptions<Fleet.Tasks.BuiltIn.HttpGetOptions>(new() { [key] = value }));
+
+        Assert.Contains(key[..key.LastIndexOf(':')], ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"'{entry}'", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static WorkerOptions BuildWorkerOptions(Dictionary<string, string?> settings) => BuildOptions<WorkerOptions>(settings);
+
+    private static T BuildOptions<T>(Dictionary<string, string?> settings)
+        where T : class
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
@@ -179,7 +194,7 @@ public sealed class ConfigurationTests
         builder.Configuration.AddInMemoryCollection(settings);
         builder.AddFleetWorker();
         using var host = builder.Build();
-        return host.Services.GetRequiredService<IOptions<WorkerOptions>>().Value;
+        return host.Services.GetRequiredService<IOptions<T>>().Value;
     }
 }
 

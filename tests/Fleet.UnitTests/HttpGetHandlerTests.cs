@@ -108,6 +108,24 @@ public sealed class HttpGetHandlerTests
     }
 
     [Fact]
+    public async Task HttpGet_ToADeniedAddress_IsRefusedWithoutAnyConnection_AndNamesTheAddressNotTheSecrets()
+    {
+        await using var server = TinyHttpServer.Start(TinyHttpServer.Response(200, "OK", [1, 2, 3]));
+        using var provider = BuiltInHandlers.CreateProvider(options => options.DeniedNetworks = ["loopback"]);
+        var handler = GetHandler(provider);
+        var url = server.Url("/data").Replace("http://", "http://user:s3cret@", StringComparison.Ordinal) + "?token=t0ken";
+
+        var ex = await Assert.ThrowsAsync<TaskRefusedException>(async () =>
+            await handler.Prepare(HandlerRunner.Payload($$"""{"url":"{{url}}"}"""))(CancellationToken.None));
+
+        Assert.Equal("HttpGetTargetDenied", ex.ErrorType);
+        Assert.Contains("http-get may not connect to 127.0.0.1 (in 'loopback', listed in Worker:HttpGet:DeniedNetworks).", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("s3cret", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("t0ken", ex.Message, StringComparison.Ordinal);
+        Assert.Empty(server.Requests);
+    }
+
+    [Fact]
     public async Task HttpGet_AcceptsBodyOfExactlyMaxResponseBytes()
     {
         await using var server = TinyHttpServer.Start(TinyHttpServer.Response(200, "OK", new byte[4096], sendContentLength: false));

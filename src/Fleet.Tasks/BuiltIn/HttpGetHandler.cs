@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Collections.Frozen;
+using System.ComponentModel.DataAnnotations;
 using System.Security.Cryptography;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
@@ -9,7 +10,8 @@ namespace Fleet.Tasks.BuiltIn;
 /// <summary>
 /// <c>http-get</c>: fetches <c>url</c> with a GET and returns <c>{"status": int, "bytes": long, "sha256": hex}</c>
 /// of the response body. Only hosts in <see cref="HttpGetOptions.AllowedHosts"/> may be fetched, so a payload
-/// cannot make workers reach internal addresses. Redirects are not followed (the named client is configured with
+/// cannot make workers reach internal addresses, and only at addresses <see cref="HttpGetTargetGuard"/> permits
+/// (checked on the address connected to, whatever the name resolved to before). Redirects are not followed (the named client is configured with
 /// <c>AllowAutoRedirect = false</c>); a 3xx, like any other status, is reported as is, not as a failure.
 /// </summary>
 public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
@@ -113,6 +115,11 @@ public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
                 Sha256 = Convert.ToHexStringLower(hash.GetHashAndReset()),
             };
         }
+        catch (HttpRequestException ex) when (ex.InnerException is HttpGetTargetDeniedException denied)
+        {
+            // The operator's rule, not a passing fault: final, with its own error type, never retried.
+            throw new TaskRefusedException(HttpGetTargetGuard.ErrorType, $"GET {ForMessage(uri)} refused: {denied.Message}", ex);
+        }
         catch (OperationCanceledException ex) when (timeout.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
         {
             // Our own timeout, not the worker's cancel or time limit: report it as a plain failure, not as a cancellation.
@@ -168,8 +175,14 @@ public sealed class HttpGetHandler : TaskHandler<HttpGetInput, HttpGetOutput>
 }
 
 /// <summary>Configuration of <c>http-get</c> (section <c>Worker:HttpGet</c> in the worker host).</summary>
-public sealed class HttpGetOptions
+public sealed class HttpGetOptions : IValidatableObject
 {
+    /// <summary>The configuration key of <see cref="AllowedNetworks"/>, as errors name it.</summary>
+    public const string AllowedNetworksKey = "Worker:HttpGet:AllowedNetworks";
+
+    /// <summary>The configuration key of <see cref="DeniedNetworks"/>, as errors name it.</summary>
+    public const string DeniedNetworksKey = "Worker:HttpGet:DeniedNetworks";
+
     /// <summary>
     /// Host names or IP addresses that may be fetched, matched case-insensitively against the URL's host (any
     /// port). Empty, the default, allows nothing.
@@ -178,6 +191,28 @@ public sealed class HttpGetOptions
 
     /// <summary>The largest response body accepted; a longer body fails the task. Default 16 MiB.</summary>
     public long MaxResponseBytes { get; set; } = 16L * 1024 * 1024;
+
+    /// <summary>
+    /// Networks (CIDR, single addresses or groups, see <see cref="HttpGetTargetGuard.Groups"/>) whose addresses
+    /// http-get may connect to. Not set, the default: every address that <see cref="DeniedNetworks"/> does not deny.
+    /// (Null rather than empty by default: configuration binding appends to an existing list.)
+    /// </summary>
+    public IList<string>? AllowedNetworks { get; set; }
+
+    /// <summary>
+    /// Networks http-get may never connect to, whatever <see cref="AllowedNetworks"/> says. Not set, the default:
+    /// <see cref="HttpGetTargetGuard.DefaultDeniedNetworks"/> (link-local, the metadata services, unspecified);
+    /// <c>none</c> denies nothing.
+    /// </summary>
+    public IList<string>? DeniedNetworks { get; set; }
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        _ = HttpGetTargetGuard.Parse(AllowedNetworks ?? [], out var allowedErrors);
+        _ = HttpGetTargetGuard.Parse(DeniedNetworks ?? [], out var deniedErrors);
+        return allowedErrors.Select(e => new ValidationResult($"{AllowedNetworksKey}: {e}", [nameof(AllowedNetworks)]))
+            .Concat(deniedErrors.Select(e => new ValidationResult($"{DeniedNetworksKey}: {e}", [nameof(DeniedNetworks)])));
+    }
 }
 
 /// <summary>Input of <c>http-get</c>: <c>{"url": "http://127.0.0.1:8080/x", "timeoutMs": 10000}</c>.</summary>

@@ -11,7 +11,7 @@ namespace Fleet.Worker.MessagePath;
 
 /// <summary>
 /// What one execution ended with, ready to be committed. <see cref="Retryable"/> marks failures that another
-/// attempt may cure (a handler's exception); validation errors, unknown types, exceptions of <c>Prepare</c>, time
+/// attempt may cure (a handler's exception); validation errors, refusals (<see cref="TaskRefusedException"/>), unknown types, exceptions of <c>Prepare</c>, time
 /// limits and cancels are final. <see cref="StartedAt"/> is when a CPU-lane thread took the task (a task claimed ahead
 /// waits for one after its claim); null when the execution began with the claim.
 /// </summary>
@@ -195,6 +195,10 @@ public sealed class TaskExecutor(
             catch (TaskValidationException ex)
             {
                 return Failed(ErrorTypes.Validation, ex.Message, clock);
+            }
+            catch (TaskRefusedException ex)
+            {
+                return Failed(ex.ErrorType, ex.Message, clock);
             }
             catch (Exception ex) when (ex is not OperationCanceledException || !stopping.IsCancellationRequested)
             {

@@ -104,6 +104,9 @@ internal sealed record ChildReply(string Op)
 
     public bool Validation { get; init; }
 
+    /// <summary>The handler refused the task (<c>TaskRefusedException</c>): final, with <see cref="ErrorType"/>.</summary>
+    public bool Refused { get; init; }
+
     public bool Cancelled { get; init; }
 
     public double? CpuMs { get; init; }

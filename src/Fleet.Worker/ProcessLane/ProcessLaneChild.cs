@@ -195,6 +195,10 @@ public static partial class ProcessLaneChild
             {
                 return Done(false) with { ErrorType = "ValidationError", ErrorMessage = ex.Message, Validation = true };
             }
+            catch (TaskRefusedException ex)
+            {
+                return Done(false) with { ErrorType = ex.ErrorType, ErrorMessage = ex.Message, Refused = true };
+            }
             catch (Exception ex) when (cancellationToken.IsCancellationRequested)
             {
                 return Done(false) with { ErrorType = ex.GetType().FullName, ErrorMessage = ex.Message, Cancelled = true };

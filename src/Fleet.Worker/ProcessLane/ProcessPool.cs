@@ -127,6 +127,11 @@ public sealed partial class ProcessPool : IAsyncDisposable
                 throw new TaskValidationException(reply.ErrorMessage ?? "The payload is not valid.");
             }
 
+            if (reply.Refused)
+            {
+                throw new TaskRefusedException(reply.ErrorType ?? "TaskRefused", reply.ErrorMessage ?? "The task was refused.");
+            }
+
             if (reply.Cancelled && limit.IsCancellationRequested)
             {
                 throw new OperationCanceledException(reply.ErrorMessage, limit);
