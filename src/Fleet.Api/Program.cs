@@ -20,4 +20,4 @@ catch (FleetTlsException)
     return FleetTlsException.ExitCode;
 }
 
-return 0;
+return Environment.ExitCode;

@@ -152,6 +152,38 @@ public sealed class TlsTests(TlsFixture tls)
         Assert.Contains("connects to '192.0.2.1' with SSL Mode=Require, which does not verify the server's certificate", output, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task TheCli_SubmitsOverVerifiedTls_AndRefusesAnUntrustedBrokerOrAnUnverifiedDatabase_InOneLine()
+    {
+        var trusted = await FleetCliAsync(tls.PlainPostgres, tls.Amqps(), tls.CaFile, "submit", "noop");
+        Assert.True(trusted.ExitCode == 0, trusted.Output);
+        Assert.True(Guid.TryParse(trusted.Output.Trim(), out _), trusted.Output);
+
+        var untrusted = await FleetCliAsync(tls.PlainPostgres, tls.Amqps(), tls.OtherCaFile, "submit", "noop");
+        Assert.Equal(2, untrusted.ExitCode);
+        Assert.StartsWith($"fleet: RabbitMQ at 127.0.0.1:{tls.AmqpTlsPort} refused: the certificate CN=fleet-tls-test-server", untrusted.Output, StringComparison.Ordinal);
+        Assert.Contains("is not trusted", untrusted.Output, StringComparison.Ordinal);
+
+        var remote = new NpgsqlConnectionStringBuilder(tls.PlainPostgres) { Host = "192.0.2.1" }.ConnectionString;
+        var unverified = await FleetCliAsync(remote, tls.Amqp, null, "workers");
+        Assert.Equal(2, unverified.ExitCode);
+        Assert.Contains("fleet: ConnectionStrings:fleetdb connects to '192.0.2.1' with SSL Mode=Prefer", unverified.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs the CLI's build output (<c>fleet.dll</c>, with its own dependencies) with these settings.</summary>
+    private static Task<ProcessTools.CommandResult> FleetCliAsync(string postgres, string rabbitMq, string? caFile, params string[] arguments)
+    {
+        var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
+        var dll = Repository.PathTo("src", "Fleet.Cli", "bin", configuration, "net10.0", "fleet.dll");
+        var environment = new Dictionary<string, string>
+        {
+            ["ConnectionStrings__fleetdb"] = postgres,
+            ["ConnectionStrings__rabbitmq"] = rabbitMq,
+            ["Tls__RabbitMqCaFile"] = caFile ?? "",
+        };
+        return ProcessTools.RunAsync("dotnet", [dll, .. arguments], TimeSpan.FromMinutes(2), environment);
+    }
+
     private static FleetClient Client(string postgres, string rabbitMq, Action<FleetClientOptions> configure)
     {
         var options = new FleetClientOptions { PostgresConnectionString = postgres, RabbitMqUri = rabbitMq };
