@@ -22,8 +22,9 @@
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
 #   read by `start` only, from the environment (not remembered)
 #   FLEET_TLS_CERT_FILE, FLEET_TLS_KEY_FILE (none): PEM server certificate (with its intermediates) and key; with
-#   both, PostgreSQL also accepts TLS (ssl = on, same port) and RabbitMQ has a TLS listener on 127.0.0.1:
-#   FLEET_AMQP_TLS_PORT (AMQP port + 1). Read by `start` only, from the environment (not remembered)
+#   both, PostgreSQL also accepts TLS (ssl = on, same port) and RabbitMQ has TLS listeners on 127.0.0.1:
+#   FLEET_AMQP_TLS_PORT (AMQP port + 1) and FLEET_AMQP_MGMT_TLS_PORT (management port + 1, HTTPS). Read by `start`
+#   only, from the environment (not remembered)
 #   FLEET_THROWAWAY=1: servers whose data is thrown away (the integration tests'): PostgreSQL without fsync and
 #   full_page_writes, 300 connections, and a password for the superuser postgres (FLEET_PG_SUPERUSER_CONNECTION in
 #   env); the RabbitMQ user fleet is an administrator. Read by `start` only, from the environment (not remembered)
@@ -150,13 +151,17 @@ listen_extra() {
   ip -4 -o addr show 2>/dev/null | grep -qF " $LISTEN_ADDR/" || die "FLEET_LISTEN_EXTRA: $LISTEN_ADDR is not an address of this machine"
 }
 
-# FLEET_TLS_CERT_FILE and FLEET_TLS_KEY_FILE -> TLS_CERT, TLS_KEY, AMQP_TLS_PORT; all empty without them.
+# FLEET_TLS_CERT_FILE and FLEET_TLS_KEY_FILE -> TLS_CERT, TLS_KEY, AMQP_TLS_PORT, AMQP_MGMT_TLS_PORT; all empty
+# without them.
 tls_settings() {
-  TLS_CERT=${FLEET_TLS_CERT_FILE-} TLS_KEY=${FLEET_TLS_KEY_FILE-} AMQP_TLS_PORT=''
+  TLS_CERT=${FLEET_TLS_CERT_FILE-} TLS_KEY=${FLEET_TLS_KEY_FILE-} AMQP_TLS_PORT='' AMQP_MGMT_TLS_PORT=''
   [[ -z $TLS_CERT && -z $TLS_KEY ]] && return 0
   [[ -r $TLS_CERT && -r $TLS_KEY ]] || die "FLEET_TLS_CERT_FILE and FLEET_TLS_KEY_FILE must both name readable PEM files"
-  AMQP_TLS_PORT=${FLEET_AMQP_TLS_PORT:-$((AMQP_PORT + 1))}
-  [[ $AMQP_TLS_PORT =~ ^[0-9]+$ ]] && ((AMQP_TLS_PORT >= 1 && AMQP_TLS_PORT <= 65535)) || die "FLEET_AMQP_TLS_PORT is not a port: $AMQP_TLS_PORT"
+  AMQP_TLS_PORT=${FLEET_AMQP_TLS_PORT:-$((AMQP_PORT + 1))} AMQP_MGMT_TLS_PORT=${FLEET_AMQP_MGMT_TLS_PORT:-$((AMQP_MGMT_PORT + 1))}
+  local k
+  for k in AMQP_TLS_PORT AMQP_MGMT_TLS_PORT; do
+    [[ ${!k} =~ ^[0-9]+$ ]] && ((${!k} >= 1 && ${!k} <= 65535)) || die "FLEET_$k is not a port: ${!k}"
+  done
 }
 
 save_settings() {
@@ -491,6 +496,10 @@ rmq_write_config() {
       echo "ssl_options.keyfile = $TLS_KEY"
       echo "ssl_options.verify = verify_none"
       echo "ssl_options.fail_if_no_peer_cert = false"
+      echo "management.ssl.ip = 127.0.0.1"
+      echo "management.ssl.port = $AMQP_MGMT_TLS_PORT"
+      echo "management.ssl.certfile = $TLS_CERT"
+      echo "management.ssl.keyfile = $TLS_KEY"
     fi
   } >"$RMQ_DIR/rabbitmq.conf"
   echo '[rabbitmq_management,rabbitmq_prometheus].' >"$RMQ_DIR/enabled_plugins"
@@ -539,7 +548,7 @@ rmq_launch() {
     log "RabbitMQ node $RMQ_NODE already running (pid $RMQ_WAS_RUNNING)"
   else
     local p
-    for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT" $AMQP_TLS_PORT; do
+    for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT" $AMQP_TLS_PORT $AMQP_MGMT_TLS_PORT; do
       port_open "$p" && die "port $p is already in use by another program (see the FLEET_AMQP_* settings)"
     done
     rm -f "$RMQ_PID_FILE"

@@ -73,7 +73,7 @@ public static class ApiHostingExtensions
         services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3))
             .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
             {
-                SslOptions = { RemoteCertificateValidationCallback = broker.Certificates.For("the RabbitMQ management API") },
+                SslOptions = { RemoteCertificateValidationCallback = broker.Certificates.For("The RabbitMQ management API") },
             });
         services.AddSingleton(sp => new RabbitMqManagementClient(
             sp.GetRequiredService<IHttpClientFactory>(), sp.GetRequiredService<IOptions<ApiOptions>>().Value.RabbitMqManagementUri, broker));

@@ -25,6 +25,7 @@ public sealed class TlsFixture : IAsyncLifetime
 
     private readonly DirectoryInfo _certificates = Directory.CreateTempSubdirectory("fleet-tls-certs-");
     private readonly int _amqpTlsPort = ProcessTools.GetFreeLoopbackPort();
+    private readonly int _managementTlsPort = ProcessTools.GetFreeLoopbackPort();
     private readonly FleetServersFixture _servers;
 
     public TlsFixture(IMessageSink sink)
@@ -34,6 +35,7 @@ public sealed class TlsFixture : IAsyncLifetime
             ["FLEET_TLS_CERT_FILE"] = Path.Combine(_certificates.FullName, "server.pem"),
             ["FLEET_TLS_KEY_FILE"] = Path.Combine(_certificates.FullName, "server.key"),
             ["FLEET_AMQP_TLS_PORT"] = _amqpTlsPort.ToString(CultureInfo.InvariantCulture),
+            ["FLEET_AMQP_MGMT_TLS_PORT"] = _managementTlsPort.ToString(CultureInfo.InvariantCulture),
         });
     }
 
@@ -57,6 +59,11 @@ public sealed class TlsFixture : IAsyncLifetime
     /// <summary>amqps:// to the TLS listener, dialled as <paramref name="host"/>.</summary>
     public string Amqps(string host = "127.0.0.1") =>
         new UriBuilder(_servers.RabbitMqUri) { Scheme = "amqps", Host = host, Port = _amqpTlsPort }.Uri.ToString();
+
+    /// <summary>https:// to the management API's TLS listener, with the broker user's credentials.</summary>
+    public Uri ManagementHttps => new UriBuilder(_servers.RabbitMqManagementUri!) { Scheme = "https", Port = _managementTlsPort }.Uri;
+
+    public int ManagementTlsPort => _managementTlsPort;
 
     /// <summary>The plain AMQP listener.</summary>
     public string Amqp => _servers.RabbitMqUri.ToString();

@@ -153,6 +153,29 @@ public sealed class TlsTests(TlsFixture tls)
     }
 
     [Fact]
+    public async Task TheApisManagementClient_ReadsQueueDepthsOverVerifiedHttps_AndNamesARefusedCertificate()
+    {
+        var settings = ApiHost.DefaultSettings(tls.PlainPostgres, tls.Amqp, tls.ManagementHttps);
+        await using (var trusted = await ApiHost.StartAsync(settings, new Dictionary<string, string?> { ["Tls:RabbitMqCaFile"] = tls.CaFile }))
+        {
+            var stats = await StatsAsync(trusted);
+            Assert.True(stats.GetProperty("queuesError").ValueKind == JsonValueKind.Null, stats.ToString());
+        }
+
+        settings = ApiHost.DefaultSettings(tls.PlainPostgres, tls.Amqp, tls.ManagementHttps);
+        await using var untrusted = await ApiHost.StartAsync(settings, new Dictionary<string, string?> { ["Tls:RabbitMqCaFile"] = tls.OtherCaFile });
+        var error = (await StatsAsync(untrusted)).GetProperty("queuesError").GetString();
+        Assert.StartsWith("The RabbitMQ management API refused: the certificate CN=fleet-tls-test-server", error, StringComparison.Ordinal);
+        Assert.Contains("is not trusted", error, StringComparison.Ordinal);
+
+        static async Task<JsonElement> StatsAsync(ApiHost api)
+        {
+            using var http = api.CreateClient();
+            return await http.GetFromJsonAsync<JsonElement>("stats");
+        }
+    }
+
+    [Fact]
     public async Task TheCli_SubmitsOverVerifiedTls_AndRefusesAnUntrustedBrokerOrAnUnverifiedDatabase_InOneLine()
     {
         var trusted = await FleetCliAsync(tls.PlainPostgres, tls.Amqps(), tls.CaFile, "submit", "noop");
