@@ -134,6 +134,11 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
         {
             throw new FleetTlsException(refused.Message, ex);
         }
+        catch (AuthenticationException ex)
+        {
+            // A handshake that fails for another reason (no TLS on that port, no common protocol) would fail the same way forever.
+            throw new FleetTlsException($"{broker.ServerDescription}: the TLS handshake failed ({ex.Message}). Is that port the broker's TLS listener?", ex);
+        }
         catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             // Down, unreachable, or no TLS on that port: the bus retries and logs that, as without TLS.

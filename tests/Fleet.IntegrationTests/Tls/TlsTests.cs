@@ -111,6 +111,15 @@ public sealed class TlsTests(TlsFixture tls)
     }
 
     [Fact]
+    public async Task AmqpsToThePlainListener_StopsTheWorker_SayingTheHandshakeFailed()
+    {
+        var plainPort = new UriBuilder(tls.Amqps()) { Port = tls.Servers.RabbitMqUri.Port }.Uri.ToString();
+        await using var worker = WorkerProcess.Start(TlsFixture.WorkerSettings("tls-plain-port", tls.PlainPostgres, plainPort));
+        var output = await ExitedWithTlsErrorAsync(worker);
+        Assert.Contains($"RabbitMQ at 127.0.0.1:{tls.Servers.RabbitMqUri.Port}: the TLS handshake failed", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task AllowUntrusted_Connects_AndTheWorkerWarnsAtStart()
     {
         var optOut = new Dictionary<string, string?> { ["Tls:RabbitMqAllowUntrusted"] = "true" };
