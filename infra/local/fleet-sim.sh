@@ -133,10 +133,11 @@ set +a
 dotnet "$CLI_DLL" migrate >&2
 
 # --------------------------------------------------------------------------------------------- workers
-# Inside a host the servers are at the bridge address, not 127.0.0.1.
+# Inside a host the servers are at the bridge address, not 127.0.0.1: another host, so the database connection says
+# that this private bridge runs without TLS (Fleet refuses an unverified TLS mode toward another host).
 # shellcheck disable=SC2154 # both come from .fleet/sim/env
 {
-  PG_IN_HOST=${ConnectionStrings__fleetdb/Host=127.0.0.1/Host=$BRIDGE}
+  PG_IN_HOST="${ConnectionStrings__fleetdb/Host=127.0.0.1/Host=$BRIDGE};SSL Mode=Disable"
   AMQP_IN_HOST=${ConnectionStrings__rabbitmq/@127.0.0.1:/@$BRIDGE:}
 }
 mkdir -p "$FLEET_HOME/logs"

@@ -21,6 +21,10 @@
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
 #   infra/local/netsim.sh) where both servers listen too, PostgreSQL accepting password logins from that subnet;
 #   read by `start` only, from the environment (not remembered)
+#   FLEET_TLS_CERT_FILE, FLEET_TLS_KEY_FILE (none): PEM server certificate (with its intermediates) and key; with
+#   both, PostgreSQL also accepts TLS (ssl = on, same port) and RabbitMQ has TLS listeners on 127.0.0.1:
+#   FLEET_AMQP_TLS_PORT (AMQP port + 1) and FLEET_AMQP_MGMT_TLS_PORT (management port + 1, HTTPS). Read by `start`
+#   only, from the environment (not remembered)
 #   FLEET_THROWAWAY=1: servers whose data is thrown away (the integration tests'): PostgreSQL without fsync and
 #   full_page_writes, 300 connections, and a password for the superuser postgres (FLEET_PG_SUPERUSER_CONNECTION in
 #   env); the RabbitMQ user fleet is an administrator. Read by `start` only, from the environment (not remembered)
@@ -121,6 +125,7 @@ load_settings() {
   THROWAWAY=${FLEET_THROWAWAY:-0}
   pg_log_path
   listen_extra
+  tls_settings
   for k in PG_PORT AMQP_PORT AMQP_DIST_PORT AMQP_MGMT_PORT AMQP_PROM_PORT WORKER_PORT_BASE EPMD_PORT; do
     if ! [[ ${!k} =~ ^[0-9]+$ ]] || ((${!k} < 1 || ${!k} > 65535)); then die "$k is not a port: ${!k}"; fi
   done
@@ -144,6 +149,19 @@ listen_extra() {
   LISTEN_ADDR=${FLEET_LISTEN_EXTRA%/*}
   LISTEN_NET=$(printf '%d.%d.%d.%d/%d' $(((ip & mask) >> 24)) $((((ip & mask) >> 16) & 255)) $((((ip & mask) >> 8) & 255)) $((ip & mask & 255)) "$prefix")
   ip -4 -o addr show 2>/dev/null | grep -qF " $LISTEN_ADDR/" || die "FLEET_LISTEN_EXTRA: $LISTEN_ADDR is not an address of this machine"
+}
+
+# FLEET_TLS_CERT_FILE and FLEET_TLS_KEY_FILE -> TLS_CERT, TLS_KEY, AMQP_TLS_PORT, AMQP_MGMT_TLS_PORT; all empty
+# without them.
+tls_settings() {
+  TLS_CERT=${FLEET_TLS_CERT_FILE-} TLS_KEY=${FLEET_TLS_KEY_FILE-} AMQP_TLS_PORT='' AMQP_MGMT_TLS_PORT=''
+  [[ -z $TLS_CERT && -z $TLS_KEY ]] && return 0
+  [[ -r $TLS_CERT && -r $TLS_KEY ]] || die "FLEET_TLS_CERT_FILE and FLEET_TLS_KEY_FILE must both name readable PEM files"
+  AMQP_TLS_PORT=${FLEET_AMQP_TLS_PORT:-$((AMQP_PORT + 1))} AMQP_MGMT_TLS_PORT=${FLEET_AMQP_MGMT_TLS_PORT:-$((AMQP_MGMT_PORT + 1))}
+  local k
+  for k in AMQP_TLS_PORT AMQP_MGMT_TLS_PORT; do
+    [[ ${!k} =~ ^[0-9]+$ ]] && ((${!k} >= 1 && ${!k} <= 65535)) || die "FLEET_$k is not a port: ${!k}"
+  done
 }
 
 save_settings() {
@@ -324,6 +342,12 @@ pg_start() {
     # Clients on other hosts can vanish without a FIN (a cut link): probe idle ones so their backends end (~20 s).
     extra_opts=' -c tcp_keepalives_idle=5 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3'
   fi
+  if [[ -n $TLS_CERT ]]; then
+    # PostgreSQL wants its key owned by its own user with mode 600: copies in the data dir.
+    install -m 600 "$TLS_CERT" "$PG_DATA/fleet-tls.crt" && install -m 600 "$TLS_KEY" "$PG_DATA/fleet-tls.key"
+    ((EUID == 0)) && chown postgres:postgres "$PG_DATA/fleet-tls.crt" "$PG_DATA/fleet-tls.key"
+    extra_opts+=' -c ssl=on -c ssl_cert_file=fleet-tls.crt -c ssl_key_file=fleet-tls.key'
+  fi
   # Throwaway data: fsync and full_page_writes only guard against an OS crash. synchronous_commit stays on: without
   # it a killed server loses commits it had confirmed, and the crash tests check that none is lost.
   ((THROWAWAY)) && extra_opts+=' -c fsync=off -c full_page_writes=off -c max_connections=300'
@@ -474,6 +498,18 @@ rmq_write_config() {
       echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT"
       echo "listeners.tcp.2 = $LISTEN_ADDR:$AMQP_PORT"
     fi
+    if [[ -n $AMQP_TLS_PORT ]]; then
+      # Server authentication only: clients check this certificate; the broker asks for none of theirs.
+      echo "listeners.ssl.default = 127.0.0.1:$AMQP_TLS_PORT"
+      echo "ssl_options.certfile = $TLS_CERT"
+      echo "ssl_options.keyfile = $TLS_KEY"
+      echo "ssl_options.verify = verify_none"
+      echo "ssl_options.fail_if_no_peer_cert = false"
+      echo "management.ssl.ip = 127.0.0.1"
+      echo "management.ssl.port = $AMQP_MGMT_TLS_PORT"
+      echo "management.ssl.certfile = $TLS_CERT"
+      echo "management.ssl.keyfile = $TLS_KEY"
+    fi
   } >"$RMQ_DIR/rabbitmq.conf"
   echo '[rabbitmq_management,rabbitmq_prometheus].' >"$RMQ_DIR/enabled_plugins"
   : >"$RMQ_DIR/rabbitmq-env.conf"
@@ -521,7 +557,7 @@ rmq_launch() {
     log "RabbitMQ node $RMQ_NODE already running (pid $RMQ_WAS_RUNNING)"
   else
     local p
-    for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT"; do
+    for p in "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT" "$AMQP_PROM_PORT" $AMQP_TLS_PORT $AMQP_MGMT_TLS_PORT; do
       port_open "$p" && die "port $p is already in use by another program (see the FLEET_AMQP_* settings)"
     done
     rm -f "$RMQ_PID_FILE"

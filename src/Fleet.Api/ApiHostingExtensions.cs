@@ -34,6 +34,9 @@ public static class ApiHostingExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
+
+        // First, so that a connection the Tls settings forbid stops the start before anything connects.
+        builder.AddFleetTls();
         services.AddOptions<ApiOptions>()
             .BindConfiguration(ApiOptions.SectionName)
             .Configure(o => configure?.Invoke(o))
@@ -64,7 +67,12 @@ public static class ApiHostingExtensions
         services.AddSingleton<AutoscaleSampler>();
         services.AddHostedService(sp => sp.GetRequiredService<AutoscaleSampler>());
         builder.AddFleetTelemetry("fleet-api", AutoscaleSampler.MeterName, ClientTelemetry.Name);
-        services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3));
+        // An https:// management URI gets the broker's certificate check (Tls section), not the HttpClient default.
+        services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3))
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler
+            {
+                SslOptions = { RemoteCertificateValidationCallback = broker.Certificates.For("The RabbitMQ management API") },
+            });
         services.AddSingleton(sp => new RabbitMqManagementClient(
             sp.GetRequiredService<IHttpClientFactory>(), sp.GetRequiredService<IOptions<ApiOptions>>().Value.RabbitMqManagementUri, broker));
 

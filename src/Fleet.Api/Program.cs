@@ -1,4 +1,5 @@
 using Fleet.Api;
+using Fleet.Client.Tls;
 using Fleet.ServiceDefaults;
 
 // The content root is the build output (appsettings.json, wwwroot), wherever the process is started from.
@@ -9,4 +10,14 @@ builder.AddFleetApi();
 var app = builder.Build();
 app.UseFleetApi();
 app.MapFleetApi();
-await app.RunAsync();
+try
+{
+    await app.RunAsync();
+}
+catch (FleetTlsException)
+{
+    // Logged by the check with its reason; a configuration error, not a crash to dump.
+    return FleetTlsException.ExitCode;
+}
+
+return Environment.ExitCode;

@@ -1,4 +1,6 @@
+using System.ComponentModel.DataAnnotations;
 using Fleet.Client;
+using Fleet.Client.Tls;
 using Microsoft.Extensions.Configuration;
 
 namespace Fleet.Cli;
@@ -11,15 +13,55 @@ internal static class CliSettings
         .AddEnvironmentVariables()
         .Build();
 
-    public static string PostgresConnectionString => Required("fleetdb");
+    /// <summary><c>ConnectionStrings__fleetdb</c>, refused (as by every Fleet process) when it would not verify a remote server.</summary>
+    public static string PostgresConnectionString
+    {
+        get
+        {
+            var value = Required("fleetdb");
+            var tls = Tls();
+            if (tls.PostgresProblem(value) is { } problem)
+            {
+                throw new CliException(problem);
+            }
+
+            if (tls.PostgresAllowUnverified && FleetTlsOptions.IsUnverifiedPostgres(value))
+            {
+                Console.Error.WriteLine("fleet: warning: Tls:PostgresAllowUnverified is on: the database's certificate is not verified.");
+            }
+
+            return value;
+        }
+    }
 
     public static string RabbitMqUri => Required("rabbitmq");
 
-    public static FleetClient CreateClient() => new(new FleetClientOptions
+    public static FleetClient CreateClient()
     {
-        PostgresConnectionString = Required("fleetdb"),
-        RabbitMqUri = Required("rabbitmq"),
-    });
+        var options = new FleetClientOptions { PostgresConnectionString = PostgresConnectionString, RabbitMqUri = RabbitMqUri };
+        Configuration.GetSection(FleetTlsOptions.SectionName).Bind(options.Tls);
+        if (options.Tls.RabbitMqAllowUntrusted && RabbitMqAddress.Parse(options.RabbitMqUri).UseTls)
+        {
+            Console.Error.WriteLine("fleet: warning: Tls:RabbitMqAllowUntrusted is on: the broker's certificate is not checked.");
+        }
+
+        try
+        {
+            return new FleetClient(options);
+        }
+        catch (ValidationException ex)
+        {
+            throw new CliException(ex.Message);
+        }
+    }
+
+    /// <summary>The <c>Tls</c> section (Tls__RabbitMqCaFile, ...), validated.</summary>
+    private static FleetTlsOptions Tls()
+    {
+        var tls = Configuration.GetSection(FleetTlsOptions.SectionName).Get<FleetTlsOptions>() ?? new FleetTlsOptions();
+        var problems = tls.Validate(new ValidationContext(tls)).Select(r => r.ErrorMessage).ToList();
+        return problems.Count == 0 ? tls : throw new CliException(string.Join(" ", problems));
+    }
 
     private static string Required(string name)
     {

@@ -14,6 +14,12 @@ internal static class CommandRunner
             await Console.Error.WriteLineAsync($"fleet: {ex.Message}").ConfigureAwait(false);
             return 2;
         }
+        catch (Exception ex) when (Fleet.Client.Tls.ServerCertificateException.FindIn(ex) is { } refused)
+        {
+            // A broker certificate that is refused: which server and why, not the client library's wrapping.
+            await Console.Error.WriteLineAsync($"fleet: {refused.Message}").ConfigureAwait(false);
+            return 2;
+        }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             await Console.Error.WriteLineAsync("fleet: cancelled").ConfigureAwait(false);

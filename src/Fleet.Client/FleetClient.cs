@@ -25,7 +25,8 @@ public sealed class FleetClient : IAsyncDisposable
         System.ComponentModel.DataAnnotations.Validator.ValidateObject(options, new(options), validateAllProperties: true);
         _options = options;
         _dataSource = CreateDataSource(options.PostgresConnectionString);
-        _publisher = new RabbitMqTaskPublisher(RabbitMqAddress.Parse(options.RabbitMqUri), $"fleet-client {Environment.MachineName}:{Environment.ProcessId}");
+        var broker = RabbitMqAddress.Parse(options.RabbitMqUri) with { Certificates = options.Tls.CreateRabbitMqValidator() };
+        _publisher = new RabbitMqTaskPublisher(broker, $"fleet-client {Environment.MachineName}:{Environment.ProcessId}");
         var submitterOptions = new TaskSubmitterOptions { DefaultMaxAttempts = options.DefaultMaxAttempts, ChunkSize = options.BulkChunkSize };
         submitterOptions.CpuTypes.Clear();
         submitterOptions.CpuTypes.UnionWith(options.CpuTypes);

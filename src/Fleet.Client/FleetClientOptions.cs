@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using Fleet.Client.Tls;
 
 namespace Fleet.Client;
 
@@ -8,7 +9,7 @@ namespace Fleet.Client;
 /// "ConnectionStrings": { "fleetdb": "Host=...;Database=fleet;Username=...;Password=...", "rabbitmq": "amqp://user:pass@host:5672/fleet" }
 /// </code>
 /// </summary>
-public sealed class FleetClientOptions
+public sealed class FleetClientOptions : IValidatableObject
 {
     /// <summary>Npgsql connection string of the fleet database (<c>ConnectionStrings:fleetdb</c>).</summary>
     [Required(ErrorMessage = "ConnectionStrings:fleetdb (env ConnectionStrings__fleetdb) is required.")]
@@ -35,4 +36,21 @@ public sealed class FleetClientOptions
     /// <summary>Default <c>maxAttempts</c> of tasks that set none.</summary>
     [Range(1, 100)]
     public int DefaultMaxAttempts { get; set; } = 3;
+
+    /// <summary>How server certificates are checked (the <c>Tls</c> section); strict by default.</summary>
+    public FleetTlsOptions Tls { get; } = new();
+
+    /// <summary>The <c>Tls</c> settings, and a database connection that would not verify its server (refused unless allowed).</summary>
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        foreach (var result in Tls.Validate(validationContext))
+        {
+            yield return result;
+        }
+
+        if (!string.IsNullOrWhiteSpace(PostgresConnectionString) && Tls.PostgresProblem(PostgresConnectionString) is { } problem)
+        {
+            yield return new ValidationResult(problem, [nameof(PostgresConnectionString)]);
+        }
+    }
 }

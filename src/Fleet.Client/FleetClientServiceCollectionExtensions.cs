@@ -8,7 +8,8 @@ public static class FleetClientServiceCollectionExtensions
 {
     /// <summary>
     /// Registers a singleton <see cref="FleetClient"/> configured from <c>ConnectionStrings:fleetdb</c> and
-    /// <c>ConnectionStrings:rabbitmq</c>; missing values fail at start with the config path named.
+    /// <c>ConnectionStrings:rabbitmq</c> and the <c>Tls</c> section; missing or invalid values fail at start with the
+    /// config path named.
     /// </summary>
     public static IServiceCollection AddFleetClient(
         this IServiceCollection services, IConfiguration configuration, Action<FleetClientOptions>? configure = null)
@@ -18,6 +19,7 @@ public static class FleetClientServiceCollectionExtensions
             {
                 options.PostgresConnectionString = configuration.GetConnectionString("fleetdb") ?? "";
                 options.RabbitMqUri = configuration.GetConnectionString("rabbitmq") ?? "";
+                configuration.GetSection(Tls.FleetTlsOptions.SectionName).Bind(options.Tls);
                 configure?.Invoke(options);
             })
             .ValidateDataAnnotations()

@@ -19,6 +19,15 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
     /// <summary>How long opening a TCP connection and the AMQP handshake may take before a try counts as failed.</summary>
     public TimeSpan ConnectionTimeout { get; init; } = DefaultConnectionTimeout;
 
+    /// <summary>
+    /// How the broker's certificate is checked when <see cref="UseTls"/>: by default chain (system trust store) and
+    /// host name; the <c>Tls</c> settings (<see cref="Tls.FleetTlsOptions"/>) choose a private CA or no check.
+    /// </summary>
+    public Tls.ServerCertificateValidator Certificates { get; init; } = Tls.ServerCertificateValidator.SystemTrust;
+
+    /// <summary>How this server is named in a certificate error.</summary>
+    public string ServerDescription => $"RabbitMQ at {Host}:{Port}";
+
     public static readonly TimeSpan DefaultHeartbeat = TimeSpan.FromSeconds(10);
 
     public static readonly TimeSpan DefaultConnectionTimeout = TimeSpan.FromSeconds(10);
@@ -57,7 +66,8 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
     /// <summary>
     /// A RabbitMQ.Client connection factory for this address, with the liveness settings every Fleet connection
     /// shares (the hosts' MassTransit bus uses the same): the address's heartbeat and connection timeout, so a
-    /// cut-off peer is noticed within two missed heartbeats, not the TCP timeout.
+    /// cut-off peer is noticed within two missed heartbeats, not the TCP timeout. With TLS the certificate is checked by
+    /// <see cref="Certificates"/>.
     /// </summary>
     public RabbitMQ.Client.ConnectionFactory CreateConnectionFactory(string connectionName) => new()
     {
@@ -69,7 +79,7 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
         ClientProvidedName = connectionName,
         RequestedHeartbeat = Heartbeat,
         RequestedConnectionTimeout = ConnectionTimeout,
-        Ssl = new RabbitMQ.Client.SslOption { Enabled = UseTls, ServerName = Host },
+        Ssl = new RabbitMQ.Client.SslOption { Enabled = UseTls, ServerName = Host, CertificateValidationCallback = Certificates.For(ServerDescription) },
     };
 
     private static IEnumerable<(string Key, string Value)> QueryParameters(string query)

@@ -1,4 +1,7 @@
+using System.Net.Security;
+using System.Security.Authentication;
 using Fleet.Client;
+using Fleet.Client.Tls;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
 
@@ -7,8 +10,8 @@ namespace Fleet.Messaging;
 public static class RabbitMqBusConfiguratorExtensions
 {
     /// <summary>
-    /// The broker address from <c>ConnectionStrings:rabbitmq</c>; fails naming both the config path and the
-    /// environment variable when it is missing.
+    /// The broker address from <c>ConnectionStrings:rabbitmq</c>, with the certificate check of the <c>Tls</c> section;
+    /// fails naming both the config path and the environment variable when it is missing.
     /// </summary>
     public static RabbitMqAddress GetRabbitMqAddress(this IConfiguration configuration)
     {
@@ -18,8 +21,12 @@ public static class RabbitMqBusConfiguratorExtensions
             ? throw new InvalidOperationException(
                 "Missing connection string 'ConnectionStrings:rabbitmq' (environment variable ConnectionStrings__rabbitmq). " +
                 "Run `make up` and `. .fleet/env`, or set it yourself.")
-            : RabbitMqAddress.Parse(value);
+            : RabbitMqAddress.Parse(value) with { Certificates = configuration.GetFleetTlsOptions().CreateRabbitMqValidator() };
     }
+
+    /// <summary>The <c>Tls</c> section as it is now (validated at start by <see cref="TlsStartupExtensions.AddFleetTls"/>).</summary>
+    public static FleetTlsOptions GetFleetTlsOptions(this IConfiguration configuration) =>
+        configuration.GetSection(FleetTlsOptions.SectionName).Get<FleetTlsOptions>() ?? new FleetTlsOptions();
 
     /// <summary>
     /// Connects the bus to the fleet's broker with the settings every Fleet connection shares (those of
@@ -39,7 +46,16 @@ public static class RabbitMqBusConfiguratorExtensions
             host.RequestedConnectionTimeout(address.ConnectionTimeout);
             if (address.UseTls)
             {
-                host.UseSsl(ssl => ssl.ServerName = address.Host);
+                // MassTransit's own default accepts RemoteCertificateChainErrors: any self-made certificate would do.
+                // The same check as every other Fleet connection instead, and the OS's choice of TLS version (1.3
+                // too, where MassTransit would pin 1.2).
+                host.UseSsl(ssl =>
+                {
+                    ssl.ServerName = address.Host;
+                    ssl.Protocol = SslProtocols.None;
+                    ssl.EnforcePolicyErrors(SslPolicyErrors.RemoteCertificateChainErrors | SslPolicyErrors.RemoteCertificateNameMismatch | SslPolicyErrors.RemoteCertificateNotAvailable);
+                    ssl.CertificateValidationCallback = address.Certificates.For(address.ServerDescription);
+                });
             }
         });
     }

@@ -1,3 +1,4 @@
+using Fleet.Client.Tls;
 using Fleet.ServiceDefaults;
 using Fleet.Worker;
 using Fleet.Worker.ProcessLane;
@@ -25,5 +26,14 @@ builder.AddServiceDefaults();
 builder.AddFleetWorker();
 var app = builder.Build();
 app.MapFleetDefaultEndpoints();
-await app.RunAsync();
+try
+{
+    await app.RunAsync();
+}
+catch (FleetTlsException)
+{
+    // Logged by the check with its reason; a configuration error, not a crash to dump.
+    return FleetTlsException.ExitCode;
+}
+
 return Environment.ExitCode;

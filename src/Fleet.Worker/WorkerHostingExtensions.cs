@@ -31,6 +31,9 @@ public static class WorkerHostingExtensions
     {
         ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
+
+        // First, so that a connection the Tls settings forbid stops the start before anything connects.
+        builder.AddFleetTls();
         services.AddOptions<WorkerOptions>()
             .BindConfiguration(WorkerOptions.SectionName)
             .PostConfigure(o => o.Queues = o.Queues.Length == 0 ? [.. TaskQueues.All] : o.Queues)

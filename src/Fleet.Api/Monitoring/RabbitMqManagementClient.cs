@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Fleet.Api.Models;
 using Fleet.Client;
+using Fleet.Client.Tls;
 
 namespace Fleet.Api.Monitoring;
 
@@ -86,6 +87,10 @@ public sealed class RabbitMqManagementClient
             }
 
             return ([.. queues.OrderBy(q => q.Name, StringComparer.Ordinal)], null);
+        }
+        catch (HttpRequestException ex) when (ServerCertificateException.FindIn(ex) is { } refused)
+        {
+            return ([], refused.Message);
         }
         catch (Exception ex) when (ex is HttpRequestException or TaskCanceledException or JsonException or InvalidOperationException)
         {

@@ -98,7 +98,8 @@ public sealed class MultiHostFixture : IAsyncLifetime
     {
         ArgumentNullException.ThrowIfNull(host);
         var bridge = Network.BridgeAddress.ToString();
-        var postgres = new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Host = bridge };
+        // Another host as far as the worker can tell: it says that the private bridge runs without TLS.
+        var postgres = new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Host = bridge, SslMode = SslMode.Disable };
         var rabbitMq = new UriBuilder(Servers.RabbitMqUri)
         {
             Host = bridge,

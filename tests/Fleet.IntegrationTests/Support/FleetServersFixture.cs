@@ -44,6 +44,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
 {
     private readonly FixtureLog _log;
     private readonly ExtraListenAddress? _alsoListenOn;
+    private readonly IReadOnlyDictionary<string, string>? _scriptSettings;
     private IOwnedServer? _postgres;
     private IOwnedServer? _rabbitMq;
     private LocalWorkspace? _workspace;
@@ -64,6 +65,16 @@ public sealed class FleetServersFixture : IAsyncLifetime
         : this(diagnosticMessageSink)
     {
         _alsoListenOn = alsoListenOn;
+    }
+
+    /// <summary>
+    /// Private servers started with these extra <c>services.sh</c> settings (the TLS tests' FLEET_TLS_CERT_FILE and
+    /// friends): always local processes, since only those take them.
+    /// </summary>
+    internal FleetServersFixture(IMessageSink diagnosticMessageSink, IReadOnlyDictionary<string, string> scriptSettings)
+        : this(diagnosticMessageSink)
+    {
+        _scriptSettings = scriptSettings;
     }
 
     /// <summary>Where the servers came from.</summary>
@@ -127,7 +138,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var stopwatch = Stopwatch.StartNew();
-        var mode = _alsoListenOn is null ? (System.Environment.GetEnvironmentVariable("FLEET_TEST_SERVERS") ?? "auto").Trim().ToLowerInvariant() : "local";
+        var mode = _alsoListenOn is null && _scriptSettings is null ? (System.Environment.GetEnvironmentVariable("FLEET_TEST_SERVERS") ?? "auto").Trim().ToLowerInvariant() : "local";
         if (mode is not ("auto" or "" or "environment" or "testcontainers" or "local"))
         {
             throw new InvalidOperationException($"FLEET_TEST_SERVERS={mode}: use auto, environment, testcontainers or local.");
@@ -261,7 +272,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
 
         await LocalWorkspace.SweepStaleAsync(_log).ConfigureAwait(false);
         _workspace = LocalWorkspace.Create(_log);
-        var local = new LocalServers(_workspace.ServersHome, postgresBin!, _log, _alsoListenOn);
+        var local = new LocalServers(_workspace.ServersHome, postgresBin!, _log, _alsoListenOn, _scriptSettings);
         _postgres = local.Postgres;
         _rabbitMq = local.RabbitMq;
         AppDomain.CurrentDomain.ProcessExit += OnProcessExit;

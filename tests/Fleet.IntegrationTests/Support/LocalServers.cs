@@ -29,7 +29,7 @@ internal sealed class LocalServers
     private readonly FixtureLog _log;
     private readonly ExtraListenAddress? _alsoListenOn;
 
-    public LocalServers(string home, string postgresBin, FixtureLog log, ExtraListenAddress? alsoListenOn)
+    public LocalServers(string home, string postgresBin, FixtureLog log, ExtraListenAddress? alsoListenOn, IReadOnlyDictionary<string, string>? scriptSettings = null)
     {
         Home = home;
         _log = log;
@@ -47,6 +47,11 @@ internal sealed class LocalServers
         if (alsoListenOn is { } extra)
         {
             _environment["FLEET_LISTEN_EXTRA"] = $"{extra.Address}/{extra.Clients.PrefixLength.ToString(CultureInfo.InvariantCulture)}";
+        }
+
+        foreach (var (key, value) in scriptSettings ?? new Dictionary<string, string>())
+        {
+            _environment[key] = value;
         }
 
         ChoosePorts();

@@ -68,6 +68,9 @@ public sealed class WorkerProcess : IAsyncDisposable
         return worker;
     }
 
+    /// <summary>Waits until the process has exited and its output is read to the end.</summary>
+    public Task WaitForExitAsync(CancellationToken cancellationToken) => _process.WaitForExitAsync(cancellationToken);
+
     /// <summary>Sends SIGTERM and waits for the exit code.</summary>
     public async Task<int> TerminateAsync(TimeSpan timeout)
     {

@@ -1,4 +1,5 @@
 using Fleet.Api;
+using Fleet.Client.Tls;
 using Fleet.Worker;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -51,9 +52,9 @@ public static class AppEnvironment
     /// <summary>Fails on a variable the process would not read; returns the variables as configuration (<c>__</c> = <c>:</c>).</summary>
     public static IConfiguration CheckKeys(FleetApp app, IReadOnlyDictionary<string, string> environment, string where)
     {
-        var sections = app == FleetApp.Worker ? new[] { "ConnectionStrings", "Logging", WorkerOptions.SectionName }
-            : app == FleetApp.Api ? ["ConnectionStrings", "Logging", ApiOptions.SectionName]
-            : ["ConnectionStrings"];
+        var sections = app == FleetApp.Worker ? new[] { "ConnectionStrings", "Logging", WorkerOptions.SectionName, FleetTlsOptions.SectionName }
+            : app == FleetApp.Api ? ["ConnectionStrings", "Logging", ApiOptions.SectionName, FleetTlsOptions.SectionName]
+            : ["ConnectionStrings", FleetTlsOptions.SectionName];
         string[] connectionStrings = app == FleetApp.Migrator ? ["fleetdb"] : ["fleetdb", "rabbitmq"];
         foreach (var key in environment.Keys)
         {
@@ -92,8 +93,16 @@ public static class AppEnvironment
             {
                 configuration.GetSection(ApiOptions.SectionName).Get<ApiOptions>(o => o.ErrorOnUnknownConfiguration = true);
             }
+
+            // Every process binds the Tls section (the CLI as well).
+            configuration.GetSection(FleetTlsOptions.SectionName).Get<FleetTlsOptions>(o => o.ErrorOnUnknownConfiguration = true);
         });
         Assert.True(unknown is null, $"{where}: {unknown?.Message}");
+
+        // The database connection would pass the start-time TLS check (verified, explicitly plain, or allowed).
+        var tls = configuration.GetSection(FleetTlsOptions.SectionName).Get<FleetTlsOptions>() ?? new FleetTlsOptions();
+        var problem = configuration.GetConnectionString("fleetdb") is { Length: > 0 } fleetdb ? tls.PostgresProblem(fleetdb) : null;
+        Assert.True(problem is null, $"{where}: the {app.Name} would refuse to start: {problem}");
         return configuration;
     }
 }
