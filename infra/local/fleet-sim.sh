@@ -136,8 +136,9 @@ dotnet "$CLI_DLL" migrate >&2
 # Inside a host the servers are at the bridge address, not 127.0.0.1.
 # shellcheck disable=SC2154 # both come from .fleet/sim/env
 {
-  PG_IN_HOST=${ConnectionStrings__fleetdb/Host=127.0.0.1/Host=$BRIDGE}
-  AMQP_IN_HOST=${ConnectionStrings__rabbitmq/@127.0.0.1:/@$BRIDGE:}
+  # The workers' own logins (fleet_worker), as make up's workers use.
+  PG_IN_HOST=${FLEET_WORKER_PG_CONNECTION/Host=127.0.0.1/Host=$BRIDGE}
+  AMQP_IN_HOST=${FLEET_WORKER_AMQP_URL/@127.0.0.1:/@$BRIDGE:}
 }
 mkdir -p "$FLEET_HOME/logs"
 for ((n = 1; n <= HOSTS; n++)); do
