@@ -74,9 +74,10 @@ public sealed class FleetFixture : IAsyncLifetime
         await _servers.InitializeAsync();
         var admin = new NpgsqlConnectionStringBuilder(_servers.PostgresConnectionString);
         var database = $"fleet_it_{Guid.NewGuid():N}"[..20];
+        var owner = _servers.Logins?.Owner;
         await using (var adminSource = NpgsqlDataSource.Create(admin.ConnectionString))
         {
-            await using var create = adminSource.CreateCommand($"CREATE DATABASE {database}");
+            await using var create = adminSource.CreateCommand($"CREATE DATABASE {database}" + (owner is null ? "" : $" OWNER {owner.PostgresUser}"));
             await create.ExecuteNonQueryAsync();
         }
 
@@ -84,10 +85,12 @@ public sealed class FleetFixture : IAsyncLifetime
         PostgresConnectionString = admin.ConnectionString;
         DataSource = NpgsqlDataSource.Create(PostgresConnectionString);
 
-        var options = new DbContextOptionsBuilder<FleetDbContext>();
-        options.UseFleetNpgsql(DataSource);
-        await using (var db = new FleetDbContext(options.Options))
+        // Migrated by the owner role, as `fleet migrate` is: its grants to the components' roles are the ones they get.
+        await using (var migrator = NpgsqlDataSource.Create(owner?.Postgres(PostgresConnectionString) ?? PostgresConnectionString))
         {
+            var options = new DbContextOptionsBuilder<FleetDbContext>();
+            options.UseFleetNpgsql(migrator);
+            await using var db = new FleetDbContext(options.Options);
             await db.Database.MigrateAsync();
         }
 
