@@ -61,11 +61,11 @@ bench() { # NAME ARGS...: one fleet-bench invocation, its JSON and Markdown unde
 PROXY_PID=
 start_away() {
   local pg amqp pg_host pg_port amqp_host amqp_port ports i
-  pg=$(. "$FLEET_HOME/env" && printf '%s' "$ConnectionStrings__fleetdb")
-  amqp=$(. "$FLEET_HOME/env" && printf '%s' "$ConnectionStrings__rabbitmq")
-  [[ $pg =~ Host=([^\;]+)\;Port=([0-9]+) ]] || die "no Host=...;Port=... in ConnectionStrings__fleetdb"
+  pg=$(. "$FLEET_HOME/env" && printf '%s' "$FLEET_WORKER_PG_CONNECTION")
+  amqp=$(. "$FLEET_HOME/env" && printf '%s' "$FLEET_WORKER_AMQP_URL")
+  [[ $pg =~ Host=([^\;]+)\;Port=([0-9]+) ]] || die "no Host=...;Port=... in FLEET_WORKER_PG_CONNECTION (run make up)"
   pg_host=${BASH_REMATCH[1]} pg_port=${BASH_REMATCH[2]}
-  [[ $amqp =~ @([^:/]+):([0-9]+)/ ]] || die "no @host:port/ in ConnectionStrings__rabbitmq"
+  [[ $amqp =~ @([^:/]+):([0-9]+)/ ]] || die "no @host:port/ in FLEET_WORKER_AMQP_URL (run make up)"
   amqp_host=${BASH_REMATCH[1]} amqp_port=${BASH_REMATCH[2]}
   ports=$FLEET_HOME/run/delay-proxy.ports
   rm -f "$ports"

@@ -137,8 +137,9 @@ dotnet "$CLI_DLL" migrate >&2
 # that this private bridge runs without TLS (Fleet refuses an unverified TLS mode toward another host).
 # shellcheck disable=SC2154 # both come from .fleet/sim/env
 {
-  PG_IN_HOST="${ConnectionStrings__fleetdb/Host=127.0.0.1/Host=$BRIDGE};SSL Mode=Disable"
-  AMQP_IN_HOST=${ConnectionStrings__rabbitmq/@127.0.0.1:/@$BRIDGE:}
+  # The workers' own logins (fleet_worker), as make up's workers use; the private bridge runs without TLS.
+  PG_IN_HOST="${FLEET_WORKER_PG_CONNECTION/Host=127.0.0.1/Host=$BRIDGE};SSL Mode=Disable"
+  AMQP_IN_HOST=${FLEET_WORKER_AMQP_URL/@127.0.0.1:/@$BRIDGE:}
 }
 mkdir -p "$FLEET_HOME/logs"
 for ((n = 1; n <= HOSTS; n++)); do

@@ -12,8 +12,11 @@
 # FLEET_STOP_TIMEOUT (60 s; Worker__DrainSeconds + 30 if that is set and more), FLEET_WORKER_PORT_BASE (5090;
 # remembered in .fleet/settings by services.sh start, like the ports),
 # FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first),
-# FLEET_WORKER_PG and FLEET_WORKER_AMQP (the workers' connection strings, instead of .fleet/env's; make bench
-# points them at a delay proxy to put the workers a round trip away from the servers).
+# FLEET_WORKER_PG and FLEET_WORKER_AMQP (the workers' connection strings, instead of .fleet/env's
+# FLEET_WORKER_PG_CONNECTION and FLEET_WORKER_AMQP_URL; make bench points them at a delay proxy to put the workers a
+# round trip away from the servers).
+# Each process logs in as its own component (least privilege): the migrator as the owner fleet, the API as fleet_api,
+# the workers as fleet_worker (services.sh creates them and writes their connection strings to .fleet/env).
 # Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
 set -Eeuo pipefail
 shopt -s nullglob
@@ -208,8 +211,9 @@ up() {
     # Three keys, three scopes: FLEET_API_KEY reads and submits, the read key only reads (dashboard), the admin
     # key also cancels. Reads need a key (Api:ReadsRequireKey defaults to true).
     start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key" \
+      "ConnectionStrings__fleetdb=$(env_get FLEET_API_PG_CONNECTION)" "ConnectionStrings__rabbitmq=$(env_get FLEET_API_AMQP_URL)" \
       "Api__ReadKeys__0=$(env_get FLEET_API_READ_KEY)" "Api__AdminKeys__0=$(env_get FLEET_API_ADMIN_KEY)" \
-      "Api__RabbitMqManagementUri=$(env_get FLEET_RABBITMQ_MANAGEMENT_URL)"
+      "Api__RabbitMqManagementUri=$(env_get FLEET_API_RABBITMQ_MANAGEMENT_URL)"
   fi
   local n pidf
   # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
@@ -224,8 +228,8 @@ up() {
   for ((n = 1; n <= WORKERS; n++)); do
     start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
       "Worker__CpuConcurrency=$cpu_threads" \
-      ${FLEET_WORKER_PG:+"ConnectionStrings__fleetdb=$FLEET_WORKER_PG"} \
-      ${FLEET_WORKER_AMQP:+"ConnectionStrings__rabbitmq=$FLEET_WORKER_AMQP"}
+      "ConnectionStrings__fleetdb=${FLEET_WORKER_PG:-$(env_get FLEET_WORKER_PG_CONNECTION)}" \
+      "ConnectionStrings__rabbitmq=${FLEET_WORKER_AMQP:-$(env_get FLEET_WORKER_AMQP_URL)}"
   done
   # Fewer workers asked for than run: stop the extra ones.
   local extra=()

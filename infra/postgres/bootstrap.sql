@@ -2,8 +2,11 @@
 -- Run as a superuser connected to any database, with psql variables set:
 --   fleet_password     password of the application role `fleet` (owner of database and schema `fleet`)
 --   readonly_password  password of `fleet_readonly`, the analysts' read-only role
+--   worker_password    password of `fleet_worker`, the workers' role
+--   api_password       password of `fleet_api`, the HTTP API's role (and outside Fleet.Client producers')
 -- The tables themselves are created by the migrator (`fleet migrate`, EF Core) running as `fleet`; the default
--- privileges below make every table it creates readable by `fleet_readonly`.
+-- privileges below make every table it creates readable by `fleet_readonly`. What `fleet_worker` and `fleet_api`
+-- may do on each table belongs to the schema: the migrations grant it (docs/schema.md, "Roles").
 \set ON_ERROR_STOP on
 
 SELECT 'CREATE ROLE fleet LOGIN'
@@ -17,10 +20,21 @@ ALTER ROLE fleet_readonly WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWOR
 ALTER ROLE fleet_readonly SET default_transaction_read_only = on;
 ALTER ROLE fleet_readonly SET search_path = fleet, public;
 
+-- The components' roles: no rights of their own here beyond logging in; the migrations grant the rest.
+SELECT 'CREATE ROLE fleet_worker LOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_worker') \gexec
+ALTER ROLE fleet_worker WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD :'worker_password';
+ALTER ROLE fleet_worker SET search_path = fleet, public;
+
+SELECT 'CREATE ROLE fleet_api LOGIN'
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_api') \gexec
+ALTER ROLE fleet_api WITH LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD :'api_password';
+ALTER ROLE fleet_api SET search_path = fleet, public;
+
 SELECT 'CREATE DATABASE fleet OWNER fleet ENCODING ''UTF8'' TEMPLATE template0'
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'fleet') \gexec
 ALTER DATABASE fleet OWNER TO fleet;
-GRANT CONNECT ON DATABASE fleet TO fleet_readonly;
+GRANT CONNECT ON DATABASE fleet TO fleet_readonly, fleet_worker, fleet_api;
 
 \connect fleet
 CREATE SCHEMA IF NOT EXISTS fleet AUTHORIZATION fleet;

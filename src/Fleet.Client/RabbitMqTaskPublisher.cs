@@ -129,7 +129,9 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
     /// <summary>
     /// Makes sure each lane's exchange, queue and binding exist, exactly as the workers' MassTransit endpoints
     /// declare them (durable fanout exchange and durable classic queue of the same name), so that tasks sent before
-    /// any worker ever started are kept, not dropped. Done once per queue and connection.
+    /// any worker ever started are kept, not dropped. Done once per queue and connection. A lane that exists is only
+    /// looked at (a passive declare needs no rights): a producer's broker user may publish to the lanes but not
+    /// configure them, which would also let it delete them. Only a missing lane is declared, which needs that right.
     /// </summary>
     private async Task DeclareAsync(IChannel channel, IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken)
     {
@@ -155,12 +157,39 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
                 continue;
             }
 
-            await channel.ExchangeDeclareAsync(queue, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
-            await channel.QueueBindAsync(queue, queue, string.Empty, cancellationToken: cancellationToken).ConfigureAwait(false);
+            if (!await LaneExistsAsync(queue, cancellationToken).ConfigureAwait(false))
+            {
+                await channel.ExchangeDeclareAsync(queue, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.QueueBindAsync(queue, queue, string.Empty, cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+
             lock (_idleLock)
             {
                 _declared.Add(queue);
+            }
+        }
+    }
+
+    /// <summary>
+    /// True if the lane's exchange and queue both exist (their binding is taken on trust: a publish it lacks comes back
+    /// as unroutable). On a channel of its own, because the broker closes a channel whose passive declare finds nothing.
+    /// </summary>
+    private async Task<bool> LaneExistsAsync(string queue, CancellationToken cancellationToken)
+    {
+        var connection = await ConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var probe = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await using (probe.ConfigureAwait(false))
+        {
+            try
+            {
+                await probe.ExchangeDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+                await probe.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+            catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
+            {
+                return false;
             }
         }
     }

@@ -1,8 +1,7 @@
 using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.IntegrationTests.Support;
-using MassTransit;
-using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
 
 namespace Fleet.IntegrationTests;
 
@@ -86,9 +85,14 @@ public sealed class ReliabilityTests(FleetFixture fleet) : FleetTest(fleet)
         var id = await Fleet.Client.SubmitAsync(TaskRequest.Create("sleep", new { ms = 60_000 }));
         Assert.True(await EventuallyAsync(async () => (await GetTaskAsync(id))!.Status == "running"), "the task never started");
 
-        var bus = Fleet.WorkerServices!.GetRequiredService<IBus>();
-        var control = await bus.GetSendEndpoint(new Uri($"exchange:{TaskQueues.Control}"));
-        await control.Send(new CancelTask { TaskId = id, Reason = "Cancelled by the test." });
+        // Broadcast as any sender with the right may (the API does it as fleet_api; a worker's own user may not).
+        await using (var connection = await Fleet.OpenRabbitAsync())
+        await using (var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true)))
+        {
+            var cancel = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new CancelTask { TaskId = id, Reason = "Cancelled by the test." }, System.Text.Json.JsonSerializerOptions.Web);
+            await channel.BasicPublishAsync(TaskQueues.Control, "", mandatory: true, new BasicProperties { ContentType = "application/json" }, cancel);
+        }
+
         await WaitForFinalAsync([id], TimeSpan.FromSeconds(15));
 
         var info = await GetTaskAsync(id);

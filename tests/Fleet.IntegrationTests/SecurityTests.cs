@@ -17,9 +17,9 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
     public async Task BootstrapRoles_LetTheWriterMigrate_AndTheReadOnlyRoleOnlyRead()
     {
         var admin = new NpgsqlConnectionStringBuilder(Fleet.Servers.PostgresConnectionString);
-        await RunBootstrapAsync(admin, writerPassword: "writer-pw", readonlyPassword: "reader-pw");
+        var (writerPassword, readerPassword) = await RunBootstrapAsync(admin);
 
-        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = "writer-pw" };
+        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = writerPassword };
         await using (var writerSource = NpgsqlDataSource.Create(writer.ConnectionString))
         {
             var options = new DbContextOptionsBuilder<FleetDbContext>();
@@ -31,7 +31,7 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
             await insert.ExecuteNonQueryAsync();
         }
 
-        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = "reader-pw" };
+        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = readerPassword };
         await using var readerSource = NpgsqlDataSource.Create(reader.ConnectionString);
         await using (var select = readerSource.CreateCommand("SELECT count(*) FROM fleet.tasks"))
         {
@@ -56,8 +56,8 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
     public async Task ReadOnlyRole_SelectsEveryView_AndCannotWrite_EvenInAReadWriteTransaction()
     {
         var admin = new NpgsqlConnectionStringBuilder(Fleet.Servers.PostgresConnectionString);
-        await RunBootstrapAsync(admin, writerPassword: "writer-pw", readonlyPassword: "reader-pw");
-        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = "writer-pw" };
+        var (writerPassword, readerPassword) = await RunBootstrapAsync(admin);
+        var writer = new NpgsqlConnectionStringBuilder(admin.ConnectionString) { Database = "fleet", Username = "fleet", Password = writerPassword };
         List<string> views;
         await using (var writerSource = NpgsqlDataSource.Create(writer.ConnectionString))
         {
@@ -72,7 +72,7 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
             new HashSet<string> { "schema_version", "v_batch_progress", "v_duplicate_executions", "v_throughput_per_minute", "v_type_stats", "v_worker_stats" },
             views.ToHashSet());
 
-        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = "reader-pw" };
+        var reader = new NpgsqlConnectionStringBuilder(writer.ConnectionString) { Username = "fleet_readonly", Password = readerPassword };
         await using var readerSource = NpgsqlDataSource.Create(reader.ConnectionString);
         foreach (var view in views)
         {
@@ -127,12 +127,23 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         return values;
     }
 
-    private static async Task RunBootstrapAsync(NpgsqlConnectionStringBuilder admin, string writerPassword, string readonlyPassword)
+    /// <summary>
+    /// Runs bootstrap.sql with every role's password: on servers services.sh made, the ones it set, so that the logins of
+    /// the run's workers, API and other tests keep working (the roles are the cluster's); elsewhere fixed ones.
+    /// Returns the writer's and the read-only role's.
+    /// </summary>
+    private async Task<(string Writer, string Reader)> RunBootstrapAsync(NpgsqlConnectionStringBuilder admin)
     {
+        var logins = Fleet.Servers.Logins;
+        var (writerPassword, readonlyPassword) = logins is null ? ("writer-pw", "reader-pw") : (logins.Owner.PostgresPassword, logins.ReadOnlyPassword);
         var script = Repository.PathTo("infra", "postgres", "bootstrap.sql");
         var info = new ProcessStartInfo("psql")
         {
-            ArgumentList = { "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", $"fleet_password={writerPassword}", "-v", $"readonly_password={readonlyPassword}", "-f", script },
+            ArgumentList =
+            {
+                "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", $"fleet_password={writerPassword}", "-v", $"readonly_password={readonlyPassword}",
+                "-v", $"worker_password={logins?.Worker.PostgresPassword ?? "worker-pw"}", "-v", $"api_password={logins?.Api.PostgresPassword ?? "api-pw"}", "-f", script,
+            },
             RedirectStandardError = true,
             RedirectStandardOutput = true,
         };
@@ -145,6 +156,7 @@ public sealed class SecurityTests(FleetFixture fleet) : FleetTest(fleet)
         var errors = await psql.StandardError.ReadToEndAsync();
         await psql.WaitForExitAsync();
         Assert.True(psql.ExitCode == 0, $"bootstrap.sql failed: {errors}");
+        return (writerPassword, readonlyPassword);
     }
 
     [Fact]

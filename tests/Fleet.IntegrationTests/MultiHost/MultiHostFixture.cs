@@ -98,9 +98,11 @@ public sealed class MultiHostFixture : IAsyncLifetime
     {
         ArgumentNullException.ThrowIfNull(host);
         var bridge = Network.BridgeAddress.ToString();
-        // Another host as far as the worker can tell: it says that the private bridge runs without TLS.
-        var postgres = new NpgsqlConnectionStringBuilder(PostgresConnectionString) { Host = bridge, SslMode = SslMode.Disable };
-        var rabbitMq = new UriBuilder(Servers.RabbitMqUri)
+        // The workers' own logins (fleet_worker), as everywhere else; another host as far as the worker can tell, so
+        // it says that the private bridge runs without TLS.
+        var logins = Servers.Logins;
+        var postgres = new NpgsqlConnectionStringBuilder(logins?.Worker.Postgres(PostgresConnectionString) ?? PostgresConnectionString) { Host = bridge, SslMode = SslMode.Disable };
+        var rabbitMq = new UriBuilder(logins?.Worker.RabbitMqUri ?? Servers.RabbitMqUri)
         {
             Host = bridge,
             Query = string.Create(CultureInfo.InvariantCulture, $"heartbeat={amqpHeartbeatSeconds}"),
@@ -136,7 +138,11 @@ public sealed class MultiHostFixture : IAsyncLifetime
     /// measurements that read what the API reports about the simulated servers (workers, stats).
     /// </summary>
     public Task<ApiHost> StartApiAsync(IDictionary<string, string?>? overrides = null) =>
-        ApiHost.StartAsync(ApiHost.DefaultSettings(PostgresConnectionString, Servers.RabbitMqUri.ToString(), Servers.RabbitMqManagementUri), overrides);
+        ApiHost.StartAsync(
+            Servers.Logins is { Api: var api }
+                ? ApiHost.DefaultSettings(api.Postgres(PostgresConnectionString), api.RabbitMqUri.ToString(), api.ManagementUri)
+                : ApiHost.DefaultSettings(PostgresConnectionString, Servers.RabbitMqUri.ToString(), Servers.RabbitMqManagementUri),
+            overrides);
 
     public Task CutAsync(SimulatedHost host) => Network.CutAsync(host);
 

@@ -54,7 +54,8 @@ public sealed class ApiHost : IAsyncDisposable
     public static Dictionary<string, string?> DefaultSettings(FleetFixture fleet)
     {
         ArgumentNullException.ThrowIfNull(fleet);
-        return DefaultSettings(fleet.PostgresConnectionString, fleet.AmqpUri, fleet.Servers.RabbitMqManagementUri);
+        // The API's own logins (fleet_api in PostgreSQL and RabbitMQ on owned servers): every API test also shows its grants suffice.
+        return DefaultSettings(fleet.ApiPostgresConnectionString, fleet.ApiAmqpUri, fleet.ApiManagementUri);
     }
 
     /// <summary>The settings every test host gets, against the given database, broker and management API.</summary>

@@ -41,6 +41,24 @@ public sealed class FleetFixture : IAsyncLifetime
 
     public string AmqpUri => _servers.RabbitMqUri.ToString();
 
+    /// <summary>
+    /// The database as the workers log in to it: as <c>fleet_worker</c> on owned servers, so that every test that runs
+    /// a worker also shows that role's grants are enough (the test's own setup and checks keep the superuser).
+    /// </summary>
+    public string WorkerPostgresConnectionString => _servers.Logins?.Worker.Postgres(PostgresConnectionString) ?? PostgresConnectionString;
+
+    /// <summary>The broker as the workers log in to it (<c>fleet_worker</c> on owned servers).</summary>
+    public string WorkerAmqpUri => (_servers.Logins?.Worker.RabbitMqUri ?? _servers.RabbitMqUri).ToString();
+
+    /// <summary>The database as the API logs in to it (<c>fleet_api</c> on owned servers).</summary>
+    public string ApiPostgresConnectionString => _servers.Logins?.Api.Postgres(PostgresConnectionString) ?? PostgresConnectionString;
+
+    /// <summary>The broker as the API logs in to it (<c>fleet_api</c> on owned servers).</summary>
+    public string ApiAmqpUri => (_servers.Logins?.Api.RabbitMqUri ?? _servers.RabbitMqUri).ToString();
+
+    /// <summary>The management API as the API logs in to it (<c>fleet_api</c>, tag <c>management</c>, on owned servers).</summary>
+    public Uri? ApiManagementUri => _servers.Logins?.Api.ManagementUri ?? _servers.RabbitMqManagementUri;
+
     public NpgsqlDataSource DataSource { get; private set; } = null!;
 
     public FleetClient Client { get; private set; } = null!;
@@ -56,9 +74,10 @@ public sealed class FleetFixture : IAsyncLifetime
         await _servers.InitializeAsync();
         var admin = new NpgsqlConnectionStringBuilder(_servers.PostgresConnectionString);
         var database = $"fleet_it_{Guid.NewGuid():N}"[..20];
+        var owner = _servers.Logins?.Owner;
         await using (var adminSource = NpgsqlDataSource.Create(admin.ConnectionString))
         {
-            await using var create = adminSource.CreateCommand($"CREATE DATABASE {database}");
+            await using var create = adminSource.CreateCommand($"CREATE DATABASE {database}" + (owner is null ? "" : $" OWNER {owner.PostgresUser}"));
             await create.ExecuteNonQueryAsync();
         }
 
@@ -66,10 +85,12 @@ public sealed class FleetFixture : IAsyncLifetime
         PostgresConnectionString = admin.ConnectionString;
         DataSource = NpgsqlDataSource.Create(PostgresConnectionString);
 
-        var options = new DbContextOptionsBuilder<FleetDbContext>();
-        options.UseFleetNpgsql(DataSource);
-        await using (var db = new FleetDbContext(options.Options))
+        // Migrated by the owner role, as `fleet migrate` is: its grants to the components' roles are the ones they get.
+        await using (var migrator = NpgsqlDataSource.Create(owner?.Postgres(PostgresConnectionString) ?? PostgresConnectionString))
         {
+            var options = new DbContextOptionsBuilder<FleetDbContext>();
+            options.UseFleetNpgsql(migrator);
+            await using var db = new FleetDbContext(options.Options);
             await db.Database.MigrateAsync();
         }
 
@@ -80,8 +101,8 @@ public sealed class FleetFixture : IAsyncLifetime
     /// <summary>The settings a worker process of this run gets, as environment-style keys.</summary>
     public Dictionary<string, string?> WorkerSettings(string hostName, int cpuConcurrency) => new()
     {
-        ["ConnectionStrings:fleetdb"] = PostgresConnectionString,
-        ["ConnectionStrings:rabbitmq"] = AmqpUri,
+        ["ConnectionStrings:fleetdb"] = WorkerPostgresConnectionString,
+        ["ConnectionStrings:rabbitmq"] = WorkerAmqpUri,
         ["Worker:HostName"] = hostName,
         ["Worker:CpuConcurrency"] = cpuConcurrency.ToString(System.Globalization.CultureInfo.InvariantCulture),
         ["Worker:IoConcurrency"] = "64",

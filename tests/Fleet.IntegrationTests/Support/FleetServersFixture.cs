@@ -89,6 +89,12 @@ public sealed class FleetServersFixture : IAsyncLifetime
     /// <summary>amqp://user:pass@host:port/vhost (vhost <c>fleet</c>, user <c>fleet</c> on owned servers).</summary>
     public Uri RabbitMqUri => _rabbitMqUri ?? throw NotInitialized();
 
+    /// <summary>
+    /// The least-privilege logins the worker, the API and producers use (<c>services.sh</c> creates them); null for
+    /// servers from the environment or containers, whose components then run with the setup's own credentials.
+    /// </summary>
+    public ComponentLogins? Logins { get; private set; }
+
     /// <summary>http://user:pass@host:port/ of the RabbitMQ management API; null when the environment did not give one.</summary>
     public Uri? RabbitMqManagementUri { get; private set; }
 
@@ -296,6 +302,7 @@ public sealed class FleetServersFixture : IAsyncLifetime
         _postgresConnectionString = local.PostgresConnectionString;
         _rabbitMqUri = local.AmqpUri;
         RabbitMqManagementUri = local.ManagementUri;
+        Logins = local.Logins;
         _log.Info($"PostgreSQL postmaster pid {await local.PidAsync("postgresql").ConfigureAwait(false)}, RabbitMQ node pid {await local.PidAsync("rabbitmq").ConfigureAwait(false)}");
     }
 

@@ -76,6 +76,9 @@ internal sealed class LocalServers
 
     public Uri ManagementUri { get; private set; } = null!;
 
+    /// <summary>The components' own logins, as <c>services.sh</c> created them (the <c>env</c> file's per-component variables).</summary>
+    public ComponentLogins Logins { get; private set; } = null!;
+
     /// <summary>Ports and node as the log line shows them.</summary>
     public string Describe() =>
         $"PostgreSQL on 127.0.0.1:{_environment["FLEET_PG_PORT"]}, RabbitMQ node {NodeName} on 127.0.0.1:{_environment["FLEET_AMQP_PORT"]} (AMQP), " +
@@ -178,6 +181,16 @@ internal sealed class LocalServers
         PostgresConnectionString = new NpgsqlConnectionStringBuilder(Value("FLEET_PG_SUPERUSER_CONNECTION")) { Database = DatabaseName }.ConnectionString;
         AmqpUri = new Uri(Value("FLEET_AMQP_URL"));
         ManagementUri = new Uri(Value("FLEET_RABBITMQ_MANAGEMENT_URL"));
+        static NpgsqlConnectionStringBuilder Login(string connectionString) => new(connectionString);
+        var worker = Login(Value("FLEET_WORKER_PG_CONNECTION"));
+        var api = Login(Value("FLEET_API_PG_CONNECTION"));
+        var owner = Login(Value("ConnectionStrings__fleetdb"));
+        Logins = new ComponentLogins(
+            new ComponentLogin(worker.Username!, worker.Password!, new Uri(Value("FLEET_WORKER_AMQP_URL"))),
+            new ComponentLogin(api.Username!, api.Password!, new Uri(Value("FLEET_API_AMQP_URL")), new Uri(Value("FLEET_API_RABBITMQ_MANAGEMENT_URL"))),
+            new Uri(Value("FLEET_PRODUCER_AMQP_URL")),
+            new ComponentLogin(owner.Username!, owner.Password!, AmqpUri, ManagementUri),
+            System.Text.RegularExpressions.Regex.Match(Value("FLEET_PG_READONLY_DSN"), "password=([^ ]+)").Groups[1].Value);
     }
 
     /// <summary>The script returns once the AMQP port answers; the tests also need logins and the management API.</summary>

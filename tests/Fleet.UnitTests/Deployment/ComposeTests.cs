@@ -22,6 +22,11 @@ public sealed partial class ComposeTests
         ["FLEET_PG_PASSWORD"] = "fleetpass0123456789",
         ["FLEET_PG_READONLY_PASSWORD"] = "readonlypass0123456789",
         ["FLEET_AMQP_PASSWORD"] = "amqppass0123456789",
+        ["FLEET_PG_WORKER_PASSWORD"] = "workerpass0123456789",
+        ["FLEET_PG_API_PASSWORD"] = "apipass0123456789",
+        ["FLEET_AMQP_WORKER_PASSWORD"] = "amqpworkerpass0123456789",
+        ["FLEET_AMQP_API_PASSWORD"] = "amqpapipass0123456789",
+        ["FLEET_AMQP_PRODUCER_PASSWORD"] = "amqpproducerpass0123456789",
         ["FLEET_API_KEY"] = "fleet_test_api_key_0123456789",
         ["FLEET_API_READ_KEY"] = "fleet_test_read_key_0123456789",
         ["FLEET_API_ADMIN_KEY"] = "fleet_test_admin_key_0123456789",
@@ -42,6 +47,11 @@ public sealed partial class ComposeTests
     [InlineData("FLEET_API_READ_KEY")]
     [InlineData("FLEET_API_ADMIN_KEY")]
     [InlineData("FLEET_PG_ADMIN_PASSWORD")]
+    [InlineData("FLEET_PG_WORKER_PASSWORD")]
+    [InlineData("FLEET_PG_API_PASSWORD")]
+    [InlineData("FLEET_AMQP_WORKER_PASSWORD")]
+    [InlineData("FLEET_AMQP_API_PASSWORD")]
+    [InlineData("FLEET_AMQP_PRODUCER_PASSWORD")]
     public async Task DockerCompose_RefusesToStart_WithoutASecret_NamingIt(string missing)
     {
         var (exitCode, output) = await ComposeConfigAsync(Secrets.Where(s => s.Key != missing).ToDictionary());
@@ -213,26 +223,27 @@ public sealed partial class ComposeTests
         Assert.Equal("fleet", migrator.Database);
     }
 
+    /// <summary>Each app logs in as its own component: the migrator as the owner, the API and the workers with their own role and user.</summary>
     [Theory]
-    [InlineData("api")]
-    [InlineData("worker")]
-    [InlineData("migrator")]
-    public void TheConnectionStrings_PointAtTheComposeServers_WithTheirCredentials(string name)
+    [InlineData("api", "fleet_api", "FLEET_PG_API_PASSWORD", "FLEET_AMQP_API_PASSWORD")]
+    [InlineData("worker", "fleet_worker", "FLEET_PG_WORKER_PASSWORD", "FLEET_AMQP_WORKER_PASSWORD")]
+    [InlineData("migrator", "fleet", "FLEET_PG_PASSWORD", null)]
+    public void TheConnectionStrings_PointAtTheComposeServers_WithTheComponentsOwnCredentials(string name, string login, string pgPassword, string? amqpPassword)
     {
         var environment = EnvironmentOf(name);
         var postgres = EnvironmentOf("postgres");
         var rabbitmq = EnvironmentOf("rabbitmq");
 
         var database = new Npgsql.NpgsqlConnectionStringBuilder(environment["ConnectionStrings__fleetdb"]);
-        Assert.Equal(("postgres", 5432, "fleet", "fleet", postgres["FLEET_PG_PASSWORD"]), (database.Host, database.Port, database.Database, database.Username, database.Password));
-        if (name == "migrator")
+        Assert.Equal(("postgres", 5432, "fleet", login, postgres[pgPassword]), (database.Host, database.Port, database.Database, database.Username, database.Password));
+        if (amqpPassword is null)
         {
+            Assert.False(environment.ContainsKey("ConnectionStrings__rabbitmq"));
             return;
         }
 
         var broker = RabbitMqAddress.Parse(environment["ConnectionStrings__rabbitmq"]);
-        Assert.Equal(("rabbitmq", 5672, rabbitmq["RABBITMQ_DEFAULT_VHOST"], rabbitmq["RABBITMQ_DEFAULT_USER"], rabbitmq["RABBITMQ_DEFAULT_PASS"]),
-            (broker.Host, broker.Port, broker.VirtualHost, broker.UserName, broker.Password));
+        Assert.Equal(("rabbitmq", 5672, "fleet", login, rabbitmq[amqpPassword]), (broker.Host, broker.Port, broker.VirtualHost, broker.UserName, broker.Password));
     }
 
     [Fact]
