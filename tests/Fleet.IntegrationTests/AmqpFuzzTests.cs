@@ -31,8 +31,8 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
     [Fact]
     public async Task RandomAndMalformedMessages_EachEndInOneFinalRowOrTheErrorQueue_AndTheWorkersLiveOn()
     {
-        var seed = int.TryParse(Environment.GetEnvironmentVariable("FLEET_FUZZ_SEED"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var s) ? s : 20261203;
-        var count = int.TryParse(Environment.GetEnvironmentVariable("FLEET_FUZZ_CASES"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 2500;
+        var seed = Fuzz.Seed;
+        var count = Fuzz.Cases(2500);
         var replay = $"replay: FLEET_FUZZ_SEED={seed} FLEET_FUZZ_CASES={count} make test-integration TEST_FILTER=FullyQualifiedName~AmqpFuzzTests";
         var cases = Generate(seed, count);
 
@@ -239,7 +239,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
             case "raw invalid UTF-8":
                 // After the id: a reader that stops at the bad bytes has found it already.
                 fields.Add(Member("type", "\"noop\""));
-                fields.Add([.. "\"payload\":{\"s\":\""u8, .. RandomBytes(random, random.Next(1, 6)).Select(x => (byte)(x | 0x80)), .. "\"}"u8]);
+                fields.Add([.. "\"payload\":{\"s\":\""u8, .. Fuzz.RandomBytes(random, random.Next(1, 6)).Select(x => (byte)(x | 0x80)), .. "\"}"u8]);
                 body = Object(fields);
                 break;
             case "huge string":
@@ -262,7 +262,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
             case "not JSON":
                 body = random.Next(3) switch
                 {
-                    0 => RandomBytes(random, random.Next(1, 400)),
+                    0 => Fuzz.RandomBytes(random, random.Next(1, 400)),
                     1 => Encoding.UTF8.GetBytes(Pick(random, "hello", "<task/>", "null", "42", "\"taskId\"", "[{}]", "{", "}")),
                     _ => [0xEF, 0xBB, 0xBF, .. Object([.. fields, .. TaskMembers(random)])], // a byte-order mark before JSON
                 };
@@ -270,7 +270,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
                 break;
             case "mutated":
                 fields.AddRange(TaskMembers(random));
-                body = Mutate(random, Object(fields), bodyId);
+                body = Fuzz.Mutate(random, Object(fields), bodyId is { } keep ? Encoding.UTF8.GetBytes(keep.ToString()) : null);
                 intact = false;
                 break;
             case "empty":
@@ -343,7 +343,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
             0 => Encoding.UTF8.GetBytes(RandomString(random)),
             1 => (long)random.Next(),
             2 => null,
-            _ => RandomBytes(random, random.Next(0, 40)),
+            _ => Fuzz.RandomBytes(random, random.Next(0, 40)),
         },
     };
 
@@ -390,43 +390,7 @@ public sealed class AmqpFuzzTests(FleetFixture fleet, ITestOutputHelper output) 
     private static List<byte[]> Shuffle(Random random, List<byte[]> members, bool keepFirst) =>
         keepFirst ? [members[0], .. members.Skip(1).OrderBy(_ => random.Next())] : [.. members.OrderBy(_ => random.Next())];
 
-    /// <summary>A few bytes removed, inserted or replaced, never inside <paramref name="id"/>: a changed hex digit would name another task.</summary>
-    private static byte[] Mutate(Random random, byte[] body, Guid? id)
-    {
-        var bytes = body.ToList();
-        var idText = id is null ? [] : Encoding.UTF8.GetBytes(id.Value.ToString());
-        for (var i = random.Next(1, 4); i > 0 && bytes.Count > 0; i--)
-        {
-            var at = random.Next(bytes.Count);
-            var idAt = idText.Length == 0 ? -1 : bytes.ToArray().AsSpan().IndexOf(idText);
-            if (idAt >= 0 && at >= idAt && at <= idAt + idText.Length)
-            {
-                continue;
-            }
 
-            switch (random.Next(3))
-            {
-                case 0:
-                    bytes.RemoveAt(at);
-                    break;
-                case 1:
-                    bytes.Insert(at, (byte)random.Next(256));
-                    break;
-                default:
-                    bytes[at] = (byte)random.Next(256);
-                    break;
-            }
-        }
-
-        return [.. bytes];
-    }
-
-    private static byte[] RandomBytes(Random random, int length)
-    {
-        var bytes = new byte[length];
-        random.NextBytes(bytes);
-        return bytes;
-    }
 
     private static T Pick<T>(Random random, params T[] choices) => choices[random.Next(choices.Length)];
 

@@ -20,8 +20,8 @@ public sealed class ApiFuzzTests(FleetFixture fleet) : ApiTest(fleet)
     [Fact]
     public async Task RandomAndMalformedBodies_NeverGetA5xx_AndTheApiServesOn()
     {
-        var seed = int.TryParse(Environment.GetEnvironmentVariable("FLEET_FUZZ_SEED"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var s) ? s : 20261203;
-        var cases = int.TryParse(Environment.GetEnvironmentVariable("FLEET_FUZZ_CASES"), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : 3000;
+        var seed = Fuzz.Seed;
+        var cases = Fuzz.Cases(3000);
         var random = new Random(seed);
         var failures = new List<string>();
         var statuses = new Dictionary<int, int>();
@@ -61,9 +61,9 @@ public sealed class ApiFuzzTests(FleetFixture fleet) : ApiTest(fleet)
     /// <summary>One case: random bytes, a random JSON document, or a task body with a few bytes broken.</summary>
     private static byte[] Body(Random random, string path) => random.Next(6) switch
     {
-        0 => RandomBytes(random, random.Next(0, 600)),
+        0 => Fuzz.RandomBytes(random, random.Next(0, 600)),
         1 => Encoding.UTF8.GetBytes(RandomJson(random, random.Next(1, 90))),
-        2 => Mutate(random, Encoding.UTF8.GetBytes(TaskBody(random, path))),
+        2 => Fuzz.Mutate(random, Encoding.UTF8.GetBytes(TaskBody(random, path))),
         _ => Encoding.UTF8.GetBytes(TaskBody(random, path)),
     };
 
@@ -139,35 +139,7 @@ public sealed class ApiFuzzTests(FleetFixture fleet) : ApiTest(fleet)
         return text.Append('"').ToString();
     }
 
-    private static byte[] Mutate(Random random, byte[] body)
-    {
-        var bytes = body.ToList();
-        for (var i = random.Next(1, 4); i > 0 && bytes.Count > 0; i--)
-        {
-            var at = random.Next(bytes.Count);
-            switch (random.Next(3))
-            {
-                case 0:
-                    bytes.RemoveAt(at);
-                    break;
-                case 1:
-                    bytes.Insert(at, (byte)random.Next(256));
-                    break;
-                default:
-                    bytes[at] = (byte)random.Next(256);
-                    break;
-            }
-        }
 
-        return [.. bytes];
-    }
-
-    private static byte[] RandomBytes(Random random, int length)
-    {
-        var bytes = new byte[length];
-        random.NextBytes(bytes);
-        return bytes;
-    }
 
     private static string RandomAscii(Random random, int length) =>
         new([.. Enumerable.Range(0, length).Select(_ => (char)random.Next(0x20, 0x7F))]);
