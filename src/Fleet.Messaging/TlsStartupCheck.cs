@@ -99,7 +99,7 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
             await using var connection = new NpgsqlConnection(builder.ConnectionString);
             await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (Find<AuthenticationException>(ex) is { } refused)
+        catch (Exception ex) when (ExceptionChain.Find<AuthenticationException>(ex) is { } refused)
         {
             throw new FleetTlsException(
                 $"PostgreSQL at {builder.Host}:{builder.Port} refused: its certificate does not verify with SSL Mode={builder.SslMode} and " +
@@ -143,20 +143,6 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
         {
             // Down, unreachable, or no TLS on that port: the bus retries and logs that, as without TLS.
         }
-    }
-
-    private static T? Find<T>(Exception? exception)
-        where T : Exception
-    {
-        for (var current = exception; current is not null; current = current.InnerException)
-        {
-            if (current is T found)
-            {
-                return found;
-            }
-        }
-
-        return null;
     }
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "TLS: {Reason}")]

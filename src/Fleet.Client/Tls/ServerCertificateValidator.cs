@@ -136,23 +136,7 @@ public sealed class ServerCertificateException : AuthenticationException
     }
 
     /// <summary>The first <see cref="ServerCertificateException"/> inside <paramref name="exception"/> (client libraries wrap it), or null.</summary>
-    public static ServerCertificateException? FindIn(Exception? exception)
-    {
-        for (var current = exception; current is not null; current = current.InnerException)
-        {
-            if (current is ServerCertificateException found)
-            {
-                return found;
-            }
-
-            if (current is AggregateException aggregate)
-            {
-                return aggregate.InnerExceptions.Select(FindIn).FirstOrDefault(e => e is not null);
-            }
-        }
-
-        return null;
-    }
+    public static ServerCertificateException? FindIn(Exception? exception) => ExceptionChain.Find<ServerCertificateException>(exception);
 }
 
 /// <summary>
@@ -175,5 +159,29 @@ public sealed class FleetTlsException : Exception
     public FleetTlsException(string message, Exception innerException)
         : base(message, innerException)
     {
+    }
+}
+
+/// <summary>Finds an exception of a type inside the inner exceptions that client libraries wrap around it.</summary>
+public static class ExceptionChain
+{
+    /// <summary>The first <typeparamref name="T"/> in <paramref name="exception"/> or its inner exceptions (all of an aggregate's), or null.</summary>
+    public static T? Find<T>(Exception? exception)
+        where T : Exception
+    {
+        for (var current = exception; current is not null; current = current.InnerException)
+        {
+            if (current is T found)
+            {
+                return found;
+            }
+
+            if (current is AggregateException aggregate)
+            {
+                return aggregate.InnerExceptions.Select(Find<T>).FirstOrDefault(e => e is not null);
+            }
+        }
+
+        return null;
     }
 }

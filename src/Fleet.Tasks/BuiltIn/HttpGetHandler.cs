@@ -206,13 +206,8 @@ public sealed class HttpGetOptions : IValidatableObject
     /// </summary>
     public IList<string>? DeniedNetworks { get; set; }
 
-    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
-    {
-        _ = HttpGetTargetGuard.Parse(AllowedNetworks ?? [], out var allowedErrors);
-        _ = HttpGetTargetGuard.Parse(DeniedNetworks ?? [], out var deniedErrors);
-        return allowedErrors.Select(e => new ValidationResult($"{AllowedNetworksKey}: {e}", [nameof(AllowedNetworks)]))
-            .Concat(deniedErrors.Select(e => new ValidationResult($"{DeniedNetworksKey}: {e}", [nameof(DeniedNetworks)])));
-    }
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext) =>
+        HttpGetTargetGuard.Problems(this).Select(e => new ValidationResult(e, [nameof(AllowedNetworks), nameof(DeniedNetworks)]));
 }
 
 /// <summary>Input of <c>http-get</c>: <c>{"url": "http://127.0.0.1:8080/x", "timeoutMs": 10000}</c>.</summary>

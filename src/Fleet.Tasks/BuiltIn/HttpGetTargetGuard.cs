@@ -51,13 +51,22 @@ public sealed class HttpGetTargetGuard
     /// <summary>The guard of <paramref name="options"/>; throws when an entry is neither a network nor a group.</summary>
     public static HttpGetTargetGuard Create(HttpGetOptions options)
     {
+        var (allowed, denied, errors) = Read(options);
+        return errors.Count == 0 ? new HttpGetTargetGuard(allowed, denied) : throw new ArgumentException(string.Join(" ", errors), nameof(options));
+    }
+
+    /// <summary>What is wrong with the two lists of <paramref name="options"/>, each naming its setting (for validation at start).</summary>
+    internal static IReadOnlyList<string> Problems(HttpGetOptions options) => Read(options).Errors;
+
+    private static ((string, IPNetwork)[] Allowed, (string, IPNetwork)[] Denied, List<string> Errors) Read(HttpGetOptions options)
+    {
         ArgumentNullException.ThrowIfNull(options);
         var allowed = Parse(options.AllowedNetworks ?? [], out var allowedErrors);
         var denied = Parse((IEnumerable<string>?)options.DeniedNetworks ?? DefaultDeniedNetworks, out var deniedErrors);
         var errors = allowedErrors.Select(e => $"{HttpGetOptions.AllowedNetworksKey}: {e}")
             .Concat(deniedErrors.Select(e => $"{HttpGetOptions.DeniedNetworksKey}: {e}"))
             .ToList();
-        return errors.Count == 0 ? new HttpGetTargetGuard(allowed, denied) : throw new ArgumentException(string.Join(" ", errors), nameof(options));
+        return (allowed, denied, errors);
     }
 
     /// <summary>
