@@ -40,6 +40,15 @@ internal static class CliSettings
     {
         var options = new FleetClientOptions { PostgresConnectionString = PostgresConnectionString, RabbitMqUri = RabbitMqUri };
         Configuration.GetSection(FleetTlsOptions.SectionName).Bind(options.Tls);
+        try
+        {
+            options.QueueType = QueueTopology.ParseQueueType(Configuration[QueueTopology.QueueTypeKey]);
+        }
+        catch (FormatException ex)
+        {
+            throw new CliException(ex.Message);
+        }
+
         if (options.Tls.RabbitMqAllowUntrusted && RabbitMqAddress.Parse(options.RabbitMqUri).UseTls)
         {
             Console.Error.WriteLine("fleet: warning: Tls:RabbitMqAllowUntrusted is on: the broker's certificate is not checked.");

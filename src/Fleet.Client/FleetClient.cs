@@ -25,7 +25,7 @@ public sealed class FleetClient : IAsyncDisposable
         System.ComponentModel.DataAnnotations.Validator.ValidateObject(options, new(options), validateAllProperties: true);
         _options = options;
         _dataSource = CreateDataSource(options.PostgresConnectionString);
-        var broker = RabbitMqAddress.Parse(options.RabbitMqUri) with { Certificates = options.Tls.CreateRabbitMqValidator() };
+        var broker = RabbitMqAddress.Parse(options.RabbitMqUri) with { Certificates = options.Tls.CreateRabbitMqValidator(), QueueType = options.QueueType };
         _publisher = new RabbitMqTaskPublisher(broker, $"fleet-client {Environment.MachineName}:{Environment.ProcessId}");
         var submitterOptions = new TaskSubmitterOptions { DefaultMaxAttempts = options.DefaultMaxAttempts, ChunkSize = options.BulkChunkSize };
         submitterOptions.CpuTypes.Clear();

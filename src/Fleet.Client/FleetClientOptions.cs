@@ -19,6 +19,12 @@ public sealed class FleetClientOptions : IValidatableObject
     [Required(ErrorMessage = "ConnectionStrings:rabbitmq (env ConnectionStrings__rabbitmq) is required.")]
     public string RabbitMqUri { get; set; } = "";
 
+    /// <summary>
+    /// The type of the lane queues on the broker (<c>RabbitMq:QueueType</c>), used when the client declares a lane that
+    /// does not exist yet; it must match what the workers declare (<see cref="QueueTopology"/>).
+    /// </summary>
+    public BrokerQueueType QueueType { get; set; } = QueueTopology.DefaultQueueType;
+
     /// <summary>Task types sent to <c>fleet-cpu</c> when a request names no queue; all others go to <c>fleet-io</c>.</summary>
     public ISet<string> CpuTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "sha256", "sieve", "heat" };
 

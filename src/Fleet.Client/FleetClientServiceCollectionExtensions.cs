@@ -8,7 +8,7 @@ public static class FleetClientServiceCollectionExtensions
 {
     /// <summary>
     /// Registers a singleton <see cref="FleetClient"/> configured from <c>ConnectionStrings:fleetdb</c> and
-    /// <c>ConnectionStrings:rabbitmq</c> and the <c>Tls</c> section; missing or invalid values fail at start with the
+    /// <c>ConnectionStrings:rabbitmq</c>, the <c>Tls</c> section and <c>RabbitMq:QueueType</c>; missing or invalid values fail at start with the
     /// config path named.
     /// </summary>
     public static IServiceCollection AddFleetClient(
@@ -20,6 +20,7 @@ public static class FleetClientServiceCollectionExtensions
                 options.PostgresConnectionString = configuration.GetConnectionString("fleetdb") ?? "";
                 options.RabbitMqUri = configuration.GetConnectionString("rabbitmq") ?? "";
                 configuration.GetSection(Tls.FleetTlsOptions.SectionName).Bind(options.Tls);
+                options.QueueType = QueueTopology.ParseQueueType(configuration[QueueTopology.QueueTypeKey]);
                 configure?.Invoke(options);
             })
             .ValidateDataAnnotations()

@@ -25,6 +25,12 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
     /// </summary>
     public Tls.ServerCertificateValidator Certificates { get; init; } = Tls.ServerCertificateValidator.SystemTrust;
 
+    /// <summary>
+    /// The type of the queues Fleet declares on this broker (<c>RabbitMq:QueueType</c>, see <see cref="QueueTopology"/>):
+    /// a property of the deployment's broker, so it travels with its address to every component that declares.
+    /// </summary>
+    public BrokerQueueType QueueType { get; init; } = QueueTopology.DefaultQueueType;
+
     /// <summary>How this server is named in a certificate error.</summary>
     public string ServerDescription => $"RabbitMQ at {Host}:{Port}";
 

@@ -160,7 +160,7 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
             if (!await LaneExistsAsync(queue, cancellationToken).ConfigureAwait(false))
             {
                 await channel.ExchangeDeclareAsync(queue, ExchangeType.Fanout, durable: true, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
-                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+                await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, QueueTopology.LaneArguments(address.QueueType), cancellationToken: cancellationToken).ConfigureAwait(false);
                 await channel.QueueBindAsync(queue, queue, string.Empty, cancellationToken: cancellationToken).ConfigureAwait(false);
             }
 

@@ -10,8 +10,8 @@ namespace Fleet.Messaging;
 public static class RabbitMqBusConfiguratorExtensions
 {
     /// <summary>
-    /// The broker address from <c>ConnectionStrings:rabbitmq</c>, with the certificate check of the <c>Tls</c> section;
-    /// fails naming both the config path and the environment variable when it is missing.
+    /// The broker address from <c>ConnectionStrings:rabbitmq</c>, with the certificate check of the <c>Tls</c> section and
+    /// the queue type of <c>RabbitMq:QueueType</c>; fails naming both the config path and the environment variable when it is missing.
     /// </summary>
     public static RabbitMqAddress GetRabbitMqAddress(this IConfiguration configuration)
     {
@@ -21,7 +21,11 @@ public static class RabbitMqBusConfiguratorExtensions
             ? throw new InvalidOperationException(
                 "Missing connection string 'ConnectionStrings:rabbitmq' (environment variable ConnectionStrings__rabbitmq). " +
                 "Run `make up` and `. .fleet/env`, or set it yourself.")
-            : RabbitMqAddress.Parse(value) with { Certificates = configuration.GetFleetTlsOptions().CreateRabbitMqValidator() };
+            : RabbitMqAddress.Parse(value) with
+            {
+                Certificates = configuration.GetFleetTlsOptions().CreateRabbitMqValidator(),
+                QueueType = QueueTopology.ParseQueueType(configuration[QueueTopology.QueueTypeKey]),
+            };
     }
 
     /// <summary>The <c>Tls</c> section as it is now (validated at start by <see cref="TlsStartupExtensions.AddFleetTls"/>).</summary>

@@ -125,6 +125,14 @@ public static class WorkerHostingExtensions
                         // task would land in both lanes. Producers send to the lane's exchange/queue instead.
                         endpoint.ConfigureConsumeTopology = false;
 
+                        // The lane and its _error/_skipped queues (which copy the lane's arguments) get the deployment's
+                        // queue type. Only here: the per-worker control queue above is auto-deleted, which a quorum queue
+                        // cannot be.
+                        if (broker.QueueType == BrokerQueueType.Quorum)
+                        {
+                            endpoint.SetQuorumQueue();
+                        }
+
                         // Prefetch follows the lane's concurrency (plus the small CPU lookahead): an idle worker
                         // never waits behind a backlog that another worker has prefetched but cannot start yet.
                         endpoint.PrefetchCount = concurrency;

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.IntegrationTests.Support;
 using Npgsql;
@@ -97,11 +98,8 @@ public sealed class LeastPrivilegeTests(FleetFixture fleet, ITestOutputHelper ou
         {
             // A retry delay queue, declared and published to as the RetryScheduler does.
             var rung = Worker.MessagePath.RetryScheduler.QueueNames(TaskQueues.Io)[0];
-            await channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
-            {
-                ["x-dead-letter-exchange"] = "",
-                ["x-dead-letter-routing-key"] = TaskQueues.Io,
-            });
+            await channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false,
+                QueueTopology.RetryRungArguments(QueueTopology.DefaultQueueType, TaskQueues.Io));
             await channel.BasicPublishAsync("", rung, mandatory: true, new BasicProperties { Expiration = "1" }, Body(id));
         }
 

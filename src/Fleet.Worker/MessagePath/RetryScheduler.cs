@@ -32,6 +32,7 @@ public sealed partial class RetryScheduler : IAsyncDisposable
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> _open;
     private readonly ILogger _logger;
+    private readonly BrokerQueueType _queueType;
     private readonly WorkerMetrics _metrics;
     private readonly double _baseSeconds;
     private readonly double _maxSeconds;
@@ -40,19 +41,22 @@ public sealed partial class RetryScheduler : IAsyncDisposable
     private volatile Link? _link;
 
     public RetryScheduler(IOptions<WorkerOptions> options, RabbitMqAddress broker, ILogger<RetryScheduler> logger, WorkerMetrics metrics)
-        : this(options, OpenWith(broker, options), logger, metrics)
+        : this(options, OpenWith(broker, options), logger, metrics, broker.QueueType)
     {
     }
 
     /// <param name="open">Opens the connection (null when there is none to close) and a channel with publisher confirmation tracking.</param>
+    /// <param name="queueType">The type the rungs are declared with: that of the lanes (<see cref="QueueTopology"/>).</param>
     internal RetryScheduler(
         IOptions<WorkerOptions> options,
         Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> open,
         ILogger logger,
-        WorkerMetrics metrics)
+        WorkerMetrics metrics,
+        BrokerQueueType queueType = QueueTopology.DefaultQueueType)
     {
         ArgumentNullException.ThrowIfNull(options);
         _open = open;
+        _queueType = queueType;
         _logger = logger;
         _metrics = metrics;
         _baseSeconds = options.Value.RetryBaseSeconds;
@@ -155,11 +159,8 @@ public sealed partial class RetryScheduler : IAsyncDisposable
             {
                 try
                 {
-                    await link.Channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
-                    {
-                        ["x-dead-letter-exchange"] = "",
-                        ["x-dead-letter-routing-key"] = queue,
-                    }, cancellationToken: cancellationToken).ConfigureAwait(false);
+                    await link.Channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false,
+                        QueueTopology.RetryRungArguments(_queueType, queue), cancellationToken: cancellationToken).ConfigureAwait(false);
                 }
                 catch
                 {
