@@ -4,6 +4,10 @@ using System.Net.Sockets;
 using System.Text.Json.Nodes;
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
+using Fleet.Messaging;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace Fleet.IntegrationTests;
 
@@ -117,4 +121,73 @@ public sealed class BrokerFailoverTests(FleetFixture fleet) : OwnWorkersTest(fle
 
     private static async Task<JsonNode> ReadJsonAsync(HttpResponseMessage response) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync()) ?? throw new InvalidOperationException("empty JSON body");
+}
+
+/// <summary>
+/// Several nodes over TLS, against the real TLS listener of <see cref="Tls.TlsFixture"/>: its certificate names
+/// 127.0.0.1 only, so the same listener dialled as <c>localhost</c> is a node whose certificate must be refused, and
+/// 127.0.0.1 one whose certificate must pass, whatever name the client sent in the handshake.
+/// </summary>
+[Collection(Tls.TlsCollection.Name)]
+public sealed class BrokerFailoverTlsTests(Tls.TlsFixture tls)
+{
+    [Fact]
+    public async Task EachNode_IsCheckedUnderItsOwnName_ByFleetsConnectionsAndByTheBus()
+    {
+        var one = new Uri(tls.Amqps());
+        var broker = RabbitMqAddress.Parse($"amqps://{one.UserInfo}@localhost:{tls.AmqpTlsPort},127.0.0.1:{tls.AmqpTlsPort}{one.PathAndQuery}") with
+        {
+            Certificates = new Fleet.Client.Tls.ServerCertificateValidator(tls.CaFile, "the test CA"),
+        };
+
+        // Fleet's own connections, in whatever order the client tries the nodes: localhost is refused, 127.0.0.1 is used.
+        for (var i = 0; i < 4; i++)
+        {
+            await using var connection = await broker.ConnectAsync("fleet-tls-cluster-test", CancellationToken.None);
+            Assert.Equal("127.0.0.1", connection.Endpoint.HostName);
+        }
+
+        // A bus whose order starts at localhost: MassTransit sends "localhost" as the TLS server name to both nodes.
+        var name = Enumerable.Range(0, 100).Select(i => $"fleet-tls-cluster-bus {i}").First(n => broker.NodesInOrderFor(n)[0].Host == "localhost");
+        var logs = new CapturingLoggerProvider();
+        var services = new ServiceCollection();
+        services.AddLogging(logging => logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
+        services.AddMassTransit(x =>
+        {
+            x.DisableUsageTelemetry();
+            x.UsingRabbitMq((_, cfg) => cfg.UseFleetHost(broker, name));
+        });
+        await using var provider = services.BuildServiceProvider();
+        var bus = provider.GetRequiredService<IBusControl>();
+
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await bus.StartAsync(timeout.Token);
+        try
+        {
+            Assert.True(await EventuallyHealthyAsync(bus, TimeSpan.FromSeconds(120)), string.Join('\n', logs.Lines.TakeLast(30)));
+            Assert.Contains(logs.Lines, line => line.Contains($"RabbitMQ at localhost:{tls.AmqpTlsPort} refused", StringComparison.Ordinal)
+                && line.Contains("does not name this host", StringComparison.Ordinal));
+            Assert.DoesNotContain(logs.Lines, line => line.Contains($"RabbitMQ at 127.0.0.1:{tls.AmqpTlsPort} refused", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await bus.StopAsync(CancellationToken.None);
+        }
+    }
+
+    private static async Task<bool> EventuallyHealthyAsync(IBusControl bus, TimeSpan timeout)
+    {
+        var deadline = DateTime.UtcNow + timeout;
+        while (DateTime.UtcNow < deadline)
+        {
+            if (bus.CheckHealth().Status == BusHealthStatus.Healthy)
+            {
+                return true;
+            }
+
+            await Task.Delay(250);
+        }
+
+        return false;
+    }
 }
