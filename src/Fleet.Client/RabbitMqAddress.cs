@@ -135,6 +135,9 @@ public sealed record RabbitMqAddress(string Host, int Port, string VirtualHost, 
         RequestedHeartbeat = Heartbeat,
         RequestedConnectionTimeout = ConnectionTimeout,
 
+        // A node that accepts TCP but never speaks AMQP (hung, overloaded) costs one connection_timeout too, as documented.
+        HandshakeContinuationTimeout = ConnectionTimeout,
+
         // Every caller drops a closed connection and opens a new one (through ConnectAsync, so possibly on another
         // node), as MassTransit does for the bus: one way back after a loss, not the client's recovery racing the caller's.
         AutomaticRecoveryEnabled = false,

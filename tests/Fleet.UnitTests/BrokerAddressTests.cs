@@ -143,11 +143,12 @@ public sealed class BrokerAddressTests : IDisposable
     }
 
     [Fact]
-    public void FleetsOwnConnections_LeaveRecoveryToTheirCallers()
+    public void FleetsOwnConnections_LeaveRecoveryToTheirCallers_AndGiveTheHandshakeTheConnectionTimeout()
     {
-        var factory = RabbitMqAddress.Parse(Cluster).CreateConnectionFactory("test");
+        var factory = RabbitMqAddress.Parse(Cluster + "&connection_timeout=2500").CreateConnectionFactory("test");
 
         Assert.Equal((false, false), (factory.AutomaticRecoveryEnabled, factory.TopologyRecoveryEnabled));
+        Assert.Equal((TimeSpan.FromMilliseconds(2500), TimeSpan.FromMilliseconds(2500)), (factory.RequestedConnectionTimeout, factory.HandshakeContinuationTimeout));
     }
 
     [Fact]
