@@ -1,12 +1,14 @@
 using System.Diagnostics;
+using Fleet.Client;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
 
 namespace Fleet.Bench;
 
 /// <summary>
-/// The broker's own limit on this machine: plain RabbitMQ.Client, a fresh durable classic queue
-/// <c>fleet-bench-raw</c> in the fleet's vhost, <c>count</c> persistent messages published with publisher confirms
+/// The broker's own limit on this machine: plain RabbitMQ.Client, a fresh durable queue <c>fleet-bench-raw</c> of the
+/// lanes' type (the arguments <see cref="QueueTopology.LaneArguments"/> gives a lane) in the fleet's vhost, on the first
+/// node of the connection string, <c>count</c> persistent messages published with publisher confirms
 /// (a sliding window of outstanding confirms) while one consumer with manual acknowledgements (prefetch
 /// <see cref="Prefetch"/>) takes them at the same time. Rate = count / time until the last ack. The queue is
 /// deleted afterwards.
@@ -17,9 +19,9 @@ internal static class RawBrokerBaseline
     public const ushort Prefetch = 256;
     public const int ConfirmWindow = 512;
 
-    public static async Task<RawBrokerResult> RunAsync(string amqpUri, int count, int bodyBytes, CancellationToken cancellationToken)
+    public static async Task<RawBrokerResult> RunAsync(string amqpUri, BrokerQueueType queueType, int count, int bodyBytes, CancellationToken cancellationToken)
     {
-        var factory = new ConnectionFactory { Uri = new Uri(amqpUri), ClientProvidedName = "fleet-bench-raw" };
+        var factory = new ConnectionFactory { Uri = new Uri(BrokerNodes.FirstNodeUri(amqpUri)), ClientProvidedName = "fleet-bench-raw" };
         await using var publisherConnection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var consumerConnection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var publisher = await publisherConnection.CreateChannelAsync(
@@ -33,7 +35,7 @@ internal static class RawBrokerBaseline
         // Fresh queue: drop whatever an interrupted earlier run left.
         await publisher.QueueDeleteAsync(QueueName, cancellationToken: cancellationToken).ConfigureAwait(false);
         await publisher.QueueDeclareAsync(QueueName, durable: true, exclusive: false, autoDelete: false,
-            arguments: new Dictionary<string, object?> { ["x-queue-type"] = "classic" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            arguments: QueueTopology.LaneArguments(queueType), cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
             await consumerChannel.BasicQosAsync(0, Prefetch, false, cancellationToken).ConfigureAwait(false);
@@ -77,7 +79,7 @@ internal static class RawBrokerBaseline
             }
 
             var elapsed = clock.Elapsed;
-            return new RawBrokerResult(count, bodyBytes, elapsed.TotalSeconds, count / elapsed.TotalSeconds, count / published.TotalSeconds);
+            return new RawBrokerResult(count, bodyBytes, elapsed.TotalSeconds, count / elapsed.TotalSeconds, count / published.TotalSeconds) { QueueType = queueType };
         }
         finally
         {
@@ -87,4 +89,10 @@ internal static class RawBrokerBaseline
 }
 
 /// <summary>One raw-broker run: the end-to-end rate (last ack) and the publish-with-confirms rate alone.</summary>
-internal sealed record RawBrokerResult(int Count, int BodyBytes, double Seconds, double RatePerSecond, double PublishRatePerSecond);
+internal sealed record RawBrokerResult(int Count, int BodyBytes, double Seconds, double RatePerSecond, double PublishRatePerSecond)
+{
+    public BrokerQueueType QueueType { get; init; }
+
+    /// <summary>The broker's memory during this run (null when not sampled).</summary>
+    public BrokerMemory? BrokerMemory { get; init; }
+}
