@@ -204,6 +204,9 @@ up() {
   "$SERVICES" start || exit # services.sh said why
   build
   migrate
+  # A queue type given to this script wins over .fleet/env's (make bench compares classic and quorum lanes with it).
+  local queue_type=()
+  [[ -z ${RabbitMq__QueueType-} ]] || queue_type=("RabbitMq__QueueType=$RabbitMq__QueueType")
   if [[ -f $API_DLL ]]; then
     local url key
     url=$(env_get FLEET_API_URL)
@@ -213,7 +216,7 @@ up() {
     start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key" \
       "ConnectionStrings__fleetdb=$(env_get FLEET_API_PG_CONNECTION)" "ConnectionStrings__rabbitmq=$(env_get FLEET_API_AMQP_URL)" \
       "Api__ReadKeys__0=$(env_get FLEET_API_READ_KEY)" "Api__AdminKeys__0=$(env_get FLEET_API_ADMIN_KEY)" \
-      "Api__RabbitMqManagementUri=$(env_get FLEET_API_RABBITMQ_MANAGEMENT_URL)"
+      "Api__RabbitMqManagementUri=$(env_get FLEET_API_RABBITMQ_MANAGEMENT_URL)" ${queue_type[@]+"${queue_type[@]}"}
   fi
   local n pidf
   # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
@@ -229,7 +232,7 @@ up() {
     start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
       "Worker__CpuConcurrency=$cpu_threads" \
       "ConnectionStrings__fleetdb=${FLEET_WORKER_PG:-$(env_get FLEET_WORKER_PG_CONNECTION)}" \
-      "ConnectionStrings__rabbitmq=${FLEET_WORKER_AMQP:-$(env_get FLEET_WORKER_AMQP_URL)}"
+      "ConnectionStrings__rabbitmq=${FLEET_WORKER_AMQP:-$(env_get FLEET_WORKER_AMQP_URL)}" ${queue_type[@]+"${queue_type[@]}"}
   done
   # Fewer workers asked for than run: stop the extra ones.
   local extra=()
