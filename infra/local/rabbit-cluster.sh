@@ -456,7 +456,8 @@ case ${1:-} in
     load_settings
     exec 9>"$DIR/.lock"
     flock -w 300 9 || die "another rabbit-cluster.sh holds $DIR/.lock"
-    launch_node "${2:?node number}"
+    if node_pid "${2:?node number}" >/dev/null; then log "node $2 already runs"; exit 0; fi
+    launch_node "$2"
     wait_node "$2"
     log "node $2 restarted on its data"
     ;;
