@@ -15,12 +15,14 @@
 #      the other type deleted (they are empty between runs) and the workers started with RabbitMq__QueueType; then
 #      fleet-bench QUEUE_WORKLOADS (noop closed loop with the raw-broker baseline on a queue of the same type, and
 #      sha256), the broker's memory sampled; a summary table with the load average of each invocation
-#      (<UTC time>-queues.md). Run it on a one-node broker and again after joining two nodes to it for three.
+#      (<UTC time>-queues.md). BROKERS=3 runs it on a three-node loopback cluster (infra/local/rabbit-cluster.sh,
+#      started if it is not running and stopped afterwards): the workers, the API and fleet-bench get the cluster's
+#      multi-node addresses, and the broker's CPU and memory are those of its three nodes.
 #
 # Settings (environment): COUNT (scale factor on every task count, 1; e.g. 0.1 for a quick run), RUNS (3),
 # WORKERS (2), SLEEP_IO (1024), BENCH_WORKLOADS ("noop sha256 sieve heat away process sleep"), AWAY_MS (1), OPEN_SECONDS (20),
 # BENCH_ARGS (extra arguments for every fleet-bench call), QUEUE_ROUNDS (2), QUEUE_WORKLOADS ("noop sha256"),
-# QUEUE_TYPES ("classic quorum"). Results: bench/results/<UTC time>-*.{json,md} and
+# QUEUE_TYPES ("classic quorum"), BROKERS (1, or 3 for the queues comparison on a cluster). Results: bench/results/<UTC time>-*.{json,md} and
 # bench/results/<UTC time>.md (all tables).
 set -Eeuo pipefail
 
@@ -39,6 +41,10 @@ BENCH_WORKLOADS=${BENCH_WORKLOADS:-noop sha256 sieve heat away process sleep}
 QUEUE_ROUNDS=${QUEUE_ROUNDS:-2}
 QUEUE_WORKLOADS=${QUEUE_WORKLOADS:-noop sha256}
 QUEUE_TYPES=${QUEUE_TYPES:-classic quorum}
+BROKERS=${BROKERS:-1}
+# With BROKERS=3: the cluster's addresses, for fleet-bench (bench) and the management API (drop_other_lanes).
+BENCH_AMQP_URL=
+BENCH_MANAGEMENT_URL=
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 BENCH=(dotnet "$ROOT/bench/Fleet.Bench/bin/$CONFIGURATION/net10.0/fleet-bench.dll")
 OUT=$ROOT/bench/results
@@ -61,6 +67,8 @@ bench() { # NAME ARGS...: one fleet-bench invocation, its JSON and Markdown unde
     # shellcheck disable=SC1091
     . "$FLEET_HOME/env"
     set +a
+    [[ -z $BENCH_AMQP_URL ]] || export ConnectionStrings__rabbitmq=$BENCH_AMQP_URL
+    [[ -z $BENCH_MANAGEMENT_URL ]] || export FLEET_RABBITMQ_MANAGEMENT_URL=$BENCH_MANAGEMENT_URL
     "${BENCH[@]}" --runs "$RUNS" "$@" "${EXTRA[@]}" \
       --json "$OUT/$STAMP-$name.json" --markdown "$OUT/$STAMP-$name.md"
   ) || log "warning: fleet-bench $name exited with $?"
@@ -121,7 +129,7 @@ restart_workers() {
 LANE_QUEUES='^fleet-(cpu|io)(_error|_skipped|\.retry\.[0-9]+s)?$'
 drop_other_lanes() {
   local type=$1 mgmt name qtype messages
-  mgmt=$(. "$FLEET_HOME/env" && printf '%s' "$FLEET_RABBITMQ_MANAGEMENT_URL")
+  mgmt=${BENCH_MANAGEMENT_URL:-$(. "$FLEET_HOME/env" && printf '%s' "$FLEET_RABBITMQ_MANAGEMENT_URL")}
   [[ -n $mgmt ]] || die "FLEET_RABBITMQ_MANAGEMENT_URL is not in $FLEET_HOME/env (run make up)"
   sleep 6
   while IFS=$'\t' read -r name qtype messages; do
@@ -136,12 +144,25 @@ drop_other_lanes() {
 
 # queue_types: the classic/quorum comparison (see the header), results <STAMP>-queues-*.{json,md} and the summary.
 queue_types() {
-  local round type w name load nodes summary=$OUT/$STAMP-queues.md
+  local round type w name load summary=$OUT/$STAMP-queues.md cluster_started=0
+  local -a fleet_env=()
+  case $BROKERS in
+    1) ;;
+    3)
+      local cluster=$ROOT/infra/local/rabbit-cluster.sh
+      "$cluster" status >/dev/null 2>&1 || { "$cluster" start 3 || exit; cluster_started=1; } # it said why
+      # shellcheck disable=SC1091
+      . "${RABBIT_CLUSTER_DIR:-$FLEET_HOME/rabbit-cluster}/env"
+      BENCH_AMQP_URL=$RABBIT_CLUSTER_AMQP_URL BENCH_MANAGEMENT_URL=$RABBIT_CLUSTER_MANAGEMENT_URL
+      fleet_env=("FLEET_WORKER_AMQP=$RABBIT_CLUSTER_WORKER_AMQP_URL" "FLEET_API_AMQP=$RABBIT_CLUSTER_API_AMQP_URL")
+      ;;
+    *) die "BROKERS must be 1 or 3, not '$BROKERS'" ;;
+  esac
   for ((round = 1; round <= QUEUE_ROUNDS; round++)); do
     for type in $QUEUE_TYPES; do
       KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
       drop_other_lanes "$type"
-      RabbitMq__QueueType=$type FLEET_SKIP_BUILD=1 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit
+      env ${fleet_env[@]+"${fleet_env[@]}"} RabbitMq__QueueType="$type" FLEET_SKIP_BUILD=1 WORKERS="$WORKERS" "$ROOT/infra/local/fleet.sh" up || exit
       for w in $QUEUE_WORKLOADS; do
         load=$(cut -d' ' -f1-3 /proc/loadavg)
         case $w in
@@ -153,10 +174,17 @@ queue_types() {
           *) die "QUEUE_WORKLOADS: unknown workload $w (known: noop sha256 sieve heat)" ;;
         esac
         RabbitMq__QueueType=$type bench "queues-$w-$type-$round" --workload "$w" "$@" --workers "$WORKERS" \
-          --queue-type "$type" --label "$type lanes, round $round, load average before $load"
+          --queue-type "$type" --label "$type lanes, $BROKERS broker node(s), round $round, load average before $load"
       done
     done
   done
+  if ((BROKERS > 1)); then
+    # The workers back on the fleet's own broker; the cluster stopped if this run started it.
+    KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+    ((cluster_started == 0)) || "$ROOT/infra/local/rabbit-cluster.sh" stop || exit
+    FLEET_SKIP_BUILD=1 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit
+    BENCH_AMQP_URL= BENCH_MANAGEMENT_URL=
+  fi
   # The summary: one line per invocation, from its JSON.
   shopt -s nullglob
   {
