@@ -86,6 +86,12 @@ internal static class BenchOutput
             }
         }
 
+        if (report.Backlog is { } b)
+        {
+            md.AppendLine();
+            md.AppendLine(inv, $"Backlog: {b.Messages} messages of {b.BodyBytes} bytes in a {report.QueueType.ToString().ToLowerInvariant()} queue nobody consumes: queue memory {Megabytes(b.QueueMemoryBytes)} MB, the nodes' mem_used {Megabytes(b.MemUsedBeforeBytes)} MB before, {Megabytes(b.MemUsedAfterBytes)} MB after.");
+        }
+
         return md.ToString();
     }
 

@@ -13,6 +13,9 @@ internal sealed record BenchReport
 
     public IReadOnlyList<RawBrokerResult> RawBroker { get; init; } = [];
 
+    /// <summary>The broker's memory with a backlog of one noop run's size in a queue of the lanes' type (null: not measured).</summary>
+    public BacklogResult? Backlog { get; init; }
+
     /// <summary>What is special about the fleet measured (<c>--label</c>), or null.</summary>
     public string? Label { get; init; }
 

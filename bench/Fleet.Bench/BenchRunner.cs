@@ -132,6 +132,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         var results = new List<WorkloadResult>();
         var raw = new List<RawBrokerResult>();
         var workersSeen = 0;
+        BacklogResult? backlog = null;
         foreach (var workload in settings.Workloads)
         {
             SingleTaskTime? single = null;
@@ -149,6 +150,12 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
             await WarmUpAsync(dataSource, workload, cancellationToken).ConfigureAwait(false);
             var withBaseline = settings.Baseline && workload == "noop";
+            if (withBaseline && management is not null && backlog is null)
+            {
+                backlog = await BacklogMemory.MeasureAsync(settings.AmqpUri, settings.QueueType, settings.Count, settings.RawBodyBytes ?? NoopMessageBytes(), management, cancellationToken).ConfigureAwait(false);
+                Log($"backlog of {backlog.Messages} messages in a {settings.QueueType} queue: queue memory {backlog.QueueMemoryBytes / 1048576.0:0.0} MB, nodes' mem_used {backlog.MemUsedBeforeBytes / 1048576.0:0} -> {backlog.MemUsedAfterBytes / 1048576.0:0} MB");
+            }
+
             if (settings.Rate is null)
             {
                 var closed = await RunSeriesAsync(dataSource, servers, workload, "closed", settings.Count, null, single, withBaseline ? raw : null, cancellationToken).ConfigureAwait(false);
@@ -177,6 +184,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription, CpuModel(), settings.WorkersHint ?? workersSeen),
             Workloads = results,
             RawBroker = raw,
+            Backlog = backlog,
             Label = settings.Label,
             QueueType = settings.QueueType,
             BrokerNodes = BrokerNodes.Of(settings.AmqpUri).Count,

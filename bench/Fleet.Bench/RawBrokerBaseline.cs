@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using Fleet.Client;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
@@ -87,6 +88,76 @@ internal static class RawBrokerBaseline
         }
     }
 }
+
+/// <summary>
+/// What a backlog costs the broker: <c>count</c> messages of the run's size published (with confirms) into a fresh queue
+/// <c>fleet-bench-backlog</c> of the lanes' type that nobody consumes, then, after the broker's statistics interval,
+/// the queue's own <c>memory</c> and the nodes' <c>mem_used</c> from the management API. The queue is deleted afterwards.
+/// </summary>
+internal static class BacklogMemory
+{
+    public const string QueueName = "fleet-bench-backlog";
+
+    /// <summary>Longer than RabbitMQ's default collect_statistics_interval (5 s): the readings are then of the full queue.</summary>
+    private static readonly TimeSpan StatisticsWait = TimeSpan.FromSeconds(7);
+
+    public static async Task<BacklogResult> MeasureAsync(string amqpUri, BrokerQueueType queueType, int count, int bodyBytes, HttpClient management, CancellationToken cancellationToken)
+    {
+        var factory = new ConnectionFactory { Uri = new Uri(BrokerNodes.FirstNodeUri(amqpUri)), ClientProvidedName = "fleet-bench-backlog" };
+        await using var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var channel = await connection.CreateChannelAsync(
+            new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true,
+                outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(RawBrokerBaseline.ConfirmWindow * 4)),
+            cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeleteAsync(QueueName, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeclareAsync(QueueName, durable: true, exclusive: false, autoDelete: false,
+            arguments: QueueTopology.LaneArguments(queueType), cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await Task.Delay(StatisticsWait, cancellationToken).ConfigureAwait(false);
+            var before = await NodesMemUsedAsync(management, cancellationToken).ConfigureAwait(false);
+            var body = new byte[bodyBytes];
+            Array.Fill(body, (byte)'x');
+            var properties = new BasicProperties { Persistent = true, ContentType = "application/octet-stream" };
+            var inflight = new Queue<Task>(RawBrokerBaseline.ConfirmWindow);
+            for (var i = 0; i < count; i++)
+            {
+                if (inflight.Count >= RawBrokerBaseline.ConfirmWindow)
+                {
+                    await inflight.Dequeue().ConfigureAwait(false);
+                }
+
+                inflight.Enqueue(channel.BasicPublishAsync(string.Empty, QueueName, mandatory: false, properties, body, cancellationToken).AsTask());
+            }
+
+            while (inflight.Count > 0)
+            {
+                await inflight.Dequeue().ConfigureAwait(false);
+            }
+
+            await Task.Delay(StatisticsWait, cancellationToken).ConfigureAwait(false);
+            var after = await NodesMemUsedAsync(management, cancellationToken).ConfigureAwait(false);
+            var vhost = Uri.EscapeDataString(RabbitMqAddress.Parse(BrokerNodes.FirstNodeUri(amqpUri)).VirtualHost);
+            using var queue = JsonDocument.Parse(await management.GetStringAsync(new Uri($"api/queues/{vhost}/{QueueName}", UriKind.Relative), cancellationToken).ConfigureAwait(false));
+            long? queueMemory = queue.RootElement.TryGetProperty("memory", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt64() : null;
+            return new BacklogResult(count, bodyBytes, queueMemory, before, after);
+        }
+        finally
+        {
+            await channel.QueueDeleteAsync(QueueName, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<long?> NodesMemUsedAsync(HttpClient management, CancellationToken cancellationToken)
+    {
+        using var nodes = JsonDocument.Parse(await management.GetStringAsync(new Uri("api/nodes?columns=name,mem_used", UriKind.Relative), cancellationToken).ConfigureAwait(false));
+        var values = nodes.RootElement.EnumerateArray().Where(n => n.TryGetProperty("mem_used", out var v) && v.ValueKind == JsonValueKind.Number).Select(n => n.GetProperty("mem_used").GetInt64()).ToList();
+        return values.Count == 0 ? null : values.Sum();
+    }
+}
+
+/// <summary>A backlog of <paramref name="Messages"/> in the broker: the queue's own memory and every node's mem_used before and after.</summary>
+internal sealed record BacklogResult(int Messages, int BodyBytes, long? QueueMemoryBytes, long? MemUsedBeforeBytes, long? MemUsedAfterBytes);
 
 /// <summary>One raw-broker run: the end-to-end rate (last ack) and the publish-with-confirms rate alone.</summary>
 internal sealed record RawBrokerResult(int Count, int BodyBytes, double Seconds, double RatePerSecond, double PublishRatePerSecond)

@@ -14,7 +14,8 @@
 #      (classic, quorum, classic, quorum, ... QUEUE_ROUNDS times): before each, the workers stopped, the lane queues of
 #      the other type deleted (they are empty between runs) and the workers started with RabbitMq__QueueType; then
 #      fleet-bench QUEUE_WORKLOADS (noop closed loop with the raw-broker baseline on a queue of the same type, and
-#      sha256), the broker's memory sampled; a summary table with the load average of each invocation
+#      sha256), the broker's memory sampled, and a backlog of the noop run's size left in a queue of the type to read
+#      what it costs the broker's memory; a summary table with the load average of each invocation
 #      (<UTC time>-queues.md). BROKERS=3 runs it on a three-node loopback cluster (infra/local/rabbit-cluster.sh,
 #      started if it is not running and stopped afterwards): the workers, the API and fleet-bench get the cluster's
 #      multi-node addresses, and the broker's CPU and memory are those of its three nodes.
@@ -188,8 +189,8 @@ queue_types() {
   # The summary: one line per invocation, from its JSON.
   shopt -s nullglob
   {
-    printf '| lanes | nodes | round | workload | N | tasks/s (median) | p50 ms | p95 ms | raw broker msg/s | broker mem_used peak MB | broker RSS peak MB | load before |\n'
-    printf '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n'
+    printf '| lanes | nodes | round | workload | N | tasks/s (median) | p50 ms | p95 ms | raw broker msg/s | backlog of N: queue MB | backlog of N: mem_used MB before, after | broker mem_used peak MB | broker RSS peak MB | load before |\n'
+    printf '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n'
     for name in "$OUT/$STAMP"-queues-*.json; do
       jq -r '
         def med: sort | if length == 0 then null else .[(length / 2 | floor)] end;
@@ -199,6 +200,8 @@ queue_types() {
         [ (.queueType | ascii_downcase), (.brokerNodes | tostring), (.label | capture("round (?<r>[0-9]+)").r), $w.workload,
           ($w.count | tostring), ([$w.runs[].throughput] | med | r0), ([$w.runs[].latencyP50Ms] | med | r0),
           ([$w.runs[].latencyP95Ms] | med | r0), ([.rawBroker[].ratePerSecond] | med | r0),
+          (.backlog.queueMemoryBytes | mb),
+          (if .backlog == null then "-" else "\(.backlog.memUsedBeforeBytes | mb), \(.backlog.memUsedAfterBytes | mb)" end),
           ([$w.runs[].brokerMemory.memUsedPeakBytes, .rawBroker[].brokerMemory.memUsedPeakBytes] | map(select(. != null)) | max | mb),
           ([$w.runs[].brokerMemory.peakRssBytes, .rawBroker[].brokerMemory.peakRssBytes] | map(select(. != null)) | max | mb),
           (.label | capture("load average before (?<l>.*)").l) ] | "| " + join(" | ") + " |"' "$name"
