@@ -37,6 +37,7 @@ help: ## list the targets
 	@echo "  demo: DEMO_COUNT=$(DEMO_COUNT) (heat tasks)  FLEET_HOME=$(FLEET_HOME) (with other FLEET_*_PORT: a second fleet)"
 	@echo "  fleet-sim: HOSTS=$(HOSTS) BROKERS=$(BROKERS) FAULTS=(1 if BROKERS>=3) COUNT=1000 SIM_CPU=(cores/HOSTS) FLEET_SKIP_BUILD=1"
 	@echo "  bench: COUNT=1 (scale factor on task counts) RUNS=3 SLEEP_IO=1024 BENCH_WORKLOADS=\"noop sha256 sieve heat sleep\" BENCH_ARGS="
+	@echo "  bench, classic against quorum lanes: BENCH_WORKLOADS=queues QUEUE_ROUNDS=2 QUEUE_WORKLOADS=\"noop sha256\" BROKERS=1 (3: on a loopback cluster)"
 	@echo "  bench-compare: COUNT=1 RUNS=3 SLEEP_IO=1024 CELERY_SLEEP_POOL=threads CELERY_SLEEP_THREADS=200 COMPARE_WORKLOADS=\"noop sha256 sieve heat sleep\""
 
 build: ## dotnet build the solution (Release)
