@@ -98,6 +98,11 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
             {
                 return true;
             }
+            catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.AccessRefused)
+            {
+                // A login that may not configure this queue cannot tell; whoever declares it will say so.
+                return false;
+            }
         }
     }
 
