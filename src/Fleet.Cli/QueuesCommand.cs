@@ -37,8 +37,7 @@ internal static class QueuesCommand
             };
             var names = parse.GetValue(lanes) ?? [];
             var address = RabbitMqAddress.Parse(CliSettings.RabbitMqUri);
-            await using var connection = await address.CreateConnectionFactory($"fleet queues migrate {Environment.ProcessId}")
-                .CreateConnectionAsync(ct).ConfigureAwait(false);
+            await using var connection = await address.ConnectAsync($"fleet queues migrate {Environment.ProcessId}", ct).ConfigureAwait(false);
             var migrator = new QueueMigrator(connection, target, Console.Out);
             var consumed = await migrator.ConsumersAsync(names, ct).ConfigureAwait(false);
             if (consumed.Count > 0)

@@ -21,8 +21,7 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
         IConnection connection;
         try
         {
-            connection = await broker.CreateConnectionFactory($"fleet-worker queue check {Environment.ProcessId}")
-                .CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            connection = await broker.ConnectAsync($"fleet-worker queue check {Environment.ProcessId}", cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is not OperationCanceledException)
         {
