@@ -179,13 +179,13 @@ queue_types() {
       done
     done
   done
-  if ((BROKERS > 1)); then
-    # The workers back on the fleet's own broker; the cluster stopped if this run started it.
-    KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
-    ((cluster_started == 0)) || "$ROOT/infra/local/rabbit-cluster.sh" stop || exit
-    FLEET_SKIP_BUILD=1 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit
-    BENCH_AMQP_URL= BENCH_MANAGEMENT_URL=
-  fi
+  # The fleet as it was: on its own broker (the cluster stopped if this run started it), its lanes of the type its
+  # .fleet/env says, which its next `make up` starts the workers with.
+  KEEP_SERVICES=1 "$ROOT/infra/local/fleet.sh" down || exit
+  ((cluster_started == 0)) || "$ROOT/infra/local/rabbit-cluster.sh" stop || exit
+  BENCH_AMQP_URL= BENCH_MANAGEMENT_URL=
+  drop_other_lanes "$(. "$FLEET_HOME/env" && printf '%s' "${RabbitMq__QueueType:-classic}")"
+  FLEET_SKIP_BUILD=1 WORKERS=$WORKERS "$ROOT/infra/local/fleet.sh" up || exit
   # The summary: one line per invocation, from its JSON.
   shopt -s nullglob
   {
