@@ -10,6 +10,8 @@ export DOTNET_SKIP_FIRST_TIME_EXPERIENCE := 1
 CONFIGURATION ?= Release
 WORKERS ?= 2
 HOSTS ?= 3
+# make fleet-sim BROKERS=3: a RabbitMQ node on each of the first BROKERS servers, clustered (1: one node on the bridge).
+BROKERS ?= 1
 # Heat tasks of `make demo` (fleet demo --count).
 DEMO_COUNT ?= 1000
 # The local fleet's folder (servers' data, settings, env, logs, pid files). Another folder, with other ports
@@ -33,8 +35,9 @@ help: ## list the targets
 	@echo
 	@echo "Variables: WORKERS=$(WORKERS) CONFIGURATION=$(CONFIGURATION) KEEP_SERVICES=1 (down keeps PostgreSQL/RabbitMQ)"
 	@echo "  demo: DEMO_COUNT=$(DEMO_COUNT) (heat tasks)  FLEET_HOME=$(FLEET_HOME) (with other FLEET_*_PORT: a second fleet)"
-	@echo "  fleet-sim: HOSTS=$(HOSTS) COUNT=1000 SIM_CPU=(cores/HOSTS) FLEET_SKIP_BUILD=1"
+	@echo "  fleet-sim: HOSTS=$(HOSTS) BROKERS=$(BROKERS) FAULTS=(1 if BROKERS>=3) COUNT=1000 SIM_CPU=(cores/HOSTS) FLEET_SKIP_BUILD=1"
 	@echo "  bench: COUNT=1 (scale factor on task counts) RUNS=3 SLEEP_IO=1024 BENCH_WORKLOADS=\"noop sha256 sieve heat sleep\" BENCH_ARGS="
+	@echo "  bench, classic against quorum lanes: BENCH_WORKLOADS=queues QUEUE_ROUNDS=2 QUEUE_WORKLOADS=\"noop sha256\" BROKERS=1 (3: on a loopback cluster)"
 	@echo "  bench-compare: COUNT=1 RUNS=3 SLEEP_IO=1024 CELERY_SLEEP_POOL=threads CELERY_SLEEP_THREADS=200 COMPARE_WORKLOADS=\"noop sha256 sieve heat sleep\""
 
 build: ## dotnet build the solution (Release)
@@ -65,9 +68,9 @@ bench: ## make up, then the standard benchmark (fleet-bench, bench/Fleet.Bench) 
 bench-compare: ## Celery (Debian's python3-celery) then Fleet, same workloads and counts; one Fleet/Celery table (~15 min)
 	bench/celery/compare.sh
 
-fleet-sim: ## HOSTS simulated servers (network namespaces, own addresses, root) run the heat demo; per-server SQL; all removed after
-	infra/local/install.sh postgresql rabbitmq-server iproute2
-	HOSTS=$(HOSTS) infra/local/fleet-sim.sh
+fleet-sim: ## HOSTS simulated servers (network namespaces, own addresses, root) run the heat demo; per-server SQL; all removed after; BROKERS=3: a broker cluster, one node lost mid-run
+	infra/local/install.sh postgresql rabbitmq-server iproute2 jq
+	HOSTS=$(HOSTS) BROKERS=$(BROKERS) infra/local/fleet-sim.sh
 
 test: ## install the servers if missing, then run every test (results in TestResults/*.trx)
 	infra/local/install.sh

@@ -26,10 +26,12 @@ internal static class BenchCommand
         var json = new Option<FileInfo?>("--json") { Description = "Write the full report as JSON." };
         var markdown = new Option<FileInfo?>("--markdown") { Description = "Write the report as Markdown tables." };
         var timeout = new Option<int>("--run-timeout") { Description = "Give up a run after this many seconds.", DefaultValueFactory = _ => 3600 };
+        var queueType = new Option<string?>("--queue-type") { Description = $"The lanes' queue type, classic or quorum: the client declares with it and the raw baseline's queue is one (default: {QueueTopology.QueueTypeKey}, environment RabbitMq__QueueType, as the workers read it)." };
+        var management = new Option<string?>("--rabbitmq-management-url") { Description = "RabbitMQ management API, http://user:pass@host:15672/, for the broker's mem_used during each run (default: environment FLEET_RABBITMQ_MANAGEMENT_URL; none: not sampled)." };
         var label = new Option<string?>("--label") { Description = "What is special about this invocation's fleet (e.g. the workers' distance from the servers), printed with the results." };
         var command = new RootCommand("Benchmark the running fleet with the standard workloads: throughput, latency, efficiency, RSS and CPU per component.")
         {
-            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout, label,
+            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout, label, queueType, management,
         };
         command.Subcommands.Add(DelayProxyCommand());
         command.SetAction((parse, cancellationToken) => RunAsync(async ct =>
@@ -76,9 +78,11 @@ internal static class BenchCommand
                 WorkersHint = parse.GetValue(workers),
                 RunTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                 Label = parse.GetValue(label),
+                QueueType = ParseQueueType(parse.GetValue(queueType) ?? Environment.GetEnvironmentVariable("RabbitMq__QueueType")),
+                ManagementUrl = parse.GetValue(management) ?? Environment.GetEnvironmentVariable("FLEET_RABBITMQ_MANAGEMENT_URL"),
             };
 
-            await using var client = new FleetClient(new FleetClientOptions { PostgresConnectionString = settings.PostgresConnectionString, RabbitMqUri = settings.AmqpUri });
+            await using var client = new FleetClient(new FleetClientOptions { PostgresConnectionString = settings.PostgresConnectionString, RabbitMqUri = settings.AmqpUri, QueueType = settings.QueueType });
             var report = await new BenchRunner(settings, client, Console.Error).RunAsync(ct).ConfigureAwait(false);
             var md = BenchOutput.ToMarkdown(report);
             Console.WriteLine(md);
@@ -166,6 +170,18 @@ internal static class BenchCommand
         return string.IsNullOrWhiteSpace(value)
             ? throw new BenchException($"ConnectionStrings__{name} is not set. Run `make up` and `. .fleet/env`, or export it.")
             : value;
+    }
+
+    private static BrokerQueueType ParseQueueType(string? value)
+    {
+        try
+        {
+            return QueueTopology.ParseQueueType(value);
+        }
+        catch (FormatException ex)
+        {
+            throw new BenchException($"--queue-type: {ex.Message}");
+        }
     }
 
     /// <summary>Runs the command body: a <see cref="BenchException"/> prints one line to stderr and exits 2; Ctrl+C exits 130.</summary>

@@ -12,6 +12,7 @@ internal static class BenchOutput
     {
         WriteIndented = true,
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
     };
 
     public static string ToJson(BenchReport report) => JsonSerializer.Serialize(report, JsonOptions);
@@ -23,10 +24,10 @@ internal static class BenchOutput
         var m = report.Machine;
         md.AppendLine(inv, $"# fleet-bench, {report.StartedAt:yyyy-MM-dd HH:mm} UTC{(report.Label is { } label ? $": {label}" : "")}");
         md.AppendLine();
-        md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen.");
+        md.AppendLine(inv, $"Host `{m.Host}`: {m.ProcessorCount} logical CPUs ({m.CpuModel ?? "unknown CPU"}), efficiency over {m.CoresUsed} cores; {m.Os}; {m.Runtime}; {m.Workers} worker process(es) seen; {report.QueueType.ToString().ToLowerInvariant()} lanes on {report.BrokerNodes} broker node(s).");
         md.AppendLine();
-        md.AppendLine("| workload | mode | N | run | ok | wall s | submit s | tasks/s | p50 ms | p95 ms | p99 ms | last/first 10% | efficiency | task share of worker CPU | worker peak RSS MB | CPU s workers | CPU s rabbitmq | CPU s postgres | CPU s bench |");
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| workload | mode | N | run | ok | wall s | submit s | tasks/s | p50 ms | p95 ms | p99 ms | last/first 10% | efficiency | task share of worker CPU | worker peak RSS MB | CPU s workers | CPU s rabbitmq | CPU s postgres | CPU s bench | broker mem_used peak MB | broker RSS peak MB |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var w in report.Workloads)
         {
             var mode = w.ArrivalRate is { } rate ? string.Create(inv, $"open {rate:0}/s") : "closed";
@@ -40,7 +41,7 @@ internal static class BenchOutput
                 }
 
                 md.AppendLine(inv,
-                    $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.GrowthRatio is { } g ? g.ToString("0.00", inv) : "-")} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} |");
+                    $"| {w.Workload} | {mode} | {w.Count} | {r.Run} | {r.Succeeded} | {r.WallSeconds:0.00} | {r.SubmitSeconds:0.00} | {r.Throughput:0.0} | {r.LatencyP50Ms:0.0} | {r.LatencyP95Ms:0.0} | {r.LatencyP99Ms:0.0} | {(r.GrowthRatio is { } g ? g.ToString("0.00", inv) : "-")} | {(r.Efficiency is { } e ? e.ToString("0.000", inv) : "-")} | {(r.UsefulWorkerCpuFraction is { } u ? u.ToString("0.00", inv) : "-")} | {rss} | {Cpu(r, "workers")} | {Cpu(r, "rabbitmq")} | {Cpu(r, "postgres")} | {Cpu(r, "bench")} | {MemUsed(r.BrokerMemory)} | {Rss(r.BrokerMemory)} |");
             }
         }
 
@@ -67,14 +68,14 @@ internal static class BenchOutput
         if (report.RawBroker.Count > 0)
         {
             md.AppendLine();
-            md.AppendLine("Raw broker (RabbitMQ.Client, durable classic queue, persistent, confirms + manual acks, publish and consume at once):");
+            md.AppendLine(inv, $"Raw broker (RabbitMQ.Client, durable {report.QueueType.ToString().ToLowerInvariant()} queue, persistent, confirms + manual acks, publish and consume at once):");
             md.AppendLine();
-            md.AppendLine("| run | messages | body bytes | s | msg/s | publish-only msg/s |");
-            md.AppendLine("|---:|---:|---:|---:|---:|---:|");
+            md.AppendLine("| run | messages | body bytes | s | msg/s | publish-only msg/s | broker mem_used peak MB | broker RSS peak MB |");
+            md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
             var i = 0;
             foreach (var r in report.RawBroker)
             {
-                md.AppendLine(inv, $"| {++i} | {r.Count} | {r.BodyBytes} | {r.Seconds:0.00} | {r.RatePerSecond:0} | {r.PublishRatePerSecond:0} |");
+                md.AppendLine(inv, $"| {++i} | {r.Count} | {r.BodyBytes} | {r.Seconds:0.00} | {r.RatePerSecond:0} | {r.PublishRatePerSecond:0} | {MemUsed(r.BrokerMemory)} | {Rss(r.BrokerMemory)} |");
             }
 
             var noop = report.Workloads.FirstOrDefault(w => w.Workload == "noop");
@@ -85,8 +86,20 @@ internal static class BenchOutput
             }
         }
 
+        if (report.Backlog is { } b)
+        {
+            md.AppendLine();
+            md.AppendLine(inv, $"Backlog: {b.Messages} messages of {b.BodyBytes} bytes in a {report.QueueType.ToString().ToLowerInvariant()} queue nobody consumes: queue memory {Megabytes(b.QueueMemoryBytes)} MB, the nodes' mem_used {Megabytes(b.MemUsedBeforeBytes)} MB before, {Megabytes(b.MemUsedAfterBytes)} MB after.");
+        }
+
         return md.ToString();
     }
+
+    private static string MemUsed(BrokerMemory? m) => Megabytes(m?.MemUsedPeakBytes);
+
+    private static string Rss(BrokerMemory? m) => Megabytes(m?.PeakRssBytes);
+
+    private static string Megabytes(long? bytes) => bytes is { } b ? (b / 1048576.0).ToString("0", CultureInfo.InvariantCulture) : "-";
 
     private static string Cpu(RunResult r, string component) =>
         r.CpuSeconds.TryGetValue(component, out var s) ? s.ToString("0.0", CultureInfo.InvariantCulture) : "-";

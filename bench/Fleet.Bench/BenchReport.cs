@@ -1,3 +1,5 @@
+using Fleet.Client;
+
 namespace Fleet.Bench;
 
 /// <summary>Everything one <c>fleet-bench</c> invocation measured; written as JSON and as a Markdown table.</summary>
@@ -11,8 +13,17 @@ internal sealed record BenchReport
 
     public IReadOnlyList<RawBrokerResult> RawBroker { get; init; } = [];
 
+    /// <summary>The broker's memory with a backlog of one noop run's size in a queue of the lanes' type (null: not measured).</summary>
+    public BacklogResult? Backlog { get; init; }
+
     /// <summary>What is special about the fleet measured (<c>--label</c>), or null.</summary>
     public string? Label { get; init; }
+
+    /// <summary>The lanes' queue type the bench declared with (the workers' own setting must match it).</summary>
+    public BrokerQueueType QueueType { get; init; }
+
+    /// <summary>How many broker nodes the connection string lists.</summary>
+    public int BrokerNodes { get; init; } = 1;
 
     /// <summary>Median raw-broker rate of this invocation, or null without a baseline.</summary>
     public double? RawBrokerMedianRate => RawBroker.Count == 0 ? null : SingleTaskTimer.Median([.. RawBroker.Select(r => r.RatePerSecond)]);
@@ -88,6 +99,9 @@ internal sealed record RunResult
 
     /// <summary>CPU seconds (user + system) spent during the run, by component: workers, rabbitmq, postgres, bench.</summary>
     public required IReadOnlyDictionary<string, double> CpuSeconds { get; init; }
+
+    /// <summary>The broker's memory during the run (null when not sampled).</summary>
+    public BrokerMemory? BrokerMemory { get; init; }
 }
 
 /// <summary>A worker process seen during a run: its pid, peak RSS and CPU seconds of the run.</summary>

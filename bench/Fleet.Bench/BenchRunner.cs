@@ -51,6 +51,12 @@ internal sealed record BenchSettings
 
     /// <summary>What is special about the fleet measured (e.g. "workers 1 ms (round trip) from PostgreSQL and RabbitMQ"), or null.</summary>
     public string? Label { get; init; }
+
+    /// <summary>The lanes' queue type: what the bench's client declares with, and the raw baseline's queue.</summary>
+    public BrokerQueueType QueueType { get; init; } = QueueTopology.DefaultQueueType;
+
+    /// <summary>The RabbitMQ management API (credentials in the URL) for the broker's mem_used, or null: not sampled.</summary>
+    public string? ManagementUrl { get; init; }
 }
 
 /// <summary>
@@ -112,14 +118,21 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
     private int Cores => settings.Cores ?? Environment.ProcessorCount;
 
+    private HttpClient? _management;
+
+    private IReadOnlyList<int> _brokerPids = [];
+
     public async Task<BenchReport> RunAsync(CancellationToken cancellationToken)
     {
         await using var dataSource = NpgsqlDataSource.Create(settings.PostgresConnectionString);
         var started = DateTimeOffset.UtcNow;
         var servers = FindServers();
+        using var management = BrokerMemorySampler.ManagementClient(settings.ManagementUrl);
+        _management = management;
         var results = new List<WorkloadResult>();
         var raw = new List<RawBrokerResult>();
         var workersSeen = 0;
+        BacklogResult? backlog = null;
         foreach (var workload in settings.Workloads)
         {
             SingleTaskTime? single = null;
@@ -137,6 +150,12 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
             await WarmUpAsync(dataSource, workload, cancellationToken).ConfigureAwait(false);
             var withBaseline = settings.Baseline && workload == "noop";
+            if (withBaseline && management is not null && backlog is null)
+            {
+                backlog = await BacklogMemory.MeasureAsync(settings.AmqpUri, settings.QueueType, settings.Count, settings.RawBodyBytes ?? NoopMessageBytes(), management, cancellationToken).ConfigureAwait(false);
+                Log($"backlog of {backlog.Messages} messages in a {settings.QueueType} queue: queue memory {backlog.QueueMemoryBytes / 1048576.0:0.0} MB, nodes' mem_used {backlog.MemUsedBeforeBytes / 1048576.0:0} -> {backlog.MemUsedAfterBytes / 1048576.0:0} MB");
+            }
+
             if (settings.Rate is null)
             {
                 var closed = await RunSeriesAsync(dataSource, servers, workload, "closed", settings.Count, null, single, withBaseline ? raw : null, cancellationToken).ConfigureAwait(false);
@@ -165,7 +184,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 System.Runtime.InteropServices.RuntimeInformation.FrameworkDescription, CpuModel(), settings.WorkersHint ?? workersSeen),
             Workloads = results,
             RawBroker = raw,
+            Backlog = backlog,
             Label = settings.Label,
+            QueueType = settings.QueueType,
+            BrokerNodes = BrokerNodes.Of(settings.AmqpUri).Count,
         };
     }
 
@@ -196,7 +218,9 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         {
             if (raw is not null)
             {
-                var baseline = await RawBrokerBaseline.RunAsync(settings.AmqpUri, count, settings.RawBodyBytes ?? NoopMessageBytes(), cancellationToken).ConfigureAwait(false);
+                var sampler = BrokerMemorySampler.Start(_management, _brokerPids);
+                var baseline = await RawBrokerBaseline.RunAsync(settings.AmqpUri, settings.QueueType, count, settings.RawBodyBytes ?? NoopMessageBytes(), cancellationToken).ConfigureAwait(false);
+                baseline = baseline with { BrokerMemory = await sampler.StopAsync().ConfigureAwait(false) };
                 raw.Add(baseline);
                 Log($"raw broker run {run}: {count} messages in {baseline.Seconds:0.00} s = {baseline.RatePerSecond:0} msg/s (publish alone {baseline.PublishRatePerSecond:0} msg/s)");
             }
@@ -235,6 +259,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
         // Ids chosen here, so that a chunk whose submit call fails can be checked in the database.
         var requests = Requests(workload, count, batchId).Select(q => q with { TaskId = Guid.CreateVersion7() }).ToList();
+        var memory = BrokerMemorySampler.Start(_management, _brokerPids);
         var submitClock = Stopwatch.StartNew();
         if (rate is { } r)
         {
@@ -248,6 +273,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
         var submitSeconds = submitClock.Elapsed.TotalSeconds;
         await WaitFinalAsync(dataSource, batchId, count, cancellationToken).ConfigureAwait(false);
+        var brokerMemory = await memory.StopAsync().ConfigureAwait(false);
 
         var cpu = new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var component in components)
@@ -294,6 +320,7 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
                 : (single.CpuMs ?? single.WallMs) / 1000.0 * tasks / cpu["workers"],
             Workers = samples,
             CpuSeconds = cpu,
+            BrokerMemory = brokerMemory,
         };
     }
 
@@ -408,19 +435,32 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         return result;
     }
 
-    /// <summary>The PostgreSQL and RabbitMQ servers of this fleet: the processes listening on the ports of its connection strings.</summary>
+    /// <summary>
+    /// The PostgreSQL and RabbitMQ servers of this fleet: the processes listening on the ports of its connection strings
+    /// (every node of a cluster on this machine counts as RabbitMQ).
+    /// </summary>
     private List<ComponentProcesses> FindServers()
     {
         var servers = new List<ComponentProcesses>();
-        var rabbitPort = new Uri(settings.AmqpUri).Port is var p and > 0 ? p : 5672;
-        if (ProcessStats.ListenerPid(rabbitPort) is { } rabbit)
+        var rabbits = new List<int>();
+        foreach (var (_, port) in BrokerNodes.Of(settings.AmqpUri))
         {
-            servers.Add(new ComponentProcesses("rabbitmq", [rabbit], true));
+            if (ProcessStats.ListenerPid(port) is { } rabbit)
+            {
+                rabbits.Add(rabbit);
+            }
+            else
+            {
+                Log($"warning: no local process listens on {port}: that RabbitMQ node's CPU and RSS are not measured");
+            }
         }
-        else
+
+        if (rabbits.Count > 0)
         {
-            Log($"warning: no local process listens on {rabbitPort}: RabbitMQ CPU is not measured");
+            servers.Add(new ComponentProcesses("rabbitmq", rabbits, true));
         }
+
+        _brokerPids = rabbits;
 
         var pgPort = new NpgsqlConnectionStringBuilder(settings.PostgresConnectionString).Port;
         if (ProcessStats.ListenerPid(pgPort) is { } postmaster)

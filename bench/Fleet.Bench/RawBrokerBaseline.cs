@@ -1,12 +1,15 @@
 using System.Diagnostics;
+using System.Text.Json;
+using Fleet.Client;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
 
 namespace Fleet.Bench;
 
 /// <summary>
-/// The broker's own limit on this machine: plain RabbitMQ.Client, a fresh durable classic queue
-/// <c>fleet-bench-raw</c> in the fleet's vhost, <c>count</c> persistent messages published with publisher confirms
+/// The broker's own limit on this machine: plain RabbitMQ.Client, a fresh durable queue <c>fleet-bench-raw</c> of the
+/// lanes' type (the arguments <see cref="QueueTopology.LaneArguments"/> gives a lane) in the fleet's vhost, on the first
+/// node of the connection string, <c>count</c> persistent messages published with publisher confirms
 /// (a sliding window of outstanding confirms) while one consumer with manual acknowledgements (prefetch
 /// <see cref="Prefetch"/>) takes them at the same time. Rate = count / time until the last ack. The queue is
 /// deleted afterwards.
@@ -17,9 +20,9 @@ internal static class RawBrokerBaseline
     public const ushort Prefetch = 256;
     public const int ConfirmWindow = 512;
 
-    public static async Task<RawBrokerResult> RunAsync(string amqpUri, int count, int bodyBytes, CancellationToken cancellationToken)
+    public static async Task<RawBrokerResult> RunAsync(string amqpUri, BrokerQueueType queueType, int count, int bodyBytes, CancellationToken cancellationToken)
     {
-        var factory = new ConnectionFactory { Uri = new Uri(amqpUri), ClientProvidedName = "fleet-bench-raw" };
+        var factory = new ConnectionFactory { Uri = new Uri(BrokerNodes.FirstNodeUri(amqpUri)), ClientProvidedName = "fleet-bench-raw" };
         await using var publisherConnection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var consumerConnection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
         await using var publisher = await publisherConnection.CreateChannelAsync(
@@ -33,7 +36,7 @@ internal static class RawBrokerBaseline
         // Fresh queue: drop whatever an interrupted earlier run left.
         await publisher.QueueDeleteAsync(QueueName, cancellationToken: cancellationToken).ConfigureAwait(false);
         await publisher.QueueDeclareAsync(QueueName, durable: true, exclusive: false, autoDelete: false,
-            arguments: new Dictionary<string, object?> { ["x-queue-type"] = "classic" }, cancellationToken: cancellationToken).ConfigureAwait(false);
+            arguments: QueueTopology.LaneArguments(queueType), cancellationToken: cancellationToken).ConfigureAwait(false);
         try
         {
             await consumerChannel.BasicQosAsync(0, Prefetch, false, cancellationToken).ConfigureAwait(false);
@@ -77,7 +80,7 @@ internal static class RawBrokerBaseline
             }
 
             var elapsed = clock.Elapsed;
-            return new RawBrokerResult(count, bodyBytes, elapsed.TotalSeconds, count / elapsed.TotalSeconds, count / published.TotalSeconds);
+            return new RawBrokerResult(count, bodyBytes, elapsed.TotalSeconds, count / elapsed.TotalSeconds, count / published.TotalSeconds) { QueueType = queueType };
         }
         finally
         {
@@ -86,5 +89,81 @@ internal static class RawBrokerBaseline
     }
 }
 
+/// <summary>
+/// What a backlog costs the broker: <c>count</c> messages of the run's size published (with confirms) into a fresh queue
+/// <c>fleet-bench-backlog</c> of the lanes' type that nobody consumes, then, after the broker's statistics interval,
+/// the queue's own <c>memory</c> and the nodes' <c>mem_used</c> from the management API. The queue is deleted afterwards.
+/// </summary>
+internal static class BacklogMemory
+{
+    public const string QueueName = "fleet-bench-backlog";
+
+    /// <summary>Longer than RabbitMQ's default collect_statistics_interval (5 s): the readings are then of the full queue.</summary>
+    private static readonly TimeSpan StatisticsWait = TimeSpan.FromSeconds(7);
+
+    public static async Task<BacklogResult> MeasureAsync(string amqpUri, BrokerQueueType queueType, int count, int bodyBytes, HttpClient management, CancellationToken cancellationToken)
+    {
+        var factory = new ConnectionFactory { Uri = new Uri(BrokerNodes.FirstNodeUri(amqpUri)), ClientProvidedName = "fleet-bench-backlog" };
+        await using var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var channel = await connection.CreateChannelAsync(
+            new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true,
+                outstandingPublisherConfirmationsRateLimiter: new ThrottlingRateLimiter(RawBrokerBaseline.ConfirmWindow * 4)),
+            cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeleteAsync(QueueName, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeclareAsync(QueueName, durable: true, exclusive: false, autoDelete: false,
+            arguments: QueueTopology.LaneArguments(queueType), cancellationToken: cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await Task.Delay(StatisticsWait, cancellationToken).ConfigureAwait(false);
+            var before = await NodesMemUsedAsync(management, cancellationToken).ConfigureAwait(false);
+            var body = new byte[bodyBytes];
+            Array.Fill(body, (byte)'x');
+            var properties = new BasicProperties { Persistent = true, ContentType = "application/octet-stream" };
+            var inflight = new Queue<Task>(RawBrokerBaseline.ConfirmWindow);
+            for (var i = 0; i < count; i++)
+            {
+                if (inflight.Count >= RawBrokerBaseline.ConfirmWindow)
+                {
+                    await inflight.Dequeue().ConfigureAwait(false);
+                }
+
+                inflight.Enqueue(channel.BasicPublishAsync(string.Empty, QueueName, mandatory: false, properties, body, cancellationToken).AsTask());
+            }
+
+            while (inflight.Count > 0)
+            {
+                await inflight.Dequeue().ConfigureAwait(false);
+            }
+
+            await Task.Delay(StatisticsWait, cancellationToken).ConfigureAwait(false);
+            var after = await NodesMemUsedAsync(management, cancellationToken).ConfigureAwait(false);
+            var vhost = Uri.EscapeDataString(RabbitMqAddress.Parse(BrokerNodes.FirstNodeUri(amqpUri)).VirtualHost);
+            using var queue = JsonDocument.Parse(await management.GetStringAsync(new Uri($"api/queues/{vhost}/{QueueName}", UriKind.Relative), cancellationToken).ConfigureAwait(false));
+            long? queueMemory = queue.RootElement.TryGetProperty("memory", out var m) && m.ValueKind == JsonValueKind.Number ? m.GetInt64() : null;
+            return new BacklogResult(count, bodyBytes, queueMemory, before, after);
+        }
+        finally
+        {
+            await channel.QueueDeleteAsync(QueueName, cancellationToken: CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private static async Task<long?> NodesMemUsedAsync(HttpClient management, CancellationToken cancellationToken)
+    {
+        using var nodes = JsonDocument.Parse(await management.GetStringAsync(new Uri("api/nodes?columns=name,mem_used", UriKind.Relative), cancellationToken).ConfigureAwait(false));
+        var values = nodes.RootElement.EnumerateArray().Where(n => n.TryGetProperty("mem_used", out var v) && v.ValueKind == JsonValueKind.Number).Select(n => n.GetProperty("mem_used").GetInt64()).ToList();
+        return values.Count == 0 ? null : values.Sum();
+    }
+}
+
+/// <summary>A backlog of <paramref name="Messages"/> in the broker: the queue's own memory and every node's mem_used before and after.</summary>
+internal sealed record BacklogResult(int Messages, int BodyBytes, long? QueueMemoryBytes, long? MemUsedBeforeBytes, long? MemUsedAfterBytes);
+
 /// <summary>One raw-broker run: the end-to-end rate (last ack) and the publish-with-confirms rate alone.</summary>
-internal sealed record RawBrokerResult(int Count, int BodyBytes, double Seconds, double RatePerSecond, double PublishRatePerSecond);
+internal sealed record RawBrokerResult(int Count, int BodyBytes, double Seconds, double RatePerSecond, double PublishRatePerSecond)
+{
+    public BrokerQueueType QueueType { get; init; }
+
+    /// <summary>The broker's memory during this run (null when not sampled).</summary>
+    public BrokerMemory? BrokerMemory { get; init; }
+}

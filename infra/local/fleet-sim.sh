@@ -5,6 +5,12 @@
 # prints from SQL how many tasks each server ran and its throughput, then removes everything it made: workers,
 # namespaces, links, servers and their data. Ctrl-C or an error tears down the same way.
 #
+# BROKERS=3 (1 by default: one RabbitMQ node on the bridge, as above) gives each of the first BROKERS servers a
+# RabbitMQ node of its own (infra/local/rabbit-cluster.sh, placement netns), clustered, with quorum lanes replicated
+# on every node; the workers and the demo get every node's address. The queues per node are printed before and
+# after, and with FAULTS=1 (the default when BROKERS >= 3) the run loses node 1 to SIGKILL at a fifth of the run
+# (restarted once the run went on without it), then server 2 (its worker and its node) to a 30 s network cut at
+# half of it: every task still ends succeeded.
 # Settings: HOSTS (3), COUNT (1000), SIM_CPU (CPU-lane threads per server; default cores / HOSTS, at least 1),
 # FLEET_SKIP_BUILD=1 (use the existing build), CONFIGURATION (Release), FLEET_SIM_KEEP_DATA=1 (leave
 # .fleet/sim/ for inspection). The servers take the first free ports from 55700 (PostgreSQL), 5900 (AMQP) and
@@ -15,8 +21,10 @@ set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HOSTS=${HOSTS:-3}
 COUNT=${COUNT:-1000}
+BROKERS=${BROKERS:-1}
 CONFIGURATION=${CONFIGURATION:-Release}
 NETSIM=$ROOT/infra/local/netsim.sh
+CLUSTER=$ROOT/infra/local/rabbit-cluster.sh
 SERVICES=$ROOT/infra/local/services.sh
 CLI_DLL=$ROOT/src/Fleet.Cli/bin/$CONFIGURATION/net10.0/fleet.dll
 WORKER_DLL=$ROOT/src/Fleet.Worker/bin/$CONFIGURATION/net10.0/Fleet.Worker.dll
@@ -38,6 +46,10 @@ free_port() {
 
 if ! [[ $HOSTS =~ ^[0-9]+$ ]] || ((HOSTS < 1 || HOSTS > 50)); then die "HOSTS must be 1 to 50"; fi
 if ! [[ $COUNT =~ ^[0-9]+$ ]] || ((COUNT < 1)); then die "COUNT must be a positive number"; fi
+if ! [[ $BROKERS =~ ^[0-9]+$ ]] || ((BROKERS < 1 || BROKERS > HOSTS)); then die "BROKERS must be 1 to HOSTS ($HOSTS)"; fi
+FAULTS=${FAULTS:-$((BROKERS >= 3 ? 1 : 0))}
+[[ $FAULTS == [01] ]] || die "FAULTS must be 0 or 1"
+((FAULTS == 0 || BROKERS >= 3)) || die "FAULTS=1 needs BROKERS=3 or more: a cluster that loses one node of two stops (pause_minority)"
 ((EUID == 0)) || die "needs root: the simulated servers are network namespaces (ip netns)"
 
 # The simulation's own servers: own FLEET_HOME, node name and free ports (other fleets of this machine keep theirs).
@@ -67,7 +79,7 @@ STOP_TIMEOUT=${FLEET_STOP_TIMEOUT:-60}
 [[ $STOP_TIMEOUT =~ ^[0-9]+$ ]] || die "FLEET_STOP_TIMEOUT must be a number of seconds, not '$STOP_TIMEOUT'"
 
 declare -A WORKER_PID=()
-NET_UP=0 SERVICES_UP=0
+NET_UP=0 SERVICES_UP=0 CLUSTER_UP=0
 
 stop_workers() {
   local h pid i
@@ -93,7 +105,9 @@ teardown() {
   ((rc == 0)) || why=" (exit $rc)"
   if ! printf 'fleet-sim: tearing down%s\n' "$why" >&3 2>/dev/null; then exec >/dev/null 2>&1; fi
   exec 3>&-
+  [[ -n ${DEMO_PID-} ]] && kill -TERM "$DEMO_PID" 2>/dev/null
   stop_workers
+  ((CLUSTER_UP)) && { "$CLUSTER" stop || true; }
   ((NET_UP)) && { "$NETSIM" down || true; }
   if ((SERVICES_UP)); then
     if [[ ${FLEET_SIM_KEEP_DATA:-0} == 1 ]]; then "$SERVICES" stop || true; log "kept $FLEET_HOME"; else "$SERVICES" purge || true; fi
@@ -120,7 +134,16 @@ done < <("$NETSIM" up "$HOSTS" 9>&-)
 
 # --------------------------------------------------------------------------------------------- servers
 SERVICES_UP=1
-FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start || exit # services.sh said why
+if ((BROKERS == 1)); then
+  FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start || exit # services.sh said why
+else
+  FLEET_LISTEN_EXTRA=$BRIDGE/24 "$SERVICES" start postgresql || exit # services.sh said why
+  export RABBIT_CLUSTER_PLACEMENT=netns RABBIT_CLUSTER_QUEUE_TYPE=quorum
+  CLUSTER_UP=1
+  "$CLUSTER" start "$BROKERS" 9>&- || exit # rabbit-cluster.sh said why
+  # shellcheck disable=SC1091
+  . "$FLEET_HOME/rabbit-cluster/env"
+fi
 if [[ ${FLEET_SKIP_BUILD:-0} != 1 ]]; then
   log "dotnet build Fleet.sln -c $CONFIGURATION"
   (cd "$ROOT" && dotnet build Fleet.sln -c "$CONFIGURATION" -v q -nologo) >&2 || die "the build failed"
@@ -130,6 +153,10 @@ set -a
 # shellcheck disable=SC1091
 . "$FLEET_HOME/env"
 set +a
+if ((BROKERS > 1)); then
+  # The demo's producer (the CLI) gets every node too.
+  export ConnectionStrings__rabbitmq=$RABBIT_CLUSTER_AMQP_URL RabbitMq__QueueType=quorum
+fi
 dotnet "$CLI_DLL" migrate >&2
 
 # --------------------------------------------------------------------------------------------- workers
@@ -141,12 +168,24 @@ dotnet "$CLI_DLL" migrate >&2
   PG_IN_HOST="${FLEET_WORKER_PG_CONNECTION/Host=127.0.0.1/Host=$BRIDGE};SSL Mode=Disable"
   AMQP_IN_HOST=${FLEET_WORKER_AMQP_URL/@127.0.0.1:/@$BRIDGE:}
 }
+QUEUE_TYPE=classic
+((BROKERS > 1)) && QUEUE_TYPE=quorum
+# The cluster's worker URL with server N's own node first (a server without a node keeps the order).
+amqp_for_host() {
+  ((BROKERS > 1)) || { printf '%s' "$AMQP_IN_HOST"; return; }
+  local url=$RABBIT_CLUSTER_WORKER_AMQP_URL own=${ADDR[$1]}:5672 hosts
+  hosts=${url##*@} hosts=${hosts%%/*}
+  if [[ ,$hosts, == *,$own,* ]]; then
+    hosts=$own$(printf ',%s' $(tr ',' '\n' <<<"$hosts" | grep -vx "$own"))
+  fi
+  printf '%s@%s/%s' "${url%@*}" "$hosts" "${url##*/}"
+}
 mkdir -p "$FLEET_HOME/logs"
 for ((n = 1; n <= HOSTS; n++)); do
   logf=$FLEET_HOME/logs/server-$n.log
   # Own session, so that Ctrl-C reaches this script only and the workers get an orderly SIGTERM from teardown.
   setsid ip netns exec "${NS[$n]}" env \
-    ConnectionStrings__fleetdb="$PG_IN_HOST" ConnectionStrings__rabbitmq="$AMQP_IN_HOST" \
+    ConnectionStrings__fleetdb="$PG_IN_HOST" ConnectionStrings__rabbitmq="$(amqp_for_host "$n")" RabbitMq__QueueType=$QUEUE_TYPE \
     Worker__HostName="server-$n" Worker__CpuConcurrency="$SIM_CPU" Logging__LogLevel__Default=Warning \
     dotnet "$WORKER_DLL" </dev/null >"$logf" 2>&1 9>&- &
   WORKER_PID[$n]=$!
@@ -167,7 +206,71 @@ log "$HOSTS servers registered; their connections come from their own addresses:
 psql_q -c "SELECT client_addr, count(*) AS connections FROM pg_stat_activity WHERE datname = current_database() AND client_addr <> '127.0.0.1' GROUP BY 1 ORDER BY 1" >&2
 
 # --------------------------------------------------------------------------------------------- the run
-dotnet "$CLI_DLL" demo --count "$COUNT"
+# Per node: running or not, the worker connections on it, and the queues it leads with their messages (management
+# API of the first node that answers; a quorum queue's messages are held by every member, served by its leader).
+node_table() {
+  local i mgmt url queues conns
+  for ((i = 1; i <= BROKERS; i++)); do
+    url=${RABBIT_CLUSTER_MANAGEMENT_URL/@*:/@${ADDR[$i]}:}
+    queues=$(curl -sf -m 5 "${url}api/queues/fleet?columns=name,type,node,members,messages" 2>/dev/null) || continue
+    conns=$(curl -sf -m 5 "${url}api/connections?columns=node,client_properties" 2>/dev/null) || conns='[]'
+    printf 'node                       state    connections  queues led (messages)\n'
+    for ((n = 1; n <= BROKERS; n++)); do
+      local name=fleet@${ADDR[$n]} state=down
+      "$CLUSTER" ctl "$n" ping >/dev/null 2>&1 && state=running
+      printf '%-26s %-8s %-12s %s\n' "$name" "$state" \
+        "$(jq --arg n "$name" '[.[] | select(.node == $n)] | length' <<<"$conns")" \
+        "$(jq -r --arg n "$name" '[.[] | select(.node == $n) | "\(.name) (\(.messages // 0))"] | join(", ")' <<<"$queues")"
+    done
+    "$CLUSTER" queues "$i" 2>/dev/null | column -t -s $'\t' || true
+    return 0
+  done
+  echo "(no node's management API answered)"
+}
+
+succeeded() { psql_q -At -c "SELECT count(*) FROM fleet.tasks WHERE status = 'succeeded'"; }
+wait_succeeded() {
+  while (($(succeeded) < $1)); do
+    kill -0 "$DEMO_PID" 2>/dev/null || return 0
+    sleep 0.5
+  done
+}
+
+if ((BROKERS > 1)); then
+  echo
+  echo "The broker cluster before the run:"
+  node_table
+fi
+dotnet "$CLI_DLL" demo --count "$COUNT" 9>&- &
+DEMO_PID=$!
+if ((FAULTS)); then
+  wait_succeeded $((COUNT / 5))
+  log "$(succeeded) of $COUNT succeeded: SIGKILL to broker node 1 (server-1)"
+  "$CLUSTER" kill 1
+  at=$(succeeded)
+  wait_succeeded $((at + COUNT / 10))
+  log "$(succeeded) of $COUNT succeeded without node 1; restarting it on its data"
+  "$CLUSTER" restart 1 9>&-
+  for ((i = 0; i < 120; i++)); do "$CLUSTER" members >/dev/null 2>&1 && break; sleep 1; done
+  wait_succeeded $((COUNT / 2))
+  log "$(succeeded) of $COUNT succeeded: cutting server-2 (its worker and broker node 2) off the network for 30 s"
+  "$NETSIM" cut 2
+  sleep 30
+  "$NETSIM" heal 2
+  log "server-2 back: $(succeeded) of $COUNT succeeded"
+fi
+wait "$DEMO_PID" || die "fleet demo failed (exit $?)"
+DEMO_PID=''
+if ((BROKERS > 1)); then
+  for ((i = 0; i < 120; i++)); do "$CLUSTER" members >/dev/null 2>&1 && break; sleep 1; done
+  echo
+  echo "The broker cluster after the run:"
+  node_table
+  echo
+  echo "Every task's state, and the tasks that ran more than once:"
+  psql_q -P footer=off -c "SELECT status, count(*) AS tasks FROM fleet.tasks GROUP BY status ORDER BY status"
+  psql_q -At -c "SELECT count(*) || ' tasks ran more than once (in flight on a lost node or the cut server)' FROM (SELECT task_id FROM fleet.task_attempts GROUP BY task_id HAVING count(*) > 1) d"
+fi
 
 echo
 echo "Per server (from fleet.task_attempts; tasks/s = tasks / (its last finish - its first start)):"

@@ -14,7 +14,8 @@
 # FLEET_HOME (.fleet; another folder with other ports, see services.sh, is a second fleet beside the first),
 # FLEET_WORKER_PG and FLEET_WORKER_AMQP (the workers' connection strings, instead of .fleet/env's
 # FLEET_WORKER_PG_CONNECTION and FLEET_WORKER_AMQP_URL; make bench points them at a delay proxy to put the workers a
-# round trip away from the servers).
+# round trip away from the servers), FLEET_API_AMQP (the API's, instead of FLEET_API_AMQP_URL; make bench BROKERS=3
+# points it and the workers' at a broker cluster), RabbitMq__QueueType (instead of .fleet/env's).
 # Each process logs in as its own component (least privilege): the migrator as the owner fleet, the API as fleet_api,
 # the workers as fleet_worker (services.sh creates them and writes their connection strings to .fleet/env).
 # Processes run detached (setsid) with .fleet/env exported; logs in .fleet/logs/, pid files in .fleet/run/.
@@ -204,6 +205,9 @@ up() {
   "$SERVICES" start || exit # services.sh said why
   build
   migrate
+  # A queue type given to this script wins over .fleet/env's (make bench compares classic and quorum lanes with it).
+  local queue_type=()
+  [[ -z ${RabbitMq__QueueType-} ]] || queue_type=("RabbitMq__QueueType=$RabbitMq__QueueType")
   if [[ -f $API_DLL ]]; then
     local url key
     url=$(env_get FLEET_API_URL)
@@ -211,9 +215,9 @@ up() {
     # Three keys, three scopes: FLEET_API_KEY reads and submits, the read key only reads (dashboard), the admin
     # key also cancels. Reads need a key (Api:ReadsRequireKey defaults to true).
     start_proc api "$API_DLL" "ASPNETCORE_URLS=$url" "Api__ApiKeys__0=$key" \
-      "ConnectionStrings__fleetdb=$(env_get FLEET_API_PG_CONNECTION)" "ConnectionStrings__rabbitmq=$(env_get FLEET_API_AMQP_URL)" \
+      "ConnectionStrings__fleetdb=$(env_get FLEET_API_PG_CONNECTION)" "ConnectionStrings__rabbitmq=${FLEET_API_AMQP:-$(env_get FLEET_API_AMQP_URL)}" \
       "Api__ReadKeys__0=$(env_get FLEET_API_READ_KEY)" "Api__AdminKeys__0=$(env_get FLEET_API_ADMIN_KEY)" \
-      "Api__RabbitMqManagementUri=$(env_get FLEET_API_RABBITMQ_MANAGEMENT_URL)"
+      "Api__RabbitMqManagementUri=$(env_get FLEET_API_RABBITMQ_MANAGEMENT_URL)" ${queue_type[@]+"${queue_type[@]}"}
   fi
   local n pidf
   # Each worker gets its own loopback URL in case it serves HTTP (health, metrics): N workers must not all
@@ -229,7 +233,7 @@ up() {
     start_proc "worker-$n" "$WORKER_DLL" "ASPNETCORE_URLS=http://127.0.0.1:$((base + n))" \
       "Worker__CpuConcurrency=$cpu_threads" \
       "ConnectionStrings__fleetdb=${FLEET_WORKER_PG:-$(env_get FLEET_WORKER_PG_CONNECTION)}" \
-      "ConnectionStrings__rabbitmq=${FLEET_WORKER_AMQP:-$(env_get FLEET_WORKER_AMQP_URL)}"
+      "ConnectionStrings__rabbitmq=${FLEET_WORKER_AMQP:-$(env_get FLEET_WORKER_AMQP_URL)}" ${queue_type[@]+"${queue_type[@]}"}
   done
   # Fewer workers asked for than run: stop the extra ones.
   local extra=()

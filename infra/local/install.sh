@@ -3,7 +3,8 @@
 # chromium, the headless browser the dashboard tests drive through Playwright (never a downloaded browser),
 # iproute2 (the multi-host test bed's network namespaces), python3-pika, the AMQP client of the Python publishing
 # sample (samples/python) that a test runs with /usr/bin/python3, and docker-compose (1.29), with which the tests
-# validate docker-compose.yml (no Docker engine needed for that).
+# validate docker-compose.yml (no Docker engine needed for that), and jq, with which rabbit-cluster.sh reads the
+# broker cluster's queue lists.
 #
 #   infra/local/install.sh                 everything above (make test, make fleet-sim, .ci/run)
 #   infra/local/install.sh PACKAGE...      only those of the list (services.sh start: postgresql rabbitmq-server)
@@ -24,8 +25,9 @@ declare -A probe=(
   [python3-pika]=/usr/lib/python3/dist-packages/pika
   [docker-compose]=/usr/bin/docker-compose
   [iproute2]=/usr/bin/ip # checked with command -v ip: any ip on PATH will do
+  [jq]=/usr/bin/jq
 )
-all=(rabbitmq-server postgresql chromium python3-pika docker-compose iproute2)
+all=(rabbitmq-server postgresql chromium python3-pika docker-compose iproute2 jq)
 
 wanted=("$@")
 ((${#wanted[@]} > 0)) || wanted=("${all[@]}")

@@ -16,6 +16,9 @@
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
 #   FLEET_PG_DATA (.fleet/pg)  FLEET_WORKER_PORT_BASE (5090; kept for fleet.sh: worker N gets base + N)
 #   FLEET_EPMD_PORT (4369: the machine's shared epmd; another port gives the node an epmd of its own)
+#   FLEET_QUEUE_TYPE (classic): classic or quorum, the type of the lane queues (RabbitMq__QueueType in env, read by
+#   the workers, the API and the CLI; the lanes in the broker's definitions). Changing it does not change existing
+#   queues: stop the workers and run `fleet queues migrate --to TYPE` first (docs/queues.md)
 #   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
 #   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
@@ -103,7 +106,7 @@ load_settings() {
   local -A given=()
   local k
   for k in FLEET_PG_PORT FLEET_AMQP_PORT FLEET_AMQP_DIST_PORT FLEET_AMQP_MGMT_PORT FLEET_AMQP_PROMETHEUS_PORT \
-    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE FLEET_EPMD_PORT; do
+    FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE FLEET_EPMD_PORT FLEET_QUEUE_TYPE; do
     [[ -n ${!k-} ]] && given[$k]=${!k}
   done
   # shellcheck disable=SC1090
@@ -121,6 +124,9 @@ load_settings() {
   WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090}
   EPMD_PORT=${FLEET_EPMD_PORT:-4369}
   THROWAWAY=${FLEET_THROWAWAY:-0}
+  QUEUE_TYPE=${FLEET_QUEUE_TYPE:-classic}
+  QUEUE_TYPE=${QUEUE_TYPE,,}
+  [[ $QUEUE_TYPE == @(classic|quorum) ]] || die "FLEET_QUEUE_TYPE must be classic or quorum, not '$QUEUE_TYPE'"
   pg_log_path
   listen_extra
   tls_settings
@@ -171,7 +177,7 @@ save_settings() {
       "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
     printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\nFLEET_WORKER_PORT_BASE=%s\n' \
       "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")" "$WORKER_PORT_BASE"
-    printf 'FLEET_EPMD_PORT=%s\n' "$EPMD_PORT"
+    printf 'FLEET_EPMD_PORT=%s\nFLEET_QUEUE_TYPE=%s\n' "$EPMD_PORT" "$QUEUE_TYPE"
     # Only a data dir away from the default is remembered (so the repository can move).
     [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
   } >"$tmp"
@@ -282,6 +288,8 @@ write_env() {
     printf 'export ConnectionStrings__fleetdb=%s\n' "$(shq "$npgsql")"
     printf 'export ConnectionStrings__rabbitmq=%s\n' "$(shq "$amqp_url")"
     printf 'export FLEET_RABBITMQ_MANAGEMENT_URL=%s\n' "$(shq "$mgmt_url")"
+    # One queue type for every component that declares a lane (workers, API, CLI): they must all agree with the broker.
+    printf 'export RabbitMq__QueueType=%s\n' "$QUEUE_TYPE"
     # The variables above are the owner's and the broker administrator's (migrations, retention, operators). Each
     # component runs with its own (fleet.sh passes these as its ConnectionStrings__*).
     printf 'export FLEET_WORKER_PG_CONNECTION=%s\n' "$(shq "$(npgsql_of fleet_worker "$FLEET_PG_WORKER_PASSWORD")")"
@@ -548,14 +556,14 @@ rmq_write_config() {
   # any worker started), and one user per component with rights on that vhost only (password hashes only). Rewritten
   # when a password or the rights change (a digest of them in definitions.sum).
   local sum
-  sum=$( (printf '%s\n' "$AMQP_PASSWORD" "$FLEET_AMQP_PRODUCER_PASSWORD" "$FLEET_AMQP_API_PASSWORD" "$FLEET_AMQP_WORKER_PASSWORD"
+  sum=$( (printf '%s\n' "$AMQP_PASSWORD" "$FLEET_AMQP_PRODUCER_PASSWORD" "$FLEET_AMQP_API_PASSWORD" "$FLEET_AMQP_WORKER_PASSWORD" "$QUEUE_TYPE"
     cat "$ROOT/infra/rabbitmq/definitions.template.json") | sha256sum | cut -c1-64)
   if [[ -f $RMQ_DEFS && $(cat "$RMQ_DIR/definitions.sum" 2>/dev/null) == "$sum" ]]; then
     return 1
   fi
   FLEET_AMQP_PASSWORD=$AMQP_PASSWORD FLEET_AMQP_PRODUCER_PASSWORD=$FLEET_AMQP_PRODUCER_PASSWORD \
     FLEET_AMQP_API_PASSWORD=$FLEET_AMQP_API_PASSWORD FLEET_AMQP_WORKER_PASSWORD=$FLEET_AMQP_WORKER_PASSWORD \
-    "$ROOT/infra/rabbitmq/render-definitions.sh" "$RMQ_DEFS" || die "writing $RMQ_DEFS failed"
+    FLEET_QUEUE_TYPE=$QUEUE_TYPE "$ROOT/infra/rabbitmq/render-definitions.sh" "$RMQ_DEFS" || die "writing $RMQ_DEFS failed"
   printf '%s\n' "$sum" >"$RMQ_DIR/definitions.sum"
   return 0
 }

@@ -6,6 +6,10 @@
 # Passwords from the environment (none may be empty): FLEET_AMQP_PASSWORD (fleet, the administrator),
 # FLEET_AMQP_PRODUCER_PASSWORD (fleet_producer), FLEET_AMQP_API_PASSWORD (fleet_api), FLEET_AMQP_WORKER_PASSWORD
 # (fleet_worker).
+# FLEET_QUEUE_TYPE (classic): the type of the lane queues the definitions declare, classic or quorum, as the
+# components' RabbitMq__QueueType. Their arguments are QueueTopology's (Fleet.Client): none for classic,
+# x-queue-type=quorum for quorum. A node ignores a definition for a queue that already exists, whatever its type:
+# changing this setting never changes an existing queue (`fleet queues migrate` does, see docs/queues.md).
 set -euo pipefail
 out=${1:?usage: render-definitions.sh OUTPUT [TEMPLATE]}
 template=${2:-$(dirname "${BASH_SOURCE[0]}")/definitions.template.json}
@@ -24,7 +28,15 @@ hash_of() {
   { hex_to_bytes "$salt"; hex_to_bytes "$digest"; } | base64 -w0
 }
 
-args=()
+queue_type=${FLEET_QUEUE_TYPE:-classic}
+case ${queue_type,,} in
+  classic) lane_arguments='{}' ;;
+  quorum) lane_arguments='{ "x-queue-type": "quorum" }' ;;
+  *) echo "render-definitions.sh: FLEET_QUEUE_TYPE must be classic or quorum, not '$queue_type'" >&2; exit 1 ;;
+esac
+
+# Only the entries of the "queues" list take the type; exchanges and bindings keep their empty arguments.
+args=(-e "/^  \"queues\": \[/,/^  \]/s|\"arguments\": {}|\"arguments\": $lane_arguments|")
 for pair in FLEET_HASH:FLEET_AMQP_PASSWORD FLEET_PRODUCER_HASH:FLEET_AMQP_PRODUCER_PASSWORD \
   FLEET_API_HASH:FLEET_AMQP_API_PASSWORD FLEET_WORKER_HASH:FLEET_AMQP_WORKER_PASSWORD; do
   var=${pair#*:}

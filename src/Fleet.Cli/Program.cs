@@ -3,13 +3,14 @@ using Fleet.Cli;
 
 // The `fleet` command. Settings come from the environment (ConnectionStrings__fleetdb, ConnectionStrings__rabbitmq),
 // as written to .fleet/env by `make up`.
-var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention).")
+var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention), move the lanes to another queue type.")
 {
     SubmitCommand.Create(),
     StatusCommand.Create(),
     WorkersCommand.Create(),
     MigrateCommand.Create(),
     RetentionCommand.Create(),
+    QueuesCommand.Create(),
     DemoCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

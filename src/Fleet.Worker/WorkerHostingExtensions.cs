@@ -64,6 +64,10 @@ public static class WorkerHostingExtensions
                 logger: sp.GetRequiredService<ILogger<TaskLedger>>());
         });
 
+        // First of all: lanes that exist with another queue type than RabbitMq:QueueType stop the start with one clear
+        // line, before the worker registers or the bus retries a refused declare forever.
+        services.AddHostedService<LaneQueueTypeCheck>();
+
         // Hosted services stop in reverse order: the heartbeat, added before the bus, records "stopped" after the
         // drain. It also builds the handler registry at start, so a bad handler setup fails the start, not a message.
         services.AddHostedService<WorkerHeartbeat>();

@@ -44,6 +44,9 @@ internal sealed class LocalServers
         _environment["FLEET_THROWAWAY"] = "1";
         _environment["FLEET_PG_BIN"] = postgresBin;
         _environment["FLEET_RABBITMQ_NODE"] = "fleettest" + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4)) + "@localhost";
+
+        // The broker's definitions declare the lanes with the type every component of the run declares them with.
+        _environment["FLEET_QUEUE_TYPE"] = Fleet.Client.QueueTopology.DefaultQueueType.ToString().ToLowerInvariant();
         if (alsoListenOn is { } extra)
         {
             _environment["FLEET_LISTEN_EXTRA"] = $"{extra.Address}/{extra.Clients.PrefixLength.ToString(CultureInfo.InvariantCulture)}";

@@ -1,4 +1,5 @@
 using Fleet.Api;
+using Fleet.Client;
 using Fleet.Client.Tls;
 using Fleet.Worker;
 using Microsoft.Extensions.Configuration;
@@ -49,11 +50,15 @@ public static class AppEnvironment
         return new NpgsqlConnectionStringBuilder(connectionString);
     }
 
+    /// <summary>The lanes' queue type a process gets from this environment (the default when it says nothing).</summary>
+    public static BrokerQueueType QueueType(IReadOnlyDictionary<string, string> environment) =>
+        QueueTopology.ParseQueueType(environment.GetValueOrDefault("RabbitMq__QueueType"));
+
     /// <summary>Fails on a variable the process would not read; returns the variables as configuration (<c>__</c> = <c>:</c>).</summary>
     public static IConfiguration CheckKeys(FleetApp app, IReadOnlyDictionary<string, string> environment, string where)
     {
-        var sections = app == FleetApp.Worker ? new[] { "ConnectionStrings", "Logging", WorkerOptions.SectionName, FleetTlsOptions.SectionName }
-            : app == FleetApp.Api ? ["ConnectionStrings", "Logging", ApiOptions.SectionName, FleetTlsOptions.SectionName]
+        var sections = app == FleetApp.Worker ? new[] { "ConnectionStrings", "Logging", "RabbitMq", WorkerOptions.SectionName, FleetTlsOptions.SectionName }
+            : app == FleetApp.Api ? ["ConnectionStrings", "Logging", "RabbitMq", ApiOptions.SectionName, FleetTlsOptions.SectionName]
             : ["ConnectionStrings", FleetTlsOptions.SectionName];
         string[] connectionStrings = app == FleetApp.Migrator ? ["fleetdb"] : ["fleetdb", "rabbitmq"];
         foreach (var key in environment.Keys)
@@ -69,6 +74,14 @@ public static class AppEnvironment
             if (path[0] == "ConnectionStrings")
             {
                 Assert.True(path.Length == 2 && connectionStrings.Contains(path[1]), $"{where}: {key}: the {app.Name} reads no such connection string");
+            }
+
+            if (path[0] == "RabbitMq")
+            {
+                // The one setting of the section; its value must parse, as the process parses it at start.
+                Assert.True(path is ["RabbitMq", "QueueType"], $"{where}: {key} is not a RabbitMQ setting (RabbitMq__QueueType)");
+                var value = environment[key];
+                Assert.Null(Record.Exception(() => QueueTopology.ParseQueueType(value)));
             }
 
             if (path[0] == "Logging")

@@ -246,6 +246,26 @@ public sealed partial class ComposeTests
         Assert.Equal(("rabbitmq", 5672, "fleet", login, rabbitmq[amqpPassword]), (broker.Host, broker.Port, broker.VirtualHost, broker.UserName, broker.Password));
     }
 
+    /// <summary>
+    /// The broker refuses a declare whose arguments differ from the queue's, so the broker's definitions (rendered by the
+    /// rabbitmq service's entrypoint from FLEET_QUEUE_TYPE), the API and the workers take the type from one variable.
+    /// </summary>
+    [Fact]
+    public void TheLanes_AreQuorumQueues_ForTheBrokerTheApiAndTheWorkers_FromOneVariable()
+    {
+        const string OneVariable = "${FLEET_QUEUE_TYPE:-quorum}";
+        Assert.Equal(OneVariable, Service("rabbitmq").Map("environment").Scalars()["FLEET_QUEUE_TYPE"]);
+        Assert.Contains("render-definitions.sh", Service("rabbitmq").Items("entrypoint").Last().ToString(), StringComparison.Ordinal);
+        foreach (var app in new[] { "api", "worker" })
+        {
+            Assert.Equal(OneVariable, Service(app).Map("environment").Scalars()["RabbitMq__QueueType"]);
+            Assert.Equal(BrokerQueueType.Quorum, AppEnvironment.QueueType(EnvironmentOf(app)));
+        }
+
+        // The migrator only touches PostgreSQL: it declares no queue and reads no queue type.
+        Assert.DoesNotContain("RabbitMq__QueueType", EnvironmentOf("migrator").Keys);
+    }
+
     [Fact]
     public void EverySecret_ComesFromAVariable_NeverFromTheFileAlone()
     {

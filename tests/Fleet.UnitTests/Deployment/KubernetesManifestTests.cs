@@ -1,4 +1,5 @@
 using System.Globalization;
+using Fleet.Client;
 using k8s.Models;
 
 namespace Fleet.UnitTests.Deployment;
@@ -10,6 +11,9 @@ namespace Fleet.UnitTests.Deployment;
 public sealed class KubernetesManifestTests
 {
     private const string Kustomization = "infra/k8s/kustomization.yaml";
+
+    /// <summary>The reference broker: applied on its own, in its own namespace (not by the kustomization).</summary>
+    private const string RabbitMqCluster = "infra/k8s/rabbitmq/rabbitmq-cluster.yaml";
 
     [Fact]
     public void EveryManifest_IsAKnownKind_AndTheCoreKindsMatchTheirSchemaFieldByField()
@@ -30,6 +34,12 @@ public sealed class KubernetesManifestTests
                 continue;
             }
 
+            if (document.Kind == "RabbitmqCluster")
+            {
+                Assert.Equal("rabbitmq.com/v1beta1", document.ApiVersion);
+                continue;
+            }
+
             Assert.True(KubernetesManifests.CoreKinds.ContainsKey($"{document.ApiVersion}/{document.Kind}"), $"{document}: unexpected kind {document.ApiVersion}/{document.Kind}");
             KubernetesManifests.ReadStrictly(document);
         }
@@ -42,7 +52,7 @@ public sealed class KubernetesManifestTests
         var listed = kustomization.Items("resources").Select(r => $"{KubernetesManifests.Folder}/{r}").ToList();
 
         Assert.All(listed, r => Assert.True(DeploymentFiles.Exists(r), $"{Kustomization}: {r} does not exist"));
-        string[] alternatives = ["infra/k8s/secret.example.yaml", "infra/k8s/autoscaling/hpa.yaml"];
+        string[] alternatives = ["infra/k8s/secret.example.yaml", "infra/k8s/autoscaling/hpa.yaml", RabbitMqCluster];
         var expected = KubernetesManifests.Files.Except(KubernetesManifests.NotManifests).Except(alternatives);
         Assert.Equal(expected.Order(StringComparer.Ordinal), listed.Order(StringComparer.Ordinal));
 
@@ -224,6 +234,64 @@ public sealed class KubernetesManifestTests
         Assert.Equal(["fleet_desired_workers"], ExportedMetrics.NamesIn(rule.Text("seriesQuery")!));
         Assert.StartsWith("max(", rule.Text("metricsQuery"), StringComparison.Ordinal);
     }
+
+    /// <summary>The broker refuses a declare whose arguments differ from the queue's: the API and the workers agree, on quorum.</summary>
+    [Fact]
+    public void TheLanes_AreQuorumQueues_ForTheApiAndTheWorkersAlike()
+    {
+        foreach (var app in new[] { FleetApp.Api, FleetApp.Worker })
+        {
+            var container = Assert.Single(KubernetesManifests.Get<V1Deployment>("Deployment", app.Workload).Spec.Template.Spec.Containers);
+            var environment = KubernetesManifests.EnvironmentOf(container, app.Workload);
+
+            Assert.Equal("quorum", environment.GetValueOrDefault("RabbitMq__QueueType"));
+            Assert.Equal(BrokerQueueType.Quorum, AppEnvironment.QueueType(environment));
+        }
+    }
+
+    [Fact]
+    public void TheRabbitMqClusterReference_RunsThreeNodes_ThatPauseInAMinority_AndLoadFleetsDefinitions()
+    {
+        var document = Assert.Single(KubernetesManifests.Documents, d => d.File == RabbitMqCluster);
+        var spec = document.Node.Map("spec");
+
+        Assert.Equal("RabbitmqCluster", document.Kind);
+        Assert.Equal("3", spec.Text("replicas"));
+        // network-policy.yaml denies the fleet namespace's pods everything but Fleet's own traffic: not the nodes' clustering.
+        Assert.NotEqual(DeploymentFiles.LoadYaml(Kustomization).Single().Text("namespace"), document.Node.Text("metadata", "namespace"));
+        Assert.Equal(spec.Map("resources", "requests").Scalars(), spec.Map("resources", "limits").Scalars());
+        Assert.Equal("kubernetes.io/hostname", spec.Items("affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution").Single().Text("topologyKey"));
+
+        var config = ConfigLines(spec.Text("rabbitmq", "additionalConfig") ?? "");
+        Assert.Equal("pause_minority", config["cluster_partition_handling"]);
+        // Fleet keeps every task's time limit under the broker's consumer_timeout: the same value as the local and compose nodes.
+        Assert.Equal(ConfigLines(DeploymentFiles.Read("infra/rabbitmq/rabbitmq.conf"))["consumer_timeout"], config["consumer_timeout"]);
+
+        // load_definitions names a file of the volume mounted from the definitions Secret.
+        var pod = spec.Map("override", "statefulSet", "spec", "template", "spec");
+        var mount = pod.Items("containers").Single(c => c.Text("name") == "rabbitmq").Items("volumeMounts").Single();
+        var volume = pod.Items("volumes").Single(v => v.Text("name") == mount.Text("name"));
+        Assert.Equal($"{mount.Text("mountPath")}/definitions.json", config["load_definitions"]);
+        Assert.Equal("fleet-rabbitmq-definitions", volume.Text("secret", "secretName"));
+    }
+
+    /// <summary>The API and the workers name each node of the reference cluster (its pods, through the nodes' headless Service).</summary>
+    [Theory]
+    [InlineData("api.rabbitmq")]
+    [InlineData("worker.rabbitmq")]
+    public void TheBrokerAddresses_ListTheThreeNodesOfTheReferenceCluster(string key)
+    {
+        var cluster = Assert.Single(KubernetesManifests.Documents, d => d.File == RabbitMqCluster);
+        var (name, ns) = (cluster.Name, cluster.Node.Text("metadata", "namespace"));
+        var secret = KubernetesManifests.Get<V1Secret>("Secret", "fleet-secrets");
+
+        var hosts = System.Text.RegularExpressions.Regex.Match(secret.StringData[key], "^amqps?://[^@/]+@(?<hosts>[^/]+)/fleet$").Groups["hosts"].Value;
+        Assert.Equal(Enumerable.Range(0, 3).Select(i => $"{name}-server-{i}.{name}-nodes.{ns}.svc:5672"), hosts.Split(','));
+    }
+
+    private static Dictionary<string, string> ConfigLines(string rabbitmqConf) =>
+        rabbitmqConf.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0 && !l.StartsWith('#') && l.Contains('='))
+            .Select(l => l.Split('=', 2)).ToDictionary(p => p[0].Trim(), p => p[1].Trim(), StringComparer.Ordinal);
 
     [Fact]
     public void TheSecretExample_HoldsPlaceholdersOnly()

@@ -37,9 +37,14 @@ internal static partial class RealFleet
         return commands;
     }
 
-    /// <summary>Every name an option of the command answers to (<c>--workload</c>, <c>-w</c>), help included.</summary>
+    /// <summary>
+    /// Every name an option of the command (or of one of its subcommands, as <c>fleet queues migrate --to</c>) answers
+    /// to (<c>--workload</c>, <c>-w</c>), help included.
+    /// </summary>
     public static ISet<string> OptionNames(Command command) =>
-        command.Options.SelectMany(o => o.Aliases.Append(o.Name)).Concat(["--help", "-h", "-?"]).ToHashSet(StringComparer.Ordinal);
+        command.Subcommands.SelectMany(OptionNames)
+            .Concat(command.Options.SelectMany(o => o.Aliases.Append(o.Name)))
+            .Concat(["--help", "-h", "-?"]).ToHashSet(StringComparer.Ordinal);
 
     /// <summary>The targets the Makefile defines.</summary>
     public static ISet<string> MakeTargets(string root) =>
