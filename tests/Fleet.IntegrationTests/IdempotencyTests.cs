@@ -42,7 +42,9 @@ public sealed class IdempotencyTests(FleetFixture fleet) : FleetTest(fleet)
         var id = Guid.NewGuid();
         var message = new ProcessTask { TaskId = id, Type = "sleep", Payload = JsonSerializer.SerializeToElement(new { ms = 300 }) };
         var bus = Fleet.WorkerServices!.GetRequiredService<IBus>();
-        var endpoint = await bus.GetSendEndpoint(new Uri("queue:fleet-io"));
+        // The lane's exchange, as producers publish: a queue: address would have MassTransit declare the lane as a
+        // classic queue, which a deployment with quorum lanes refuses (406).
+        var endpoint = await bus.GetSendEndpoint(new Uri("exchange:fleet-io"));
 
         await Task.WhenAll(endpoint.Send(message), endpoint.Send(message));
         await WaitForFinalAsync([id]);
