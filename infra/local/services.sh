@@ -16,7 +16,7 @@
 #   FLEET_AMQP_PROMETHEUS_PORT (15693)  FLEET_API_URL (http://127.0.0.1:5080)  FLEET_RABBITMQ_NODE (fleet@localhost)
 #   FLEET_PG_DATA (.fleet/pg)  FLEET_WORKER_PORT_BASE (5090; kept for fleet.sh: worker N gets base + N)
 #   FLEET_EPMD_PORT (4369: the machine's shared epmd; another port gives the node an epmd of its own)
-#   FLEET_QUEUE_TYPE (classic): classic or quorum, the type of the lane queues (RabbitMq__QueueType in env, read by
+#   FLEET_QUEUE_TYPE (quorum; classic for a .fleet/ made before it was remembered): classic or quorum, the type of the lane queues (RabbitMq__QueueType in env, read by
 #   the workers, the API and the CLI; the lanes in the broker's definitions). Changing it does not change existing
 #   queues: stop the workers and run `fleet queues migrate --to TYPE` first (docs/queues.md)
 #   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
@@ -124,7 +124,11 @@ load_settings() {
   WORKER_PORT_BASE=${FLEET_WORKER_PORT_BASE:-5090}
   EPMD_PORT=${FLEET_EPMD_PORT:-4369}
   THROWAWAY=${FLEET_THROWAWAY:-0}
-  QUEUE_TYPE=${FLEET_QUEUE_TYPE:-classic}
+  # Quorum by default (docs/benchmarks.md says why). A .fleet/ set up before the type was remembered has classic
+  # lanes already: it keeps them (`fleet queues migrate --to quorum` moves them, then FLEET_QUEUE_TYPE=quorum).
+  local default_type=quorum
+  [[ -f $SETTINGS_FILE ]] && ! grep -q '^FLEET_QUEUE_TYPE=' "$SETTINGS_FILE" && default_type=classic
+  QUEUE_TYPE=${FLEET_QUEUE_TYPE:-$default_type}
   QUEUE_TYPE=${QUEUE_TYPE,,}
   [[ $QUEUE_TYPE == @(classic|quorum) ]] || die "FLEET_QUEUE_TYPE must be classic or quorum, not '$QUEUE_TYPE'"
   pg_log_path

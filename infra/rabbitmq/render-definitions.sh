@@ -6,7 +6,7 @@
 # Passwords from the environment (none may be empty): FLEET_AMQP_PASSWORD (fleet, the administrator),
 # FLEET_AMQP_PRODUCER_PASSWORD (fleet_producer), FLEET_AMQP_API_PASSWORD (fleet_api), FLEET_AMQP_WORKER_PASSWORD
 # (fleet_worker).
-# FLEET_QUEUE_TYPE (classic): the type of the lane queues the definitions declare, classic or quorum, as the
+# FLEET_QUEUE_TYPE (quorum): the type of the lane queues the definitions declare, classic or quorum, as the
 # components' RabbitMq__QueueType. Their arguments are QueueTopology's (Fleet.Client): none for classic,
 # x-queue-type=quorum for quorum. A node ignores a definition for a queue that already exists, whatever its type:
 # changing this setting never changes an existing queue (`fleet queues migrate` does, see docs/queues.md).
@@ -28,7 +28,7 @@ hash_of() {
   { hex_to_bytes "$salt"; hex_to_bytes "$digest"; } | base64 -w0
 }
 
-queue_type=${FLEET_QUEUE_TYPE:-classic}
+queue_type=${FLEET_QUEUE_TYPE:-quorum}
 case ${queue_type,,} in
   classic) lane_arguments='{}' ;;
   quorum) lane_arguments='{ "x-queue-type": "quorum" }' ;;

@@ -14,7 +14,7 @@ namespace Fleet.UnitTests.Deployment;
 public sealed class QueueTypeDeploymentTests
 {
     [Theory]
-    [InlineData(null, BrokerQueueType.Classic)]
+    [InlineData(null, QueueTopology.DefaultQueueType)]
     [InlineData("classic", BrokerQueueType.Classic)]
     [InlineData("quorum", BrokerQueueType.Quorum)]
     [InlineData("Quorum", BrokerQueueType.Quorum)]
