@@ -220,9 +220,10 @@ node_table() {
       "$CLUSTER" ctl "$n" ping >/dev/null 2>&1 && state=running
       printf '%-26s %-8s %-12s %s\n' "$name" "$state" \
         "$(jq --arg n "$name" '[.[] | select(.node == $n)] | length' <<<"$conns")" \
-        "$(jq -r --arg n "$name" '[.[] | select(.node == $n) | "\(.name) (\(.messages // 0))"] | join(", ")' <<<"$queues")"
+        "$(jq -r --arg n "$name" '[.[] | select(.node == $n and (.name | contains("fleet-control") | not)) | "\(.name) (\(.messages // 0))"] | join(", ")' <<<"$queues")"
     done
-    "$CLUSTER" queues "$i" 2>/dev/null | column -t -s $'\t' || true
+    # Without the workers' own control queues (classic, auto-delete, one per worker).
+    "$CLUSTER" queues "$i" 2>/dev/null | grep -v fleet-control | column -t -s $'\t' || true
     return 0
   done
   echo "(no node's management API answered)"
