@@ -86,7 +86,10 @@ public sealed class ApiOptions : IValidatableObject
     /// <summary>Types sent to <c>fleet-cpu</c> besides the built-in CPU types; they are known types too.</summary>
     public string[] CpuTypes { get; set; } = [];
 
-    /// <summary>The RabbitMQ management HTTP API, <c>http://user:pass@host:port/</c>, for queue depths in <c>GET /stats</c>. Without user info the broker's AMQP credentials are used.</summary>
+    /// <summary>
+    /// The RabbitMQ management HTTP API, <c>http://user:pass@host:port/</c>, for queue depths in <c>GET /stats</c>. Without user info the broker's AMQP credentials are used.
+    /// For a cluster, one URI per node, comma-separated: a node that does not answer is passed over for the next.
+    /// </summary>
     public string? RabbitMqManagementUri { get; set; }
 
     /// <summary>How long a submission waits for the broker's confirms (all of them, whole batch) before it answers anyway and leaves the rest to the relay.</summary>
@@ -191,10 +194,16 @@ public sealed class ApiOptions : IValidatableObject
             yield return new ValidationResult("Api:KnownTypes and Api:CpuTypes must not contain empty names.", [nameof(KnownTypes)]);
         }
 
-        if (!string.IsNullOrWhiteSpace(RabbitMqManagementUri) &&
-            (!Uri.TryCreate(RabbitMqManagementUri, UriKind.Absolute, out var management) || management.Scheme is not ("http" or "https")))
+        var managementUris = Monitoring.RabbitMqManagementClient.SplitUris(RabbitMqManagementUri);
+        for (var i = 0; i < managementUris.Count; i++)
         {
-            yield return new ValidationResult("Api:RabbitMqManagementUri must be an http:// or https:// URI.", [nameof(RabbitMqManagementUri)]);
+            // The value is not quoted back: it may hold a password.
+            if (!Uri.TryCreate(managementUris[i], UriKind.Absolute, out var management) || management.Scheme is not ("http" or "https"))
+            {
+                yield return new ValidationResult(
+                    $"Api:RabbitMqManagementUri must be an http:// or https:// URI, or several comma-separated (one per node); entry {i + 1} of {managementUris.Count} is not.",
+                    [nameof(RabbitMqManagementUri)]);
+            }
         }
     }
 }

@@ -255,8 +255,8 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
                 }
             }
 
-            var factory = address.CreateConnectionFactory(connectionName);
-            _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            // Any node of the address: after a node loss the new connection lands on one that is up.
+            _connection = await address.ConnectAsync(connectionName, cancellationToken).ConfigureAwait(false);
             return _connection;
         }
         finally

@@ -59,7 +59,11 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
 
             if (broker.UseTls && !tls.RabbitMqAllowUntrusted)
             {
-                await ProbeBrokerAsync(broker, cancellationToken).ConfigureAwait(false);
+                // Every node: a certificate one node would refuse shows at start, not at the first move to that node.
+                foreach (var node in broker.Nodes)
+                {
+                    await ProbeBrokerAsync(broker, node, cancellationToken).ConfigureAwait(false);
+                }
             }
         }
         catch (FleetTlsException ex)
@@ -112,21 +116,21 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
         }
     }
 
-    /// <summary>A TCP connection and a TLS handshake with the broker's certificate check, nothing more.</summary>
-    private static async Task ProbeBrokerAsync(RabbitMqAddress broker, CancellationToken cancellationToken)
+    /// <summary>A TCP connection and a TLS handshake with one broker node's certificate check, nothing more.</summary>
+    private static async Task ProbeBrokerAsync(RabbitMqAddress broker, RabbitMqNode node, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(broker.ConnectionTimeout);
         try
         {
             using var tcp = new TcpClient();
-            await tcp.ConnectAsync(broker.Host, broker.Port, timeout.Token).ConfigureAwait(false);
+            await tcp.ConnectAsync(node.Host, node.Port, timeout.Token).ConfigureAwait(false);
             await using var ssl = new SslStream(tcp.GetStream(), leaveInnerStreamOpen: false);
             await ssl.AuthenticateAsClientAsync(
                 new SslClientAuthenticationOptions
                 {
-                    TargetHost = broker.Host,
-                    RemoteCertificateValidationCallback = broker.Certificates.For(broker.ServerDescription),
+                    TargetHost = node.Host,
+                    RemoteCertificateValidationCallback = broker.Certificates.For(node.ServerDescription),
                 },
                 timeout.Token).ConfigureAwait(false);
         }
@@ -137,7 +141,7 @@ public sealed partial class TlsStartupCheck(IConfiguration configuration, IOptio
         catch (AuthenticationException ex)
         {
             // A handshake that fails for another reason (no TLS on that port, no common protocol) would fail the same way forever.
-            throw new FleetTlsException($"{broker.ServerDescription}: the TLS handshake failed ({ex.Message}). Is that port the broker's TLS listener?", ex);
+            throw new FleetTlsException($"{node.ServerDescription}: the TLS handshake failed ({ex.Message}). Is that port the broker's TLS listener?", ex);
         }
         catch (Exception ex) when (ex is SocketException or IOException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {

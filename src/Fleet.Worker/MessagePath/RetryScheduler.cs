@@ -198,7 +198,7 @@ public sealed partial class RetryScheduler : IAsyncDisposable
         var name = $"fleet-worker-retries {options.Value.HostName}:{Environment.ProcessId}";
         return async cancellationToken =>
         {
-            var connection = await broker.CreateConnectionFactory(name).CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            var connection = await broker.ConnectAsync(name, cancellationToken).ConfigureAwait(false);
             try
             {
                 var channel = await connection.CreateChannelAsync(

@@ -225,8 +225,7 @@ public sealed partial class TaskReconciler(
         if (_connection is not { IsOpen: true })
         {
             await ResetBrokerAsync().ConfigureAwait(false);
-            _connection = await broker.CreateConnectionFactory($"fleet-reconciler-probe {_options.HostName}:{Environment.ProcessId}")
-                .CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            _connection = await broker.ConnectAsync($"fleet-reconciler-probe {_options.HostName}:{Environment.ProcessId}", cancellationToken).ConfigureAwait(false);
         }
 
         _channel = await _connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
