@@ -190,6 +190,10 @@ public sealed class ClusterFixture : IAsyncLifetime
     public async Task<string> QueuesAsync() =>
         (await ProcessTools.RunAsync(ClusterScript, ["queues"], ScriptTimeout, ClusterEnvironment()).ConfigureAwait(false)).Output.Trim();
 
+    /// <summary>Each node's state and the cluster as a running node sees it (<c>rabbit-cluster.sh status</c>), for a failure message.</summary>
+    public async Task<string> StatusAsync() =>
+        (await ProcessTools.RunAsync(ClusterScript, ["status"], ScriptTimeout, ClusterEnvironment()).ConfigureAwait(false)).Output.Trim();
+
     public Task CutAsync(SimulatedHost host) => Network.CutAsync(host);
 
     public Task HealAsync(SimulatedHost host) => Network.HealAsync(host);
