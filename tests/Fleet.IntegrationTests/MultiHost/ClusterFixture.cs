@@ -186,6 +186,10 @@ public sealed class ClusterFixture : IAsyncLifetime
     public async Task<bool> AllMembersOnlineAsync() =>
         (await ProcessTools.RunAsync(ClusterScript, ["members"], ScriptTimeout, ClusterEnvironment()).ConfigureAwait(false)).ExitCode == 0;
 
+    /// <summary>What <c>rabbit-cluster.sh members</c> says: the quorum queues lacking members online, for a failure message.</summary>
+    public async Task<string> MembersReportAsync() =>
+        (await ProcessTools.RunAsync(ClusterScript, ["members"], ScriptTimeout, ClusterEnvironment()).ConfigureAwait(false)).Output.Trim();
+
     /// <summary>The queues as a running node sees them: type, leader, members, messages (<c>rabbit-cluster.sh queues</c>).</summary>
     public async Task<string> QueuesAsync() =>
         (await ProcessTools.RunAsync(ClusterScript, ["queues"], ScriptTimeout, ClusterEnvironment()).ConfigureAwait(false)).Output.Trim();
