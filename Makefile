@@ -87,7 +87,7 @@ test-integration: ## install the servers if missing, then the integration tests 
 	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) \
 	  --logger "console;verbosity=normal" --filter "$(TEST_FILTER)" $(TEST_ARGS)
 
-chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker/database restarts, purges, hostile input
+chaos: ## randomized soak: 20,000 tasks (FLEET_CHAOS_TASKS) through worker kills, broker/database restarts, purges, hostile input; a 3-node broker cluster losing a node and a server mid-run (20,000 tasks)
 	infra/local/install.sh
 	dotnet build $(SOLUTION) -c $(CONFIGURATION) -v q
 	dotnet test tests/Fleet.IntegrationTests -c $(CONFIGURATION) --no-build --filter "Category=Chaos" \

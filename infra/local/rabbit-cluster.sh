@@ -304,9 +304,13 @@ write_env() {
 # Every quorum queue of vhost fleet with fewer members than nodes: `rabbitmq-queues grow` onto each node. Then exit 0
 # only if every quorum queue has all NODES members online.
 check_members() {
-  local i first out bad
-  first=$(first_running) || die "no node runs"
-  out=$(ctl "$first" list_queues -p fleet name type members online --formatter json) || die "list_queues on node $first failed"
+  local i first='' out bad
+  # The first node that answers: a running VM may be paused (pause_minority) or still starting its app.
+  for ((i = 1; i <= NODES; i++)); do
+    node_pid "$i" >/dev/null || continue
+    out=$(CTL_TIMEOUT=30 ctl "$i" list_queues -p fleet name type members online --formatter json 2>/dev/null) && { first=$i; break; }
+  done
+  [[ -n $first ]] || { log "no node answers list_queues"; return 1; }
   if jq -e --argjson n "$NODES" '[.[] | select(.type == "quorum" and (.members | length) < $n)] | length > 0' <<<"$out" >/dev/null; then
     for ((i = 1; i <= NODES; i++)); do
       node_vars "$i"
