@@ -209,39 +209,11 @@ public sealed class BrokerClusterTests(ClusterFixture cluster, ITestOutputHelper
         Assert.True(ok, $"Only {final} of {count} tasks became final within {timeout.TotalMinutes:0} minutes.");
     }
 
-    private async Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters)
-    {
-        await using var command = cluster.DataSource.CreateCommand(sql);
-        foreach (var (name, value) in parameters)
-        {
-            command.Parameters.AddWithValue(name, value is DateTime time ? DateTime.SpecifyKind(time, DateTimeKind.Utc) : value);
-        }
+    private Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters) =>
+        cluster.DataSource.ListAsync(sql, read, parameters);
 
-        await using var reader = await command.ExecuteReaderAsync();
-        var rows = new List<T>();
-        while (await reader.ReadAsync())
-        {
-            rows.Add(read(reader));
-        }
-
-        return rows;
-    }
-
-    private static async Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (DateTime.UtcNow < deadline)
-        {
-            if (await condition())
-            {
-                return true;
-            }
-
-            await Task.Delay(500);
-        }
-
-        return await condition();
-    }
+    private static Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout) =>
+        Sql.EventuallyAsync(condition, timeout, TimeSpan.FromMilliseconds(500));
 
     /// <summary>A fault: what, when it began and ended, and the servers whose workers it touched.</summary>
     private sealed record FaultEvent(string What, DateTime Start, DateTime End, string[] Hosts);

@@ -398,39 +398,11 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         }
     }
 
-    private async Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters)
-    {
-        await using var command = fleet.DataSource.CreateCommand(sql);
-        foreach (var (name, value) in parameters)
-        {
-            command.Parameters.AddWithValue(name, value is DateTime time ? DateTime.SpecifyKind(time, DateTimeKind.Utc) : value);
-        }
+    private Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters) =>
+        fleet.DataSource.ListAsync(sql, read, parameters);
 
-        await using var reader = await command.ExecuteReaderAsync();
-        var rows = new List<T>();
-        while (await reader.ReadAsync())
-        {
-            rows.Add(read(reader));
-        }
-
-        return rows;
-    }
-
-    private static async Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout)
-    {
-        var deadline = DateTime.UtcNow + timeout;
-        while (DateTime.UtcNow < deadline)
-        {
-            if (await condition())
-            {
-                return true;
-            }
-
-            await Task.Delay(200);
-        }
-
-        return await condition();
-    }
+    private static Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan timeout) =>
+        Sql.EventuallyAsync(condition, timeout, TimeSpan.FromMilliseconds(200));
 
     private sealed record HostShare(string Host, long Tasks, DateTime FirstStart, DateTime LastFinish)
     {

@@ -54,40 +54,12 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
         return (T)result!;
     }
 
-    protected async Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters)
-    {
-        await using var command = Fleet.DataSource.CreateCommand(sql);
-        foreach (var (name, value) in parameters)
-        {
-            command.Parameters.AddWithValue(name, value);
-        }
-
-        await using var reader = await command.ExecuteReaderAsync();
-        var rows = new List<T>();
-        while (await reader.ReadAsync())
-        {
-            rows.Add(read(reader));
-        }
-
-        return rows;
-    }
+    protected Task<List<T>> ListAsync<T>(string sql, Func<NpgsqlDataReader, T> read, params (string Name, object Value)[] parameters) =>
+        Fleet.DataSource.ListAsync(sql, read, parameters);
 
     /// <summary>Polls <paramref name="condition"/> until it holds or <paramref name="timeout"/> passes.</summary>
-    protected static async Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
-    {
-        var deadline = DateTime.UtcNow + (timeout ?? DefaultWait);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (await condition())
-            {
-                return true;
-            }
-
-            await Task.Delay(50);
-        }
-
-        return await condition();
-    }
+    protected static Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>
+        Sql.EventuallyAsync(condition, timeout ?? DefaultWait, TimeSpan.FromMilliseconds(50));
 
     /// <summary>Publishes a raw body as any AMQP client would (persistent, JSON content type, publisher confirms).</summary>
     protected async Task PublishRawAsync(string exchange, string routingKey, byte[] body, string? messageId = null)
