@@ -18,16 +18,13 @@ internal sealed class QueueMigrator(IConnection connection, BrokerQueueType targ
     /// <summary>The suffix of the temporary queue a queue's messages wait in while the queue is declared again.</summary>
     public const string TemporarySuffix = ".migrating";
 
-    // The retry rungs' delays (RetryScheduler.RungSeconds in the worker): 1 s, 2 s, 4 s ... 4096 s.
-    private static readonly int[] RungSeconds = [.. Enumerable.Range(0, 13).Select(i => 1 << i)];
-
     private const int MoveBatch = 500;
 
     /// <summary>The queues of <paramref name="lane"/> in the order they are moved: the lane last, so that the rungs
     /// that dead-letter into it and the error queues are of the target type before workers can use it again.</summary>
     public static IReadOnlyList<QueueSpec> QueuesOf(string lane) =>
     [
-        .. RungSeconds.Select(s => new QueueSpec($"{lane}.retry.{s}s", lane, IsRung: true)),
+        .. QueueTopology.RetryRungNames(lane).Select(rung => new QueueSpec(rung, lane, IsRung: true)),
         new QueueSpec($"{lane}_error", lane, IsRung: false),
         new QueueSpec($"{lane}_skipped", lane, IsRung: false),
         new QueueSpec(lane, lane, IsRung: false),

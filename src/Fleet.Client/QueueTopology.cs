@@ -39,6 +39,18 @@ public static class QueueTopology
     };
 
     /// <summary>
+    /// The delays of a lane's retry rungs, 1 s, 2 s, 4 s ... 4096 s: a retry waits in the rung of the first delay at
+    /// least as long as its backoff (the worker's RetryScheduler), and <c>fleet queues migrate</c> moves every rung.
+    /// </summary>
+    public static IReadOnlyList<int> RetryRungSeconds { get; } = [.. Enumerable.Range(0, 13).Select(i => 1 << i)];
+
+    /// <summary>The retry rung of <paramref name="lane"/> whose messages wait <paramref name="seconds"/>: <c>{lane}.retry.{seconds}s</c>.</summary>
+    public static string RetryRungName(string lane, int seconds) => $"{lane}.retry.{seconds}s";
+
+    /// <summary>Every retry rung of <paramref name="lane"/>, shortest delay first.</summary>
+    public static IReadOnlyList<string> RetryRungNames(string lane) => [.. RetryRungSeconds.Select(seconds => RetryRungName(lane, seconds))];
+
+    /// <summary>
     /// Arguments of a retry rung of <paramref name="lane"/>: a queue nobody consumes, whose messages expire after their
     /// per-message TTL and are dead-lettered back into the lane.
     /// </summary>

@@ -27,7 +27,7 @@ namespace Fleet.Worker.MessagePath;
 public sealed partial class RetryScheduler : IAsyncDisposable
 {
     /// <summary>The rungs' lengths in seconds: 1, 2, 4 ... 4096 (over an hour, beyond the longest backoff allowed).</summary>
-    public static IReadOnlyList<int> RungSeconds { get; } = [.. Enumerable.Range(0, 13).Select(i => 1 << i)];
+    public static IReadOnlyList<int> RungSeconds => QueueTopology.RetryRungSeconds;
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
     private readonly Func<CancellationToken, Task<(IConnection? Connection, IChannel Channel)>> _open;
@@ -65,7 +65,7 @@ public sealed partial class RetryScheduler : IAsyncDisposable
     }
 
     /// <summary>The delay queues of <paramref name="queue"/>, shortest first: <c>{queue}.retry.1s</c> ... <c>{queue}.retry.4096s</c>.</summary>
-    public static IReadOnlyList<string> QueueNames(string queue) => [.. RungSeconds.Select(seconds => RungName(queue, seconds))];
+    public static IReadOnlyList<string> QueueNames(string queue) => QueueTopology.RetryRungNames(queue);
 
     /// <summary>The backoff before attempt <paramref name="nextAttempt"/>: base x 2^(n-2), capped, with +-20% jitter.</summary>
     public TimeSpan DelayBefore(int nextAttempt)
@@ -79,10 +79,8 @@ public sealed partial class RetryScheduler : IAsyncDisposable
     public static string RungFor(string queue, TimeSpan delay)
     {
         var seconds = RungSeconds.FirstOrDefault(s => s >= delay.TotalSeconds, RungSeconds[^1]);
-        return RungName(queue, seconds);
+        return QueueTopology.RetryRungName(queue, seconds);
     }
-
-    private static string RungName(string queue, int seconds) => $"{queue}.retry.{seconds}s";
 
     /// <summary>
     /// Publishes <paramref name="message"/> to come back to <paramref name="queue"/> after <paramref name="delay"/>.
