@@ -24,16 +24,26 @@ if (string.IsNullOrEmpty(builder.Configuration["urls"]))
 
 builder.AddServiceDefaults();
 builder.AddFleetWorker();
-var app = builder.Build();
+await using var app = builder.Build();
 app.MapFleetDefaultEndpoints();
 try
 {
-    await app.RunAsync();
+    await app.StartAsync();
 }
 catch (FleetTlsException)
 {
     // Logged by the check with its reason; a configuration error, not a crash to dump.
     return FleetTlsException.ExitCode;
 }
+catch (Exception ex) when (app.Lifetime.ApplicationStopping.IsCancellationRequested)
+{
+    // Stopped while the bus was still connecting (a broker node down at start, retried every few seconds): MassTransit
+    // gives up its start with the last connection error and stops the endpoints it had started. The rest of the
+    // worker stops as on any stop below (the lanes drain, the heartbeat records "stopped"), instead of the
+    // process ending on an unhandled exception with the worker left "running".
+    app.Logger.LogWarning("Stopped before the bus had started: {Reason}", ex.Message);
+}
 
+// Returns once a stop was asked for (SIGTERM, Ctrl+C, the CPU lane giving up) and every hosted service has stopped.
+await app.WaitForShutdownAsync();
 return Environment.ExitCode;

@@ -79,6 +79,27 @@ public sealed class BrokerFailoverTests(FleetFixture fleet) : OwnWorkersTest(fle
     }
 
     /// <summary>
+    /// Every broker node down at start and the worker told to stop while its bus still retries: it stops like any
+    /// worker (exit 0, recorded "stopped"), not on an unhandled exception that leaves it "running" in SQL. A worker
+    /// whose first nodes are dead can be stopped within those seconds too, which the test above hit now and then.
+    /// </summary>
+    [Fact]
+    public async Task AWorkerStopped_WhileItsBusIsStillConnecting_StopsCleanly()
+    {
+        var dead = Rebuild(new Uri(Fleet.WorkerAmqpUri), ["127.0.0.1:1", $"127.0.0.1:{ClosedPort()}"]);
+        await using var worker = WorkerProcess.Start(WithBroker(Fleet.WorkerSettings("no-broker", cpuConcurrency: 1), dead));
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE state = 'running' AND host = 'no-broker'") == 1, TimeSpan.FromSeconds(120)),
+            $"the worker never registered; its output:\n{worker.Output}");
+        Assert.True(await EventuallyAsync(() => Task.FromResult(worker.Output.Contains("Connection Failed", StringComparison.Ordinal)), TimeSpan.FromSeconds(60)),
+            $"the bus never tried a node; its output:\n{worker.Output}");
+
+        Assert.Equal(0, await worker.TerminateAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("Stopped before the bus had started", worker.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", worker.Output, StringComparison.Ordinal);
+        Assert.Equal(0, await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE state <> 'stopped' AND host = 'no-broker'"));
+    }
+
+    /// <summary>
     /// <paramref name="uri"/> with <paramref name="dead"/> listed before its node; with <paramref name="realLastFor"/>,
     /// ordered so that a bus of that connection name tries the real node last.
     /// </summary>
