@@ -265,6 +265,9 @@ wait "$DEMO_PID" || die "fleet demo failed (exit $?)"
 DEMO_PID=''
 if ((BROKERS > 1)); then
   for ((i = 0; i < 120; i++)); do "$CLUSTER" members >/dev/null 2>&1 && break; sleep 1; done
+  # The management API's message counts are statistics refreshed every 5 s: read right after the last task they
+  # could still show a lane's backlog from the run's end.
+  sleep 6
   echo
   echo "The broker cluster after the run:"
   node_table
