@@ -95,6 +95,7 @@ public static class ApiHostingExtensions
             sp.GetRequiredService<ILogger<OutboxRelay>>()));
         services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
+        services.AddHostedService<DueRelayService>();
 
         services.AddMassTransit(x =>
         {
