@@ -12,5 +12,6 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     RetentionCommand.Create(),
     QueuesCommand.Create(),
     DemoCommand.Create(),
+    ScheduleCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();
