@@ -3,7 +3,14 @@ using Fleet.Contracts;
 namespace Fleet.Client;
 
 /// <summary>One task message and the queue (lane) it goes to.</summary>
-public readonly record struct OutgoingTask(string Queue, ProcessTask Message);
+public readonly record struct OutgoingTask(string Queue, ProcessTask Message)
+{
+    /// <summary>The schedule whose firing this task is (stored in <c>tasks.schedule_name</c>, not sent).</summary>
+    public string? ScheduleName { get; init; }
+
+    /// <summary>The fire time of <see cref="ScheduleName"/> (stored in <c>tasks.scheduled_for</c>, not sent).</summary>
+    public DateTimeOffset? ScheduledFor { get; init; }
+}
 
 /// <summary>
 /// Sends task messages to their queues. <see cref="PublishAsync"/> completes only when the broker has confirmed

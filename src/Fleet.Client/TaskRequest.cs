@@ -24,6 +24,32 @@ public sealed record TaskRequest(string Type, JsonElement Payload)
 
     public Guid? BatchId { get; init; }
 
+    /// <summary>
+    /// The earliest time the task may start (a delayed task). A time ahead of the submit keeps the task
+    /// <c>queued</c> in PostgreSQL, unpublished, until the due relay publishes it at that time; a time already
+    /// past publishes it at once. Not together with <see cref="DelaySeconds"/>.
+    /// </summary>
+    public DateTimeOffset? NotBefore { get; init; }
+
+    /// <summary>
+    /// The delay in seconds from the submit, turned into <see cref="NotBefore"/> (the submit time plus this) when
+    /// the task is submitted. Not together with <see cref="NotBefore"/>.
+    /// </summary>
+    public double? DelaySeconds { get; init; }
+
+    /// <summary>The tenant the task belongs to; stored in <c>tasks.tenant</c> for queries.</summary>
+    public string? Tenant { get; init; }
+
+    /// <summary>
+    /// The schedule whose firing created this task (<c>tasks.schedule_name</c>); set by the scheduler, not by
+    /// producers. With <see cref="ScheduledFor"/> it identifies the firing: a second task for the same firing is
+    /// neither stored nor published.
+    /// </summary>
+    public string? ScheduleName { get; init; }
+
+    /// <summary>The fire time of the schedule that created this task (<c>tasks.scheduled_for</c>).</summary>
+    public DateTimeOffset? ScheduledFor { get; init; }
+
     /// <summary>Builds a request whose payload is <paramref name="payload"/> serialized with System.Text.Json.</summary>
     public static TaskRequest Create<T>(string type, T payload) => new(type, JsonSerializer.SerializeToElement(payload));
 }

@@ -35,4 +35,21 @@ public sealed record ProcessTask
 
     /// <summary>When the producer submitted the task (UTC); latency and queue wait are measured from it.</summary>
     public DateTimeOffset? SubmittedAt { get; init; }
+
+    /// <summary>
+    /// The earliest time the task may start (UTC). A worker that receives the message before then does not run it:
+    /// it hands the task to the due relay, which publishes it again at its time.
+    /// </summary>
+    public DateTimeOffset? NotBefore { get; init; }
+
+    /// <summary>
+    /// For plain JSON producers that cannot compute a time: a delay in seconds counted from
+    /// <see cref="SubmittedAt"/> (or, without it, from when a worker first receives the message), which the worker
+    /// turns into <see cref="NotBefore"/>. Not together with <see cref="NotBefore"/>. Fleet's own producers send
+    /// <see cref="NotBefore"/> only.
+    /// </summary>
+    public double? DelaySeconds { get; init; }
+
+    /// <summary>The tenant the task belongs to, stored with the task for queries.</summary>
+    public string? Tenant { get; init; }
 }

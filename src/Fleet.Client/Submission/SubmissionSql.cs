@@ -7,21 +7,32 @@ namespace Fleet.Client;
 /// Every statement of the submission pipeline, against <c>fleet.tasks</c> and <c>fleet.idempotency_keys</c>, in one
 /// place; the classes that run them bind the parameters named here:
 /// <list type="bullet">
-/// <item><see cref="TaskStore"/>: <see cref="InsertTasks"/>, <see cref="InsertKey"/>, <see cref="SelectKey"/>;</item>
+/// <item><see cref="TaskStore"/>: <see cref="InsertTasks"/>, <see cref="InsertTasksReturning"/>, <see cref="InsertKey"/>, <see cref="SelectKey"/>;</item>
 /// <item><see cref="OutboxPublisher"/>: <see cref="MarkPublished"/>;</item>
-/// <item><see cref="OutboxRelay"/>: <see cref="TryLockRelay"/>, <see cref="UnlockRelay"/>, <see cref="SelectUnpublished"/>.</item>
+/// <item><see cref="OutboxRelay"/>: <see cref="TryLockRelay"/>, <see cref="UnlockRelay"/>, <see cref="SelectUnpublished"/>,
+/// <see cref="AnyDue"/>, <see cref="SelectDue"/>.</item>
 /// </list>
 /// Deleting expired idempotency keys is retention (<c>RetentionService</c> in Fleet.Persistence).
 /// </summary>
 internal static class SubmissionSql
 {
+    // ON CONFLICT without a target: a task id that exists (a resubmission) and a schedule firing that already has
+    // its task (ux_tasks_schedule_fire, several API replicas firing the same tick) both insert nothing.
     public const string InsertTasks = """
-        INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
-        SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at
-        FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at)
-            AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at)
-        ON CONFLICT (id) DO NOTHING
+        INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
+                                 not_before, tenant, schedule_name, scheduled_for)
+        SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at,
+               i.not_before, i.tenant, i.schedule_name, i.scheduled_for
+        FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at,
+                    @not_before, @tenant, @schedule_name, @scheduled_for)
+            AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
+                 not_before, tenant, schedule_name, scheduled_for)
+        ON CONFLICT DO NOTHING
         """;
+
+    // For a chunk holding schedule firings only: which rows were inserted, so that a firing whose task exists
+    // already is not published under the new id (no row would hold it, and a worker would run it as a new task).
+    public const string InsertTasksReturning = InsertTasks + "\nRETURNING id";
 
     public const string InsertKey = """
         INSERT INTO fleet.idempotency_keys (key, request_hash, task_ids, batch_id, created_at)
@@ -51,14 +62,35 @@ internal static class SubmissionSql
 
     public const string UnlockRelay = "SELECT pg_advisory_unlock(@key)";
 
-    // Served by the partial index ix_tasks_unpublished (submitted_at WHERE published_at IS NULL), which holds only
-    // submissions still waiting for their confirm. A cancelled task gets published_at when it is cancelled, so it
-    // leaves the index; the status test is there for tasks that a worker took through another copy meanwhile.
+    // Served by the partial index ix_tasks_unpublished (submitted_at WHERE published_at IS NULL AND not_before IS
+    // NULL), which holds only submissions still waiting for their confirm; the "not_before IS NULL" test is what lets
+    // the planner use it, and leaves delayed tasks to SelectDue. A cancelled task gets published_at when it is
+    // cancelled, so it leaves the index; the status test is there for tasks that a worker took through another copy
+    // meanwhile.
     public const string SelectUnpublished = $"""
         SELECT {TaskRows.Columns}
         FROM fleet.tasks t
-        WHERE published_at IS NULL AND submitted_at < now() - make_interval(secs => @age_seconds) AND status = 'queued'
+        WHERE published_at IS NULL AND not_before IS NULL AND submitted_at < now() - make_interval(secs => @age_seconds)
+          AND status = 'queued'
         ORDER BY submitted_at
+        LIMIT @limit
+        """;
+
+    // The due relay's probe, polled often: the first entry of ix_tasks_due (not_before WHERE published_at IS NULL AND
+    // not_before IS NOT NULL), or none. PostgreSQL's clock decides, the same one for every process that polls.
+    public const string AnyDue = """
+        SELECT 1 FROM fleet.tasks
+        WHERE published_at IS NULL AND not_before IS NOT NULL AND not_before <= now() AND status = 'queued'
+        LIMIT 1
+        """;
+
+    // Delayed tasks whose time has come, earliest first, through ix_tasks_due. A cancel stamps published_at, so a
+    // cancelled delayed task leaves the index and is never read here.
+    public const string SelectDue = $"""
+        SELECT {TaskRows.Columns}
+        FROM fleet.tasks t
+        WHERE published_at IS NULL AND not_before IS NOT NULL AND not_before <= now() AND status = 'queued'
+        ORDER BY not_before
         LIMIT @limit
         """;
 

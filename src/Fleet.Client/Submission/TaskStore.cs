@@ -9,9 +9,12 @@ namespace Fleet.Client;
 /// </summary>
 internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
 {
-    /// <summary>Commits the rows (and the key); returns the earlier result instead when the key was used before.</summary>
+    /// <summary>
+    /// Commits the rows (and the key); returns the earlier result instead when the key was used before. Also
+    /// returns the ids of schedule firings that were not stored because their firing has a task already.
+    /// </summary>
     /// <exception cref="IdempotencyConflictException">The key was used before for a different request.</exception>
-    public async Task<SubmitResult?> StoreAsync(List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
+    public async Task<(SubmitResult? Replay, HashSet<Guid>? ExistingFirings)> StoreAsync(List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
     {
         // Two tries: a key found on conflict can expire (cleanup) before it is read; the second insert then wins.
         for (var attempt = 0; ; attempt++)
@@ -23,13 +26,17 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
                     await TryInsertKeyAsync(connection, tasks, options, cancellationToken).ConfigureAwait(false);
                 if (keyInserted)
                 {
+                    HashSet<Guid>? existingFirings = null;
                     foreach (var chunk in tasks.Chunk(chunkSize))
                     {
-                        await InsertAsync(connection, chunk, cancellationToken).ConfigureAwait(false);
+                        if (await InsertAsync(connection, chunk, cancellationToken).ConfigureAwait(false) is { Count: > 0 } existing)
+                        {
+                            (existingFirings ??= []).UnionWith(existing);
+                        }
                     }
 
                     await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-                    return null;
+                    return (null, existingFirings);
                 }
 
                 // A concurrent first request holding the same key made the INSERT wait for its commit; the key row
@@ -41,7 +48,7 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
             if (earlier is not null)
             {
                 return earlier.Value.Hash == options.RequestHash
-                    ? new SubmitResult(earlier.Value.TaskIds, earlier.Value.BatchId, Replayed: true)
+                    ? (new SubmitResult(earlier.Value.TaskIds, earlier.Value.BatchId, Replayed: true), null)
                     : throw new IdempotencyConflictException();
             }
 
@@ -75,9 +82,16 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
         return (reader.GetString(0), reader.GetFieldValue<Guid[]>(1), reader.IsDBNull(2) ? null : reader.GetGuid(2));
     }
 
-    private static async Task InsertAsync(NpgsqlConnection connection, OutgoingTask[] chunk, CancellationToken cancellationToken)
+    /// <summary>
+    /// Inserts the chunk; returns the schedule firings in it that were not inserted (null when it holds none: then
+    /// the statement has no RETURNING, as always for plain tasks).
+    /// </summary>
+    private static async Task<HashSet<Guid>?> InsertAsync(NpgsqlConnection connection, OutgoingTask[] chunk, CancellationToken cancellationToken)
     {
-        await using var command = new NpgsqlCommand(SubmissionSql.InsertTasks, connection);
+        var firings = chunk.Any(m => m.ScheduleName is not null)
+            ? chunk.Where(m => m.ScheduleName is not null).Select(m => m.Message.TaskId).ToHashSet()
+            : null;
+        await using var command = new NpgsqlCommand(firings is null ? SubmissionSql.InsertTasks : SubmissionSql.InsertTasksReturning, connection);
         command.Parameters.Add(SubmissionSql.Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));
         command.Parameters.Add(SubmissionSql.Array("type", NpgsqlDbType.Text, chunk.Select(m => m.Message.Type)));
         command.Parameters.Add(SubmissionSql.Array("queue", NpgsqlDbType.Text, chunk.Select(m => m.Queue)));
@@ -87,6 +101,22 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
         command.Parameters.Add(SubmissionSql.Array("priority", NpgsqlDbType.Integer, chunk.Select(m => m.Message.Priority)));
         command.Parameters.Add(SubmissionSql.Array("batch_id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.BatchId)));
         command.Parameters.Add(SubmissionSql.Array("submitted_at", NpgsqlDbType.TimestampTz, chunk.Select(m => m.Message.SubmittedAt)));
-        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        command.Parameters.Add(SubmissionSql.Array("not_before", NpgsqlDbType.TimestampTz, chunk.Select(m => m.Message.NotBefore)));
+        command.Parameters.Add(SubmissionSql.Array("tenant", NpgsqlDbType.Text, chunk.Select(m => m.Message.Tenant)));
+        command.Parameters.Add(SubmissionSql.Array("schedule_name", NpgsqlDbType.Text, chunk.Select(m => m.ScheduleName)));
+        command.Parameters.Add(SubmissionSql.Array("scheduled_for", NpgsqlDbType.TimestampTz, chunk.Select(m => m.ScheduledFor)));
+        if (firings is null)
+        {
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            return null;
+        }
+
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            firings.Remove(reader.GetGuid(0));
+        }
+
+        return firings;
     }
 }

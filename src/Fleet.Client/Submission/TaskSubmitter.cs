@@ -71,14 +71,16 @@ public sealed class TaskSubmitter
             activity?.SetTag("fleet.batch.id", batchId);
         }
 
-        var replay = await _store.StoreAsync(tasks, options, cancellationToken).ConfigureAwait(false);
+        var (replay, existingFirings) = await _store.StoreAsync(tasks, options, cancellationToken).ConfigureAwait(false);
         if (replay is not null)
         {
             activity?.SetTag("fleet.submit.replayed", true);
             return replay;
         }
 
-        var publishError = await _publisher.PublishAndStampAsync(tasks, cancellationToken).ConfigureAwait(false);
+        // A schedule firing that already had its task (another replica fired it) is not sent under the new id.
+        var toPublish = existingFirings is null ? tasks : [.. tasks.Where(t => !existingFirings.Contains(t.Message.TaskId))];
+        var publishError = await _publisher.PublishAndStampAsync(toPublish, cancellationToken).ConfigureAwait(false);
         if (publishError is not null)
         {
             // Accepted all the same (the relay publishes later), but the trace should show that the send failed.
@@ -97,6 +99,18 @@ public sealed class TaskSubmitter
             throw new ArgumentException($"The payload of task type '{request.Type}' must be a JSON object.", nameof(request));
         }
 
+        if (request.NotBefore is not null && request.DelaySeconds is not null)
+        {
+            throw new ArgumentException($"A task of type '{request.Type}' names both notBefore and delaySeconds; give one.", nameof(request));
+        }
+
+        if (request.DelaySeconds is { } delay && !(delay >= 0 && double.IsFinite(delay)))
+        {
+            throw new ArgumentException($"The delaySeconds of a task of type '{request.Type}' must be a finite number >= 0, not {delay}.", nameof(request));
+        }
+
+        // The delay counts from the submit time that is stored as submitted_at, so the two always differ by it.
+        var notBefore = request.DelaySeconds is { } seconds ? now.AddSeconds(seconds) : request.NotBefore?.ToUniversalTime();
         var message = new ProcessTask
         {
             TaskId = request.TaskId ?? Guid.CreateVersion7(now),
@@ -107,7 +121,13 @@ public sealed class TaskSubmitter
             MaxAttempts = request.MaxAttempts ?? _options.DefaultMaxAttempts,
             BatchId = request.BatchId ?? batchId,
             SubmittedAt = now,
+            NotBefore = notBefore,
+            Tenant = request.Tenant,
         };
-        return new OutgoingTask(_options.QueueFor(request), message);
+        return new OutgoingTask(_options.QueueFor(request), message)
+        {
+            ScheduleName = request.ScheduleName,
+            ScheduledFor = request.ScheduledFor?.ToUniversalTime(),
+        };
     }
 }

@@ -33,6 +33,15 @@ internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTas
         builder.HasIndex(t => t.FinishedAt, "ix_tasks_multi_attempt").HasFilter("attempts > 1");
 
         // The outbox relay looks for committed submissions whose publish was never confirmed; they are few.
-        builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL");
+        // Delayed tasks are unpublished on purpose until their time: they are left out here (schema version 7) and
+        // kept in ix_tasks_due instead, in the order the due relay reads them. A plain task (not_before null) gets
+        // the one entry it always had, until its stamp.
+        builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL AND not_before IS NULL");
+        builder.HasIndex(t => t.NotBefore).HasDatabaseName("ix_tasks_due").HasFilter("published_at IS NULL AND not_before IS NOT NULL");
+
+        // One task per firing of a schedule, however many API replicas fire it: the scheduler's insert of a firing
+        // that already has its task does nothing. Rows of tasks submitted directly (schedule_name null) are not in it.
+        builder.HasIndex(t => new { t.ScheduleName, t.ScheduledFor }).HasDatabaseName("ux_tasks_schedule_fire")
+            .IsUnique().HasFilter("schedule_name IS NOT NULL");
     }
 }

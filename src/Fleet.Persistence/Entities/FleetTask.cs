@@ -48,9 +48,20 @@ public sealed class FleetTask
 
     /// <summary>
     /// The earliest time a queued task may start: set when a failed attempt is scheduled for a retry after a
-    /// backoff, so that the reconciler does not take a retry waiting in its delay queue for a lost message.
+    /// backoff, so that the reconciler does not take a retry waiting in its delay queue for a lost message; and
+    /// by a delayed task's submission, which leaves <see cref="PublishedAt"/> null until the due relay publishes
+    /// it at this time.
     /// </summary>
     public DateTimeOffset? NotBefore { get; set; }
+
+    /// <summary>The tenant the task belongs to, as submitted; null when none was named.</summary>
+    public string? Tenant { get; set; }
+
+    /// <summary>The schedule whose firing created the task; null for a task submitted directly.</summary>
+    public string? ScheduleName { get; set; }
+
+    /// <summary>The fire time the schedule created the task for; unique per schedule (<c>ux_tasks_schedule_fire</c>).</summary>
+    public DateTimeOffset? ScheduledFor { get; set; }
 
     /// <summary>
     /// When a cancel of the running task was asked for. Recorded so that the request outlives the broadcast: a

@@ -85,6 +85,14 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("jsonb")
                         .HasColumnName("result");
 
+                    b.Property<string>("ScheduleName")
+                        .HasColumnType("text")
+                        .HasColumnName("schedule_name");
+
+                    b.Property<DateTimeOffset?>("ScheduledFor")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("scheduled_for");
+
                     b.Property<DateTimeOffset?>("StartedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("started_at");
@@ -99,6 +107,10 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("submitted_at")
                         .HasDefaultValueSql("now()");
+
+                    b.Property<string>("Tenant")
+                        .HasColumnType("text")
+                        .HasColumnName("tenant");
 
                     b.Property<int?>("TimeoutSeconds")
                         .HasColumnType("integer")
@@ -120,9 +132,18 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_tasks_finished")
                         .HasFilter("finished_at IS NOT NULL");
 
+                    b.HasIndex("NotBefore")
+                        .HasDatabaseName("ix_tasks_due")
+                        .HasFilter("published_at IS NULL AND not_before IS NOT NULL");
+
                     b.HasIndex("SubmittedAt")
                         .HasDatabaseName("ix_tasks_unpublished")
-                        .HasFilter("published_at IS NULL");
+                        .HasFilter("published_at IS NULL AND not_before IS NULL");
+
+                    b.HasIndex("ScheduleName", "ScheduledFor")
+                        .IsUnique()
+                        .HasDatabaseName("ux_tasks_schedule_fire")
+                        .HasFilter("schedule_name IS NOT NULL");
 
                     b.HasIndex("BatchId", "SubmittedAt", "Id")
                         .HasDatabaseName("ix_tasks_batch")
