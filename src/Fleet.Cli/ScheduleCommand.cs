@@ -20,10 +20,10 @@ internal static class ScheduleCommand
 
     public static Command Create() => new("schedule", "Recurring schedules: each fire time of a cron expression creates one task.")
     {
-        Add(), List(), Pause(), Resume(), Remove(),
+        AddCommand(), ListCommand(), PauseCommand(), ResumeCommand(), RemoveCommand(),
     };
 
-    private static Command Add()
+    private static Command AddCommand()
     {
         var name = new Argument<string>("name") { Description = $"The schedule's name: {ScheduleNames.Rule}." };
         var cron = new Option<string>("--cron") { Description = "Cron expression: 5 fields, or 6 with seconds first (\"*/10 * * * * *\").", Required = true };
@@ -73,7 +73,7 @@ internal static class ScheduleCommand
         return command;
     }
 
-    private static Command List()
+    private static Command ListCommand()
     {
         var command = new Command("list", "List schedules with their state and next and last fire times.");
         command.SetAction((_, cancellationToken) => CommandRunner.RunAsync(async ct =>
@@ -90,13 +90,13 @@ internal static class ScheduleCommand
         return command;
     }
 
-    private static Command Pause() => NamedAction("pause", "Pause a schedule: it fires nothing until resumed.", (store, name, ct) => store.PauseAsync(name, DateTimeOffset.UtcNow, ct));
+    private static Command PauseCommand() => NamedAction("pause", "Pause a schedule: it fires nothing until resumed.", (store, name, ct) => store.PauseAsync(name, DateTimeOffset.UtcNow, ct));
 
-    private static Command Resume() => NamedAction(
+    private static Command ResumeCommand() => NamedAction(
         "resume", "Resume a schedule from its first fire time after now (ticks missed while paused are not fired).",
         (store, name, ct) => store.ResumeAsync(name, DateTimeOffset.UtcNow, ct));
 
-    private static Command Remove()
+    private static Command RemoveCommand()
     {
         var name = new Argument<string>("name") { Description = "The schedule's name." };
         var command = new Command("remove", "Remove a schedule; the tasks it created stay.") { name };

@@ -124,6 +124,14 @@ public sealed class CronScheduleTests
         var fall = daily.NextAfter(new DateTimeOffset(2026, 10, 24, 12, 0, 0, TimeSpan.Zero))!.Value;
         Assert.Equal(new DateTimeOffset(2026, 10, 25, 0, 30, 0, TimeSpan.Zero), fall);
         Assert.Equal(new DateTimeOffset(2026, 10, 26, 1, 30, 0, TimeSpan.Zero), daily.NextAfter(fall));
+
+        // An hourly schedule steps through the repeated hour: 02:00 CEST, 02:00 CET and 03:00 CET are three runs.
+        var hourly = CronSchedule.Parse("0 0 * * * *", "Europe/Berlin").Schedule!;
+        var first = hourly.NextAfter(new DateTimeOffset(2026, 10, 24, 23, 30, 0, TimeSpan.Zero))!.Value;
+        var second = hourly.NextAfter(first)!.Value;
+        Assert.Equal(new DateTimeOffset(2026, 10, 25, 0, 0, 0, TimeSpan.Zero), first);
+        Assert.Equal(new DateTimeOffset(2026, 10, 25, 1, 0, 0, TimeSpan.Zero), second);
+        Assert.Equal(new DateTimeOffset(2026, 10, 25, 2, 0, 0, TimeSpan.Zero), hourly.NextAfter(second));
     }
 
     [Theory]
