@@ -40,8 +40,8 @@ public sealed class ScheduleFiringTests(FleetFixture fleet, ITestOutputHelper ou
         // On an idle machine each tick follows the one before: no tick missed by the replicas' hand-over.
         var gaps = tasks.Zip(tasks.Skip(1), (a, b) => (b.ScheduledFor - a.ScheduledFor).TotalSeconds).ToList();
         var lateness = tasks.Select(t => (t.SubmittedAt - t.ScheduledFor).TotalMilliseconds).ToList();
-        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{tasks.Count} tasks; gaps between fire times (s): {string.Join(' ', gaps)}; submitted after the tick (ms): max {lateness.Max():0}, mean {lateness.Average():0}"));
+        Report(string.Create(CultureInfo.InvariantCulture,
+            $"two hosts: {tasks.Count} tasks; gaps between fire times (s): {string.Join(' ', gaps)}; submitted after the tick (ms): max {lateness.Max():0}, mean {lateness.Average():0}"));
         Assert.All(lateness, ms => Assert.InRange(ms, 0, 5000));
         Assert.True(gaps.Count(g => g > 1) <= 1, $"ticks missed: gaps {string.Join(' ', gaps)}");
 
@@ -114,7 +114,7 @@ public sealed class ScheduleFiringTests(FleetFixture fleet, ITestOutputHelper ou
         // The missed ticks (lastBeforeStop + 1 s up to downUntil) made one task, for the latest of them (or a later
         // tick, if the new host's first round came more than a second after downUntil): none for the earlier ones.
         var catchUp = tasks.First(t => t.ScheduledFor > lastBeforeStop);
-        output.WriteLine($"last fire before the stop {lastBeforeStop:HH:mm:ss}, down until {downUntil:HH:mm:ss.fff}, catch-up fired for {catchUp.ScheduledFor:HH:mm:ss} at {catchUp.SubmittedAt:HH:mm:ss.fff}");
+        Report($"restart: last fire before the stop {lastBeforeStop:HH:mm:ss}, down until {downUntil:HH:mm:ss.fff}, catch-up fired for {catchUp.ScheduledFor:HH:mm:ss} at {catchUp.SubmittedAt:HH:mm:ss.fff}");
         Assert.True(catchUp.ScheduledFor >= downUntil.AddSeconds(-1), $"the first task after the restart is for {catchUp.ScheduledFor:HH:mm:ss}, an early missed tick");
         Assert.True(catchUp.ScheduledFor - lastBeforeStop >= TimeSpan.FromSeconds(3), "fewer than two ticks were skipped");
         await WaitForFinalAsync([.. tasks.Select(t => t.Id)]);
@@ -160,6 +160,13 @@ public sealed class ScheduleFiringTests(FleetFixture fleet, ITestOutputHelper ou
 
         await PauseAsync(http, "every-minute");
         await WaitForFinalAsync([.. afterReplay.Select(t => t.Id)]);
+    }
+
+    /// <summary>A measured figure, in the test's output and on stderr (which <c>make test-integration</c> shows).</summary>
+    private void Report(string line)
+    {
+        output.WriteLine(line);
+        Console.Error.WriteLine($"[schedules] {line}");
     }
 
     /// <summary>The condition, moving the fake clock one step each time it does not hold yet.</summary>

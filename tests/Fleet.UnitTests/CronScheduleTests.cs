@@ -95,7 +95,9 @@ public sealed class CronScheduleTests
         var now = due.AddDays(23);
 
         // Four Mondays passed; the last one is taken.
+        Assert.Equal(TimeSpan.Zero, due.Offset);
         Assert.Equal(due.AddDays(21), weekly.LatestDue(due, now));
+        Assert.Equal(TimeSpan.Zero, weekly.LatestDue(due, now).Offset);
         Assert.Equal(due, weekly.LatestDue(due, due));
         Assert.Equal(due, weekly.LatestDue(due, due.AddDays(-1)));
     }

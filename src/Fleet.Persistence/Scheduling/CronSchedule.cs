@@ -59,7 +59,8 @@ public sealed class CronSchedule
     }
 
     /// <summary>The first fire time strictly after <paramref name="time"/>; null when the expression has none.</summary>
-    public DateTimeOffset? NextAfter(DateTimeOffset time) => _expression.GetNextOccurrence(time, Zone, inclusive: false);
+    /// <remarks>In UTC, as every time Fleet stores (Cronos answers with the zone's offset, which Npgsql refuses for timestamptz).</remarks>
+    public DateTimeOffset? NextAfter(DateTimeOffset time) => _expression.GetNextOccurrence(time, Zone, inclusive: false)?.ToUniversalTime();
 
     /// <summary>
     /// What a firing round at <paramref name="now"/> does to a schedule due at <paramref name="due"/>: the fire time of
@@ -77,7 +78,7 @@ public sealed class CronSchedule
     {
         if (now <= due)
         {
-            return due;
+            return due.ToUniversalTime();
         }
 
         for (var window = TimeSpan.FromSeconds(1); ; window *= 2)
@@ -91,13 +92,13 @@ public sealed class CronSchedule
 
             if (latest is not null)
             {
-                return latest.Value;
+                return latest.Value.ToUniversalTime();
             }
 
             if (start == due)
             {
                 // No occurrence in [due, now]: due itself was the stored fire time; it is the one missed.
-                return due;
+                return due.ToUniversalTime();
             }
         }
     }
