@@ -96,6 +96,7 @@ public static class ApiHostingExtensions
             sp.GetRequiredService<ILogger<OutboxRelay>>()));
         services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
+        services.AddHostedService<DueRelayService>();
         services.AddFleetSchedules();
 
         services.AddMassTransit(x =>

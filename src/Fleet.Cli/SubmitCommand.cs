@@ -19,9 +19,12 @@ internal static class SubmitCommand
         var timeout = new Option<int?>("--timeout-seconds") { Description = "The tasks' time limit." };
         var queue = new Option<string?>("--queue", "-q") { Description = "The queue to send to (default: fleet-cpu for sha256, sieve, heat; fleet-io otherwise)." };
         var waitTimeout = new Option<int>("--wait-timeout") { Description = "Give up waiting after this many seconds.", DefaultValueFactory = _ => 3600 };
+        var delay = new Option<string?>("--delay") { Description = "Start no earlier than this after the submit: 30s, 5m, 2h, 1d (or seconds alone)." };
+        var at = new Option<string?>("--at") { Description = "Start no earlier than this time, e.g. 2026-12-24T18:00:00Z (UTC unless it names an offset)." };
+        var tenant = new Option<string?>("--tenant") { Description = "The tenant the tasks belong to (stored in tasks.tenant)." };
         var command = new Command("submit", "Submit one task, or --count N tasks of a type or workload. Prints the task id (one task) or the batch id.")
         {
-            type, payload, workload, count, wait, timeout, queue, waitTimeout,
+            type, payload, workload, count, wait, timeout, queue, waitTimeout, delay, at, tenant,
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
@@ -50,12 +53,16 @@ internal static class SubmitCommand
                 throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", StandardWorkloads.Names)}");
             }
 
+            var (delaySeconds, notBefore) = StartTime(parse.GetValue(delay), parse.GetValue(at));
             var batchId = n > 1 ? Guid.CreateVersion7() : (Guid?)null;
             var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(taskType, fixedPayload ?? StandardWorkloads.Payload(name!, i))
             {
                 BatchId = batchId,
                 TimeoutSeconds = parse.GetValue(timeout),
                 Queue = parse.GetValue(queue),
+                DelaySeconds = delaySeconds,
+                NotBefore = notBefore,
+                Tenant = parse.GetValue(tenant),
             });
 
             await using var client = CliSettings.CreateClient();
@@ -94,5 +101,39 @@ internal static class SubmitCommand
             return progress.Final == progress.Succeeded ? 0 : 1;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>The tasks' start time from <c>--delay</c> or <c>--at</c> (not both); neither means "now".</summary>
+    internal static (double? DelaySeconds, DateTimeOffset? NotBefore) StartTime(string? delay, string? at)
+    {
+        if (delay is not null && at is not null)
+        {
+            throw new CliException("give --delay or --at, not both");
+        }
+
+        if (at is not null)
+        {
+            return DateTimeOffset.TryParse(at, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal | DateTimeStyles.AdjustToUniversal, out var time)
+                ? (null, time)
+                : throw new CliException($"--at '{at}' is not a time; write it like 2026-12-24T18:00:00Z");
+        }
+
+        return delay is null ? (null, null) : (ParseDuration(delay), null);
+    }
+
+    /// <summary>A duration such as <c>30s</c>, <c>5m</c>, <c>2h</c>, <c>1d</c> or <c>90</c> (seconds), in seconds.</summary>
+    internal static double ParseDuration(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var trimmed = text.Trim();
+        var unit = trimmed.Length > 0 && char.IsAsciiLetter(trimmed[^1]) ? char.ToLowerInvariant(trimmed[^1]) : 's';
+        var number = char.IsAsciiLetter(trimmed.LastOrDefault()) ? trimmed[..^1] : trimmed;
+        var factor = unit switch { 's' => 1, 'm' => 60, 'h' => 3600, 'd' => 86_400, _ => 0 };
+        if (factor == 0 || !double.TryParse(number, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture, out var value))
+        {
+            throw new CliException($"--delay '{text}' is not a duration; write it like 30s, 5m, 2h or 1d");
+        }
+
+        return value * factor;
     }
 }

@@ -10,4 +10,11 @@ public static class TaskLimits
     /// (<c>Worker:MaxTimeoutSeconds</c>) and then says so in the task's timeout error.
     /// </summary>
     public const int MaxTimeoutSeconds = 1_500;
+
+    /// <summary>
+    /// The furthest ahead a delayed task may be asked to start, in seconds (366 days): <c>delaySeconds</c> at most
+    /// this, <c>notBefore</c> at most this far from the submit. The HTTP API refuses more; a worker cuts a longer
+    /// <c>delaySeconds</c> of a plain JSON message to it.
+    /// </summary>
+    public const int MaxDelaySeconds = 366 * 24 * 60 * 60;
 }

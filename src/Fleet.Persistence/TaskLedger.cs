@@ -18,7 +18,8 @@ public sealed record TaskClaim(
     int MaxAttempts,
     int? TimeoutSeconds,
     DateTimeOffset StartedAt,
-    bool Redelivered);
+    bool Redelivered,
+    string? Tenant = null);
 
 /// <summary>
 /// The outcome of a claim: <see cref="Claimed"/> is false when the task is already final (or cancelled).
@@ -81,8 +82,8 @@ public sealed class TaskLedger : IAsyncDisposable
     // (docs/decisions/0100-hot-path-by-primary-key.md).
     private const string ClaimSql = """
         WITH input AS (
-            SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at, @redelivered)
-                AS i(id, type, queue, payload, priority, batch_id, submitted_at, max_attempts, timeout_seconds, started_at, redelivered)
+            SELECT * FROM unnest(@id, @type, @queue, @payload, @priority, @batch_id, @submitted_at, @max_attempts, @timeout_seconds, @started_at, @redelivered, @tenant)
+                AS i(id, type, queue, payload, priority, batch_id, submitted_at, max_attempts, timeout_seconds, started_at, redelivered, tenant)
         ), updated AS (
             UPDATE fleet.tasks t
             SET status = 'running', attempts = t.attempts + 1, started_at = i.started_at, worker_id = @worker,
@@ -94,9 +95,9 @@ public sealed class TaskLedger : IAsyncDisposable
         ), inserted AS (
             -- Tasks published straight to RabbitMQ have no row yet: the first claim creates it.
             INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority,
-                                     batch_id, submitted_at, published_at, started_at, worker_id)
+                                     batch_id, submitted_at, published_at, started_at, worker_id, tenant)
             SELECT id, type, queue, 'running', payload, 1, max_attempts, timeout_seconds, priority,
-                   batch_id, coalesce(submitted_at, started_at), coalesce(submitted_at, started_at), started_at, @worker
+                   batch_id, coalesce(submitted_at, started_at), coalesce(submitted_at, started_at), started_at, @worker, tenant
             FROM input i
             WHERE NOT EXISTS (SELECT 1 FROM fleet.tasks t WHERE t.id = i.id)
             ON CONFLICT (id) DO NOTHING
@@ -128,6 +129,8 @@ public sealed class TaskLedger : IAsyncDisposable
         FROM claimed c
         """;
 
+    // not_before is set for a retry's backoff and otherwise kept, so that a final task still shows the earliest start
+    // of its last execution (a delayed task's time, for "how late did it start").
     private const string CompleteSql = """
         WITH input AS (
             SELECT * FROM unnest(@id, @attempt, @status, @outcome, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms, @not_before)
@@ -143,7 +146,7 @@ public sealed class TaskLedger : IAsyncDisposable
         )
         UPDATE fleet.tasks t
         SET status = i.status, result = i.result, error_type = i.error_type, error_message = i.error_message,
-            started_at = i.started_at, worker_id = @worker, not_before = i.not_before,
+            started_at = i.started_at, worker_id = @worker, not_before = coalesce(i.not_before, t.not_before),
             finished_at = CASE WHEN i.status IN ('queued', 'running') THEN NULL ELSE i.finished_at END
         FROM input i
         WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN true ELSE false END
@@ -569,6 +572,7 @@ public sealed class TaskLedger : IAsyncDisposable
         parameters.Add(Array("started_at", NpgsqlDbType.TimestampTz, round.Select(i => claims[i].StartedAt.ToUniversalTime())));
         // A repeated claim may find its first try committed (reply lost): the task is then 'running' by us.
         parameters.Add(Array("redelivered", NpgsqlDbType.Boolean, round.Select(i => claims[i].Redelivered || repeat)));
+        parameters.Add(Array("tenant", NpgsqlDbType.Text, round.Select(i => StorableForm.Text(claims[i].Tenant, StorableForm.MaxNameLength))));
         parameters.AddWithValue("worker", _workerId);
     }
 

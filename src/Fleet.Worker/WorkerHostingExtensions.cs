@@ -73,6 +73,7 @@ public static class WorkerHostingExtensions
         services.AddHostedService<WorkerHeartbeat>();
         services.AddSingleton<TaskReconciler>();
         services.AddHostedService(sp => sp.GetRequiredService<TaskReconciler>());
+        services.AddHostedService<DuePublisher>();
 
         // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
         services.AddOptions<MassTransitHostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>
@@ -195,6 +196,7 @@ public static class WorkerHostingExtensions
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RetryScheduler>();
+        services.AddSingleton<EarlyTasks>();
         return services;
     }
 

@@ -33,6 +33,7 @@ namespace Fleet.Worker;
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
+///   "DueRelayIntervalMs": 500,       // delayed tasks; 0: this worker does not publish them
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
@@ -228,6 +229,14 @@ public sealed class WorkerOptions : IValidatableObject
     [Range(1, 100_000)]
     public int ReconcileBatchSize { get; set; } = 1000;
 
+    /// <summary>
+    /// How often, in milliseconds, this worker asks whether a delayed task's time has come and publishes it (one
+    /// process of the fleet acts per round, by advisory lock; the API polls too), so that delayed tasks fire with no
+    /// API running. The probe is one index lookup. 0 turns it off in this worker; otherwise at least 50.
+    /// </summary>
+    [Range(0, 60_000)]
+    public int DueRelayIntervalMs { get; set; } = 500;
+
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
         if (Queues.Any(string.IsNullOrWhiteSpace))
@@ -246,6 +255,11 @@ public sealed class WorkerOptions : IValidatableObject
             {
                 yield return new ValidationResult($"Worker:TypeTimeoutSeconds:{type} must be between 1 and Worker:MaxTimeoutSeconds ({MaxTimeoutSeconds}).", [nameof(TypeTimeoutSeconds)]);
             }
+        }
+
+        if (DueRelayIntervalMs is > 0 and < 50)
+        {
+            yield return new ValidationResult("Worker:DueRelayIntervalMs must be 0 (off) or from 50 to 60000.", [nameof(DueRelayIntervalMs)]);
         }
 
         if (DefaultTimeoutSeconds > MaxTimeoutSeconds)

@@ -149,6 +149,24 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
     }
 
     [Fact]
+    public async Task ADelayedTask_SubmittedLongAgo_WaitingForItsTime_IsNotTakenForLost()
+    {
+        // Both were submitted ten minutes ago and never published: one is a submission whose confirm never came (lost,
+        // republished: the control), the other waits on purpose for a time a day ahead and must stay as it is.
+        var lost = await InsertUnpublishedAsync(notBefore: null);
+        var delayed = await InsertUnpublishedAsync(notBefore: "now() + interval '1 day'");
+
+        await ReconcileAsync();
+        await WaitForHeartbeatsAsync();
+        await ReconcileUntilAsync(r => r.Republished > 0);
+        await WaitForFinalAsync([lost]);
+
+        Assert.True(await ScalarAsync<bool>(
+            "SELECT status = 'queued' AND published_at IS NULL AND attempts = 0 FROM fleet.tasks WHERE id = @id", ("id", delayed)));
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-io"));
+    }
+
+    [Fact]
     public async Task AQueuedTask_WithMessagesReadyInItsLane_IsLeftAlone()
     {
         // A backlog: the task's message may be among the ready ones, so nothing is republished into it.
@@ -193,6 +211,17 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
                     CASE WHEN @status = 'queued' THEN now() - interval '10 minutes' END,
                     CASE WHEN @status = 'queued' THEN 'failed' ELSE 'running' END);
             """, ("id", id), ("status", status), ("worker", (object?)workerId ?? DBNull.Value));
+        return id;
+    }
+
+    /// <summary>A noop task submitted ten minutes ago and never published, delayed to <paramref name="notBefore"/> (SQL) or not.</summary>
+    private async Task<Guid> InsertUnpublishedAsync(string? notBefore)
+    {
+        var id = Guid.CreateVersion7();
+        await ExecuteAsync($$"""
+            INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, priority, submitted_at, not_before)
+            VALUES (@id, 'noop', 'fleet-io', 'queued', '{}', 0, 3, 0, now() - interval '10 minutes', {{notBefore ?? "NULL"}})
+            """, ("id", id));
         return id;
     }
 

@@ -189,14 +189,14 @@ public sealed class ApiInputTests
         Assert.NotEqual(compact, TaskRequestReader.RequestHash("POST /tasks/batch", Json("""{"type":"noop","payload":{"n":1}}""")));
     }
 
-    private static TaskRequestReader Reader()
+    internal static TaskRequestReader Reader()
     {
         var services = new ServiceCollection().AddFleetTasks().BuildServiceProvider();
         var options = Options.Create(new ApiOptions { ApiKeys = [Key], CpuTypes = ["render"] });
         return new TaskRequestReader(new TaskTypeCatalog(services.GetRequiredService<TaskHandlerRegistry>(), options), options);
     }
 
-    private static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
+    internal static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();
 
     private static List<string> Validate(ApiOptions options)
     {

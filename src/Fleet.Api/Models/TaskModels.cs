@@ -23,6 +23,15 @@ public sealed record SubmitTaskBody
 
     [Description("fleet-cpu or fleet-io; absent means by type (CPU types to fleet-cpu).")]
     public string? Queue { get; init; }
+
+    [Description("Earliest start, RFC 3339 with an offset or Z (stored in UTC), at most 366 days ahead; a past time starts at once. Not with delaySeconds.")]
+    public DateTimeOffset? NotBefore { get; init; }
+
+    [Description("Earliest start as seconds after the submit (0 to 31622400, i.e. 366 days; fractions allowed). Not with notBefore.")]
+    public double? DelaySeconds { get; init; }
+
+    [Description("The tenant the task belongs to: a non-empty string of at most 100 characters, stored in tasks.tenant.")]
+    public string? Tenant { get; init; }
 }
 
 /// <summary>The body of <c>POST /tasks/batch</c>.</summary>
@@ -89,6 +98,11 @@ public sealed record TaskDetail(
     int? TimeoutSeconds,
     int MaxAttempts,
     DateTimeOffset? PublishedAt,
+    [property: Description("The earliest start of a delayed task (or of a retry waiting out its backoff), UTC.")] DateTimeOffset? NotBefore,
+    string? Tenant,
+    [property: Description("The schedule whose firing created the task, if any.")] string? ScheduleName,
+    [property: Description("The fire time the schedule created the task for.")] DateTimeOffset? ScheduledFor,
+    [property: Description("Why a queued task is not running yet: \"delay\" while a delayed task waits for its notBefore, \"retry\" while a failed attempt waits out its backoff; null otherwise.")] string? WaitingFor,
     IReadOnlyList<TaskExecution> Executions);
 
 /// <summary>Answer of <c>POST /tasks/{id}/cancel</c>: <c>cancelled</c> (200) for a task that was queued, <c>running</c> with <c>cancelRequested</c> (202) for one that runs.</summary>

@@ -81,7 +81,24 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
             task.Id, task.Type, task.Queue, task.Status, task.ErrorType, task.ErrorMessage, task.Attempts,
             task.SubmittedAt, task.StartedAt, task.FinishedAt, task.WorkerId, task.BatchId,
             Json(task.Payload), task.Result is null ? null : Json(task.Result),
-            task.Priority, task.TimeoutSeconds, task.MaxAttempts, task.PublishedAt, executions);
+            task.Priority, task.TimeoutSeconds, task.MaxAttempts, task.PublishedAt,
+            task.NotBefore, task.Tenant, task.ScheduleName, task.ScheduledFor, WaitingFor(task, DateTimeOffset.UtcNow), executions);
+    }
+
+    /// <summary>
+    /// Why a queued task is not running yet, from its row: a delayed task waits unpublished (published_at null) for
+    /// its not_before; a retry was published to a delay queue and waits out its backoff. Null for anything else,
+    /// including a task whose time has come (it is on its way to a worker).
+    /// </summary>
+    public static string? WaitingFor(FleetTask task, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        if (task.Status != TaskState.Queued || task.NotBefore is not { } notBefore || notBefore <= now)
+        {
+            return null;
+        }
+
+        return task.PublishedAt is null ? "delay" : "retry";
     }
 
     /// <summary>Counts of one batch by state, through <c>ix_tasks_batch</c>; null when no task has that batch id.</summary>

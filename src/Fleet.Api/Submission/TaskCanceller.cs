@@ -53,7 +53,8 @@ public sealed class TaskCanceller(IDbContextFactory<FleetDbContext> contexts, IS
                         .SetProperty(t => t.ErrorType, "Cancelled")
                         .SetProperty(t => t.ErrorMessage, Reason)
 
-                        // Leaves ix_tasks_unpublished: a cancelled task is not waiting for a publish any more.
+                        // Leaves ix_tasks_unpublished (or ix_tasks_due, for a delayed task): a cancelled task is not
+                        // waiting for a publish any more, and the relays never send it.
                         .SetProperty(t => t.PublishedAt, t => t.PublishedAt ?? DateTimeOffset.UtcNow),
                     cancellationToken)
                 .ConfigureAwait(false);

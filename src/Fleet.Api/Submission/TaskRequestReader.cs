@@ -13,12 +13,22 @@ namespace Fleet.Api.Submission;
 /// Turns submitted JSON into <see cref="TaskRequest"/>s, collecting every problem with the JSON path it belongs
 /// to, so that one answer lists what to fix and nothing is stored unless everything is valid.
 /// </summary>
-public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptions> options)
+public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptions> options)
 {
     /// <summary>Enough to fix a systematic mistake; a 10,000-task batch must not produce a 10,000-entry answer.</summary>
     private const int MaxReportedErrors = 50;
 
-    private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue"];
+    private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue", "notBefore", "delaySeconds", "tenant"];
+
+    /// <summary>The longest <c>tenant</c>, in characters.</summary>
+    public const int MaxTenantLength = 100;
+
+    /// <summary>
+    /// RFC 3339's date-time: a full date and time with seconds, optional fraction, and an offset or Z. Anything looser
+    /// (a date alone, no offset) would be read in the server's time zone, so it is refused.
+    /// </summary>
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,7})?([Zz]|[+-][0-9]{2}:[0-9]{2})\z", System.Text.RegularExpressions.RegexOptions.CultureInvariant)]
+    private static partial System.Text.RegularExpressions.Regex Rfc3339();
 
     private readonly ApiOptions _options = options.Value;
 
@@ -133,6 +143,9 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
         JsonElement payload = default;
         int? priority = null, timeoutSeconds = null, maxAttempts = null;
         string? queue = null;
+        DateTimeOffset? notBefore = null;
+        double? delaySeconds = null;
+        string? tenant = null;
         var before = errors.Count;
         var sawType = false;
         foreach (var property in item.EnumerateObject())
@@ -199,6 +212,15 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
                     }
 
                     break;
+                case "notBefore":
+                    notBefore = ReadTime(value, path, errors);
+                    break;
+                case "delaySeconds":
+                    delaySeconds = ReadDelay(value, path, errors);
+                    break;
+                case "tenant":
+                    tenant = ReadTenant(value, path, errors);
+                    break;
                 default:
                     errors.Add(path, $"Unknown field; a task has {string.Join(", ", Fields)}.");
                     break;
@@ -210,6 +232,11 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
         if (!sawType)
         {
             errors.Add(prefix + "type", "Required: the task type, e.g. \"sha256\".");
+        }
+
+        if (notBefore is not null && delaySeconds is not null)
+        {
+            errors.Add(prefix + "delaySeconds", "Give notBefore or delaySeconds, not both.");
         }
 
         if (errors.Count > before || type is null)
@@ -225,7 +252,75 @@ public sealed class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptio
             TimeoutSeconds = timeoutSeconds,
             MaxAttempts = maxAttempts,
             Queue = queue ?? (catalog.CpuTypes.Contains(type) ? TaskQueues.Cpu : TaskQueues.Io),
+            NotBefore = notBefore,
+            DelaySeconds = delaySeconds,
+            Tenant = tenant,
         };
+    }
+
+    /// <summary>An RFC 3339 time with an offset (stored in UTC), at most <see cref="TaskLimits.MaxDelaySeconds"/> ahead; a past time means "now".</summary>
+    private static DateTimeOffset? ReadTime(JsonElement value, string path, Errors errors)
+    {
+        if (value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        var text = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
+        if (text is null || !Rfc3339().IsMatch(text)
+            || !DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.None, out var time))
+        {
+            errors.Add(path, "Must be an RFC 3339 time with an offset or Z, e.g. \"2026-12-24T18:00:00Z\".");
+            return null;
+        }
+
+        if (time > DateTimeOffset.UtcNow.AddSeconds(TaskLimits.MaxDelaySeconds))
+        {
+            errors.Add(path, $"Must be at most {TaskLimits.MaxDelaySeconds / 86_400} days ahead.");
+            return null;
+        }
+
+        return time.ToUniversalTime();
+    }
+
+    private static double? ReadDelay(JsonElement value, string path, Errors errors)
+    {
+        if (value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out var seconds) || !(seconds >= 0 && seconds <= TaskLimits.MaxDelaySeconds))
+        {
+            errors.Add(path, $"Must be a number of seconds from 0 to {TaskLimits.MaxDelaySeconds} ({TaskLimits.MaxDelaySeconds / 86_400} days).");
+            return null;
+        }
+
+        return seconds;
+    }
+
+    private static string? ReadTenant(JsonElement value, string path, Errors errors)
+    {
+        if (value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        var text = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
+        if (value.ValueKind == JsonValueKind.String && text is null)
+        {
+            errors.Add(path, LoneSurrogate);
+        }
+        else if (string.IsNullOrWhiteSpace(text) || text.Length > MaxTenantLength || text.Contains('\0', StringComparison.Ordinal))
+        {
+            errors.Add(path, $"Must be a non-empty string of at most {MaxTenantLength} characters (no NUL).");
+        }
+        else
+        {
+            return text;
+        }
+
+        return null;
     }
 
     private static readonly JsonElement EmptyObject = JsonDocument.Parse("{}").RootElement.Clone();

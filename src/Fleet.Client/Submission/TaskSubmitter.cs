@@ -16,7 +16,10 @@ namespace Fleet.Client;
 /// <item><c>published_at</c> is stamped (<see cref="OutboxPublisher"/>).</item>
 /// </list>
 /// A crash (or a broker outage) between 1 and 3 leaves rows with <c>published_at</c> null, which
-/// <see cref="OutboxRelay"/> republishes. The statements are in <see cref="SubmissionSql"/>. Thread-safe.
+/// <see cref="OutboxRelay"/> republishes. A delayed task (<see cref="TaskRequest.NotBefore"/> ahead of the submit,
+/// or <see cref="TaskRequest.DelaySeconds"/> above 0) skips steps 2 and 3: its row waits, unpublished, until the
+/// due relay (<see cref="OutboxRelay.PublishDueAsync"/>) publishes it at its time. The statements are in
+/// <see cref="SubmissionSql"/>. Thread-safe.
 /// </summary>
 public sealed class TaskSubmitter
 {
@@ -78,8 +81,12 @@ public sealed class TaskSubmitter
             return replay;
         }
 
-        // A schedule firing that already had its task (another replica fired it) is not sent under the new id.
-        var toPublish = existingFirings is null ? tasks : [.. tasks.Where(t => !existingFirings.Contains(t.Message.TaskId))];
+        // A delayed task stays in PostgreSQL, queued and unpublished, until the due relay publishes it at its time; a
+        // schedule firing that already had its task (another replica fired it) is not sent under the new id. Plain
+        // tasks pass through as they are, without a copy of the list.
+        var toPublish = existingFirings is null && !tasks.Exists(t => t.Message.NotBefore > now)
+            ? tasks
+            : [.. tasks.Where(t => !(t.Message.NotBefore > now) && existingFirings?.Contains(t.Message.TaskId) != true)];
         var publishError = await _publisher.PublishAndStampAsync(toPublish, cancellationToken).ConfigureAwait(false);
         if (publishError is not null)
         {
@@ -104,13 +111,18 @@ public sealed class TaskSubmitter
             throw new ArgumentException($"A task of type '{request.Type}' names both notBefore and delaySeconds; give one.", nameof(request));
         }
 
-        if (request.DelaySeconds is { } delay && !(delay >= 0 && double.IsFinite(delay)))
+        if (request.DelaySeconds is { } delay && !(delay >= 0 && delay <= TaskLimits.MaxDelaySeconds))
         {
-            throw new ArgumentException($"The delaySeconds of a task of type '{request.Type}' must be a finite number >= 0, not {delay}.", nameof(request));
+            throw new ArgumentException(
+                $"The delaySeconds of a task of type '{request.Type}' must be from 0 to {TaskLimits.MaxDelaySeconds} (366 days), not {delay}.", nameof(request));
         }
 
         // The delay counts from the submit time that is stored as submitted_at, so the two always differ by it.
         var notBefore = request.DelaySeconds is { } seconds ? now.AddSeconds(seconds) : request.NotBefore?.ToUniversalTime();
+        if (notBefore > now.AddSeconds(TaskLimits.MaxDelaySeconds))
+        {
+            throw new ArgumentException($"The notBefore of a task of type '{request.Type}' is more than 366 days ahead.", nameof(request));
+        }
         var message = new ProcessTask
         {
             TaskId = request.TaskId ?? Guid.CreateVersion7(now),

@@ -29,6 +29,7 @@ public sealed partial class ProcessTaskConsumer(
     TaskHandlerRegistry registry,
     HeldTasks held,
     CrashGuard crashGuard,
+    EarlyTasks early,
     IOptions<WorkerOptions> options,
     WorkerMetrics metrics,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
@@ -53,6 +54,15 @@ public sealed partial class ProcessTaskConsumer(
 
         // Held from delivery to acknowledgement, so the reconciler never takes this task for one whose message is gone.
         using var hold = held.Hold(taskId);
+
+        // A message that names a start time ahead of this worker's clock (a plain JSON body with notBefore) is not run
+        // early: it is handed to the due relay and acknowledged. Messages without one pay only this test.
+        if ((context.Message.NotBefore is not null || context.Message.DelaySeconds is not null)
+            && EarlyTasks.DueTime(context.Message, DateTimeOffset.UtcNow) is { } dueTime && dueTime > DateTimeOffset.UtcNow
+            && await early.DeferAsync(taskId, queue, context.Message, dueTime, context.CancellationToken).ConfigureAwait(false))
+        {
+            return;
+        }
 
         // A redelivered task that died with a worker before waits, unclaimed, until no other such task runs here.
         using var isolation = context.ReceiveContext.Redelivered
@@ -81,7 +91,7 @@ public sealed partial class ProcessTaskConsumer(
     /// <summary>Publishes the task again at the back of its queue; the delivery is then acknowledged.</summary>
     private async Task SendToBackAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue)
     {
-        await publisher.PublishAsync([new OutgoingTask(queue, context.Message with { TaskId = taskId })], context.CancellationToken).ConfigureAwait(false);
+        await publisher.PublishAsync([new OutgoingTask(queue, Resent(context.Message, taskId))], context.CancellationToken).ConfigureAwait(false);
         LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
     }
 
@@ -122,7 +132,7 @@ public sealed partial class ProcessTaskConsumer(
             claim = await ledger.ClaimAsync(new TaskClaim(
                 taskId, message.Type ?? "", queue, payloadJson, message.Priority, message.BatchId, message.SubmittedAt,
                 maxAttempts, message.TimeoutSeconds, startedAt,
-                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0), context.CancellationToken).ConfigureAwait(false);
+                Redelivered: context.ReceiveContext.Redelivered || context.GetRetryAttempt() > 0, Tenant: message.Tenant), context.CancellationToken).ConfigureAwait(false);
             claimSpan?.SetTag("fleet.task.claimed", claim.Claimed);
         }
 
@@ -228,7 +238,7 @@ public sealed partial class ProcessTaskConsumer(
             // and the task (queued again) simply runs from it. A retry the broker did not take in time (the scheduler
             // logged and counted why) is acknowledged too, never faulted to _error: the task stays queued, and the
             // reconciler republishes queued tasks whose message is gone.
-            if (await retries.ScheduleAsync(queue, message with { TaskId = taskId }, delay, context.CancellationToken).ConfigureAwait(false))
+            if (await retries.ScheduleAsync(queue, Resent(message, taskId), delay, context.CancellationToken).ConfigureAwait(false))
             {
                 metrics.AddRetried(typeLabel, lane);
                 LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
@@ -259,6 +269,14 @@ public sealed partial class ProcessTaskConsumer(
     }
 
     private static string? ForLog(string? text) => StorableForm.Text(text, MaxLoggedText);
+
+    /// <summary>
+    /// The message this worker sends again for a task it took (a retry, a return to the back of the queue): with its
+    /// id, and without its start time, which has come. A <c>delaySeconds</c> without <c>submittedAt</c> would
+    /// otherwise count again from the next delivery and delay the copy once more.
+    /// </summary>
+    private static ProcessTask Resent(ProcessTask message, Guid taskId) =>
+        message with { TaskId = taskId, NotBefore = null, DelaySeconds = null };
 
     /// <summary>Records the hand-back; a failure to record it only means the next claim charges the execution.</summary>
     private async Task HandBackAsync(Guid taskId, int attempt)

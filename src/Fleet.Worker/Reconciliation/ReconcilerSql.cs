@@ -48,12 +48,14 @@ internal static class ReconcilerSql
 
     // A retry may wait in its delay queue up to twice its backoff (RetryScheduler's rungs), hence the slack on
     // not_before. The index ix_tasks_status_submitted serves the status test; the lanes with a backlog are left out
-    // before any row is read, so a long backlog is never scanned here.
+    // before any row is read, so a long backlog is never scanned here. A delayed task (published_at null, not_before
+    // set) waits unpublished on purpose: it counts from its not_before, so only one the due relay left unpublished
+    // long after its time is taken (a backup for the relay, never a task still waiting).
     public const string FindQueued = """
         SELECT t.id
         FROM fleet.tasks t
         WHERE t.status = 'queued'
-          AND ((t.published_at IS NULL AND t.submitted_at < now() - make_interval(secs => @after))
+          AND ((t.published_at IS NULL AND coalesce(t.not_before, t.submitted_at) < now() - make_interval(secs => @after))
                OR (t.queue = ANY(@idle_queues)
                    AND greatest(t.published_at, t.not_before + (t.not_before - coalesce(t.started_at, t.not_before)))
                        < now() - make_interval(secs => @after)))
