@@ -121,6 +121,33 @@ public sealed class ScheduleFiringTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
+    public async Task ATaskWithDelaySeconds_WaitsThatLongAfterEachFireTime()
+    {
+        await using var api = await ApiHost.StartAsync(Fleet);
+        using var http = api.CreateClient();
+        using (var created = await http.PostAsJsonAsync("schedules", new { name = "delayed", cron = "*/1 * * * * *", task = new { type = "noop", delaySeconds = 2 } }))
+        {
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        }
+
+        // delaySeconds counts from each firing, not from when the schedule was created.
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+            "SELECT count(*) FROM fleet.tasks WHERE schedule_name = 'delayed' AND status = 'succeeded'") >= 2, TimeSpan.FromSeconds(30)), "no delayed firing ran");
+        await PauseAsync(http, "delayed");
+        var ran = await ListAsync(
+            "SELECT scheduled_for, not_before, started_at FROM fleet.tasks WHERE schedule_name = 'delayed' AND status = 'succeeded' ORDER BY scheduled_for",
+            r => (For: r.GetFieldValue<DateTimeOffset>(0), NotBefore: r.GetFieldValue<DateTimeOffset>(1), Started: r.GetFieldValue<DateTimeOffset>(2)));
+        Report(string.Join("; ", ran.Select(t => string.Create(CultureInfo.InvariantCulture,
+            $"delayed: fire {t.For:HH:mm:ss}, not before +{(t.NotBefore - t.For).TotalMilliseconds:0} ms, started +{(t.Started - t.For).TotalMilliseconds:0} ms"))));
+        Assert.All(ran, t =>
+        {
+            Assert.InRange((t.NotBefore - t.For).TotalSeconds, 2, 7);
+            Assert.True(t.Started >= t.NotBefore, $"started {t.Started:O} before its time {t.NotBefore:O}");
+        });
+        await WaitForFinalAsync(await ListAsync("SELECT id FROM fleet.tasks WHERE schedule_name = 'delayed'", r => r.GetGuid(0)));
+    }
+
+    [Fact]
     public async Task OnAFakeClock_AMonthDown_FiresOnce_AndARepeatedFiringInsertsNothing()
     {
         // The schedules' clock only: the host's other timers run on real time.
