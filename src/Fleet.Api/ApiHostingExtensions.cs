@@ -4,6 +4,7 @@ using Fleet.Api.Autoscaling;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
+using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
 using Fleet.Client;
@@ -96,6 +97,7 @@ public static class ApiHostingExtensions
         services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
         services.AddHostedService<DueRelayService>();
+        services.AddFleetSchedules();
 
         services.AddMassTransit(x =>
         {
@@ -155,6 +157,7 @@ public static class ApiHostingExtensions
 
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapSubmissions();
         app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
@@ -164,6 +167,7 @@ public static class ApiHostingExtensions
         }
 
         reads.MapReads();
+        reads.MapScheduleReads();
 
         // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
         // read key as a bearer token).

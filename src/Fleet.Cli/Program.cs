@@ -3,7 +3,7 @@ using Fleet.Cli;
 
 // The `fleet` command. Settings come from the environment (ConnectionStrings__fleetdb, ConnectionStrings__rabbitmq),
 // as written to .fleet/env by `make up`.
-var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention), move the lanes to another queue type.")
+var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention), move the lanes to another queue type, manage recurring schedules.")
 {
     SubmitCommand.Create(),
     StatusCommand.Create(),
@@ -12,5 +12,6 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     RetentionCommand.Create(),
     QueuesCommand.Create(),
     DemoCommand.Create(),
+    ScheduleCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

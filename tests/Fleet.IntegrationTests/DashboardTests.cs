@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net.Http.Json;
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
 using Microsoft.Playwright;
@@ -131,6 +132,59 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
 
         await SaveScreenshotAsync(page, "dashboard-process-lane.png");
         Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    [Fact]
+    public async Task Dashboard_ListsSchedules_WithTheirStateNextAndLastRun_FromTheDatabase()
+    {
+        await using var api = await ApiHost.StartAsync(Fleet);
+        using var http = api.CreateClient();
+        foreach (var (name, cron, zone) in new[] { ("every-2s", "*/2 * * * * *", "UTC"), ("nightly", "30 2 * * *", "Europe/Berlin") })
+        {
+            using var created = await http.PostAsJsonAsync("schedules", new { name, cron, timeZone = zone, task = new { type = "noop" } });
+            Assert.Equal(System.Net.HttpStatusCode.Created, created.StatusCode);
+        }
+
+        using (var paused = await http.PostAsync("schedules/nightly/pause", null))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, paused.StatusCode);
+        }
+
+        Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE schedule_name = 'every-2s'") >= 1),
+            "every-2s never fired");
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
+
+        var active = page.Locator("#schedules tbody tr[data-schedule=\"every-2s\"]");
+        await Expect(active).ToContainTextAsync("*/2 * * * * *", new() { Timeout = Ms(PageWait) });
+        await Expect(active.Locator("td[data-label=\"Time zone\"]")).ToHaveTextAsync("UTC");
+        await Expect(active.Locator("td[data-label=\"Task\"]")).ToHaveTextAsync("noop");
+        await Expect(active.Locator(".badge")).ToHaveTextAsync("active");
+        await Expect(active.Locator("td.last")).ToHaveAttributeAsync("data-time", new System.Text.RegularExpressions.Regex(".+"), new() { Timeout = Ms(PageWait) });
+
+        // The times shown are the row's: the last run is a fire time of one of its tasks, the next one comes after it.
+        var last = DateTimeOffset.Parse((await active.Locator("td.last").GetAttributeAsync("data-time"))!, CultureInfo.InvariantCulture);
+        var next = DateTimeOffset.Parse((await active.Locator("td.next").GetAttributeAsync("data-time"))!, CultureInfo.InvariantCulture);
+        var fired = await ListAsync("SELECT scheduled_for FROM fleet.tasks WHERE schedule_name = 'every-2s'", r => r.GetFieldValue<DateTimeOffset>(0));
+        Assert.Contains(last, fired);
+        Assert.True(next > last && (next - last).TotalSeconds % 2 == 0, $"next {next:O} after last {last:O}");
+
+        var pausedRow = page.Locator("#schedules tbody tr[data-schedule=\"nightly\"]");
+        await Expect(pausedRow.Locator(".badge")).ToHaveTextAsync("paused");
+        await Expect(pausedRow.Locator("td[data-label=\"Time zone\"]")).ToHaveTextAsync("Europe/Berlin");
+        await Expect(pausedRow.Locator("td.next")).ToHaveTextAsync("–");
+        await Expect(pausedRow.Locator("td.last")).ToHaveTextAsync("–");
+        await Expect(page.Locator("#schedules-summary")).ToHaveTextAsync("1 active of 2");
+
+        using (var stopped = await http.PostAsync("schedules/every-2s/pause", null))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.OK, stopped.StatusCode);
+        }
+
+        await SaveScreenshotAsync(page, "dashboard-schedules.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+        await WaitForFinalAsync(await ListAsync("SELECT id FROM fleet.tasks WHERE schedule_name = 'every-2s'", r => r.GetGuid(0)));
     }
 
     [Fact]

@@ -154,6 +154,13 @@ public sealed class LeastPrivilegeTests(FleetFixture fleet, ITestOutputHelper ou
         }
 
         await RefusedAsync(worker, "SELECT count(*) FROM fleet.idempotency_keys");
+
+        // Schedules are the API's (create, fire, pause, remove) and the analysts' to read; workers never see them.
+        await AllowedAsync(api, "INSERT INTO fleet.schedules (name, cron, task, paused, created_at, updated_at) VALUES ('grant-check', '* * * * *', '{}', true, now(), now())");
+        await AllowedAsync(api, "UPDATE fleet.schedules SET next_fire_at = NULL WHERE name = 'grant-check'");
+        await AllowedAsync(api, "DELETE FROM fleet.schedules WHERE name = 'grant-check'");
+        await AllowedAsync(analyst, "SELECT count(*) FROM fleet.schedules");
+        await RefusedAsync(worker, "SELECT count(*) FROM fleet.schedules");
         await RefusedAsync(worker, "INSERT INTO fleet.idempotency_keys (key, request_hash, task_ids, created_at) VALUES ('k', 'h', '{}', now())");
         await RefusedAsync(api, $"UPDATE fleet.tasks SET result = '{{}}' WHERE id = '{id}'");
         await RefusedAsync(api, $"UPDATE fleet.tasks SET worker_id = 'api' WHERE id = '{id}'");

@@ -165,14 +165,6 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
         await command.ExecuteNonQueryAsync();
     }
 
-    /// <summary>Runs the built <c>fleet</c> command (fleet.dll beside this test assembly) against the test database.</summary>
-    private Task<ProcessTools.CommandResult> FleetCliAsync(params string[] arguments) =>
-        ProcessTools.RunAsync(
-            "dotnet",
-            [Path.Combine(AppContext.BaseDirectory, "fleet.dll"), .. arguments],
-            TimeSpan.FromMinutes(2),
-            new Dictionary<string, string> { ["ConnectionStrings__fleetdb"] = Fleet.PostgresConnectionString });
-
     /// <summary>
     /// A worker's writes while retention runs, and a sampler of how long any of their statements has been waiting
     /// for a lock (pg_stat_activity, wait_event_type 'Lock'): lock waits, not throughput, are what is measured.

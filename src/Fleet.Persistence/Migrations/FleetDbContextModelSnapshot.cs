@@ -302,6 +302,64 @@ namespace Fleet.Persistence.Migrations
                     b.ToTable("idempotency_keys", "fleet");
                 });
 
+            modelBuilder.Entity("Fleet.Persistence.Entities.Schedule", b =>
+                {
+                    b.Property<string>("Name")
+                        .HasMaxLength(100)
+                        .HasColumnType("character varying(100)")
+                        .HasColumnName("name");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at");
+
+                    b.Property<string>("Cron")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("cron");
+
+                    b.Property<DateTimeOffset?>("LastFiredAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("last_fired_at");
+
+                    b.Property<Guid?>("LastTaskId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("last_task_id");
+
+                    b.Property<DateTimeOffset?>("NextFireAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("next_fire_at");
+
+                    b.Property<bool>("Paused")
+                        .HasColumnType("boolean")
+                        .HasColumnName("paused");
+
+                    b.Property<string>("Task")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("task");
+
+                    b.Property<string>("TimeZone")
+                        .IsRequired()
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("text")
+                        .HasDefaultValue("UTC")
+                        .HasColumnName("time_zone");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at");
+
+                    b.HasKey("Name")
+                        .HasName("pk_schedules");
+
+                    b.HasIndex("NextFireAt")
+                        .HasDatabaseName("ix_schedules_due")
+                        .HasFilter("NOT paused");
+
+                    b.ToTable("schedules", "fleet");
+                });
+
             modelBuilder.Entity("Fleet.Persistence.Entities.TaskAttempt", b =>
                 {
                     b.Property<Guid>("TaskId")

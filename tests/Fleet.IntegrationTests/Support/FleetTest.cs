@@ -61,6 +61,14 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
     protected static Task<bool> EventuallyAsync(Func<Task<bool>> condition, TimeSpan? timeout = null) =>
         Sql.EventuallyAsync(condition, timeout ?? DefaultWait, TimeSpan.FromMilliseconds(50));
 
+    /// <summary>Runs the built <c>fleet</c> command (fleet.dll beside this test assembly) against the test database.</summary>
+    private protected Task<ProcessTools.CommandResult> FleetCliAsync(params string[] arguments) =>
+        ProcessTools.RunAsync(
+            "dotnet",
+            [Path.Combine(AppContext.BaseDirectory, "fleet.dll"), .. arguments],
+            TimeSpan.FromMinutes(2),
+            new Dictionary<string, string> { ["ConnectionStrings__fleetdb"] = Fleet.PostgresConnectionString });
+
     /// <summary>Publishes a raw body as any AMQP client would (persistent, JSON content type, publisher confirms).</summary>
     protected async Task PublishRawAsync(string exchange, string routingKey, byte[] body, string? messageId = null)
     {

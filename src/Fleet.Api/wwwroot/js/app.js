@@ -1,4 +1,4 @@
-// Fleet dashboard: polls the API every 2 s (three GETs per refresh, none while the tab is hidden) and renders
+// Fleet dashboard: polls the API every 2 s (four GETs per refresh, none while the tab is hidden) and renders
 // with DOM nodes only. Paths are relative, so the page also works when the API sits behind a path prefix.
 import { h, fmtInt, fmtRate, fmtDuration, fmtClock, fmtDateTime } from './dom.js';
 import { createChart } from './chart.js';
@@ -206,6 +206,25 @@ function renderFailures(page) {
   fillTable($('failures'), rows, emptyRow(5, 'No failed task.'));
 }
 
+function renderSchedules(schedules) {
+  const rows = schedules.map(s => h('tr', { 'data-schedule': s.name, class: s.paused ? 'dim' : null },
+    h('th', { scope: 'row' }, h('code', null, s.name)),
+    h('td', null, h('code', null, s.cron)),
+    h('td', null, s.timeZone),
+    h('td', null, h('code', null, s.task?.type ?? '–')),
+    h('td', null, s.paused ? badge('paused', 'muted') : badge('active', 'ok')),
+    // The exact times ride along as attributes: the text is local time to the second.
+    h('td', { class: 'nowrap next', 'data-time': s.nextFireAt }, s.nextFireAt ? fmtDateTime(s.nextFireAt) : '–'),
+    h('td', { class: 'nowrap last', 'data-time': s.lastFiredAt }, s.lastFiredAt ? fmtDateTime(s.lastFiredAt) : '–'),
+    h('td', null, s.lastTaskId
+      ? h('button', { type: 'button', class: 'link', 'aria-label': `Look up task ${s.lastTaskId}`, title: s.lastTaskId,
+        onclick: () => showFromList(s.lastTaskId) }, shortId(s.lastTaskId))
+      : '–')));
+  fillTable($('schedules'), rows, emptyRow(8, 'No schedule.'));
+  const active = schedules.filter(s => !s.paused).length;
+  $('schedules-summary').textContent = `${active} active of ${schedules.length}`;
+}
+
 function showFromList(id) {
   lookup(id);
   $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
@@ -325,10 +344,10 @@ $('key-form').addEventListener('submit', e => {
 // ---- the refresh loop -------------------------------------------------------------------------------------------
 
 async function refresh() {
-  const [stats, workers, failures] = await Promise.allSettled([
-    getJson('stats'), getJson('workers'), getJson(`tasks?status=failed&limit=${FAILURES}`),
+  const [stats, workers, failures, schedules] = await Promise.allSettled([
+    getJson('stats'), getJson('workers'), getJson(`tasks?status=failed&limit=${FAILURES}`), getJson('schedules'),
   ]);
-  const results = [stats, workers, failures];
+  const results = [stats, workers, failures, schedules];
   const okWorkers = workers.status === 'fulfilled' && Array.isArray(workers.value) ? workers.value : null;
 
   if (stats.status === 'fulfilled') {
@@ -337,6 +356,7 @@ async function refresh() {
   }
   if (okWorkers) renderWorkers(okWorkers);
   if (failures.status === 'fulfilled') renderFailures(failures.value);
+  if (schedules.status === 'fulfilled' && Array.isArray(schedules.value)) renderSchedules(schedules.value);
 
   const failed = results.filter(r => r.status === 'rejected');
   $('key-form').hidden = !failed.some(r => r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
