@@ -145,6 +145,10 @@ public sealed class CronScheduleTests
     [InlineData("has space", false)]
     [InlineData("slash/name", false)]
     [InlineData("ünïcode", false)]
+    [InlineData(".", false)]
+    [InlineData("..", false)]
+    [InlineData("...", true)]
+    [InlineData(".hidden", true)]
     public void Names_AreLettersDigitsDashUnderscoreDot(string? name, bool valid)
     {
         Assert.Equal(valid, ScheduleNames.IsValid(name));

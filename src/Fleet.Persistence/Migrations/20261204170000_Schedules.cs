@@ -6,7 +6,7 @@ using Microsoft.EntityFrameworkCore.Migrations;
 namespace Fleet.Persistence.Migrations
 {
     /// <summary>
-    /// Schema version 8: <c>fleet.schedules</c>, the recurring schedules (docs/scheduling-recurring.md), with the
+    /// Schema version 8: <c>fleet.schedules</c>, the recurring schedules (docs/scheduling.md), with the
     /// partial index of the firing loop's "what is due", and its grants: <c>fleet_api</c> creates, pauses, fires and
     /// removes schedules; <c>fleet_readonly</c> reads them; <c>fleet_worker</c> gets nothing.
     /// </summary>

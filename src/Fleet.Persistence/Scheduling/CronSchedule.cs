@@ -5,7 +5,7 @@ namespace Fleet.Persistence.Scheduling;
 /// <summary>
 /// A schedule's cron expression in its time zone (Cronos): when it fires next, and which fire time a late round
 /// takes. 5 fields (minute first) or 6 (second first), chosen by the field count; daylight-saving gaps and overlaps
-/// are handled as Cronos defines them (docs/scheduling-recurring.md, "Time zones and DST").
+/// are handled as Cronos defines them (docs/scheduling.md, "Time zones and DST").
 /// </summary>
 public sealed class CronSchedule
 {

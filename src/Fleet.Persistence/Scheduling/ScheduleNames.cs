@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
 using System.Text.RegularExpressions;
 
 namespace Fleet.Persistence.Scheduling;
@@ -9,9 +7,10 @@ public static partial class ScheduleNames
 {
     public const int MaxLength = 100;
 
-    public const string Rule = "1 to 100 letters, digits, '-', '_' or '.'";
+    public const string Rule = "1 to 100 letters, digits, '-', '_' or '.', and not '.' or '..'";
 
-    /// <summary>Names fit in a URL path segment and a shell argument as they are.</summary>
+    /// <summary>Names fit in a URL path segment and a shell argument as they are ('.' and '..' would not: a client
+    /// resolves them away in a path).</summary>
     public static bool IsValid(string? name) => name is not null && NamePattern().IsMatch(name);
 
     /// <summary>
@@ -22,13 +21,9 @@ public static partial class ScheduleNames
     public static Guid TaskId(string name, DateTimeOffset fireTime)
     {
         ArgumentNullException.ThrowIfNull(name);
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes($"fleet:schedule:{name}:{fireTime.UtcTicks}"), hash);
-        hash[6] = (byte)((hash[6] & 0x0F) | 0x80);
-        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
-        return new Guid(hash[..16], bigEndian: true);
+        return NameBasedId.From($"fleet:schedule:{name}:{fireTime.UtcTicks}");
     }
 
-    [GeneratedRegex("^[A-Za-z0-9._-]{1,100}$", RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"^(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$", RegexOptions.CultureInvariant)]
     private static partial Regex NamePattern();
 }

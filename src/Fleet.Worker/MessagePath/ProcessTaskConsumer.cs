@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Security.Cryptography;
-using System.Text;
 using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.Persistence;
@@ -323,17 +321,7 @@ public sealed partial class ProcessTaskConsumer(
             throw new InvalidTaskMessageException("The message has no 'taskId' and no AMQP message_id; it cannot be tracked.");
         }
 
-        return Guid.TryParse(messageId, out var id) ? id : NameBasedId(messageId);
-    }
-
-    /// <summary>A UUID (version 8, RFC 9562) derived from SHA-256 of the message id.</summary>
-    private static Guid NameBasedId(string name)
-    {
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(Encoding.UTF8.GetBytes("fleet:message_id:" + name), hash);
-        hash[6] = (byte)((hash[6] & 0x0F) | 0x80);
-        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
-        return new Guid(hash[..16], bigEndian: true);
+        return Guid.TryParse(messageId, out var id) ? id : NameBasedId.From("fleet:message_id:" + messageId);
     }
 
     private static string QueueName(ConsumeContext context)
