@@ -16,8 +16,6 @@ namespace Fleet.Worker.MessagePath;
 /// </summary>
 public sealed partial class EarlyTasks(NpgsqlDataSource dataSource, ILogger<EarlyTasks> logger)
 {
-    private const int DefaultMaxAttempts = 3;
-
     // One statement for both cases: a task with no row yet is inserted as a delayed task; a queued row (a copy of a
     // message that was handed over before) waits again for its time. A row that is running or final is left alone:
     // the claim decides about such a copy, as for any duplicate.
@@ -68,7 +66,7 @@ public sealed partial class EarlyTasks(NpgsqlDataSource dataSource, ILogger<Earl
         {
             Value = message.Payload.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "null" : message.Payload.GetRawText(),
         });
-        command.Parameters.AddWithValue("max_attempts", Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100));
+        command.Parameters.AddWithValue("max_attempts", ProcessTaskConsumer.MaxAttemptsOf(message));
         command.Parameters.Add(new NpgsqlParameter("timeout_seconds", NpgsqlDbType.Integer) { Value = (object?)message.TimeoutSeconds ?? DBNull.Value });
         command.Parameters.AddWithValue("priority", message.Priority);
         command.Parameters.Add(new NpgsqlParameter("batch_id", NpgsqlDbType.Uuid) { Value = (object?)message.BatchId ?? DBNull.Value });

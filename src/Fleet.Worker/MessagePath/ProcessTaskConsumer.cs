@@ -34,6 +34,9 @@ public sealed partial class ProcessTaskConsumer(
 {
     private const int DefaultMaxAttempts = 3;
 
+    /// <summary>The executions a message allows: its <c>maxAttempts</c> within 1 to 100, else the default 3.</summary>
+    internal static int MaxAttemptsOf(ProcessTask message) => Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
+
     /// <summary>The type label of a task whose type this worker has no handler for.</summary>
     public const string UnknownTypeLabel = "(unknown)";
 
@@ -105,7 +108,7 @@ public sealed partial class ProcessTaskConsumer(
     private async Task RunAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue, Action leaveLane, long startBy)
     {
         var message = context.Message;
-        var maxAttempts = Math.Clamp(message.MaxAttempts ?? DefaultMaxAttempts, 1, 100);
+        var maxAttempts = MaxAttemptsOf(message);
         var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
         var startedAt = DateTimeOffset.UtcNow;
 
