@@ -10,6 +10,12 @@ public readonly record struct OutgoingTask(string Queue, ProcessTask Message)
 
     /// <summary>The fire time of <see cref="ScheduleName"/> (stored in <c>tasks.scheduled_for</c>, not sent).</summary>
     public DateTimeOffset? ScheduledFor { get; init; }
+
+    /// <summary>
+    /// Whether the dispatcher publishes the task (stored in <c>tasks.dispatched</c>, not sent): then the submission
+    /// stores it and publishes nothing, and <see cref="Queue"/> stays its lane.
+    /// </summary>
+    public bool Dispatched { get; init; }
 }
 
 /// <summary>

@@ -17,4 +17,13 @@ public static class TaskLimits
     /// <c>delaySeconds</c> of a plain JSON message to it.
     /// </summary>
     public const int MaxDelaySeconds = 366 * 24 * 60 * 60;
+
+    /// <summary>The lowest <see cref="ProcessTask.Priority"/>: the default, and a task published at once.</summary>
+    public const int MinPriority = 0;
+
+    /// <summary>
+    /// The highest <see cref="ProcessTask.Priority"/>. A task above 0 goes through the dispatcher, which publishes the
+    /// highest first (a waiting task gains one level per <c>Dispatch:AgingSeconds</c>, so none waits for ever).
+    /// </summary>
+    public const int MaxPriority = 9;
 }

@@ -24,6 +24,8 @@ public sealed class FleetDbContext(DbContextOptions<FleetDbContext> options) : D
 
     public DbSet<Schedule> Schedules => Set<Schedule>();
 
+    public DbSet<TaskLimit> Limits => Set<TaskLimit>();
+
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
         modelBuilder.HasDefaultSchema(Schema);

@@ -20,13 +20,13 @@ internal static class SubmissionSql
     // its task (ux_tasks_schedule_fire, several API replicas firing the same tick) both insert nothing.
     public const string InsertTasks = """
         INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
-                                 not_before, tenant, schedule_name, scheduled_for)
+                                 not_before, tenant, schedule_name, scheduled_for, dispatched)
         SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at,
-               i.not_before, i.tenant, i.schedule_name, i.scheduled_for
+               i.not_before, i.tenant, i.schedule_name, i.scheduled_for, i.dispatched
         FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at,
-                    @not_before, @tenant, @schedule_name, @scheduled_for)
+                    @not_before, @tenant, @schedule_name, @scheduled_for, @dispatched)
             AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
-                 not_before, tenant, schedule_name, scheduled_for)
+                 not_before, tenant, schedule_name, scheduled_for, dispatched)
         ON CONFLICT DO NOTHING
         """;
 
@@ -63,24 +63,25 @@ internal static class SubmissionSql
     public const string UnlockRelay = "SELECT pg_advisory_unlock(@key)";
 
     // Served by the partial index ix_tasks_unpublished (submitted_at WHERE published_at IS NULL AND not_before IS
-    // NULL), which holds only submissions still waiting for their confirm; the "not_before IS NULL" test is what lets
-    // the planner use it, and leaves delayed tasks to SelectDue. A cancelled task gets published_at when it is
+    // NULL AND NOT dispatched), which holds only submissions still waiting for their confirm; the "not_before IS NULL"
+    // and "NOT dispatched" tests are what let the planner use it, and leave delayed tasks to SelectDue and dispatched
+    // ones to the dispatcher. A cancelled task gets published_at when it is
     // cancelled, so it leaves the index; the status test is there for tasks that a worker took through another copy
     // meanwhile.
     public const string SelectUnpublished = $"""
         SELECT {TaskRows.Columns}
         FROM fleet.tasks t
-        WHERE published_at IS NULL AND not_before IS NULL AND submitted_at < now() - make_interval(secs => @age_seconds)
+        WHERE published_at IS NULL AND not_before IS NULL AND NOT dispatched AND submitted_at < now() - make_interval(secs => @age_seconds)
           AND status = 'queued'
         ORDER BY submitted_at
         LIMIT @limit
         """;
 
     // The due relay's probe, polled often: the first entry of ix_tasks_due (not_before WHERE published_at IS NULL AND
-    // not_before IS NOT NULL), or none. PostgreSQL's clock decides, the same one for every process that polls.
+    // not_before IS NOT NULL AND NOT dispatched), or none. A dispatched task whose time has come is the dispatcher's. PostgreSQL's clock decides, the same one for every process that polls.
     public const string AnyDue = """
         SELECT 1 FROM fleet.tasks
-        WHERE published_at IS NULL AND not_before IS NOT NULL AND not_before <= now() AND status = 'queued'
+        WHERE published_at IS NULL AND not_before IS NOT NULL AND NOT dispatched AND not_before <= now() AND status = 'queued'
         LIMIT 1
         """;
 
@@ -89,7 +90,7 @@ internal static class SubmissionSql
     public const string SelectDue = $"""
         SELECT {TaskRows.Columns}
         FROM fleet.tasks t
-        WHERE published_at IS NULL AND not_before IS NOT NULL AND not_before <= now() AND status = 'queued'
+        WHERE published_at IS NULL AND not_before IS NOT NULL AND NOT dispatched AND not_before <= now() AND status = 'queued'
         ORDER BY not_before
         LIMIT @limit
         """;

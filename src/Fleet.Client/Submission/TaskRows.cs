@@ -11,7 +11,10 @@ namespace Fleet.Client;
 public static class TaskRows
 {
     /// <summary>The columns <see cref="ReadOutgoing"/> reads, as a select list for <c>fleet.tasks</c> aliased <c>t</c>.</summary>
-    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at";
+    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at, t.tenant";
+
+    /// <summary>How many columns <see cref="Columns"/> selects: the ordinal of the first column a statement adds after them.</summary>
+    public const int ColumnCount = 10;
 
     /// <summary>The task message of the reader's current row, and the queue it goes to.</summary>
     public static OutgoingTask ReadOutgoing(NpgsqlDataReader reader)
@@ -28,6 +31,7 @@ public static class TaskRows
             MaxAttempts = reader.GetInt32(6),
             BatchId = reader.IsDBNull(7) ? null : reader.GetGuid(7),
             SubmittedAt = reader.GetFieldValue<DateTimeOffset>(8),
+            Tenant = reader.IsDBNull(9) ? null : reader.GetString(9),
         });
     }
 }

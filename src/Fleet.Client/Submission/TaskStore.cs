@@ -105,6 +105,7 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
         command.Parameters.Add(SubmissionSql.Array("tenant", NpgsqlDbType.Text, chunk.Select(m => m.Message.Tenant)));
         command.Parameters.Add(SubmissionSql.Array("schedule_name", NpgsqlDbType.Text, chunk.Select(m => m.ScheduleName)));
         command.Parameters.Add(SubmissionSql.Array("scheduled_for", NpgsqlDbType.TimestampTz, chunk.Select(m => m.ScheduledFor)));
+        command.Parameters.Add(SubmissionSql.Array("dispatched", NpgsqlDbType.Boolean, chunk.Select(m => m.Dispatched)));
         if (firings is null)
         {
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);

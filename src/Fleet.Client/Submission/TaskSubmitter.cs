@@ -26,6 +26,7 @@ public sealed class TaskSubmitter
     private readonly TaskSubmitterOptions _options;
     private readonly TaskStore _store;
     private readonly OutboxPublisher _publisher;
+    private readonly LimitCatalog _limits;
 
     public TaskSubmitter(NpgsqlDataSource dataSource, ITaskPublisher publisher, TaskSubmitterOptions options, ILogger<TaskSubmitter>? logger = null)
     {
@@ -36,6 +37,7 @@ public sealed class TaskSubmitter
         _options = options;
         _store = new TaskStore(dataSource, options.ChunkSize);
         _publisher = new OutboxPublisher(dataSource, publisher, options, logger ?? (ILogger)NullLogger<TaskSubmitter>.Instance);
+        _limits = new LimitCatalog(dataSource, LimitCatalog.DefaultRefresh, logger: logger);
     }
 
     public TaskSubmitterOptions Options => _options;
@@ -60,7 +62,8 @@ public sealed class TaskSubmitter
         }
 
         var now = DateTimeOffset.UtcNow;
-        var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId)).ToList();
+        var limits = await _limits.GetAsync(cancellationToken).ConfigureAwait(false);
+        var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId, limits)).ToList();
         using var activity = ClientTelemetry.Source.StartActivity("fleet.submit");
         activity?.SetTag("fleet.task.count", tasks.Count);
         if (tasks.Count == 1)
@@ -82,11 +85,11 @@ public sealed class TaskSubmitter
         }
 
         // A delayed task stays in PostgreSQL, queued and unpublished, until the due relay publishes it at its time; a
-        // schedule firing that already had its task (another replica fired it) is not sent under the new id. Plain
-        // tasks pass through as they are, without a copy of the list.
-        var toPublish = existingFirings is null && !tasks.Exists(t => t.Message.NotBefore > now)
+        // dispatched one until the dispatcher publishes it; a schedule firing that already had its task (another
+        // replica fired it) is not sent under the new id. Plain tasks pass through as they are, without a copy of the list.
+        var toPublish = existingFirings is null && !tasks.Exists(t => t.Dispatched || t.Message.NotBefore > now)
             ? tasks
-            : [.. tasks.Where(t => !(t.Message.NotBefore > now) && existingFirings?.Contains(t.Message.TaskId) != true)];
+            : [.. tasks.Where(t => !t.Dispatched && !(t.Message.NotBefore > now) && existingFirings?.Contains(t.Message.TaskId) != true)];
         var publishError = await _publisher.PublishAndStampAsync(toPublish, cancellationToken).ConfigureAwait(false);
         if (publishError is not null)
         {
@@ -97,7 +100,18 @@ public sealed class TaskSubmitter
         return new SubmitResult([.. tasks.Select(t => t.Message.TaskId)], options.BatchId, Replayed: false, publishError);
     }
 
-    private OutgoingTask ToOutgoing(TaskRequest request, DateTimeOffset now, Guid? batchId)
+    /// <summary>
+    /// Whether the dispatcher publishes <paramref name="message"/>, rather than the submission at once: when it names a
+    /// tenant (fair shares), a priority above 0 (it must pass the lane's backlog), or a type under a limit.
+    /// </summary>
+    public static bool IsDispatched(ProcessTask message, LimitSnapshot limits)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(limits);
+        return message.Tenant is not null || message.Priority > 0 || limits.IsLimitedType(message.Type);
+    }
+
+    private OutgoingTask ToOutgoing(TaskRequest request, DateTimeOffset now, Guid? batchId, LimitSnapshot limits)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentException.ThrowIfNullOrWhiteSpace(request.Type, nameof(request));
@@ -123,6 +137,13 @@ public sealed class TaskSubmitter
         {
             throw new ArgumentException($"The notBefore of a task of type '{request.Type}' is more than 366 days ahead.", nameof(request));
         }
+
+        if (request.Priority is < TaskLimits.MinPriority or > TaskLimits.MaxPriority)
+        {
+            throw new ArgumentException(
+                $"The priority of a task of type '{request.Type}' must be from {TaskLimits.MinPriority} to {TaskLimits.MaxPriority}, not {request.Priority}.", nameof(request));
+        }
+
         var message = new ProcessTask
         {
             TaskId = request.TaskId ?? Guid.CreateVersion7(now),
@@ -140,6 +161,7 @@ public sealed class TaskSubmitter
         {
             ScheduleName = request.ScheduleName,
             ScheduledFor = request.ScheduledFor?.ToUniversalTime(),
+            Dispatched = IsDispatched(message, limits),
         };
     }
 }

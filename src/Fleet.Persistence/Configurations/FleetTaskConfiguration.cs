@@ -36,8 +36,20 @@ internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTas
         // Delayed tasks are unpublished on purpose until their time: they are left out here (schema version 7) and
         // kept in ix_tasks_due instead, in the order the due relay reads them. A plain task (not_before null) gets
         // the one entry it always had, until its stamp.
-        builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL AND not_before IS NULL");
-        builder.HasIndex(t => t.NotBefore).HasDatabaseName("ix_tasks_due").HasFilter("published_at IS NULL AND not_before IS NOT NULL");
+        // Dispatched tasks (schema version 9) wait unpublished on purpose too, delayed or not: both indexes leave them
+        // to the dispatcher's own below.
+        builder.HasIndex(t => t.SubmittedAt).HasDatabaseName("ix_tasks_unpublished").HasFilter("published_at IS NULL AND not_before IS NULL AND NOT dispatched");
+        builder.HasIndex(t => t.NotBefore).HasDatabaseName("ix_tasks_due").HasFilter("published_at IS NULL AND not_before IS NOT NULL AND NOT dispatched");
+
+        // The dispatcher's reads, over dispatched tasks only (a plain task is in none of them): what waits, per lane
+        // and tenant, highest priority first and, for ageing, oldest first; and what it has published that has not
+        // ended yet (outstanding in the broker, or running), per lane, tenant and type, for its limits.
+        builder.HasIndex(t => new { t.Queue, t.Tenant, t.Priority, t.SubmittedAt }).HasDatabaseName("ix_tasks_dispatch_waiting")
+            .IsDescending(false, false, true, false).HasFilter("dispatched AND published_at IS NULL");
+        builder.HasIndex(t => new { t.Queue, t.Tenant, t.SubmittedAt }).HasDatabaseName("ix_tasks_dispatch_age")
+            .HasFilter("dispatched AND published_at IS NULL");
+        builder.HasIndex(t => new { t.Queue, t.Tenant, t.Type }).HasDatabaseName("ix_tasks_dispatch_active")
+            .HasFilter("dispatched AND published_at IS NOT NULL AND status IN ('queued','running')");
 
         // One task per firing of a schedule, however many API replicas fire it: the scheduler's insert of a firing
         // that already has its task does nothing. Rows of tasks submitted directly (schedule_name null) are not in it.

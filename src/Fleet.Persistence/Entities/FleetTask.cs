@@ -57,6 +57,15 @@ public sealed class FleetTask
     /// <summary>The tenant the task belongs to, as submitted; null when none was named.</summary>
     public string? Tenant { get; set; }
 
+    /// <summary>
+    /// Whether the dispatcher decides when the task is published (schema version 9): set at submit for a task with a
+    /// tenant, a priority above 0, or a type under a limit (<c>fleet.limits</c>). Such a task waits in PostgreSQL,
+    /// <c>queued</c> with <see cref="PublishedAt"/> null, until the dispatcher publishes it to its lane's
+    /// <c>.dispatch</c> queue, in priority order, round robin across tenants, within the limits. False for every
+    /// other task, which is published at once as before.
+    /// </summary>
+    public bool Dispatched { get; set; }
+
     /// <summary>The schedule whose firing created the task; null for a task submitted directly.</summary>
     public string? ScheduleName { get; set; }
 

@@ -41,6 +41,10 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("cancel_requested_at");
 
+                    b.Property<bool>("Dispatched")
+                        .HasColumnType("boolean")
+                        .HasColumnName("dispatched");
+
                     b.Property<string>("ErrorMessage")
                         .HasColumnType("text")
                         .HasColumnName("error_message");
@@ -134,11 +138,11 @@ namespace Fleet.Persistence.Migrations
 
                     b.HasIndex("NotBefore")
                         .HasDatabaseName("ix_tasks_due")
-                        .HasFilter("published_at IS NULL AND not_before IS NOT NULL");
+                        .HasFilter("published_at IS NULL AND not_before IS NOT NULL AND NOT dispatched");
 
                     b.HasIndex("SubmittedAt")
                         .HasDatabaseName("ix_tasks_unpublished")
-                        .HasFilter("published_at IS NULL AND not_before IS NULL");
+                        .HasFilter("published_at IS NULL AND not_before IS NULL AND NOT dispatched");
 
                     b.HasIndex("ScheduleName", "ScheduledFor")
                         .IsUnique()
@@ -149,11 +153,24 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_tasks_batch")
                         .HasFilter("batch_id IS NOT NULL");
 
+                    b.HasIndex("Queue", "Tenant", "SubmittedAt")
+                        .HasDatabaseName("ix_tasks_dispatch_age")
+                        .HasFilter("dispatched AND published_at IS NULL");
+
+                    b.HasIndex("Queue", "Tenant", "Type")
+                        .HasDatabaseName("ix_tasks_dispatch_active")
+                        .HasFilter("dispatched AND published_at IS NOT NULL AND status IN ('queued','running')");
+
                     b.HasIndex("Status", "SubmittedAt", "Id")
                         .HasDatabaseName("ix_tasks_status_submitted");
 
                     b.HasIndex("Type", "SubmittedAt", "Id")
                         .HasDatabaseName("ix_tasks_type_submitted");
+
+                    b.HasIndex("Queue", "Tenant", "Priority", "SubmittedAt")
+                        .IsDescending(false, false, true, false)
+                        .HasDatabaseName("ix_tasks_dispatch_waiting")
+                        .HasFilter("dispatched AND published_at IS NULL");
 
                     b.HasIndex(new[] { "FinishedAt" }, "ix_tasks_multi_attempt")
                         .HasFilter("attempts > 1");
@@ -415,6 +432,69 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_task_attempts_worker_started");
 
                     b.ToTable("task_attempts", "fleet");
+                });
+
+            modelBuilder.Entity("Fleet.Persistence.Entities.TaskLimit", b =>
+                {
+                    b.Property<string>("Scope")
+                        .HasMaxLength(10)
+                        .HasColumnType("character varying(10)")
+                        .HasColumnName("scope");
+
+                    b.Property<string>("Key")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)")
+                        .HasColumnName("key");
+
+                    b.Property<string>("BlockedReason")
+                        .HasColumnType("text")
+                        .HasColumnName("blocked_reason");
+
+                    b.Property<DateTimeOffset?>("BlockedSince")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("blocked_since");
+
+                    b.Property<int?>("Burst")
+                        .HasColumnType("integer")
+                        .HasColumnName("burst");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<int?>("MaxRunning")
+                        .HasColumnType("integer")
+                        .HasColumnName("max_running");
+
+                    b.Property<double?>("PerSecond")
+                        .HasColumnType("double precision")
+                        .HasColumnName("per_second");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.HasKey("Scope", "Key")
+                        .HasName("pk_limits");
+
+                    b.ToTable("limits", "fleet", t =>
+                        {
+                            t.HasCheckConstraint("ck_limits_blocked", "blocked_reason IS NULL OR blocked_reason IN ('rate-limit','concurrency-limit')");
+
+                            t.HasCheckConstraint("ck_limits_burst", "burst IS NULL OR burst >= 1");
+
+                            t.HasCheckConstraint("ck_limits_max_running", "max_running IS NULL OR max_running >= 1");
+
+                            t.HasCheckConstraint("ck_limits_per_second", "per_second IS NULL OR per_second > 0");
+
+                            t.HasCheckConstraint("ck_limits_scope", "scope IN ('type','tenant')");
+
+                            t.HasCheckConstraint("ck_limits_some", "per_second IS NOT NULL OR max_running IS NOT NULL");
+                        });
                 });
 #pragma warning restore 612, 618
         }
