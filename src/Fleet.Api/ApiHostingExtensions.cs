@@ -97,6 +97,8 @@ public static class ApiHostingExtensions
         services.AddSingleton<RetentionService>();
         services.AddHostedService<OutboxRelayService>();
         services.AddHostedService<DueRelayService>();
+        services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
+        services.AddHostedService<DispatchService>();
         services.AddFleetSchedules();
 
         services.AddMassTransit(x =>

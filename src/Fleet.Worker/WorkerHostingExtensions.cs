@@ -74,6 +74,8 @@ public static class WorkerHostingExtensions
         services.AddSingleton<TaskReconciler>();
         services.AddHostedService(sp => sp.GetRequiredService<TaskReconciler>());
         services.AddHostedService<DuePublisher>();
+        services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<RabbitMqTaskPublisher>());
+        services.AddHostedService<DispatchRunner>();
 
         // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
         services.AddOptions<MassTransitHostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>
@@ -117,11 +119,14 @@ public static class WorkerHostingExtensions
                 });
 
                 var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
-                foreach (var queue in worker.Queues)
+                // Each lane has two queues: the lane, and its dispatch queue, where the dispatcher publishes tasks with a
+                // tenant, a priority or a limit a few at a time. Consumed side by side with the same settings, so such a
+                // task never waits behind the lane's backlog, and the lane's own tasks keep their share of the places.
+                foreach (var queue in worker.Queues.SelectMany(lane => new[] { lane, TaskQueues.DispatchQueueOf(lane) }))
                 {
                     // The CPU lane's places bound its running and claimed-ahead tasks (CpuLane.RunAsync); the endpoint
                     // holds the lookahead on top, so the next claim ahead finds its message delivered.
-                    var concurrency = queue == TaskQueues.Cpu
+                    var concurrency = TaskQueues.LaneOf(queue) == TaskQueues.Cpu
                         ? worker.CpuConcurrency + worker.EffectiveCpuClaimAhead + worker.EffectiveCpuLookahead
                         : worker.IoConcurrency;
                     cfg.ReceiveEndpoint(queue, endpoint =>
@@ -197,6 +202,8 @@ public static class WorkerHostingExtensions
         services.AddSingleton<TaskExecutor>();
         services.AddSingleton<RetryScheduler>();
         services.AddSingleton<EarlyTasks>();
+        services.AddSingleton(sp => new LimitCatalog(sp.GetRequiredService<NpgsqlDataSource>(), LimitCatalog.DefaultRefresh,
+            logger: sp.GetRequiredService<ILogger<LimitCatalog>>()));
         return services;
     }
 

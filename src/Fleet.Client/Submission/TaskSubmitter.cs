@@ -62,8 +62,18 @@ public sealed class TaskSubmitter
         }
 
         var now = DateTimeOffset.UtcNow;
+        var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId)).ToList();
+
+        // Checked only once every request is valid, so that a bad one is refused before the database is asked anything.
         var limits = await _limits.GetAsync(cancellationToken).ConfigureAwait(false);
-        var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId, limits)).ToList();
+        for (var i = 0; i < tasks.Count; i++)
+        {
+            if (IsDispatched(tasks[i].Message, limits))
+            {
+                tasks[i] = tasks[i] with { Dispatched = true };
+            }
+        }
+
         using var activity = ClientTelemetry.Source.StartActivity("fleet.submit");
         activity?.SetTag("fleet.task.count", tasks.Count);
         if (tasks.Count == 1)
@@ -111,7 +121,7 @@ public sealed class TaskSubmitter
         return message.Tenant is not null || message.Priority > 0 || limits.IsLimitedType(message.Type);
     }
 
-    private OutgoingTask ToOutgoing(TaskRequest request, DateTimeOffset now, Guid? batchId, LimitSnapshot limits)
+    private OutgoingTask ToOutgoing(TaskRequest request, DateTimeOffset now, Guid? batchId)
     {
         ArgumentNullException.ThrowIfNull(request);
         ArgumentException.ThrowIfNullOrWhiteSpace(request.Type, nameof(request));
@@ -161,7 +171,6 @@ public sealed class TaskSubmitter
         {
             ScheduleName = request.ScheduleName,
             ScheduledFor = request.ScheduledFor?.ToUniversalTime(),
-            Dispatched = IsDispatched(message, limits),
         };
     }
 }

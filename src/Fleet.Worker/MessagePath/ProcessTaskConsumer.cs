@@ -27,7 +27,8 @@ public sealed partial class ProcessTaskConsumer(
     TaskHandlerRegistry registry,
     HeldTasks held,
     CrashGuard crashGuard,
-    EarlyTasks early,
+    EarlyTasks earlyTasks,
+    LimitCatalog limits,
     IOptions<WorkerOptions> options,
     WorkerMetrics metrics,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
@@ -51,16 +52,24 @@ public sealed partial class ProcessTaskConsumer(
     public async Task Consume(ConsumeContext<ProcessTask> context)
     {
         var taskId = ResolveTaskId(context);
-        var queue = QueueName(context);
+
+        // The queue it came from (a lane, or the lane's dispatch queue) and the lane the task belongs to.
+        var source = QueueName(context);
+        var queue = TaskQueues.LaneOf(source);
 
         // Held from delivery to acknowledgement, so the reconciler never takes this task for one whose message is gone.
         using var hold = held.Hold(taskId);
 
-        // A message that names a start time ahead of this worker's clock (a plain JSON body with notBefore) is not run
-        // early: it is handed to the due relay and acknowledged. Messages without one pay only this test.
-        if ((context.Message.NotBefore is not null || context.Message.DelaySeconds is not null)
-            && EarlyTasks.DueTime(context.Message, DateTimeOffset.UtcNow) is { } dueTime && dueTime > DateTimeOffset.UtcNow
-            && await early.DeferAsync(taskId, queue, context.Message, dueTime, context.CancellationToken).ConfigureAwait(false))
+        // A message straight in a lane that the dispatcher should publish (a plain JSON body with a tenant, a priority or
+        // a limited type) is handed to it and acknowledged; so is one that names a start time ahead of this worker's
+        // clock, which waits for the due relay (or the dispatcher) instead. The usual message pays only these tests.
+        var message = context.Message;
+        var dispatch = source == queue && (message.Tenant is not null || message.Priority > 0
+            || (await limits.GetAsync(context.CancellationToken).ConfigureAwait(false)).IsLimitedType(message.Type));
+        var dueTime = message.NotBefore is not null || message.DelaySeconds is not null ? EarlyTasks.DueTime(message, DateTimeOffset.UtcNow) : null;
+        var early = dueTime > DateTimeOffset.UtcNow;
+        if ((dispatch || early)
+            && await earlyTasks.DeferAsync(taskId, queue, message, dueTime, dispatch, context.CancellationToken).ConfigureAwait(false))
         {
             return;
         }
@@ -92,7 +101,8 @@ public sealed partial class ProcessTaskConsumer(
     /// <summary>Publishes the task again at the back of its queue; the delivery is then acknowledged.</summary>
     private async Task SendToBackAsync(ConsumeContext<ProcessTask> context, Guid taskId, string queue)
     {
-        await publisher.PublishAsync([new OutgoingTask(queue, Resent(context.Message, taskId))], context.CancellationToken).ConfigureAwait(false);
+        // Back to the queue it came from: a dispatched task to its lane's dispatch queue, where it already had its turn.
+        await publisher.PublishAsync([new OutgoingTask(QueueName(context), Resent(context.Message, taskId))], context.CancellationToken).ConfigureAwait(false);
         LogHandedBack(taskId, options.Value.LookaheadWaitLimit.TotalSeconds);
     }
 

@@ -165,7 +165,7 @@ public sealed class FleetFixture : IAsyncLifetime
     public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
-        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers, fleet.schedules"))
+        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers, fleet.schedules, fleet.limits"))
         {
             await truncate.ExecuteNonQueryAsync();
         }
@@ -173,7 +173,7 @@ public sealed class FleetFixture : IAsyncLifetime
         await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
         // The retry delay queues too: a retry a previous test scheduled would otherwise come back into a lane
         // queue in the middle of the next test, as a task that test never submitted.
-        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error" }.Concat(RetryScheduler.QueueNames(q))))
+        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error", TaskQueues.DispatchQueueOf(q) }.Concat(RetryScheduler.QueueNames(q))))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
             await using var channel = await connection.CreateChannelAsync();
