@@ -127,7 +127,7 @@ restart_workers() {
 # management API, so that workers started with RabbitMq__QueueType=$1 declare them anew. Only with the workers
 # stopped, and only empty queues: a message in one would be lost, so the script stops instead. The counts are read
 # after the broker's statistics interval (5 s) has passed since the workers stopped: before that they can be stale.
-LANE_QUEUES='^fleet-(cpu|io)(_error|_skipped|\.retry\.[0-9]+s)?$'
+LANE_QUEUES='^fleet-(cpu|io)(\.dispatch)?(_error|_skipped|\.retry\.[0-9]+s)?$'
 drop_other_lanes() {
   local type=$1 mgmt name qtype messages
   mgmt=${BENCH_MANAGEMENT_URL:-$(. "$FLEET_HOME/env" && printf '%s' "$FLEET_RABBITMQ_MANAGEMENT_URL")}
