@@ -167,17 +167,18 @@ public sealed class DelayedTaskInputTests
     }
 
     [Fact]
-    public void WaitingFor_SaysDelayOrRetry_OnlyWhileAQueuedTaskWaitsForItsTime()
+    public void PublishedWaitingFor_SaysRetry_OnlyWhileAPublishedRetryWaitsOutItsBackoff()
     {
         var now = DateTimeOffset.UtcNow;
         FleetTask Row(string status, DateTimeOffset? notBefore, DateTimeOffset? publishedAt) =>
             new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, PublishedAt = publishedAt };
 
-        Assert.Equal("delay", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), null), now));
-        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", now.AddMinutes(-1), null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", null, null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
+        // A task still unpublished gets fleet.v_waiting_tasks's reason (ApiWaitingTests), not this one.
+        Assert.Equal("retry", TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), null), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(-1), now.AddMinutes(-2)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", null, now), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
     }
 
     private sealed class NoPublisher : ITaskPublisher
