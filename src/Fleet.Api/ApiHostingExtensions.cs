@@ -69,6 +69,8 @@ public static class ApiHostingExtensions
             .ValidateOnStart();
         services.AddSingleton<AutoscaleSampler>();
         services.AddHostedService(sp => sp.GetRequiredService<AutoscaleSampler>());
+        services.AddSingleton<WaitingTasksSampler>();
+        services.AddHostedService(sp => sp.GetRequiredService<WaitingTasksSampler>());
         builder.AddFleetTelemetry("fleet-api", AutoscaleSampler.MeterName, ClientTelemetry.Name);
         // An https:// management URI gets the broker's certificate check (Tls section), not the HttpClient default.
         services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3))
