@@ -160,7 +160,7 @@ public sealed class ApiLimitTests(FleetFixture fleet) : ApiTest(fleet)
             ("noop", "acme", 0, true, 0, null, "queued", "tenant-share"),
             ("noop", null, 5, true, 0, null, "queued", "priority"),
             ("limited-test", null, 0, true, 0, null, "queued", "rate-limit"),
-            ("limited-test", "busy", 0, true, 0, null, "queued", "concurrency-limit"),
+            ("noop", "busy", 0, true, 0, null, "queued", "concurrency-limit"),
             ("noop", null, 0, false, 0, null, "queued", "publish"),
             ("noop", "acme", 0, true, 1, 600, "queued", "retry"),
             ("noop", null, 0, false, 1, null, "succeeded", null),
