@@ -16,15 +16,16 @@ internal static class StatusCommand
         var command = new Command("status", "Show one task: status, result or error, attempts, timings, worker, why it waits. Without an id: queued tasks waiting, by reason.") { id };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
+            // Reads only: PostgreSQL is enough, the broker's settings are not needed.
+            await using var dataSource = Npgsql.NpgsqlDataSource.Create(CliSettings.PostgresConnectionString);
+            var reads = new TaskReads(dataSource);
             if (parse.GetValue(id) is not { } taskId)
             {
-                await using var dataSource = Npgsql.NpgsqlDataSource.Create(CliSettings.PostgresConnectionString);
-                PrintWaiting(await new TaskReads(dataSource).GetWaitingCountsAsync(ct).ConfigureAwait(false));
+                PrintWaiting(await reads.GetWaitingCountsAsync(ct).ConfigureAwait(false));
                 return 0;
             }
 
-            await using var client = CliSettings.CreateClient();
-            var info = await client.GetAsync(taskId, ct).ConfigureAwait(false);
+            var info = await reads.GetAsync(taskId, ct).ConfigureAwait(false);
             if (info is null)
             {
                 await Console.Error.WriteLineAsync($"fleet: no task {taskId}").ConfigureAwait(false);
