@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Fleet.Api.Autoscaling;
+using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
@@ -10,6 +11,7 @@ using Fleet.Api.Submission;
 using Fleet.Client;
 using Fleet.Messaging;
 using Fleet.Persistence;
+using Fleet.Persistence.Limits;
 using Fleet.ServiceDefaults;
 using Fleet.Tasks;
 using MassTransit;
@@ -67,6 +69,8 @@ public static class ApiHostingExtensions
             .ValidateOnStart();
         services.AddSingleton<AutoscaleSampler>();
         services.AddHostedService(sp => sp.GetRequiredService<AutoscaleSampler>());
+        services.AddSingleton<WaitingTasksSampler>();
+        services.AddHostedService(sp => sp.GetRequiredService<WaitingTasksSampler>());
         builder.AddFleetTelemetry("fleet-api", AutoscaleSampler.MeterName, ClientTelemetry.Name);
         // An https:// management URI gets the broker's certificate check (Tls section), not the HttpClient default.
         services.AddHttpClient(RabbitMqManagementClient.HttpClientName, http => http.Timeout = TimeSpan.FromSeconds(3))
@@ -100,6 +104,7 @@ public static class ApiHostingExtensions
         services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
         services.AddHostedService<DispatchService>();
         services.AddFleetSchedules();
+        services.AddSingleton<LimitStore>();
 
         services.AddMassTransit(x =>
         {
@@ -160,6 +165,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapSubmissions();
         app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
@@ -170,6 +176,7 @@ public static class ApiHostingExtensions
 
         reads.MapReads();
         reads.MapScheduleReads();
+        reads.MapLimitReads();
 
         // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
         // read key as a bearer token).

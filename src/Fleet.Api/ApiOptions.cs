@@ -29,7 +29,8 @@ namespace Fleet.Api;
 ///   "WorkerRecentMinutes": 60,
 ///   "StatsCacheSeconds": 1,
 ///   "StatsRecountSeconds": 60,
-///   "StatsResyncMinutes": 10
+///   "StatsResyncMinutes": 10,
+///   "WaitingSampleSeconds": 10                // fleet_tasks_waiting: one count over fleet.v_waiting_tasks this often
 /// }
 /// </code>
 /// </summary>
@@ -153,6 +154,13 @@ public sealed class ApiOptions : IValidatableObject
     /// <summary>How often <c>GET /stats</c> recounts the whole last 24 hours (also at the first request).</summary>
     [Range(1, 1440)]
     public int StatsResyncMinutes { get; set; } = 10;
+
+    /// <summary>
+    /// How often <c>fleet_tasks_waiting</c> is counted (one aggregate over <c>fleet.v_waiting_tasks</c>, whatever the
+    /// scrape rate). The view reads every queued unpublished task, so it is not counted more often by default.
+    /// </summary>
+    [Range(1, 3600)]
+    public int WaitingSampleSeconds { get; set; } = 10;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

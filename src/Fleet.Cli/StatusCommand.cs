@@ -4,20 +4,31 @@ using Fleet.Client;
 
 namespace Fleet.Cli;
 
-/// <summary><c>fleet status ID</c>: one task's state as <c>key: value</c> lines; exit 1 when it does not exist.</summary>
+/// <summary>
+/// <c>fleet status ID</c>: one task's state as <c>key: value</c> lines; exit 1 when it does not exist. Without an id,
+/// how many queued tasks wait and why (one aggregate over <c>fleet.v_waiting_tasks</c>).
+/// </summary>
 internal static class StatusCommand
 {
     public static Command Create()
     {
-        var id = new Argument<Guid>("id") { Description = "The task id." };
-        var command = new Command("status", "Show one task: status, result or error, attempts, timings, worker.") { id };
+        var id = new Argument<Guid?>("id") { Description = "The task id; without it, the queued tasks waiting, counted by reason.", Arity = ArgumentArity.ZeroOrOne };
+        var command = new Command("status", "Show one task: status, result or error, attempts, timings, worker, why it waits. Without an id: queued tasks waiting, by reason.") { id };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
-            await using var client = CliSettings.CreateClient();
-            var info = await client.GetAsync(parse.GetValue(id), ct).ConfigureAwait(false);
+            // Reads only: PostgreSQL is enough, the broker's settings are not needed.
+            await using var dataSource = Npgsql.NpgsqlDataSource.Create(CliSettings.PostgresConnectionString);
+            var reads = new TaskReads(dataSource);
+            if (parse.GetValue(id) is not { } taskId)
+            {
+                PrintWaiting(await reads.GetWaitingCountsAsync(ct).ConfigureAwait(false));
+                return 0;
+            }
+
+            var info = await reads.GetAsync(taskId, ct).ConfigureAwait(false);
             if (info is null)
             {
-                await Console.Error.WriteLineAsync($"fleet: no task {parse.GetValue(id)}").ConfigureAwait(false);
+                await Console.Error.WriteLineAsync($"fleet: no task {taskId}").ConfigureAwait(false);
                 return 1;
             }
 
@@ -25,6 +36,19 @@ internal static class StatusCommand
             return 0;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>One line per reason, every reason listed (0 when none waits for it), then the total.</summary>
+    public static void PrintWaiting(IReadOnlyDictionary<string, long> counts)
+    {
+        ArgumentNullException.ThrowIfNull(counts);
+        Console.WriteLine("queued tasks waiting, by reason:");
+        foreach (var reason in WaitingReasons.All.Concat(counts.Keys.Except(WaitingReasons.All, StringComparer.Ordinal)))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {reason + ":",-19} {counts.GetValueOrDefault(reason)}"));
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {"total:",-19} {counts.Values.Sum()}"));
     }
 
     public static void Print(TaskInfo info)
@@ -36,6 +60,10 @@ internal static class StatusCommand
         Console.WriteLine($"queue:         {info.Queue}");
         Console.WriteLine($"status:        {info.Status}");
         Console.WriteLine($"attempts:      {info.Attempts}");
+        Console.WriteLine($"priority:      {info.Priority}");
+        Console.WriteLine($"tenant:        {info.Tenant ?? "-"}");
+        Console.WriteLine($"not_before:    {Time(info.NotBefore)}");
+        Console.WriteLine($"waiting_for:   {info.WaitingFor ?? "-"}");
         Console.WriteLine($"submitted_at:  {Time(info.SubmittedAt)}");
         Console.WriteLine($"started_at:    {Time(info.StartedAt)}");
         Console.WriteLine($"finished_at:   {Time(info.FinishedAt)}");

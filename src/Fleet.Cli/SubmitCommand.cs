@@ -2,6 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
+using Fleet.Contracts;
+using Fleet.Persistence.Limits;
 using Fleet.Tasks.BuiltIn;
 
 namespace Fleet.Cli;
@@ -21,10 +23,11 @@ internal static class SubmitCommand
         var waitTimeout = new Option<int>("--wait-timeout") { Description = "Give up waiting after this many seconds.", DefaultValueFactory = _ => 3600 };
         var delay = new Option<string?>("--delay") { Description = "Start no earlier than this after the submit: 30s, 5m, 2h, 1d (or seconds alone)." };
         var at = new Option<string?>("--at") { Description = "Start no earlier than this time, e.g. 2026-12-24T18:00:00Z (UTC unless it names an offset)." };
-        var tenant = new Option<string?>("--tenant") { Description = "The tenant the tasks belong to (stored in tasks.tenant)." };
+        var tenant = new Option<string?>("--tenant") { Description = "The tenant the tasks belong to (tasks.tenant): the dispatcher shares the lanes round robin across tenants, within each tenant's limit." };
+        var priority = new Option<int>("--priority") { Description = "0 (the default) to 9, higher first: the dispatcher publishes higher priorities first.", DefaultValueFactory = _ => 0 };
         var command = new Command("submit", "Submit one task, or --count N tasks of a type or workload. Prints the task id (one task) or the batch id.")
         {
-            type, payload, workload, count, wait, timeout, queue, waitTimeout, delay, at, tenant,
+            type, payload, workload, count, wait, timeout, queue, waitTimeout, delay, at, tenant, priority,
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
@@ -53,6 +56,18 @@ internal static class SubmitCommand
                 throw new CliException($"unknown workload '{name}'; known: {string.Join(", ", StandardWorkloads.Names)}");
             }
 
+            var taskPriority = parse.GetValue(priority);
+            if (taskPriority is < TaskLimits.MinPriority or > TaskLimits.MaxPriority)
+            {
+                throw new CliException($"--priority must be from {TaskLimits.MinPriority} to {TaskLimits.MaxPriority}");
+            }
+
+            var taskTenant = parse.GetValue(tenant);
+            if (taskTenant is not null && !LimitRules.IsValidKey(taskTenant))
+            {
+                throw new CliException($"--tenant must be {LimitRules.KeyRule}");
+            }
+
             var (delaySeconds, notBefore) = StartTime(parse.GetValue(delay), parse.GetValue(at));
             var batchId = n > 1 ? Guid.CreateVersion7() : (Guid?)null;
             var requests = Enumerable.Range(0, n).Select(i => new TaskRequest(taskType, fixedPayload ?? StandardWorkloads.Payload(name!, i))
@@ -62,7 +77,8 @@ internal static class SubmitCommand
                 Queue = parse.GetValue(queue),
                 DelaySeconds = delaySeconds,
                 NotBefore = notBefore,
-                Tenant = parse.GetValue(tenant),
+                Tenant = taskTenant,
+                Priority = taskPriority,
             });
 
             await using var client = CliSettings.CreateClient();

@@ -135,6 +135,42 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task Dashboard_ListsLimits_WithTheirNumbersAndBlockedState_FromTheDatabase()
+    {
+        await using var api = await ApiHost.StartAsync(Fleet);
+        using var http = api.CreateClient();
+        using (var perSecond = await http.PutAsJsonAsync("limits/type/http-get", new { perSecond = 50, burst = 100 }))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.Created, perSecond.StatusCode);
+        }
+
+        using (var running = await http.PutAsJsonAsync("limits/tenant/acme", new { maxRunning = 20 }))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.Created, running.StatusCode);
+        }
+
+        Assert.Equal(1L, await ScalarAsync<long>(
+            "WITH u AS (UPDATE fleet.limits SET blocked_reason = 'concurrency-limit', blocked_since = now() WHERE key = 'acme' RETURNING 1) SELECT count(*) FROM u"));
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
+
+        var rate = page.Locator("#limits tbody tr[data-limit=\"type/http-get\"]");
+        await Expect(rate.Locator("td[data-label=\"Per second\"]")).ToHaveTextAsync("50", new() { Timeout = Ms(PageWait) });
+        await Expect(rate.Locator("td[data-label=\"Burst\"]")).ToHaveTextAsync("100");
+        await Expect(rate.Locator("td[data-label=\"Max running\"]")).ToHaveTextAsync("–");
+        await Expect(rate.Locator(".badge")).ToHaveTextAsync("open");
+        var tenant = page.Locator("#limits tbody tr[data-limit=\"tenant/acme\"]");
+        await Expect(tenant.Locator("td[data-label=\"Max running\"]")).ToHaveTextAsync("20");
+        await Expect(tenant.Locator(".badge")).ToHaveTextAsync("concurrency-limit");
+        await Expect(tenant.Locator("td.since")).ToHaveAttributeAsync("data-time", new System.Text.RegularExpressions.Regex(".+"));
+        await Expect(page.Locator("#limits-summary")).ToHaveTextAsync("1 holding tasks back of 2");
+
+        await SaveScreenshotAsync(page, "dashboard-limits.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    [Fact]
     public async Task Dashboard_ListsSchedules_WithTheirStateNextAndLastRun_FromTheDatabase()
     {
         await using var api = await ApiHost.StartAsync(Fleet);

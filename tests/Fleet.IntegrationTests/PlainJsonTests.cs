@@ -85,6 +85,28 @@ public sealed class PlainJsonTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task PriorityOutsideZeroToNine_EndsFailedAsAnInvalidMessage_NamingTheField_WithoutRunning()
+    {
+        var tooHigh = Guid.NewGuid();
+        var negative = Guid.NewGuid();
+        var highest = Guid.NewGuid();
+        await PublishRawAsync("fleet-io", "", $$"""{"taskId":"{{tooHigh}}","type":"noop","payload":{},"priority":10}""");
+        await PublishRawAsync("fleet-io", "", $$"""{"taskId":"{{negative}}","type":"noop","payload":{},"priority":-1}""");
+        await PublishRawAsync("fleet-io", "", $$"""{"taskId":"{{highest}}","type":"noop","payload":{},"priority":9}""");
+        await WaitForFinalAsync([tooHigh, negative, highest]);
+
+        foreach (var (id, priority) in new[] { (tooHigh, 10), (negative, -1) })
+        {
+            var info = await GetTaskAsync(id);
+            Assert.Equal(("failed", "InvalidMessage"), (info!.Status, info.ErrorType));
+            Assert.Contains($"'priority' must be an integer from 0 to 9 (higher first), not {priority}", info.ErrorMessage, StringComparison.Ordinal);
+        }
+
+        Assert.Equal("succeeded", (await GetTaskAsync(highest))!.Status);
+        Assert.Equal(0u, await QueueMessageCountAsync("fleet-io_error"));
+    }
+
+    [Fact]
     public async Task NonJsonBody_WithoutAnyId_GoesToTheErrorQueue_AndTheWorkerKeepsProcessing()
     {
         await PublishRawAsync("fleet-cpu", "", "this is not json {");

@@ -56,10 +56,17 @@ public sealed class DelayedTaskInputTests
     [InlineData("""{"type": "noop", "delaySeconds": -0.001}""", "delaySeconds", "from 0 to 31622400")]
     [InlineData("""{"type": "noop", "delaySeconds": 31622401}""", "delaySeconds", "from 0 to 31622400")]
     [InlineData("""{"type": "noop", "delaySeconds": "5"}""", "delaySeconds", "from 0 to 31622400")]
-    [InlineData("""{"type": "noop", "tenant": " "}""", "tenant", "non-empty string of at most 100")]
-    [InlineData("""{"type": "noop", "tenant": 7}""", "tenant", "non-empty string of at most 100")]
-    [InlineData("""{"type": "noop", "tenant": "a\u0000b"}""", "tenant", "no NUL")]
-    public void ReadTask_BadDelayOrTenant_Is400_NamingTheField(string body, string field, string says)
+    [InlineData("""{"type": "noop", "tenant": " "}""", "tenant", "non-empty string of at most 200")]
+    [InlineData("""{"type": "noop", "tenant": ""}""", "tenant", "non-empty string of at most 200")]
+    [InlineData("""{"type": "noop", "tenant": 7}""", "tenant", "non-empty string of at most 200")]
+    [InlineData("""{"type": "noop", "tenant": "a\u0000b"}""", "tenant", "without control characters")]
+    [InlineData("""{"type": "noop", "tenant": "acme\n"}""", "tenant", "without control characters")]
+    [InlineData("""{"type": "noop", "tenant": "a\u007fb"}""", "tenant", "without control characters")]
+    [InlineData("""{"type": "noop", "priority": 10}""", "priority", "from 0 to 9")]
+    [InlineData("""{"type": "noop", "priority": -1}""", "priority", "from 0 to 9")]
+    [InlineData("""{"type": "noop", "priority": 2147483648}""", "priority", "from 0 to 9")]
+    [InlineData("""{"type": "noop", "priority": "5"}""", "priority", "from 0 to 9")]
+    public void ReadTask_BadDelayTenantOrPriority_Is400_NamingTheField(string body, string field, string says)
     {
         var (request, error) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json(body));
 
@@ -69,14 +76,38 @@ public sealed class DelayedTaskInputTests
     }
 
     [Fact]
-    public void ReadTask_ATenantOf101Characters_IsRefused_100AreAccepted()
+    public void ReadTask_ATenantOf201Characters_IsRefused_200AreAccepted()
     {
-        var (ok, okError) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json($$"""{"type": "noop", "tenant": "{{new string('t', 100)}}"}"""));
-        var (_, tooLong) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json($$"""{"type": "noop", "tenant": "{{new string('t', 101)}}"}"""));
+        var (ok, okError) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json($$"""{"type": "noop", "tenant": "{{new string('t', 200)}}"}"""));
+        var (_, tooLong) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json($$"""{"type": "noop", "tenant": "{{new string('t', 201)}}"}"""));
 
         Assert.Null(okError);
-        Assert.Equal(100, ok!.Tenant!.Length);
+        Assert.Equal(200, ok!.Tenant!.Length);
         Assert.Contains("tenant", Assert.IsType<ValidationProblem>(tooLong).ProblemDetails.Errors.Keys);
+    }
+
+    [Fact]
+    public void ReadTask_PrioritiesZeroToNine_AreAccepted_AndAbsentIsZero()
+    {
+        foreach (var priority in Enumerable.Range(0, 10))
+        {
+            var (request, error) = ApiInputTests.Reader().ReadTask(ApiInputTests.Json($$"""{"type": "noop", "priority": {{priority}}, "tenant": "Tenant A / ü"}"""));
+            Assert.Null(error);
+            Assert.Equal((priority, "Tenant A / ü"), (request!.Priority, request.Tenant));
+        }
+
+        Assert.Equal(0, ApiInputTests.Reader().ReadTask(ApiInputTests.Json("""{"type": "noop", "priority": null}""")).Request!.Priority);
+    }
+
+    [Fact]
+    public void ReadBatch_NamesTheItemOfABadPriorityOrTenant()
+    {
+        var (requests, error) = ApiInputTests.Reader().ReadBatch(ApiInputTests.Json(
+            """{"tasks": [{"type": "noop", "priority": 9, "tenant": "a"}, {"type": "noop", "priority": 12}, {"type": "noop", "tenant": "\t"}]}"""));
+
+        Assert.Null(requests);
+        var errors = Assert.IsType<ValidationProblem>(error).ProblemDetails.Errors;
+        Assert.Equal(["tasks[1].priority", "tasks[2].tenant"], errors.Keys.Order(StringComparer.Ordinal));
     }
 
     [Fact]
@@ -167,17 +198,37 @@ public sealed class DelayedTaskInputTests
     }
 
     [Fact]
-    public void WaitingFor_SaysDelayOrRetry_OnlyWhileAQueuedTaskWaitsForItsTime()
+    public void PublishedWaitingFor_SaysRetry_OnlyWhileAPublishedRetryWaitsOutItsBackoff()
     {
         var now = DateTimeOffset.UtcNow;
         FleetTask Row(string status, DateTimeOffset? notBefore, DateTimeOffset? publishedAt) =>
             new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, PublishedAt = publishedAt };
 
-        Assert.Equal("delay", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), null), now));
-        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", now.AddMinutes(-1), null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", null, null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
+        // A task still unpublished gets fleet.v_waiting_tasks's reason (ApiWaitingTests), not this one.
+        Assert.Equal("retry", TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), null), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(-1), now.AddMinutes(-2)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", null, now), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
+    }
+
+    [Theory]
+    [InlineData(-1, false)]
+    [InlineData(0, true)]
+    [InlineData(9, true)]
+    [InlineData(10, false)]
+    [InlineData(int.MaxValue, false)]
+    public void AMessagesPriority_OutsideZeroToNine_IsRefusedByTheWorkersDeserializer_WithTheField(int priority, bool accepted)
+    {
+        var refusal = TaskMessageDeserializer.Refusal(new ProcessTask { Type = "noop", Priority = priority });
+        if (accepted)
+        {
+            Assert.Null(refusal);
+        }
+        else
+        {
+            Assert.Equal($"'priority' must be an integer from 0 to 9 (higher first), not {priority}.", refusal);
+        }
     }
 
     private sealed class NoPublisher : ITaskPublisher

@@ -12,7 +12,7 @@ public sealed record SubmitTaskBody
     [Description("The handler's input, a JSON object; {} when absent.")]
     public JsonElement? Payload { get; init; }
 
-    [Description("Stored with the task; does not change delivery order.")]
+    [Description("0 (the default) to 9, higher first: a task above 0 is published by the dispatcher, ahead of lower priorities waiting in its lane; a waiting task gains one level per Dispatch:AgingSeconds.")]
     public int? Priority { get; init; }
 
     [Description("Time limit of one execution in seconds (1-1500, the largest any worker runs); absent means the worker's default.")]
@@ -30,7 +30,7 @@ public sealed record SubmitTaskBody
     [Description("Earliest start as seconds after the submit (0 to 31622400, i.e. 366 days; fractions allowed). Not with notBefore.")]
     public double? DelaySeconds { get; init; }
 
-    [Description("The tenant the task belongs to: a non-empty string of at most 100 characters, stored in tasks.tenant.")]
+    [Description("The tenant the task belongs to: a non-empty string of at most 200 characters without control characters, stored in tasks.tenant. A task with a tenant is published by the dispatcher, round robin across tenants and within the tenant's limit.")]
     public string? Tenant { get; init; }
 }
 
@@ -102,7 +102,8 @@ public sealed record TaskDetail(
     string? Tenant,
     [property: Description("The schedule whose firing created the task, if any.")] string? ScheduleName,
     [property: Description("The fire time the schedule created the task for.")] DateTimeOffset? ScheduledFor,
-    [property: Description("Why a queued task is not running yet: \"delay\" while a delayed task waits for its notBefore, \"retry\" while a failed attempt waits out its backoff; null otherwise.")] string? WaitingFor,
+    [property: Description("Whether the dispatcher publishes the task (a tenant, a priority above 0, or a type under a limit).")] bool Dispatched,
+    [property: Description("Why a queued task is not running yet, as fleet.v_waiting_tasks says: \"delay\" (its notBefore is ahead), \"retry\" (a failed attempt waits out its backoff), \"publish\" (its time has come; the outbox relay publishes it), \"rate-limit\" or \"concurrency-limit\" (a limit of its type or tenant holds it back), \"tenant-share\" (other tenants' turns come first), \"priority\" (higher priorities come first). Null otherwise.")] string? WaitingFor,
     IReadOnlyList<TaskExecution> Executions);
 
 /// <summary>Answer of <c>POST /tasks/{id}/cancel</c>: <c>cancelled</c> (200) for a task that was queued, <c>running</c> with <c>cancelRequested</c> (202) for one that runs.</summary>

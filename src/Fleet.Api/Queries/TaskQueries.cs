@@ -77,28 +77,35 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
             .OrderBy(a => a.Attempt)
             .Select(a => new TaskExecution(a.Attempt, a.WorkerId, a.Outcome, a.StartedAt, a.FinishedAt, a.ErrorType, a.ErrorMessage, a.WallMs, a.CpuMs, a.QueueWaitMs))
             .ToListAsync(cancellationToken).ConfigureAwait(false);
+        var waitingFor = task.Status == TaskState.Queued && task.PublishedAt is null
+            ? await WaitingForAsync(db, id, cancellationToken).ConfigureAwait(false)
+            : PublishedWaitingFor(task, DateTimeOffset.UtcNow);
         return new TaskDetail(
             task.Id, task.Type, task.Queue, task.Status, task.ErrorType, task.ErrorMessage, task.Attempts,
             task.SubmittedAt, task.StartedAt, task.FinishedAt, task.WorkerId, task.BatchId,
             Json(task.Payload), task.Result is null ? null : Json(task.Result),
             task.Priority, task.TimeoutSeconds, task.MaxAttempts, task.PublishedAt,
-            task.NotBefore, task.Tenant, task.ScheduleName, task.ScheduledFor, WaitingFor(task, DateTimeOffset.UtcNow), executions);
+            task.NotBefore, task.Tenant, task.ScheduleName, task.ScheduledFor, task.Dispatched, waitingFor, executions);
     }
 
     /// <summary>
-    /// Why a queued task is not running yet, from its row: a delayed task waits unpublished (published_at null) for
-    /// its not_before; a retry was published to a delay queue and waits out its backoff. Null for anything else,
-    /// including a task whose time has come (it is on its way to a worker).
+    /// The reason <c>fleet.v_waiting_tasks</c> gives for a queued task still in PostgreSQL (one row through
+    /// <c>pk_tasks</c>): the view holds the one definition, so the API and SQL cannot disagree. Null when the task
+    /// left the view in between (published, cancelled).
     /// </summary>
-    public static string? WaitingFor(FleetTask task, DateTimeOffset now)
+    private static async Task<string?> WaitingForAsync(FleetDbContext db, Guid id, CancellationToken cancellationToken) =>
+        await db.Database.SqlQuery<string>($"SELECT waiting_for AS \"Value\" FROM fleet.v_waiting_tasks WHERE id = {id}")
+            .FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
+
+    /// <summary>
+    /// Why a queued task that was published already is not running yet: a retry published to a delay queue waits
+    /// out its backoff there ("retry"). Null for anything else, including a task whose time has come (it is on its
+    /// way to a worker). A task still unpublished gets the view's reason instead.
+    /// </summary>
+    public static string? PublishedWaitingFor(FleetTask task, DateTimeOffset now)
     {
         ArgumentNullException.ThrowIfNull(task);
-        if (task.Status != TaskState.Queued || task.NotBefore is not { } notBefore || notBefore <= now)
-        {
-            return null;
-        }
-
-        return task.PublishedAt is null ? "delay" : "retry";
+        return task.Status == TaskState.Queued && task.PublishedAt is not null && task.NotBefore > now ? "retry" : null;
     }
 
     /// <summary>Counts of one batch by state, through <c>ix_tasks_batch</c>; null when no task has that batch id.</summary>

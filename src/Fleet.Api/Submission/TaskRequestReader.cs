@@ -20,8 +20,8 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
 
     private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue", "notBefore", "delaySeconds", "tenant"];
 
-    /// <summary>The longest <c>tenant</c>, in characters.</summary>
-    public const int MaxTenantLength = 100;
+    /// <summary>The longest <c>tenant</c>, in characters: a tenant is a key of <c>fleet.limits</c>, whose keys have this bound.</summary>
+    public const int MaxTenantLength = Fleet.Persistence.Limits.LimitRules.MaxKeyLength;
 
     /// <summary>
     /// RFC 3339's date-time: a full date and time with seconds, optional fraction, and an offset or Z. Anything looser
@@ -185,7 +185,8 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
                     payload = value;
                     break;
                 case "priority":
-                    priority = ReadInt(value, path, int.MinValue, int.MaxValue, errors);
+                    // The dispatcher orders by it (higher first); the submitter refuses anything outside, so it is a 400 here.
+                    priority = ReadInt(value, path, TaskLimits.MinPriority, TaskLimits.MaxPriority, errors);
                     break;
                 case "timeoutSeconds":
                     // No worker runs a task longer (a held message must be acknowledged within the broker's
@@ -311,9 +312,10 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
         {
             errors.Add(path, LoneSurrogate);
         }
-        else if (string.IsNullOrWhiteSpace(text) || text.Length > MaxTenantLength || text.Contains('\0', StringComparison.Ordinal))
+        else if (string.IsNullOrWhiteSpace(text) || text.Length > MaxTenantLength || text.Any(char.IsControl))
         {
-            errors.Add(path, $"Must be a non-empty string of at most {MaxTenantLength} characters (no NUL).");
+            // The same rule as a tenant limit's key, so that every tenant a task can name can also be given a limit.
+            errors.Add(path, $"Must be a non-empty string of at most {MaxTenantLength} characters, without control characters.");
         }
         else
         {

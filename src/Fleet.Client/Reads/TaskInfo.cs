@@ -17,6 +17,24 @@ public sealed record TaskInfo(
     DateTimeOffset? FinishedAt,
     string? WorkerId)
 {
+    /// <summary>0 to 9, higher first (<c>tasks.priority</c>).</summary>
+    public int Priority { get; init; }
+
+    /// <summary>The tenant the task belongs to (<c>tasks.tenant</c>); null when none was named.</summary>
+    public string? Tenant { get; init; }
+
+    /// <summary>The earliest start of a delayed task, or of a retry waiting out its backoff (<c>tasks.not_before</c>).</summary>
+    public DateTimeOffset? NotBefore { get; init; }
+
+    /// <summary>Whether the dispatcher publishes the task (<c>tasks.dispatched</c>): a tenant, a priority above 0, or a limited type.</summary>
+    public bool Dispatched { get; init; }
+
+    /// <summary>
+    /// Why the task, queued and not yet published, is not running yet, as <c>fleet.v_waiting_tasks</c> says (see
+    /// <see cref="WaitingReasons"/>); null for any other task.
+    /// </summary>
+    public string? WaitingFor { get; init; }
+
     public bool IsFinal => Status is "succeeded" or "failed" or "timed_out" or "cancelled";
 }
 
@@ -26,4 +44,32 @@ public sealed record BatchProgress(Guid BatchId, long Total, long Queued, long R
     public long Final => Succeeded + Failed + TimedOut + Cancelled;
 
     public bool IsDone => Total > 0 && Final == Total;
+}
+
+/// <summary>The reasons of <c>fleet.v_waiting_tasks.waiting_for</c> (and of <c>waitingFor</c> in the HTTP API).</summary>
+public static class WaitingReasons
+{
+    /// <summary>A failed attempt waits out its backoff.</summary>
+    public const string Retry = "retry";
+
+    /// <summary>A delayed task waits for its <c>notBefore</c>.</summary>
+    public const string Delay = "delay";
+
+    /// <summary>Its time has come; the outbox relay publishes it.</summary>
+    public const string Publish = "publish";
+
+    /// <summary>The rate limit of its type or tenant holds it back.</summary>
+    public const string RateLimit = "rate-limit";
+
+    /// <summary>The running cap of its type or tenant holds it back.</summary>
+    public const string ConcurrencyLimit = "concurrency-limit";
+
+    /// <summary>Other tenants' turns come first (round robin across tenants).</summary>
+    public const string TenantShare = "tenant-share";
+
+    /// <summary>Tasks of higher priority come first.</summary>
+    public const string Priority = "priority";
+
+    /// <summary>Every reason, in the order the view tests them.</summary>
+    public static IReadOnlyList<string> All { get; } = [Retry, Delay, Publish, RateLimit, ConcurrencyLimit, TenantShare, Priority];
 }

@@ -10,11 +10,19 @@ namespace Fleet.Client;
 /// </summary>
 public sealed class TaskReads(NpgsqlDataSource dataSource)
 {
+    // The reason a task waits comes from fleet.v_waiting_tasks, the one definition the API and SQL use too.
     private const string SelectTaskSql = """
-        SELECT id, type, queue, status, payload::text, result::text, error_type, error_message, attempts, batch_id,
-               submitted_at, started_at, finished_at, worker_id
-        FROM fleet.tasks WHERE id = @id
+        SELECT t.id, t.type, t.queue, t.status, t.payload::text, t.result::text, t.error_type, t.error_message, t.attempts, t.batch_id,
+               t.submitted_at, t.started_at, t.finished_at, t.worker_id, t.priority, t.tenant, t.not_before, t.dispatched, w.waiting_for
+        FROM fleet.tasks t LEFT JOIN fleet.v_waiting_tasks w ON w.id = t.id
+        WHERE t.id = @id
         """;
+
+    /// <summary>
+    /// How many queued tasks wait, by reason: one aggregate over <c>fleet.v_waiting_tasks</c>, shared by
+    /// <c>fleet status</c> and the API's <c>fleet_tasks_waiting</c> gauge.
+    /// </summary>
+    public const string WaitingCountsSql = "SELECT waiting_for, count(*) FROM fleet.v_waiting_tasks GROUP BY 1";
 
     private const string BatchProgressSql = """
         SELECT count(*),
@@ -82,7 +90,31 @@ public sealed class TaskReads(NpgsqlDataSource dataSource)
             reader.IsDBNull(5) ? null : reader.GetString(5), reader.IsDBNull(6) ? null : reader.GetString(6),
             reader.IsDBNull(7) ? null : reader.GetString(7), reader.GetInt32(8), reader.IsDBNull(9) ? null : reader.GetGuid(9),
             reader.GetFieldValue<DateTimeOffset>(10), reader.IsDBNull(11) ? null : reader.GetFieldValue<DateTimeOffset>(11),
-            reader.IsDBNull(12) ? null : reader.GetFieldValue<DateTimeOffset>(12), reader.IsDBNull(13) ? null : reader.GetString(13));
+            reader.IsDBNull(12) ? null : reader.GetFieldValue<DateTimeOffset>(12), reader.IsDBNull(13) ? null : reader.GetString(13))
+        {
+            Priority = reader.GetInt32(14),
+            Tenant = reader.IsDBNull(15) ? null : reader.GetString(15),
+            NotBefore = reader.IsDBNull(16) ? null : reader.GetFieldValue<DateTimeOffset>(16),
+            Dispatched = reader.GetBoolean(17),
+            WaitingFor = reader.IsDBNull(18) ? null : reader.GetString(18),
+        };
+    }
+
+    /// <summary>
+    /// The queued tasks not yet published, counted by why they wait (<see cref="WaitingReasons"/>); a reason no task
+    /// has is absent.
+    /// </summary>
+    public async Task<IReadOnlyDictionary<string, long>> GetWaitingCountsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var command = dataSource.CreateCommand(WaitingCountsSql);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var counts = new Dictionary<string, long>(StringComparer.Ordinal);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            counts[reader.GetString(0)] = reader.GetInt64(1);
+        }
+
+        return counts;
     }
 
     /// <summary>Counts a batch's tasks by state (one indexed aggregate).</summary>

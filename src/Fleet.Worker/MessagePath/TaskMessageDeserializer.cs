@@ -56,12 +56,18 @@ public sealed partial class TaskMessageDeserializer(IMessageDeserializer inner, 
                 // The task is read here rather than in the consume pipe (which then finds it cached), so that a body
                 // whose fields have the wrong JSON types is caught too.
                 var context = inner.Deserialize(receiveContext);
-                if (context.TryGetMessage<ProcessTask>(out _))
+                if (!context.TryGetMessage<ProcessTask>(out var task))
+                {
+                    failure = new InvalidTaskMessageException("The body is not a task message.");
+                }
+                else if (Refusal(task.Message) is { } refusal)
+                {
+                    failure = new InvalidTaskMessageException(refusal);
+                }
+                else
                 {
                     return context;
                 }
-
-                failure = new InvalidTaskMessageException("The body is not a task message.");
             }
             else
             {
@@ -96,6 +102,19 @@ public sealed partial class TaskMessageDeserializer(IMessageDeserializer inner, 
         var serializerContext = StandIns.Deserialize(new BytesMessageBody(standIn), receiveContext.TransportHeaders, receiveContext.InputAddress);
         receiveContext.GetOrAddPayload(() => new UnreadableTaskMessage(reason));
         return new BodyConsumeContext(receiveContext, serializerContext);
+    }
+
+    /// <summary>
+    /// Why a message that reads as a task is still not one a producer may send, or null. A priority outside
+    /// <see cref="TaskLimits.MinPriority"/> to <see cref="TaskLimits.MaxPriority"/> is refused as the API and the
+    /// submitter refuse it, rather than run at a made-up priority: the task is recorded failed with this reason.
+    /// </summary>
+    internal static string? Refusal(ProcessTask task)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        return task.Priority is < TaskLimits.MinPriority or > TaskLimits.MaxPriority
+            ? $"'priority' must be an integer from {TaskLimits.MinPriority} to {TaskLimits.MaxPriority} (higher first), not {task.Priority}."
+            : null;
     }
 
     /// <summary>The top-level <c>taskId</c> (when a UUID) and <c>type</c> (when a string) of a body, as far as it reads.</summary>

@@ -19,7 +19,7 @@ public sealed partial class ApiScopeTests(FleetFixture fleet) : ApiTest(fleet)
     public async Task EveryReadRoute_IsRefusedWithoutAKey_AndServedWithAReadKey()
     {
         var reads = Routes(Api, HttpMethods.Get).Where(r => !OpenRoutes.Contains(r)).ToList();
-        Assert.Superset(new HashSet<string> { "/tasks", "/tasks/{id:guid}", "/batches/{id:guid}", "/workers", "/stats", "/metrics" }, reads.ToHashSet());
+        Assert.Superset(new HashSet<string> { "/tasks", "/tasks/{id:guid}", "/batches/{id:guid}", "/workers", "/stats", "/metrics", "/limits", "/limits/{scope}/{key}" }, reads.ToHashSet());
         using var anonymous = Api.CreateClient(apiKey: null);
         using var wrong = Api.CreateClient("not-a-key-of-this-api-0000");
         using var reader = Api.CreateClient(ApiHost.ReadKey);
@@ -80,7 +80,9 @@ public sealed partial class ApiScopeTests(FleetFixture fleet) : ApiTest(fleet)
         }
 
         // Every other route that is not a GET is a write of some kind: a read key gets none of them.
-        foreach (var (method, route) in Writes(Api))
+        var writes = Writes(Api);
+        Assert.Superset(new HashSet<(string, string)> { ("PUT", "/limits/{scope}/{key}"), ("DELETE", "/limits/{scope}/{key}") }, writes.ToHashSet());
+        foreach (var (method, route) in writes)
         {
             using var request = new HttpRequestMessage(new HttpMethod(method), Concrete(route)) { Content = Json("{}") };
             using var refused = await reader.SendAsync(request);
@@ -88,6 +90,7 @@ public sealed partial class ApiScopeTests(FleetFixture fleet) : ApiTest(fleet)
         }
 
         Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.limits"));
         Assert.Equal("queued", (await GetTaskAsync(id))!.Status);
     }
 

@@ -46,6 +46,7 @@ public static partial class ExportedMetrics
         "fleet_queue_ready",
         "fleet_queue_unacked",
         "fleet_desired_workers",
+        "fleet_tasks_waiting",
     ];
 
     public static IEnumerable<string> All => Worker.Concat(Api);

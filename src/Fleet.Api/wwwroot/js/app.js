@@ -225,6 +225,21 @@ function renderSchedules(schedules) {
   $('schedules-summary').textContent = `${active} active of ${schedules.length}`;
 }
 
+function renderLimits(limits) {
+  const rows = limits.map(l => h('tr', { 'data-limit': `${l.scope}/${l.key}`, class: l.blockedReason ? null : 'dim' },
+    h('td', null, l.scope),
+    h('th', { scope: 'row' }, h('code', null, l.key)),
+    h('td', { class: 'num' }, l.perSecond ?? '–'),
+    h('td', { class: 'num' }, l.burst ?? '–'),
+    h('td', { class: 'num' }, l.maxRunning ?? '–'),
+    // blockedReason is the dispatcher's word: rate-limit or concurrency-limit while the limit holds tasks back.
+    h('td', null, l.blockedReason ? badge(l.blockedReason, 'warn') : badge('open', 'ok')),
+    h('td', { class: 'nowrap since', 'data-time': l.blockedSince }, l.blockedSince ? fmtDateTime(l.blockedSince) : '–')));
+  fillTable($('limits'), rows, emptyRow(7, 'No limit.'));
+  const blocked = limits.filter(l => l.blockedReason).length;
+  $('limits-summary').textContent = `${blocked} holding tasks back of ${limits.length}`;
+}
+
 function showFromList(id) {
   lookup(id);
   $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
@@ -344,10 +359,10 @@ $('key-form').addEventListener('submit', e => {
 // ---- the refresh loop -------------------------------------------------------------------------------------------
 
 async function refresh() {
-  const [stats, workers, failures, schedules] = await Promise.allSettled([
-    getJson('stats'), getJson('workers'), getJson(`tasks?status=failed&limit=${FAILURES}`), getJson('schedules'),
+  const [stats, workers, failures, schedules, limits] = await Promise.allSettled([
+    getJson('stats'), getJson('workers'), getJson(`tasks?status=failed&limit=${FAILURES}`), getJson('schedules'), getJson('limits'),
   ]);
-  const results = [stats, workers, failures, schedules];
+  const results = [stats, workers, failures, schedules, limits];
   const okWorkers = workers.status === 'fulfilled' && Array.isArray(workers.value) ? workers.value : null;
 
   if (stats.status === 'fulfilled') {
@@ -357,6 +372,7 @@ async function refresh() {
   if (okWorkers) renderWorkers(okWorkers);
   if (failures.status === 'fulfilled') renderFailures(failures.value);
   if (schedules.status === 'fulfilled' && Array.isArray(schedules.value)) renderSchedules(schedules.value);
+  if (limits.status === 'fulfilled' && Array.isArray(limits.value)) renderLimits(limits.value);
 
   const failed = results.filter(r => r.status === 'rejected');
   $('key-form').hidden = !failed.some(r => r.reason instanceof HttpError && (r.reason.status === 401 || r.reason.status === 403));
