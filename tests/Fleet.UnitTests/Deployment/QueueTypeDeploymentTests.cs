@@ -27,7 +27,7 @@ public sealed class QueueTypeDeploymentTests
             Assert.True(exitCode == 0, error);
             var definitions = JsonNode.Parse(File.ReadAllText(output))!;
             var queues = definitions["queues"]!.AsArray();
-            Assert.Equal(TaskQueues.All.Order(), queues.Select(q => (string)q!["name"]!).Order());
+            Assert.Equal(TaskQueues.All.SelectMany(q => new[] { q, TaskQueues.DispatchQueueOf(q) }).Order(), queues.Select(q => (string)q!["name"]!).Order());
             foreach (var queue in queues)
             {
                 var arguments = queue!["arguments"]!.AsObject().ToDictionary(a => a.Key, a => (object?)(string?)a.Value);
