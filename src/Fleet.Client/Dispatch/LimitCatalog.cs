@@ -47,10 +47,10 @@ public sealed class LimitSnapshot
 }
 
 /// <summary>
-/// <c>fleet.limits</c> as this process last read it, read again at most every <c>refresh</c>: a submission asks it
-/// whether a task's type is limited (then the dispatcher publishes the task) without a query of its own. A limit
-/// added or removed takes effect for submissions within one refresh. While a refresh runs, callers get the
-/// previous snapshot; only the very first read waits. Thread-safe.
+/// <c>fleet.limits</c> as this process last read it, read again when the last read is older than <c>refresh</c>: a
+/// submission asks it whether a task's type is limited (then the dispatcher publishes the task) with one query per
+/// refresh, not per task. A limit added or removed takes effect within one refresh. Concurrent callers share one
+/// read; when a read fails, the previous snapshot stays in effect (logged). Thread-safe.
 /// </summary>
 public sealed partial class LimitCatalog
 {
@@ -81,22 +81,14 @@ public sealed partial class LimitCatalog
     public async ValueTask<LimitSnapshot> GetAsync(CancellationToken cancellationToken = default)
     {
         Task<LimitSnapshot> reading;
-        LimitSnapshot? current;
         lock (_lock)
         {
-            current = _current;
-            if (current is not null && _time.GetElapsedTime(_readAt) < _refresh)
+            if (_current is { } current && _time.GetElapsedTime(_readAt) < _refresh)
             {
                 return current;
             }
 
-            reading = _reading ??= ReadAsync();
-        }
-
-        if (current is not null)
-        {
-            // Stale but usable: the refresh completes in the background.
-            return current;
+            reading = _reading ??= Task.Run(ReadAsync, CancellationToken.None);
         }
 
         return await reading.WaitAsync(cancellationToken).ConfigureAwait(false);
