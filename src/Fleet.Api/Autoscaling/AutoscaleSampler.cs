@@ -118,7 +118,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
         try
         {
             var queuesCall = _management.GetQueuesAsync(cancellationToken);
-            var (workers, busy, finished) = await _queries.ReadAutoscaleInputsAsync(
+            var (workers, busy, finished, dispatchable) = await _queries.ReadAutoscaleInputsAsync(
                 _api.WorkerStaleSeconds, _options.RateWindowSeconds, cancellationToken).ConfigureAwait(false);
             var (queues, error) = await queuesCall.ConfigureAwait(false);
             if (error is not null)
@@ -127,7 +127,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
                 return;
             }
 
-            _latest = Build(queues, workers, busy, finished);
+            _latest = Build(queues, workers, busy, finished, dispatchable);
             if (_failing)
             {
                 _failing = false;
@@ -146,7 +146,8 @@ public sealed partial class AutoscaleSampler : BackgroundService
         IReadOnlyList<QueueDepth> queues,
         List<(string Id, string[] Queues, int Cpu, int Io)> workers,
         List<(string WorkerId, string Queue)> busy,
-        Dictionary<string, long> finished)
+        Dictionary<string, long> finished,
+        Dictionary<string, long> dispatchable)
     {
         var live = workers.Select(w => w.Id).ToHashSet(StringComparer.Ordinal);
         var busyLive = busy.Where(b => live.Contains(b.WorkerId)).ToList();
@@ -159,14 +160,16 @@ public sealed partial class AutoscaleSampler : BackgroundService
                 _lastCapacity[lane] = serving.Average(w => queue == TaskQueues.Cpu ? w.Cpu : w.Io);
             }
 
+            // The lane's work: its queue, its dispatch queue, and the dispatched tasks waiting in PostgreSQL for their turn.
             var depth = queues.FirstOrDefault(q => q.Name == queue);
+            var dispatchDepth = queues.FirstOrDefault(q => q.Name == TaskQueues.DispatchQueueOf(queue));
             double? rate = serving.Count > 0 && finished.TryGetValue(queue, out var done) && done > 0
                 ? done / (double)_options.RateWindowSeconds / serving.Count
                 : null;
             lanes.Add(new LaneLoad(
                 lane,
-                depth?.Ready ?? 0,
-                depth?.Unacked ?? 0,
+                (depth?.Ready ?? 0) + (dispatchDepth?.Ready ?? 0) + dispatchable.GetValueOrDefault(queue),
+                (depth?.Unacked ?? 0) + (dispatchDepth?.Unacked ?? 0),
                 _lastCapacity.GetValueOrDefault(lane),
                 busyLive.Where(b => b.Queue == queue).Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count(),
                 rate));

@@ -7,7 +7,8 @@ namespace Fleet.Api.Monitoring;
 public sealed record AutoscaleInputs(
     List<(string Id, string[] Queues, int Cpu, int Io)> Workers,
     List<(string WorkerId, string Queue)> Busy,
-    Dictionary<string, long> Finished);
+    Dictionary<string, long> Finished,
+    Dictionary<string, long> Dispatchable);
 
 /// <summary>
 /// Every monitoring statement of the API against <c>fleet.tasks</c> and <c>fleet.workers</c>, none of which scans a
@@ -52,6 +53,18 @@ public sealed class MonitoringQueries(NpgsqlDataSource dataSource)
         """;
 
     // Executions that ended in the window (ix_tasks_finished); a cancel of a task that never started is no work done.
+    // Dispatched tasks the dispatcher holds back only for their turn (their time has come, and no limit of their type
+    // or tenant blocks them): work the lane has, though only a second of it is in the broker. Through
+    // ix_tasks_dispatch_waiting; tasks held by a limit are left out, since more workers would not start them sooner.
+    private const string DispatchableByLaneSql = """
+        SELECT t.queue, count(*) FROM fleet.tasks t
+        WHERE t.dispatched AND t.published_at IS NULL AND t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= now())
+          AND NOT EXISTS (SELECT 1 FROM fleet.limits l
+                          WHERE l.blocked_reason IS NOT NULL
+                            AND ((l.scope = 'type' AND l.key = t.type) OR (l.scope = 'tenant' AND l.key = t.tenant)))
+        GROUP BY t.queue
+        """;
+
     private const string FinishedByLaneSql = """
         SELECT queue, count(*) FROM fleet.tasks
         WHERE finished_at >= now() - make_interval(secs => @window) AND started_at IS NOT NULL
@@ -126,6 +139,16 @@ public sealed class MonitoringQueries(NpgsqlDataSource dataSource)
             }
         }
 
-        return new AutoscaleInputs(workers, busy, finished);
+        var dispatchable = new Dictionary<string, long>(StringComparer.Ordinal);
+        await using (var command = new NpgsqlCommand(DispatchableByLaneSql, connection))
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                dispatchable[reader.GetString(0)] = reader.GetInt64(1);
+            }
+        }
+
+        return new AutoscaleInputs(workers, busy, finished, dispatchable);
     }
 }

@@ -64,6 +64,38 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
     }
 
     [Fact]
+    public async Task DesiredWorkers_CountsDispatchedTasks_InTheDispatchQueueAndInPostgreSQL()
+    {
+        using var scraper = Api.CreateClient(ApiHost.ReadKey);
+        var metrics = "";
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await scraper.GetStringAsync("metrics");
+            return PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
+        }), $"the sampler never saw the live worker:\n{PrometheusText.Lines(metrics)}");
+        var slots = Environment.ProcessorCount;
+
+        // Twenty workers' worth of CPU tasks of one tenant, no worker consuming: the dispatcher publishes some to
+        // fleet-cpu.dispatch (Dispatch:MinOutstanding, 32) and keeps the rest in PostgreSQL; the signal counts both.
+        await Fleet.StopWorkerAsync();
+        var count = 20 * slots;
+        var tasks = string.Join(',', Enumerable.Range(0, count).Select(i => $$$"""{"type": "sha256", "tenant": "acme", "payload": {"size_kb": 1, "rounds": 1, "seed": {{{i}}}}}"""));
+        using (var submitted = await Http.PostAsync("tasks/batch", Json($$"""{"tasks": [{{tasks}}]}""")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, submitted.StatusCode);
+        }
+
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await scraper.GetStringAsync("metrics");
+            return PrometheusText.Sum(metrics, "fleet_queue_ready", "queue=\"fleet-cpu.dispatch\"") > 0
+                && PrometheusText.Sum(metrics, "fleet_desired_workers_by_lane", "lane=\"cpu\"") == 20;
+        }), $"expected 20 desired CPU workers for {count} dispatched tasks:\n{PrometheusText.Lines(metrics)}");
+        Assert.True(await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE published_at IS NULL") > 0, "no task waited in PostgreSQL");
+        await Fleet.StartWorkerAsync();
+    }
+
+    [Fact]
     public async Task Metrics_NeedAReadKeyByDefault_AndAreOpenOnlyWhenReadsAreOpenedExplicitly()
     {
         using var anonymous = Api.CreateClient(apiKey: null);
