@@ -195,7 +195,6 @@ public static class WorkerHostingExtensions
         services.AddSingleton<ProcessPool>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();
-        services.AddSingleton<RetryScheduler>();
         services.AddSingleton<EarlyTasks>();
         return services;
     }

@@ -154,7 +154,10 @@ public sealed class WorkerOptions : IValidatableObject
     [Range(0, 300)]
     public int HardStopGraceSeconds { get; set; } = 5;
 
-    /// <summary>Backoff before the first retry of a failed task; it doubles for each further attempt.</summary>
+    /// <summary>
+    /// Backoff before the first retry of a failed task; it doubles for each further attempt. The retry waits in
+    /// PostgreSQL, queued with its <c>not_before</c>, and the due relay publishes it at that time.
+    /// </summary>
     [Range(0.01, 3600)]
     public double RetryBaseSeconds { get; set; } = 1;
 
@@ -301,12 +304,4 @@ public sealed class WorkerOptions : IValidatableObject
 
     /// <summary>The bound in effect: <see cref="MaxAbandonedThreads"/>, or one per CPU-lane thread.</summary>
     public int EffectiveMaxAbandonedThreads => MaxAbandonedThreads ?? CpuConcurrency;
-
-    /// <summary>
-    /// How long scheduling one retry may take: opening the connection, declaring its delay queue, publishing and
-    /// the broker's confirm. Past it the task is left <c>queued</c> for the reconciler and its message is
-    /// acknowledged anyway, so a broker that does not confirm never holds a message, nor sends it to <c>_error</c>.
-    /// </summary>
-    [Range(1, 300)]
-    public int RetryPublishTimeoutSeconds { get; set; } = 10;
 }

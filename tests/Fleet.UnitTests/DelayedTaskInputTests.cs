@@ -170,14 +170,19 @@ public sealed class DelayedTaskInputTests
     public void WaitingFor_SaysDelayOrRetry_OnlyWhileAQueuedTaskWaitsForItsTime()
     {
         var now = DateTimeOffset.UtcNow;
-        FleetTask Row(string status, DateTimeOffset? notBefore, DateTimeOffset? publishedAt) =>
-            new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, PublishedAt = publishedAt };
+        FleetTask Row(string status, DateTimeOffset? notBefore, int attempts, DateTimeOffset? publishedAt = null) =>
+            new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, Attempts = attempts, PublishedAt = publishedAt };
 
-        Assert.Equal("delay", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), null), now));
-        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", now.AddMinutes(-1), null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("queued", null, null), now));
-        Assert.Null(TaskQueries.WaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
+        // Both wait unpublished for their time; a task that has run before is a retry.
+        Assert.Equal("delay", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), 0), now));
+        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), 1), now));
+        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), 2), now));
+
+        // A retry an older version parked in a delay queue (published) waits for its backoff all the same.
+        Assert.Equal("retry", TaskQueries.WaitingFor(Row("queued", now.AddMinutes(1), 1, now.AddMinutes(-1)), now));
+        Assert.Null(TaskQueries.WaitingFor(Row("queued", now.AddMinutes(-1), 1), now));
+        Assert.Null(TaskQueries.WaitingFor(Row("queued", null, 0), now));
+        Assert.Null(TaskQueries.WaitingFor(Row("cancelled", now.AddMinutes(1), 1, now), now));
     }
 
     private sealed class NoPublisher : ITaskPublisher

@@ -86,9 +86,9 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
     }
 
     /// <summary>
-    /// Why a queued task is not running yet, from its row: a delayed task waits unpublished (published_at null) for
-    /// its not_before; a retry was published to a delay queue and waits out its backoff. Null for anything else,
-    /// including a task whose time has come (it is on its way to a worker).
+    /// Why a queued task is not running yet, from its row: both a delayed task and a retry wait, unpublished, for their
+    /// not_before, and a task that has run before (attempts above 0) is a retry waiting out its backoff. Null for
+    /// anything else, including a task whose time has come (it is on its way to a worker).
     /// </summary>
     public static string? WaitingFor(FleetTask task, DateTimeOffset now)
     {
@@ -98,7 +98,7 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
             return null;
         }
 
-        return task.PublishedAt is null ? "delay" : "retry";
+        return task.Attempts > 0 ? "retry" : "delay";
     }
 
     /// <summary>Counts of one batch by state, through <c>ix_tasks_batch</c>; null when no task has that batch id.</summary>

@@ -185,7 +185,7 @@ public sealed partial class TaskReconciler(
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            released.Add((TaskRows.ReadOutgoing(reader), reader.GetBoolean(9)));
+            released.Add((TaskRows.ReadOutgoing(reader), reader.GetBoolean(TaskRows.ColumnCount)));
         }
     }
 
