@@ -33,7 +33,7 @@ namespace Fleet.Worker;
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
-///   "DueRelayIntervalMs": 500,       // delayed tasks; 0: this worker does not publish them
+///   "DueRelayIntervalMs": 500,       // delayed tasks and retries; 0: this worker does not publish them
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
@@ -233,9 +233,10 @@ public sealed class WorkerOptions : IValidatableObject
     public int ReconcileBatchSize { get; set; } = 1000;
 
     /// <summary>
-    /// How often, in milliseconds, this worker asks whether a delayed task's time has come and publishes it (one
-    /// process of the fleet acts per round, by advisory lock; the API polls too), so that delayed tasks fire with no
-    /// API running. The probe is one index lookup. 0 turns it off in this worker; otherwise at least 50.
+    /// How often, in milliseconds, this worker asks whether a delayed task's or a retry's time has come and publishes
+    /// it (one process of the fleet acts per round, by advisory lock; the API polls too), so that delayed tasks and
+    /// retries go out with no API running. The probe is one index lookup. 0 turns it off in this worker; otherwise at
+    /// least 50.
     /// </summary>
     [Range(0, 60_000)]
     public int DueRelayIntervalMs { get; set; } = 500;
