@@ -43,6 +43,41 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task ARetrysCompletion_LeavesTheTaskUnpublishedForTheDueRelay_AndNoCopyOfItsMessageClaimsItBeforeItsTime()
+    {
+        await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
+        var id = Guid.CreateVersion7();
+        var first = await ledger.ClaimAsync(Claim(id));
+        var finished = DateTimeOffset.UtcNow;
+        var notBefore = finished.AddSeconds(60);
+
+        Assert.True(await ledger.CompleteAsync(new TaskCompletion(
+            id, first.Attempt, "queued", "failed", null, "System.InvalidOperationException", "try again", finished, finished, 1, null, NotBefore: notBefore)));
+
+        // Queued, unpublished, with its time: in ix_tasks_due, where the due relay finds it.
+        var (status, unpublished, storedNotBefore) = Assert.Single(await ListAsync(
+            "SELECT status, published_at IS NULL, not_before FROM fleet.tasks WHERE id = @id",
+            r => (r.GetString(0), r.GetBoolean(1), r.GetFieldValue<DateTimeOffset>(2)), ("id", id)));
+        Assert.Equal(("queued", true), (status, unpublished));
+        Assert.Equal(notBefore.UtcTicks / 10, storedNotBefore.UtcTicks / 10);
+
+        // The failed attempt's message redelivered (its worker died before the ack), or any other copy: not claimed.
+        Assert.False((await ledger.ClaimAsync(Claim(id) with { Redelivered = true })).Claimed);
+        Assert.False((await ledger.ClaimAsync(Claim(id))).Claimed);
+        Assert.Equal(1, await ScalarAsync<int>("SELECT attempts FROM fleet.tasks WHERE id = @id", ("id", id)));
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));
+
+        // Once the relay published it (published_at stamped), its message is claimed: the second attempt.
+        await using (var stamp = Fleet.DataSource.CreateCommand("UPDATE fleet.tasks SET published_at = now() WHERE id = @id"))
+        {
+            stamp.Parameters.AddWithValue("id", id);
+            await stamp.ExecuteNonQueryAsync();
+        }
+
+        Assert.Equal(new ClaimResult(true, 2), await ledger.ClaimAsync(Claim(id)));
+    }
+
+    [Fact]
     public async Task Flush_OneClaimPostgresRefusesAmongMany_IsStoredAsBase64_AndTheRestCommitOnce()
     {
         await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
