@@ -71,11 +71,12 @@ public sealed record TaskCompletion(
 public sealed class TaskLedger : IAsyncDisposable
 {
     // A task whose cancel was asked for while it ran is not claimed again (the reconciler ends it cancelled once no
-    // worker holds it). Nor is a task that waits, unpublished, for a not_before still ahead by PostgreSQL's clock (a
-    // retry's backoff, a delayed task): the due relay publishes it at its time, so a message that arrives before then
-    // is a stale copy, above all the failed attempt's own message redelivered when its worker died between the retry's
-    // commit and the acknowledgement, which would otherwise run the retry at once. A fresh delivery claims only a
-    // queued (or unknown) task. A task that is already running is claimed again
+    // worker holds it). Nor is a retry that waits, unpublished, for a not_before still ahead by PostgreSQL's clock: the
+    // due relay publishes it at its time, so a message that arrives before then is a stale copy, above all the failed
+    // attempt's own message redelivered when its worker died between the retry's commit and the acknowledgement, which
+    // would otherwise run the retry at once. (Not a first attempt: a producer whose clock runs ahead of the database's
+    // publishes a task it thinks due, and stamps it published after the confirm, so the relay would never send it
+    // again.) A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
     // only by a redelivery: the broker hands a message back only when the execution that held it is gone (crash,
     // lost connection, drain), whereas a fresh duplicate of a running task (a second publish) would just run it
     // twice while the first execution still holds its own message.
@@ -96,7 +97,7 @@ public sealed class TaskLedger : IAsyncDisposable
             FROM input i
             WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN i.redelivered ELSE false END
               AND t.cancel_requested_at IS NULL
-              AND CASE WHEN t.published_at IS NULL AND t.not_before > now() THEN false ELSE true END
+              AND CASE WHEN t.published_at IS NULL AND t.attempts > 0 AND t.not_before > now() THEN false ELSE true END
             RETURNING t.id, t.attempts, t.submitted_at
         ), inserted AS (
             -- Tasks published straight to RabbitMQ have no row yet: the first claim creates it.

@@ -75,6 +75,20 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         }
 
         Assert.Equal(new ClaimResult(true, 2), await ledger.ClaimAsync(Claim(id)));
+
+        // A first attempt is claimed however its not_before stands: its producer published it (a clock ahead of the
+        // database's took it for due) and stamps it after the confirm, so no relay would ever send it again.
+        var delayed = Guid.CreateVersion7();
+        await using (var insert = Fleet.DataSource.CreateCommand("""
+            INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, priority, submitted_at, not_before)
+            VALUES (@id, 'noop', 'fleet-io', 'queued', '{}', 0, 3, 0, now(), now() + interval '60 seconds')
+            """))
+        {
+            insert.Parameters.AddWithValue("id", delayed);
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        Assert.True((await ledger.ClaimAsync(Claim(delayed))).Claimed);
     }
 
     [Fact]

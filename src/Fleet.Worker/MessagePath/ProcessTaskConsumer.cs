@@ -237,7 +237,7 @@ public sealed partial class ProcessTaskConsumer(
             // The retry waits in PostgreSQL, not in the broker: the commit left the task queued and unpublished with
             // not_before = finish + backoff, and the due relay (every worker's and the API's) publishes it when
             // PostgreSQL's clock reaches that time. Nothing is left to send, so the message is acknowledged now. A crash
-            // before the acknowledgement redelivers it, and the claim leaves a task that waits for its time alone.
+            // before the acknowledgement redelivers it, and the claim leaves a retry that waits for its time alone.
             metrics.AddRetried(typeLabel, lane);
             LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
             activity?.SetTag("fleet.task.status", "retrying");
@@ -335,7 +335,7 @@ public sealed partial class ProcessTaskConsumer(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} waited {Seconds:0} s for a CPU-lane thread; sent to the back of its queue")]
     private partial void LogHandedBack(Guid taskId, double seconds);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final, or waits for its time (a retry's backoff, a delay); delivery acknowledged without running it")]
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final, or a retry waiting for its time; delivery acknowledged without running it")]
     private partial void LogSkipped(Guid taskId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Task {TaskId} attempt {Attempt}/{MaxAttempts} failed ({ErrorType}: {ErrorMessage}); retrying in {DelaySeconds:0.0} s")]
