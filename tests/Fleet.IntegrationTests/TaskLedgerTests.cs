@@ -67,13 +67,14 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.Equal(1, await ScalarAsync<int>("SELECT attempts FROM fleet.tasks WHERE id = @id", ("id", id)));
         Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));
 
-        // Once the relay published it (published_at stamped), its message is claimed: the second attempt.
-        await using (var stamp = Fleet.DataSource.CreateCommand("UPDATE fleet.tasks SET published_at = now() WHERE id = @id"))
-        {
-            stamp.Parameters.AddWithValue("id", id);
-            await stamp.ExecuteNonQueryAsync();
-        }
+        // The producer's stamp for its first publish, late (its confirm came after the attempt failed): the retry is
+        // not stamped, or the due relay would never see it. The relay's own stamp for the retry is.
+        await StampAsync(id, attempts: 0);
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NULL FROM fleet.tasks WHERE id = @id", ("id", id)));
+        await StampAsync(id, attempts: 1);
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NOT NULL FROM fleet.tasks WHERE id = @id", ("id", id)));
 
+        // Once the relay published it, its message is claimed: the second attempt.
         Assert.Equal(new ClaimResult(true, 2), await ledger.ClaimAsync(Claim(id)));
 
         // A first attempt is claimed however its not_before stands: its producer published it (a clock ahead of the
@@ -319,6 +320,15 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         }
 
         return claimed;
+    }
+
+    /// <summary>The <c>published_at</c> stamp a publisher writes after the confirm, for a message built at <paramref name="attempts"/>.</summary>
+    private async Task StampAsync(Guid id, int attempts)
+    {
+        await using var stamp = Fleet.DataSource.CreateCommand(global::Fleet.Client.SubmissionSql.MarkPublished);
+        stamp.Parameters.AddWithValue("id", new[] { id });
+        stamp.Parameters.AddWithValue("attempts", new[] { attempts });
+        await stamp.ExecuteNonQueryAsync();
     }
 
     private static TaskClaim Claim(Guid id, string payload = "{}")
