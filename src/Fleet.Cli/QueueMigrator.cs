@@ -5,8 +5,8 @@ using RabbitMQ.Client.Exceptions;
 namespace Fleet.Cli;
 
 /// <summary>
-/// Moves a lane's queues (the lane, its <c>_error</c> and <c>_skipped</c> queues and its retry rungs) to another queue
-/// type. A queue's type cannot change in place, so each queue is emptied into a temporary queue of the target type
+/// Moves a lane's queues (the lane, its <c>_error</c> and <c>_skipped</c> queues, and the retry rungs an older version
+/// left, where they still exist) to another queue type. A queue's type cannot change in place, so each queue is emptied into a temporary queue of the target type
 /// (<c>{queue}.migrating</c>), deleted, declared again with <see cref="QueueTopology"/>'s arguments and filled back.
 /// Every move is at-least-once: a message is acknowledged on its source only after the broker confirmed its copy, so
 /// an interruption can duplicate messages (a task runs once anyway: workers claim it in PostgreSQL) but never drop
@@ -69,7 +69,7 @@ internal sealed class QueueMigrator(IConnection connection, BrokerQueueType targ
         var parked = await PeekAsync(temporary, cancellationToken).ConfigureAwait(false);
         if (source is null && parked is null)
         {
-            return 0; // never used (a rung no retry needed, an _error queue nothing faulted into)
+            return 0; // never used (an _error queue nothing faulted into), or a rung of an older version that is gone or never was
         }
 
         var exchange = await ExchangeExistsAsync(queue.Name, cancellationToken).ConfigureAwait(false) ? queue.Name : null;

@@ -21,7 +21,7 @@ internal static class QueuesCommand
         };
         var migrate = new Command(
             "migrate",
-            "Move every queue of the lanes (the lane, its _error and _skipped queues, its retry rungs) to another queue type, "
+            "Move every queue of the lanes (the lane, its _error and _skipped queues, retry rungs an older version left) to another queue type, "
             + "message by message with publisher confirms. Stop every worker first; producers and the API may keep running. "
             + "Then set RabbitMq:QueueType to the new type everywhere and start the workers. Safe to run again after an interruption.")
         {

@@ -16,6 +16,13 @@ public readonly record struct OutgoingTask(string Queue, ProcessTask Message)
     /// stores it and publishes nothing, and <see cref="Queue"/> stays its lane.
     /// </summary>
     public bool Dispatched { get; init; }
+
+    /// <summary>
+    /// The executions the task had when this message was built (0 for a new submission; a relayed retry's count), not
+    /// sent. The <c>published_at</c> stamp after the confirm marks only a row still at this count: a task that ran and
+    /// failed into a retry meanwhile waits for the due relay, and a stale stamp would hide it from that relay.
+    /// </summary>
+    public int Attempts { get; init; }
 }
 
 /// <summary>

@@ -1,6 +1,6 @@
 namespace Fleet.Client;
 
-/// <summary>The kind of RabbitMQ queue the lanes, their retry rungs and their error queues are.</summary>
+/// <summary>The kind of RabbitMQ queue the lanes and their error queues are.</summary>
 public enum BrokerQueueType
 {
     /// <summary>A queue that lives on one broker node: its messages are gone when that node's disk is.</summary>
@@ -39,8 +39,10 @@ public static class QueueTopology
     };
 
     /// <summary>
-    /// The delays of a lane's retry rungs, 1 s, 2 s, 4 s ... 4096 s: a retry waits in the rung of the first delay at
-    /// least as long as its backoff (the worker's RetryScheduler), and <c>fleet queues migrate</c> moves every rung.
+    /// The delays of the retry rungs older versions declared for each lane, 1 s, 2 s, 4 s ... 4096 s: delay queues that
+    /// held a retry until its backoff passed and then dead-lettered it into the lane. Retries now wait in PostgreSQL
+    /// (the due relay publishes them at their <c>not_before</c>) and nothing declares a rung any more; the names and
+    /// arguments stay for <c>fleet queues migrate</c>, which moves the rungs that still exist on an upgraded broker.
     /// </summary>
     public static IReadOnlyList<int> RetryRungSeconds { get; } = [.. Enumerable.Range(0, 13).Select(i => 1 << i)];
 
@@ -51,8 +53,8 @@ public static class QueueTopology
     public static IReadOnlyList<string> RetryRungNames(string lane) => [.. RetryRungSeconds.Select(seconds => RetryRungName(lane, seconds))];
 
     /// <summary>
-    /// Arguments of a retry rung of <paramref name="lane"/>: a queue nobody consumes, whose messages expire after their
-    /// per-message TTL and are dead-lettered back into the lane.
+    /// Arguments of an older version's retry rung of <paramref name="lane"/>: a queue nobody consumes, whose messages
+    /// expire after their per-message TTL and are dead-lettered back into the lane.
     /// </summary>
     public static Dictionary<string, object?> RetryRungArguments(BrokerQueueType type, string lane)
     {

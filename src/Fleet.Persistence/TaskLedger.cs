@@ -36,7 +36,8 @@ public readonly record struct ClaimResult(bool Claimed, int Attempt, int HandedB
 
 /// <summary>
 /// The end of one execution: <see cref="Status"/> is the task's new state (final, or <c>queued</c> when a retry is
-/// scheduled) and <see cref="AttemptOutcome"/> what this execution ended with.
+/// scheduled: <see cref="NotBefore"/> is then its time, and the due relay publishes it) and
+/// <see cref="AttemptOutcome"/> what this execution ended with.
 /// </summary>
 public sealed record TaskCompletion(
     Guid TaskId,
@@ -70,7 +71,12 @@ public sealed record TaskCompletion(
 public sealed class TaskLedger : IAsyncDisposable
 {
     // A task whose cancel was asked for while it ran is not claimed again (the reconciler ends it cancelled once no
-    // worker holds it). A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
+    // worker holds it). Nor is a retry that waits, unpublished, for a not_before still ahead by PostgreSQL's clock: the
+    // due relay publishes it at its time, so a message that arrives before then is a stale copy, above all the failed
+    // attempt's own message redelivered when its worker died between the retry's commit and the acknowledgement, which
+    // would otherwise run the retry at once. (Not a first attempt: a producer whose clock runs ahead of the database's
+    // publishes a task it thinks due, and stamps it published after the confirm, so the relay would never send it
+    // again.) A fresh delivery claims only a queued (or unknown) task. A task that is already running is claimed again
     // only by a redelivery: the broker hands a message back only when the execution that held it is gone (crash,
     // lost connection, drain), whereas a fresh duplicate of a running task (a second publish) would just run it
     // twice while the first execution still holds its own message.
@@ -91,6 +97,7 @@ public sealed class TaskLedger : IAsyncDisposable
             FROM input i
             WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN i.redelivered ELSE false END
               AND t.cancel_requested_at IS NULL
+              AND CASE WHEN t.published_at IS NULL AND t.attempts > 0 AND t.not_before > now() THEN false ELSE true END
             RETURNING t.id, t.attempts, t.submitted_at
         ), inserted AS (
             -- Tasks published straight to RabbitMQ have no row yet: the first claim creates it.
@@ -129,8 +136,10 @@ public sealed class TaskLedger : IAsyncDisposable
         FROM claimed c
         """;
 
-    // not_before is set for a retry's backoff and otherwise kept, so that a final task still shows the earliest start
-    // of its last execution (a delayed task's time, for "how late did it start").
+    // A retry (status 'queued') waits in PostgreSQL like a delayed task: not_before = finish + backoff and published_at
+    // null put it in ix_tasks_due, and the due relay publishes it when now() reaches not_before. Otherwise not_before
+    // and published_at are kept, so that a final task still shows the earliest start of its last execution (a delayed
+    // task's time, or a retry's, for "how late did it start").
     private const string CompleteSql = """
         WITH input AS (
             SELECT * FROM unnest(@id, @attempt, @status, @outcome, @result, @error_type, @error_message, @started_at, @finished_at, @wall_ms, @cpu_ms, @not_before)
@@ -147,6 +156,7 @@ public sealed class TaskLedger : IAsyncDisposable
         UPDATE fleet.tasks t
         SET status = i.status, result = i.result, error_type = i.error_type, error_message = i.error_message,
             started_at = i.started_at, worker_id = @worker, not_before = coalesce(i.not_before, t.not_before),
+            published_at = CASE WHEN i.status = 'queued' THEN NULL ELSE t.published_at END,
             finished_at = CASE WHEN i.status IN ('queued', 'running') THEN NULL ELSE i.finished_at END
         FROM input i
         WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN true ELSE false END

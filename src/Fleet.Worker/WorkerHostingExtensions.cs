@@ -200,7 +200,6 @@ public static class WorkerHostingExtensions
         services.AddSingleton<ProcessPool>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();
-        services.AddSingleton<RetryScheduler>();
         services.AddSingleton<EarlyTasks>();
         services.AddSingleton(sp => new LimitCatalog(sp.GetRequiredService<NpgsqlDataSource>(), LimitCatalog.DefaultRefresh,
             logger: sp.GetRequiredService<ILogger<LimitCatalog>>()));

@@ -33,7 +33,7 @@ namespace Fleet.Worker;
 ///   "ReconcileIntervalSeconds": 15,  // 0: this worker never reconciles
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
-///   "DueRelayIntervalMs": 500,       // delayed tasks; 0: this worker does not publish them
+///   "DueRelayIntervalMs": 500,       // delayed tasks and retries; 0: this worker does not publish them
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
@@ -154,7 +154,10 @@ public sealed class WorkerOptions : IValidatableObject
     [Range(0, 300)]
     public int HardStopGraceSeconds { get; set; } = 5;
 
-    /// <summary>Backoff before the first retry of a failed task; it doubles for each further attempt.</summary>
+    /// <summary>
+    /// Backoff before the first retry of a failed task; it doubles for each further attempt. The retry waits in
+    /// PostgreSQL, queued with its <c>not_before</c>, and the due relay publishes it at that time.
+    /// </summary>
     [Range(0.01, 3600)]
     public double RetryBaseSeconds { get; set; } = 1;
 
@@ -230,9 +233,10 @@ public sealed class WorkerOptions : IValidatableObject
     public int ReconcileBatchSize { get; set; } = 1000;
 
     /// <summary>
-    /// How often, in milliseconds, this worker asks whether a delayed task's time has come and publishes it (one
-    /// process of the fleet acts per round, by advisory lock; the API polls too), so that delayed tasks fire with no
-    /// API running. The probe is one index lookup. 0 turns it off in this worker; otherwise at least 50.
+    /// How often, in milliseconds, this worker asks whether a delayed task's or a retry's time has come and publishes
+    /// it (one process of the fleet acts per round, by advisory lock; the API polls too), so that delayed tasks and
+    /// retries go out with no API running. The probe is one index lookup. 0 turns it off in this worker; otherwise at
+    /// least 50.
     /// </summary>
     [Range(0, 60_000)]
     public int DueRelayIntervalMs { get; set; } = 500;
@@ -301,12 +305,4 @@ public sealed class WorkerOptions : IValidatableObject
 
     /// <summary>The bound in effect: <see cref="MaxAbandonedThreads"/>, or one per CPU-lane thread.</summary>
     public int EffectiveMaxAbandonedThreads => MaxAbandonedThreads ?? CpuConcurrency;
-
-    /// <summary>
-    /// How long scheduling one retry may take: opening the connection, declaring its delay queue, publishing and
-    /// the broker's confirm. Past it the task is left <c>queued</c> for the reconciler and its message is
-    /// acknowledged anyway, so a broker that does not confirm never holds a message, nor sends it to <c>_error</c>.
-    /// </summary>
-    [Range(1, 300)]
-    public int RetryPublishTimeoutSeconds { get; set; } = 10;
 }

@@ -60,7 +60,7 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
-    public async Task ARetryWaitingInItsDelayQueue_SurvivesTheWorkerThatScheduledIt()
+    public async Task ARetryWaitingForItsTime_SurvivesTheWorkerThatScheduledIt()
     {
         var settings = Fleet.WorkerSettings("retry-scheduler", cpuConcurrency: 1);
         settings["Worker:RetryBaseSeconds"] = "3";
@@ -68,7 +68,7 @@ public sealed class FaultInjectionTests(FleetFixture fleet, ITestOutputHelper ou
             TaskRequest.Create("fault-flaky", new { key = Guid.NewGuid().ToString(), failTimes = 1 }) with { MaxAttempts = 3 });
         await using (var first = WorkerProcess.Start(settings))
         {
-            // The first attempt failed and its retry waits in fleet-io.retry.{n}s: the task is queued again.
+            // The first attempt failed and its retry waits in PostgreSQL for its not_before: the task is queued again.
             Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
                 "SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id AND outcome = 'failed'", ("id", id)) == 1));
             Assert.Equal("queued", (await GetTaskAsync(id))!.Status);

@@ -48,6 +48,7 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
         var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
         stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
+        stamp.Parameters.Add(new NpgsqlParameter("attempts", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = new int[ids.Count] });
 
         // As they run on the host pool: unnamed statements, planned with their values.
         AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, claim), "claim");

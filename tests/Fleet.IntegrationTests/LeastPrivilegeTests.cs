@@ -84,7 +84,7 @@ public sealed class LeastPrivilegeTests(FleetFixture fleet, ITestOutputHelper ou
     }
 
     [Fact]
-    public async Task Worker_user_consumes_and_schedules_retries_but_cannot_cancel_declare_elsewhere_or_manage()
+    public async Task Worker_user_consumes_and_publishes_to_its_lanes_but_cannot_cancel_declare_elsewhere_or_manage()
     {
         if (Logins() is not { } logins)
         {
@@ -96,16 +96,17 @@ public sealed class LeastPrivilegeTests(FleetFixture fleet, ITestOutputHelper ou
         await using (var connection = await new ConnectionFactory { Uri = worker }.CreateConnectionAsync())
         await using (var channel = await ConfirmingChannelAsync(connection))
         {
-            // A retry delay queue, declared and published to as the RetryScheduler does.
-            var rung = Worker.MessagePath.RetryScheduler.QueueNames(TaskQueues.Io)[0];
-            await channel.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false,
-                QueueTopology.RetryRungArguments(QueueTopology.DefaultQueueType, TaskQueues.Io));
-            await channel.BasicPublishAsync("", rung, mandatory: true, new BasicProperties { Expiration = "1" }, Body(id));
+            // A task published to its lane's exchange, as the due relay (delayed tasks, retries) and the reconciler do.
+            await channel.BasicPublishAsync(TaskQueues.Io, "", mandatory: true, new BasicProperties(), Body(id));
         }
 
-        // Expired, it comes back to its lane, where the worker consumes it.
         await ReceiveAsync(worker, TaskQueues.Io, id);
 
+        // Retries wait in PostgreSQL: a worker needs neither the delay queues of older versions nor the default exchange.
+        var rung = QueueTopology.RetryRungName(TaskQueues.Io, 1);
+        await AmqpRefusedAsync(worker, c => c.QueueDeclareAsync(rung, durable: true, exclusive: false, autoDelete: false,
+            QueueTopology.RetryRungArguments(QueueTopology.DefaultQueueType, TaskQueues.Io)));
+        await AmqpRefusedAsync(worker, c => c.BasicPublishAsync("", TaskQueues.Io, mandatory: false, new BasicProperties(), Body(Guid.NewGuid())).AsTask());
         await AmqpRefusedAsync(worker, c => c.BasicPublishAsync(TaskQueues.Control, "", mandatory: false, new BasicProperties(), Body(Guid.NewGuid())).AsTask());
         await AmqpRefusedAsync(worker, c => c.QueueDeclareAsync("worker-own-queue", durable: false, exclusive: false, autoDelete: true));
         await AmqpRefusedAsync(worker, c => c.ExchangeDeclareAsync("worker-own-exchange", ExchangeType.Fanout));

@@ -6,11 +6,14 @@ namespace Fleet.IntegrationTests;
 
 /// <summary>
 /// <c>fleet queues migrate</c> on a classic deployment (in a vhost of its own) with its workers stopped: 1,000 queued
-/// tasks, retries waiting in their rungs and a producer that keeps publishing during the migration all end as they
-/// should under quorum workers; then back to classic.
+/// tasks, retries an older version left waiting in a retry rung and a producer that keeps publishing during the
+/// migration all end as they should under quorum workers; then back to classic.
 /// </summary>
 public sealed class QueueMigrationTests(FleetFixture fleet) : OwnWorkersTest(fleet)
 {
+    /// <summary>The one rung the older version used here; the migration skips the twelve others, which do not exist.</summary>
+    private static readonly string Rung = QueueTopology.RetryRungName(TaskQueues.Io, 32);
+
     [Fact]
     public async Task ClassicToQuorumAndBack_LosesNoTask()
     {
@@ -22,20 +25,32 @@ public sealed class QueueMigrationTests(FleetFixture fleet) : OwnWorkersTest(fle
             QueueType = BrokerQueueType.Classic,
         });
 
-        // A classic worker fails each flaky task once and parks its retry in a rung (20 s, the 32 s rung); then it is stopped.
-        var retried = await client.SubmitManyAsync(Enumerable.Range(0, 10).Select(_ =>
-            TaskRequest.Create("fault-flaky", new { key = Guid.NewGuid().ToString(), failTimes = 1 }) with { MaxAttempts = 3 }));
-        await using (var classic = WorkerProcess.Start(WorkerSettings(vhost, "classic", "migrate-classic", retryBaseSeconds: 20)))
+        // Retries as an older version parked them: the task queued after a failed first attempt, published, due in 20 s,
+        // and its message in the 32 s rung with a 20 s expiration, to dead-letter into the lane.
+        var retried = Enumerable.Range(0, 10).Select(_ => Guid.NewGuid()).ToList();
+        await using (var insert = Fleet.DataSource.CreateCommand("""
+            INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, priority, submitted_at, published_at, not_before)
+            SELECT id, 'noop', 'fleet-io', 'queued', '{}', 1, 3, 0, now(), now(), now() + interval '20 seconds' FROM unnest(@ids) AS i(id)
+            """))
         {
-            Assert.True(await EventuallyAsync(
-                async () => await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids)", ("ids", retried.ToArray())) == retried.Count,
-                TimeSpan.FromMinutes(2)), classic.Output);
-            await classic.TerminateAsync(TimeSpan.FromMinutes(1));
+            insert.Parameters.AddWithValue("ids", retried.ToArray());
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        await using (var connection = await new RabbitMQ.Client.ConnectionFactory { Uri = new Uri(vhost.AmqpUri) }.CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync(new RabbitMQ.Client.CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true)))
+        {
+            await channel.QueueDeclareAsync(Rung, durable: true, exclusive: false, autoDelete: false, QueueTopology.RetryRungArguments(BrokerQueueType.Classic, TaskQueues.Io));
+            foreach (var id in retried)
+            {
+                var properties = new RabbitMQ.Client.BasicProperties { ContentType = "application/json", Persistent = true, MessageId = id.ToString(), Expiration = "20000" };
+                await channel.BasicPublishAsync("", Rung, mandatory: true, properties, System.Text.Encoding.UTF8.GetBytes($$"""{"taskId":"{{id}}","type":"noop","payload":{},"maxAttempts":3}"""));
+            }
         }
 
         var queued = await client.SubmitManyAsync(Enumerable.Range(0, 1000).Select(i =>
             i % 2 == 0 ? TaskRequest.Create("noop", new { }) : TaskRequest.Create("sha256", new { size_kb = 1, rounds = 1, seed = i })));
-        Assert.Contains(await vhost.QueuesAsync(), q => q.Name.StartsWith($"{TaskQueues.Io}.retry.", StringComparison.Ordinal));
+        Assert.Contains(await vhost.QueuesAsync(), q => q.Name == Rung && q.Type == "classic");
 
         // A producer keeps submitting while the queues move.
         using var stopProducer = new CancellationTokenSource();
@@ -56,6 +71,8 @@ public sealed class QueueMigrationTests(FleetFixture fleet) : OwnWorkersTest(fle
         var (exit, output) = await vhost.MigrateAsync("quorum");
         Assert.True(exit == 0, output);
         Assert.Contains("fleet-io: classic -> quorum", output, StringComparison.Ordinal);
+        Assert.Contains($"{Rung}: classic -> quorum", output, StringComparison.Ordinal);
+        Assert.DoesNotContain(QueueTopology.RetryRungName(TaskQueues.Io, 1), output, StringComparison.Ordinal);
         await Task.Delay(1000);
         await stopProducer.CancelAsync();
         await producer;
@@ -72,8 +89,9 @@ public sealed class QueueMigrationTests(FleetFixture fleet) : OwnWorkersTest(fle
             await WaitForFinalAsync([.. retried, .. queued, .. produced], TimeSpan.FromMinutes(4));
             Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status <> 'succeeded'", ("ids", retried.Concat(queued).Concat(produced).ToArray())));
 
-            // fault-flaky counts failures per process: the new worker fails each once more, then it succeeds.
-            Assert.Equal(3L * retried.Count, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids)", ("ids", retried.ToArray())));
+            // The parked retries came back from their rung, now a quorum queue, and ran once each: their second attempt.
+            Assert.Equal((long)retried.Count, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids) AND attempt = 2", ("ids", retried.ToArray())));
+            Assert.Equal((long)retried.Count, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = ANY(@ids)", ("ids", retried.ToArray())));
 
             // A worker consuming: the migration refuses to start.
             (exit, output) = await vhost.MigrateAsync("classic");
@@ -95,12 +113,11 @@ public sealed class QueueMigrationTests(FleetFixture fleet) : OwnWorkersTest(fle
         Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status <> 'succeeded'", ("ids", after.ToArray())));
     }
 
-    private Dictionary<string, string?> WorkerSettings(BrokerVhost vhost, string queueType, string host, double retryBaseSeconds = 1)
+    private Dictionary<string, string?> WorkerSettings(BrokerVhost vhost, string queueType, string host)
     {
         var settings = Fleet.WorkerSettings(host, 2);
         settings["ConnectionStrings:rabbitmq"] = vhost.AmqpUri;
         settings[QueueTopology.QueueTypeKey] = queueType;
-        settings["Worker:RetryBaseSeconds"] = retryBaseSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
         return settings;
     }
 

@@ -6,8 +6,8 @@ namespace Fleet.IntegrationTests;
 
 /// <summary>
 /// A deployment with <c>RabbitMq:QueueType=quorum</c>: a real worker process, the real API and <see cref="FleetClient"/>
-/// all declare and use quorum lanes (in a vhost of their own), tasks run, retries go through quorum rungs, and an
-/// unreadable message reaches a quorum <c>_error</c> queue.
+/// all declare and use quorum lanes (in a vhost of their own), tasks run, retries come back to the quorum lanes through
+/// the due relay, and an unreadable message reaches a quorum <c>_error</c> queue.
 /// </summary>
 public sealed class QuorumQueueTests(FleetFixture fleet) : OwnWorkersTest(fleet)
 {
@@ -64,7 +64,7 @@ public sealed class QuorumQueueTests(FleetFixture fleet) : OwnWorkersTest(fleet)
         var laneQueues = queues.Where(q => q.Name.StartsWith("fleet-cpu", StringComparison.Ordinal) || q.Name.StartsWith("fleet-io", StringComparison.Ordinal)).ToList();
         Assert.Contains(laneQueues, q => q.Name == TaskQueues.Cpu);
         Assert.Contains(laneQueues, q => q.Name == TaskQueues.Io);
-        Assert.Contains(laneQueues, q => q.Name.StartsWith($"{TaskQueues.Io}.retry.", StringComparison.Ordinal));
+        Assert.DoesNotContain(laneQueues, q => q.Name.StartsWith($"{TaskQueues.Io}.retry.", StringComparison.Ordinal));
         Assert.All(laneQueues, q => Assert.True(q.Type == "quorum", $"{q.Name} is {q.Type}"));
 
         // The per-worker control queue stays classic: it is auto-deleted, which a quorum queue cannot be.

@@ -10,8 +10,8 @@ using Xunit.Abstractions;
 namespace Fleet.IntegrationTests;
 
 /// <summary>
-/// Tasks whose message is gone (a purged queue, a broker that lost what it had delivered, a worker that vanished, a
-/// retry whose publish failed) are found by the reconciler and run, once; nothing stays open for ever. The state
+/// Tasks whose message is gone (a purged queue, a broker that lost what it had delivered, a worker that vanished) are
+/// found by the reconciler and run, once; nothing stays open for ever. The state
 /// tests write the state each fault leaves behind, with old timestamps, and run one reconciler pass of the
 /// in-process worker at once; the fault tests cause the fault for real with worker processes.
 /// </summary>
@@ -122,7 +122,7 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
     [Fact]
     public async Task AQueuedTask_WhoseMessageIsGone_IsRepublished_OnlyAfterTwoPasses()
     {
-        // A retry whose publish failed: queued, published long ago, its backoff long over, no message anywhere.
+        // A retry whose message was purged: queued, published long ago, its backoff long over, no message anywhere.
         var id = await InsertOpenTaskAsync("queued", null);
 
         var first = await ReconcileAsync();
@@ -137,15 +137,20 @@ public sealed class ReconcilerTests(FleetFixture fleet, ITestOutputHelper output
     [Fact]
     public async Task AQueuedRetry_StillWithinItsBackoff_IsLeftAlone()
     {
-        var id = await InsertOpenTaskAsync("queued", null);
-        await ExecuteAsync("UPDATE fleet.tasks SET not_before = now() + interval '30 seconds' WHERE id = @id", ("id", id));
+        // A retry as it waits now, unpublished for the due relay, and one an older version parked in a delay queue
+        // (published, its message in the rung): both with their time ahead, in an idle lane.
+        var waiting = await InsertOpenTaskAsync("queued", null);
+        await ExecuteAsync("UPDATE fleet.tasks SET published_at = NULL, not_before = now() + interval '30 seconds' WHERE id = @id", ("id", waiting));
+        var parked = await InsertOpenTaskAsync("queued", null);
+        await ExecuteAsync("UPDATE fleet.tasks SET not_before = now() + interval '30 seconds' WHERE id = @id", ("id", parked));
 
         await ReconcileAsync();
         await WaitForHeartbeatsAsync();
         var second = await ReconcileAsync();
 
         Assert.Equal(0, second!.Value.Republished);
-        Assert.Equal("queued", (await GetTaskAsync(id))!.Status);
+        Assert.Equal(("queued", "queued"), ((await GetTaskAsync(waiting))!.Status, (await GetTaskAsync(parked))!.Status));
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NULL FROM fleet.tasks WHERE id = @id", ("id", waiting)));
     }
 
     [Fact]

@@ -43,6 +43,56 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     [Fact]
+    public async Task ARetrysCompletion_LeavesTheTaskUnpublishedForTheDueRelay_AndNoCopyOfItsMessageClaimsItBeforeItsTime()
+    {
+        await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
+        var id = Guid.CreateVersion7();
+        var first = await ledger.ClaimAsync(Claim(id));
+        var finished = DateTimeOffset.UtcNow;
+        var notBefore = finished.AddSeconds(60);
+
+        Assert.True(await ledger.CompleteAsync(new TaskCompletion(
+            id, first.Attempt, "queued", "failed", null, "System.InvalidOperationException", "try again", finished, finished, 1, null, NotBefore: notBefore)));
+
+        // Queued, unpublished, with its time: in ix_tasks_due, where the due relay finds it.
+        var (status, unpublished, storedNotBefore) = Assert.Single(await ListAsync(
+            "SELECT status, published_at IS NULL, not_before FROM fleet.tasks WHERE id = @id",
+            r => (r.GetString(0), r.GetBoolean(1), r.GetFieldValue<DateTimeOffset>(2)), ("id", id)));
+        Assert.Equal(("queued", true), (status, unpublished));
+        Assert.Equal(notBefore.UtcTicks / 10, storedNotBefore.UtcTicks / 10);
+
+        // The failed attempt's message redelivered (its worker died before the ack), or any other copy: not claimed.
+        Assert.False((await ledger.ClaimAsync(Claim(id) with { Redelivered = true })).Claimed);
+        Assert.False((await ledger.ClaimAsync(Claim(id))).Claimed);
+        Assert.Equal(1, await ScalarAsync<int>("SELECT attempts FROM fleet.tasks WHERE id = @id", ("id", id)));
+        Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", id)));
+
+        // The producer's stamp for its first publish, late (its confirm came after the attempt failed): the retry is
+        // not stamped, or the due relay would never see it. The relay's own stamp for the retry is.
+        await StampAsync(id, attempts: 0);
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NULL FROM fleet.tasks WHERE id = @id", ("id", id)));
+        await StampAsync(id, attempts: 1);
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NOT NULL FROM fleet.tasks WHERE id = @id", ("id", id)));
+
+        // Once the relay published it, its message is claimed: the second attempt.
+        Assert.Equal(new ClaimResult(true, 2), await ledger.ClaimAsync(Claim(id)));
+
+        // A first attempt is claimed however its not_before stands: its producer published it (a clock ahead of the
+        // database's took it for due) and stamps it after the confirm, so no relay would ever send it again.
+        var delayed = Guid.CreateVersion7();
+        await using (var insert = Fleet.DataSource.CreateCommand("""
+            INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, priority, submitted_at, not_before)
+            VALUES (@id, 'noop', 'fleet-io', 'queued', '{}', 0, 3, 0, now(), now() + interval '60 seconds')
+            """))
+        {
+            insert.Parameters.AddWithValue("id", delayed);
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        Assert.True((await ledger.ClaimAsync(Claim(delayed))).Claimed);
+    }
+
+    [Fact]
     public async Task Flush_OneClaimPostgresRefusesAmongMany_IsStoredAsBase64_AndTheRestCommitOnce()
     {
         await using var ledger = new TaskLedger(Fleet.DataSource, WorkerId);
@@ -270,6 +320,15 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         }
 
         return claimed;
+    }
+
+    /// <summary>The <c>published_at</c> stamp a publisher writes after the confirm, for a message built at <paramref name="attempts"/>.</summary>
+    private async Task StampAsync(Guid id, int attempts)
+    {
+        await using var stamp = Fleet.DataSource.CreateCommand(global::Fleet.Client.SubmissionSql.MarkPublished);
+        stamp.Parameters.AddWithValue("id", new[] { id });
+        stamp.Parameters.AddWithValue("attempts", new[] { attempts });
+        await stamp.ExecuteNonQueryAsync();
     }
 
     private static TaskClaim Claim(Guid id, string payload = "{}")

@@ -201,15 +201,15 @@ public sealed class DelayedTaskInputTests
     public void PublishedWaitingFor_SaysRetry_OnlyWhileAPublishedRetryWaitsOutItsBackoff()
     {
         var now = DateTimeOffset.UtcNow;
-        FleetTask Row(string status, DateTimeOffset? notBefore, DateTimeOffset? publishedAt) =>
-            new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, PublishedAt = publishedAt };
+        FleetTask Row(string status, DateTimeOffset? notBefore, int attempts, DateTimeOffset? publishedAt = null) =>
+            new() { Type = "noop", Queue = "fleet-io", Status = status, Payload = "{}", NotBefore = notBefore, Attempts = attempts, PublishedAt = publishedAt };
 
         // A task still unpublished gets fleet.v_waiting_tasks's reason (ApiWaitingTests), not this one.
-        Assert.Equal("retry", TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), now.AddMinutes(-1)), now));
-        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), null), now));
-        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(-1), now.AddMinutes(-2)), now));
-        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", null, now), now));
-        Assert.Null(TaskQueries.PublishedWaitingFor(Row("cancelled", now.AddMinutes(1), now), now));
+        Assert.Equal("retry", TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), 1, now.AddMinutes(-1)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(1), 0), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", now.AddMinutes(-1), 1, now.AddMinutes(-2)), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("queued", null, 0, now), now));
+        Assert.Null(TaskQueries.PublishedWaitingFor(Row("cancelled", now.AddMinutes(1), 1, now), now));
     }
 
     [Theory]

@@ -7,6 +7,18 @@ namespace Fleet.UnitTests;
 /// <summary>Every declarer takes a queue's arguments from QueueTopology; these are what the broker compares.</summary>
 public sealed class QueueTopologyTests
 {
+    // Workers no longer declare retry rungs (retries wait in PostgreSQL); `fleet queues migrate` still moves the rungs an
+    // older version left, with the arguments and under the names that version declared them with.
+    [Fact]
+    public void OldRetryRungs_KeepTheirNames_1sTo4096s()
+    {
+        var names = QueueTopology.RetryRungNames("fleet-cpu");
+
+        Assert.Equal(["fleet-cpu.retry.1s", "fleet-cpu.retry.2s", "fleet-cpu.retry.4s"], names.Take(3));
+        Assert.Equal("fleet-cpu.retry.4096s", names[^1]);
+        Assert.Equal(13, names.Count);
+    }
+
     [Fact]
     public void ClassicLanes_KeepTheArgumentlessDeclareOfEarlierVersions()
     {
@@ -17,7 +29,7 @@ public sealed class QueueTopologyTests
     }
 
     [Fact]
-    public void QuorumRungs_DeadLetterAtLeastOnce_BackIntoTheirLane()
+    public void OldQuorumRungs_DeadLetterAtLeastOnce_BackIntoTheirLane()
     {
         Assert.Equal(new Dictionary<string, object?> { ["x-queue-type"] = "quorum" }, QueueTopology.LaneArguments(BrokerQueueType.Quorum));
         Assert.Equal(

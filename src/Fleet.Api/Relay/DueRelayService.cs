@@ -4,7 +4,7 @@ using Microsoft.Extensions.Options;
 namespace Fleet.Api.Relay;
 
 /// <summary>
-/// Publishes delayed tasks when their time comes: every <c>Api:DueRelayIntervalMs</c> an
+/// Publishes delayed tasks and retries when their time comes: every <c>Api:DueRelayIntervalMs</c> an
 /// <see cref="OutboxRelay.PublishDueAsync"/> round, which publishes only in the one process (API replica or worker)
 /// holding the due relay's advisory lock. Workers run the same loop, so delayed tasks fire with no API running.
 /// </summary>

@@ -274,7 +274,7 @@ public sealed partial class Dispatcher
             Take(typeRoom, message.Type);
             Take(tenantRoom, message.Tenant);
             state.Spend(limits, message);
-            chosen.Add(new OutgoingTask(TaskQueues.DispatchQueueOf(lane), message));
+            chosen.Add(task with { Queue = TaskQueues.DispatchQueueOf(lane) });
         }
 
         if (chosen.Count == 0)

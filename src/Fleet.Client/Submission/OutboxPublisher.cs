@@ -38,6 +38,7 @@ internal sealed partial class OutboxPublisher(NpgsqlDataSource dataSource, ITask
             {
                 await using var command = dataSource.CreateCommand(SubmissionSql.MarkPublished);
                 command.Parameters.Add(SubmissionSql.Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));
+                command.Parameters.Add(SubmissionSql.Array("attempts", NpgsqlDbType.Integer, chunk.Select(m => m.Attempts)));
                 await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
             catch (NpgsqlException ex)

@@ -12,8 +12,9 @@ namespace Fleet.Client;
 /// <item><see cref="RelayUnpublishedAsync"/> republishes tasks whose submission committed but never saw the broker's
 /// confirm (a crash, or a broker outage, between <see cref="TaskSubmitter"/>'s commit and its stamp), found through
 /// the partial index <c>ix_tasks_unpublished</c>;</item>
-/// <item><see cref="PublishDueAsync"/> publishes delayed tasks whose <c>not_before</c> has come, found through
-/// <c>ix_tasks_due</c>: a delayed task waits in PostgreSQL, not in the broker, until then.</item>
+/// <item><see cref="PublishDueAsync"/> publishes delayed tasks and retries whose <c>not_before</c> has come, found
+/// through <c>ix_tasks_due</c>: both wait in PostgreSQL, not in the broker, until then (a retry because the failed
+/// attempt's commit set <c>published_at</c> back to null with its new <c>not_before</c>).</item>
 /// </list>
 /// </summary>
 public sealed partial class OutboxRelay

@@ -50,10 +50,15 @@ internal static class SubmissionSql
     // The null test is a CASE so that the rows are found by primary key only: as "published_at IS NULL" it let the
     // planner read every unstamped task through ix_tasks_unpublished (the whole backlog while workers lag) and
     // join the chunk's ids to them.
+    // A row is stamped only while its attempts are what they were when its message was built (@attempts, by position
+    // in @id): a task a worker ran and failed into a retry before this stamp came is queued again with published_at
+    // null and its next not_before, waiting for the due relay, and must stay so. Rows still at 0 attempts, nearly all
+    // of them, skip the lookup.
     public const string MarkPublished = """
         UPDATE fleet.tasks SET published_at = now()
         WHERE id IN (SELECT id FROM fleet.tasks
                      WHERE id = ANY(@id) AND CASE WHEN published_at IS NULL THEN true ELSE false END
+                       AND CASE WHEN attempts = 0 THEN true ELSE attempts = (@attempts)[array_position(@id, id)] END
                      FOR UPDATE SKIP LOCKED)
         """;
 

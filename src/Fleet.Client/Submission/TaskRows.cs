@@ -6,15 +6,18 @@ namespace Fleet.Client;
 
 /// <summary>
 /// Rebuilds the message of a stored task from its <c>fleet.tasks</c> row, for whoever publishes a task again: the
-/// submission relay and the worker's reconciler. Select <see cref="Columns"/> first, in this order.
+/// submission relay, the due relay (delayed tasks and retries) and the worker's reconciler. Select
+/// <see cref="Columns"/> first, in this order. What a worker takes from the message for a task that has a row
+/// (<c>maxAttempts</c>, the time limit, the tenant) is the row's; the attempts already made are counted by the row
+/// itself, which the claim reads.
 /// </summary>
 public static class TaskRows
 {
     /// <summary>The columns <see cref="ReadOutgoing"/> reads, as a select list for <c>fleet.tasks</c> aliased <c>t</c>.</summary>
-    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at, t.tenant";
+    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at, t.tenant, t.attempts";
 
-    /// <summary>How many columns <see cref="Columns"/> selects: the ordinal of the first column a statement adds after them.</summary>
-    public const int ColumnCount = 10;
+    /// <summary>How many columns <see cref="Columns"/> has: the ordinal of the first column a statement selects after them.</summary>
+    public const int ColumnCount = 11;
 
     /// <summary>The task message of the reader's current row, and the queue it goes to.</summary>
     public static OutgoingTask ReadOutgoing(NpgsqlDataReader reader)
@@ -32,6 +35,9 @@ public static class TaskRows
             BatchId = reader.IsDBNull(7) ? null : reader.GetGuid(7),
             SubmittedAt = reader.GetFieldValue<DateTimeOffset>(8),
             Tenant = reader.IsDBNull(9) ? null : reader.GetString(9),
-        });
+        })
+        {
+            Attempts = reader.GetInt32(10),
+        };
     }
 }

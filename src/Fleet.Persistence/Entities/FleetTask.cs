@@ -36,7 +36,10 @@ public sealed class FleetTask
 
     public DateTimeOffset SubmittedAt { get; set; }
 
-    /// <summary>When the broker confirmed the publish; null while a submission awaits its publish (outbox).</summary>
+    /// <summary>
+    /// When the broker confirmed the publish; null while a submission awaits its publish (outbox), and while a delayed
+    /// task or a retry waits for the due relay (a retry's commit sets it back to null).
+    /// </summary>
     public DateTimeOffset? PublishedAt { get; set; }
 
     public DateTimeOffset? StartedAt { get; set; }
@@ -47,10 +50,9 @@ public sealed class FleetTask
     public string? WorkerId { get; set; }
 
     /// <summary>
-    /// The earliest time a queued task may start: set when a failed attempt is scheduled for a retry after a
-    /// backoff, so that the reconciler does not take a retry waiting in its delay queue for a lost message; and
-    /// by a delayed task's submission, which leaves <see cref="PublishedAt"/> null until the due relay publishes
-    /// it at this time.
+    /// The earliest time a queued task may start: set by a delayed task's submission, and when a failed attempt is
+    /// retried (its end + the backoff). Either way <see cref="PublishedAt"/> is null until the due relay publishes
+    /// the task at this time, and the reconciler counts the task from it, never taking one that still waits.
     /// </summary>
     public DateTimeOffset? NotBefore { get; set; }
 

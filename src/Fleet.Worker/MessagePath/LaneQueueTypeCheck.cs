@@ -8,11 +8,13 @@ using RabbitMQ.Client.Exceptions;
 namespace Fleet.Worker.MessagePath;
 
 /// <summary>
-/// Before the bus starts: checks that the lanes that already exist (and their <c>_error</c>, <c>_skipped</c> queues and
-/// retry rungs) are of the configured <c>RabbitMq:QueueType</c>. Without it a worker whose lanes have the other type
+/// Before the bus starts: checks that the lanes that already exist (and their <c>_error</c> and <c>_skipped</c> queues)
+/// are of the configured <c>RabbitMq:QueueType</c>. Without it a worker whose lanes have the other type
 /// would have MassTransit redeclare them forever (406 PRECONDITION_FAILED, the channel closed, a retry every few
 /// seconds) and never consume; with it the worker stops at once with one line that names the queue, both types and
-/// the fix. Queues that do not exist yet are left to the bus and the retry scheduler to declare.
+/// the fix. Queues that do not exist yet are left to the bus to declare. The retry delay queues of older versions
+/// (<c>{lane}.retry.{n}s</c>) are not looked at: no worker declares them any more, and <c>fleet queues migrate</c>
+/// moves those that still exist.
 /// </summary>
 internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOptions<WorkerOptions> options, ILogger<LaneQueueTypeCheck> logger) : IHostedService
 {
@@ -42,7 +44,6 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
                     (lane, QueueTopology.LaneArguments(configured)),
                     ($"{lane}_error", QueueTopology.LaneArguments(configured)),
                     ($"{lane}_skipped", QueueTopology.LaneArguments(configured)),
-                    .. RetryScheduler.QueueNames(lane).Select(rung => (rung, QueueTopology.RetryRungArguments(configured, lane))),
                 ];
                 foreach (var (queue, arguments) in queues)
                 {
@@ -89,7 +90,7 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
         {
             try
             {
-                // The very declare the bus (or the retry scheduler) makes: a no-op on an equivalent queue.
+                // The very declare the bus makes: a no-op on an equivalent queue.
                 await channel.QueueDeclareAsync(queue, durable: true, exclusive: false, autoDelete: false, arguments, cancellationToken: cancellationToken).ConfigureAwait(false);
                 return false;
             }

@@ -22,7 +22,6 @@ public sealed partial class ProcessTaskConsumer(
     TaskLedger ledger,
     TaskExecutor executor,
     CpuLane cpuLane,
-    RetryScheduler retries,
     RabbitMqTaskPublisher publisher,
     TaskHandlerRegistry registry,
     HeldTasks held,
@@ -224,7 +223,7 @@ public sealed partial class ProcessTaskConsumer(
         }
 
         var retry = outcome.Retryable && claim.Charged < maxAttempts;
-        var delay = retry ? retries.DelayBefore(claim.Charged + 1) : TimeSpan.Zero;
+        var delay = retry ? RetryBackoff.Before(claim.Charged + 1, options.Value.RetryBaseSeconds, options.Value.RetryMaxSeconds) : TimeSpan.Zero;
         var finishedAt = DateTimeOffset.UtcNow;
 
         bool finalized;
@@ -245,16 +244,12 @@ public sealed partial class ProcessTaskConsumer(
 
         if (retry && finalized)
         {
-            // Acknowledged only after the broker confirmed the retry: a crash in between redelivers this message,
-            // and the task (queued again) simply runs from it. A retry the broker did not take in time (the scheduler
-            // logged and counted why) is acknowledged too, never faulted to _error: the task stays queued, and the
-            // reconciler republishes queued tasks whose message is gone.
-            if (await retries.ScheduleAsync(queue, Resent(message, taskId), delay, context.CancellationToken).ConfigureAwait(false))
-            {
-                metrics.AddRetried(typeLabel, lane);
-                LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
-            }
-
+            // The retry waits in PostgreSQL, not in the broker: the commit left the task queued and unpublished with
+            // not_before = finish + backoff, and the due relay (every worker's and the API's) publishes it when
+            // PostgreSQL's clock reaches that time. Nothing is left to send, so the message is acknowledged now. A crash
+            // before the acknowledgement redelivers it, and the claim leaves a retry that waits for its time alone.
+            metrics.AddRetried(typeLabel, lane);
+            LogRetry(taskId, claim.Charged, maxAttempts, ForLog(outcome.ErrorType), ForLog(outcome.ErrorMessage), delay.TotalSeconds);
             activity?.SetTag("fleet.task.status", "retrying");
             return;
         }
@@ -282,7 +277,7 @@ public sealed partial class ProcessTaskConsumer(
     private static string? ForLog(string? text) => StorableForm.Text(text, MaxLoggedText);
 
     /// <summary>
-    /// The message this worker sends again for a task it took (a retry, a return to the back of the queue): with its
+    /// The message this worker sends again for a task it took (a return to the back of the queue): with its
     /// id, and without its start time, which has come. A <c>delaySeconds</c> without <c>submittedAt</c> would
     /// otherwise count again from the next delivery and delay the copy once more.
     /// </summary>
@@ -350,7 +345,7 @@ public sealed partial class ProcessTaskConsumer(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Task {TaskId} waited {Seconds:0} s for a CPU-lane thread; sent to the back of its queue")]
     private partial void LogHandedBack(Guid taskId, double seconds);
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final; delivery acknowledged without running it again")]
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} is already final, or a retry waiting for its time; delivery acknowledged without running it")]
     private partial void LogSkipped(Guid taskId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Task {TaskId} attempt {Attempt}/{MaxAttempts} failed ({ErrorType}: {ErrorMessage}); retrying in {DelaySeconds:0.0} s")]

@@ -8,9 +8,9 @@ namespace Fleet.Worker.Reconciliation;
 
 /// <summary>
 /// The worker's run of the due relay (<see cref="OutboxRelay.RunDueLoopAsync"/>): every
-/// <c>Worker:DueRelayIntervalMs</c> it publishes the delayed tasks whose time has come, if no other process (an API
+/// <c>Worker:DueRelayIntervalMs</c> it publishes the delayed tasks and retries whose time has come, if no other process (an API
 /// replica or another worker) holds the due relay's advisory lock. With it, a fleet fed only by
-/// <see cref="FleetClient"/> or plain JSON, with no API running, still starts its delayed tasks on time.
+/// <see cref="FleetClient"/> or plain JSON, with no API running, still starts its delayed tasks and retries on time.
 /// </summary>
 public sealed class DuePublisher(
     NpgsqlDataSource dataSource,

@@ -46,19 +46,22 @@ internal static class ReconcilerSql
         RETURNING {TaskRows.Columns}, l.cancel
         """;
 
-    // A retry may wait in its delay queue up to twice its backoff (RetryScheduler's rungs), hence the slack on
-    // not_before. The index ix_tasks_status_submitted serves the status test; the lanes with a backlog are left out
-    // before any row is read, so a long backlog is never scanned here. A delayed task (published_at null, not_before
-    // set) waits unpublished on purpose: it counts from its not_before, so only one the due relay left unpublished
-    // long after its time is taken (a backup for the relay, never a task still waiting).
+    // Two ways a queued task is lost. Unpublished (published_at null): a submission whose publish was never confirmed
+    // counts from submitted_at; a delayed task or a retry waits there on purpose and counts from its not_before, so
+    // only one the due relay left unpublished long after its time is taken (a backup for the relays, never a task
+    // still waiting). Published, in a lane with no ready message (a purged queue, a broker that lost the message):
+    // counted from its publish, or from its not_before when that is later (a retry an older version parked in a
+    // delay queue, whose message comes back at that time). The index ix_tasks_status_submitted serves the status
+    // test; the lanes with a backlog are left out before any row is read, so a long backlog is never scanned here.
+    // A dispatched task waiting unpublished is the dispatcher's, however long its turn takes: never taken here.
     public const string FindQueued = """
         SELECT t.id
         FROM fleet.tasks t
         WHERE t.status = 'queued'
           AND ((t.published_at IS NULL AND coalesce(t.not_before, t.submitted_at) < now() - make_interval(secs => @after))
                OR (t.queue = ANY(@idle_queues)
-                   AND greatest(t.published_at, t.not_before + (t.not_before - coalesce(t.started_at, t.not_before)))
-                       < now() - make_interval(secs => @after)))
+                   AND greatest(t.published_at, t.not_before) < now() - make_interval(secs => @after)))
+          AND NOT (t.dispatched AND t.published_at IS NULL)
           AND NOT EXISTS (SELECT 1 FROM fleet.workers w
                           WHERE w.state <> 'stopped' AND w.last_seen_at > now() - make_interval(secs => @stale)
                             AND t.id = ANY(w.held_tasks))

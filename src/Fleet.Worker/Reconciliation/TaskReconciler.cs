@@ -12,7 +12,7 @@ namespace Fleet.Worker.Reconciliation;
 /// Finds tasks that are open (<c>queued</c> or <c>running</c>) although no message and no live worker will ever end
 /// them, and republishes them (or ends them <c>cancelled</c> when a cancel was asked for). Messages get lost in ways
 /// that no acknowledgement protocol sees: a queue purged by an operator, a broker that lost its disk or crashed
-/// before it persisted a delivered message, a retry whose publish failed, a worker that vanished with its tasks.
+/// before it persisted a delivered message, a worker that vanished with its tasks.
 /// <para>
 /// Every worker runs this loop, and one of them acts per pass: the one that gets a PostgreSQL advisory lock for the
 /// pass's transaction. Republishing is safe because claims are idempotent: a copy of a task that runs or has ended
@@ -22,11 +22,12 @@ namespace Fleet.Worker.Reconciliation;
 /// <item>a <c>running</c> task, started over <c>Worker:ReconcileAfterSeconds</c> ago, whose worker is gone (no
 /// heartbeat for <see cref="StaleAfter"/>, or stopped), or is alive but did not hold it at a heartbeat taken after
 /// the task started (its message died with a broker, the execution with it);</item>
-/// <item>a <c>queued</c> task published (or due, for a retry waiting out its backoff) over
+/// <item>a <c>queued</c> task published (and due, for one with a <c>not_before</c>) over
 /// <c>Worker:ReconcileAfterSeconds</c> ago, while its lane's queue has no ready message and no live worker holds
 /// it, seen so in two passes in a row: with nothing ready, its message would have been delivered, and every
 /// heartbeat since the first pass would show the worker holding it. A task submitted but never confirmed by the
-/// broker (<c>published_at</c> null) needs no empty lane.</item>
+/// broker (<c>published_at</c> null) needs no empty lane; a delayed task or a retry, which waits unpublished on
+/// purpose, counts from its <c>not_before</c>.</item>
 /// </list>
 /// </summary>
 public sealed partial class TaskReconciler(
@@ -195,24 +196,33 @@ public sealed partial class TaskReconciler(
         var idle = new List<string>();
         foreach (var queue in TaskQueues.All.Union(_options.Queues, StringComparer.Ordinal))
         {
-            try
+            // A lane's task may wait in the lane or in its dispatch queue: the lane is idle only when both are empty.
+            // A missing dispatch queue (nothing dispatched yet) holds nothing.
+            if (await ReadyAsync(queue, cancellationToken).ConfigureAwait(false) == 0
+                && (await ReadyAsync(TaskQueues.DispatchQueueOf(queue), cancellationToken).ConfigureAwait(false) ?? 0) == 0)
             {
-                var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
-                var declared = await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-                if (declared.MessageCount == 0)
-                {
-                    idle.Add(queue);
-                }
-            }
-            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
-            {
-                // No such queue (the broker closes the channel for that): nothing can be waiting in it, and nothing
-                // could be delivered from it either, so it does not count as idle.
-                await ResetBrokerAsync(connectionToo: false).ConfigureAwait(false);
+                idle.Add(queue);
             }
         }
 
         return [.. idle];
+    }
+
+    /// <summary>The ready messages of <paramref name="queue"/>; null when it does not exist.</summary>
+    private async Task<uint?> ReadyAsync(string queue, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
+            return (await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false)).MessageCount;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            // No such queue (the broker closes the channel for that): nothing can be waiting in it, and nothing
+            // could be delivered from a missing lane either, so such a lane does not count as idle.
+            await ResetBrokerAsync(connectionToo: false).ConfigureAwait(false);
+            return null;
+        }
     }
 
     private async Task<IChannel> ChannelAsync(CancellationToken cancellationToken)

@@ -9,7 +9,7 @@ namespace Fleet.Worker.Telemetry;
 /// Everything the worker counts, each event recorded by one call: the totals the heartbeat writes to
 /// <c>fleet.workers</c>, and the instruments of the Meter <c>Fleet.Worker</c>, which appear on <c>/metrics</c> as
 /// <c>fleet_tasks_finished_total{type,lane,status}</c>, <c>fleet_task_retries_total{type,lane}</c>,
-/// <c>fleet_tasks_skipped_total</c>, <c>fleet_task_retry_publish_failures_total{queue}</c>,
+/// <c>fleet_tasks_skipped_total</c>,
 /// <c>fleet_task_duration_seconds{type,lane}</c>, <c>fleet_task_queue_wait_seconds{type,lane}</c> and
 /// <c>fleet_lane_busy</c> / <c>fleet_lane_capacity</c> (utilisation = busy / capacity). docs/observability.md lists them;
 /// the process lane's instruments, on the same meter, are <see cref="ProcessLaneMetrics"/>'.
@@ -35,7 +35,6 @@ public sealed class WorkerMetrics : IDisposable
     private readonly Counter<long> _finished;
     private readonly Counter<long> _retries;
     private readonly Counter<long> _skipped;
-    private readonly Counter<long> _retryPublishFailures;
     private readonly Histogram<double> _duration;
     private readonly Histogram<double> _queueWait;
     private long _succeeded;
@@ -43,7 +42,6 @@ public sealed class WorkerMetrics : IDisposable
     private long _skippedTotal;
     private long _retried;
     private long _abandoned;
-    private long _retryPublishFailuresTotal;
     private int _cpuBusy;
     private int _ioBusy;
 
@@ -56,10 +54,8 @@ public sealed class WorkerMetrics : IDisposable
         var io = options.Value.IoConcurrency;
         _meter = meterFactory?.Create(Name) ?? new Meter(Name);
         _finished = _meter.CreateCounter<long>("fleet.tasks.finished", description: "Executions that ended, by type, lane and status.");
-        _retries = _meter.CreateCounter<long>("fleet.task.retries", description: "Failed executions sent back for another attempt.");
+        _retries = _meter.CreateCounter<long>("fleet.task.retries", description: "Failed executions committed for another attempt after a backoff.");
         _skipped = _meter.CreateCounter<long>("fleet.tasks.skipped", description: "Deliveries of tasks already final, acknowledged without running.");
-        _retryPublishFailures = _meter.CreateCounter<long>(
-            "fleet.task.retry_publish_failures", description: "Retries that could not be published in time; their tasks wait, queued, for the reconciler.");
         _duration = _meter.CreateHistogram("fleet.task.duration", unit: "s", description: "Execution time, claim to result.", tags: null, advice: SecondsBuckets);
         _queueWait = _meter.CreateHistogram("fleet.task.queue_wait", unit: "s", description: "From submit to the start of execution.", tags: null, advice: SecondsBuckets);
         _meter.CreateObservableGauge("fleet.lane.busy", () => new[]
@@ -83,14 +79,11 @@ public sealed class WorkerMetrics : IDisposable
     /// <summary>Deliveries of tasks that were already final, acknowledged without running (<c>fleet.workers.tasks_skipped</c>).</summary>
     public long Skipped => Interlocked.Read(ref _skippedTotal);
 
-    /// <summary>Failed executions sent back to the queue after a backoff.</summary>
+    /// <summary>Failed executions committed for another attempt after a backoff.</summary>
     public long Retried => Interlocked.Read(ref _retried);
 
     /// <summary>Executions given up on because the handler ignored its time limit.</summary>
     public long Abandoned => Interlocked.Read(ref _abandoned);
-
-    /// <summary>Retries that were not scheduled (refused, failed or not confirmed in time) since the worker started.</summary>
-    public long RetryPublishFailures => Interlocked.Read(ref _retryPublishFailuresTotal);
 
     public int CpuBusy => Volatile.Read(ref _cpuBusy);
 
@@ -104,7 +97,7 @@ public sealed class WorkerMetrics : IDisposable
         _duration.Record(seconds, new TagList { { "type", type }, { "lane", lane } });
     }
 
-    /// <summary>A failed execution was sent back for another attempt.</summary>
+    /// <summary>A failed execution was committed for another attempt.</summary>
     public void AddRetried(string type, string lane)
     {
         Interlocked.Increment(ref _retried);
@@ -120,13 +113,6 @@ public sealed class WorkerMetrics : IDisposable
 
     /// <summary>An execution was given up on at its hard stop: its handler ignored the time limit.</summary>
     public void AddAbandoned() => Interlocked.Increment(ref _abandoned);
-
-    /// <summary>A retry bound for <paramref name="queue"/> was not scheduled.</summary>
-    public void AddRetryPublishFailure(string queue)
-    {
-        Interlocked.Increment(ref _retryPublishFailuresTotal);
-        _retryPublishFailures.Add(1, new TagList { { "queue", queue } });
-    }
 
     public void RecordQueueWait(string type, string lane, TimeSpan wait) =>
         _queueWait.Record(Math.Max(0, wait.TotalSeconds), new TagList { { "type", type }, { "lane", lane } });

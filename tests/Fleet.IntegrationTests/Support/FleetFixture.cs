@@ -161,7 +161,7 @@ public sealed class FleetFixture : IAsyncLifetime
         await StartWorkerAsync();
     }
 
-    /// <summary>Empties the fleet tables and the task queues (with their <c>_error</c> and retry delay queues).</summary>
+    /// <summary>Empties the fleet tables and the task queues (with their <c>_error</c> queues).</summary>
     public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
@@ -170,10 +170,10 @@ public sealed class FleetFixture : IAsyncLifetime
             await truncate.ExecuteNonQueryAsync();
         }
 
+        // Retries and delayed tasks wait in fleet.tasks, which is emptied above: nothing of a previous test waits in
+        // the broker but the lanes and their error queues.
         await using var connection = await new ConnectionFactory { Uri = rabbitMqUri }.CreateConnectionAsync();
-        // The retry delay queues too: a retry a previous test scheduled would otherwise come back into a lane
-        // queue in the middle of the next test, as a task that test never submitted.
-        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error", TaskQueues.DispatchQueueOf(q) }.Concat(RetryScheduler.QueueNames(q))))
+        foreach (var queue in TaskQueues.All.SelectMany(q => new[] { q, $"{q}_error", TaskQueues.DispatchQueueOf(q) }))
         {
             // A passive declare of a missing queue closes its channel, so each queue gets its own.
             await using var channel = await connection.CreateChannelAsync();

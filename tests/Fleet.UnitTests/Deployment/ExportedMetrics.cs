@@ -19,7 +19,6 @@ public static partial class ExportedMetrics
         "fleet_tasks_finished_total",
         "fleet_task_retries_total",
         "fleet_tasks_skipped_total",
-        "fleet_task_retry_publish_failures_total",
         "fleet_task_duration_seconds_bucket",
         "fleet_task_duration_seconds_sum",
         "fleet_task_duration_seconds_count",

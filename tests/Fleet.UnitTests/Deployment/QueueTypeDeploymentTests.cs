@@ -98,12 +98,13 @@ public sealed class QueueTypeDeploymentTests
     }
 
     [Fact]
-    public void Migration_MovesEveryQueueTheWorkerDeclares_TheLaneLast()
+    public void Migration_MovesEveryQueueOfALane_OldRetryRungsFirst_TheLaneLast()
     {
+        // The rungs are an older version's: only those that still exist are moved (QueueMigrationTests).
         var queues = QueueMigrator.QueuesOf(TaskQueues.Io);
 
         Assert.Equal(
-            [.. RetryScheduler.QueueNames(TaskQueues.Io), $"{TaskQueues.Io}_error", $"{TaskQueues.Io}_skipped", TaskQueues.Io],
+            [.. QueueTopology.RetryRungNames(TaskQueues.Io), $"{TaskQueues.Io}_error", $"{TaskQueues.Io}_skipped", TaskQueues.Io],
             queues.Select(q => q.Name));
         Assert.All(queues.Where(q => q.IsRung), q => Assert.Equal(
             QueueTopology.RetryRungArguments(BrokerQueueType.Quorum, TaskQueues.Io),
