@@ -1,3 +1,4 @@
+using Fleet.Contracts;
 using Fleet.Client;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
@@ -27,6 +28,9 @@ internal sealed class QueueMigrator(IConnection connection, BrokerQueueType targ
         .. QueueTopology.RetryRungNames(lane).Select(rung => new QueueSpec(rung, lane, IsRung: true)),
         new QueueSpec($"{lane}_error", lane, IsRung: false),
         new QueueSpec($"{lane}_skipped", lane, IsRung: false),
+        new QueueSpec($"{TaskQueues.DispatchQueueOf(lane)}_error", lane, IsRung: false),
+        new QueueSpec($"{TaskQueues.DispatchQueueOf(lane)}_skipped", lane, IsRung: false),
+        new QueueSpec(TaskQueues.DispatchQueueOf(lane), lane, IsRung: false),
         new QueueSpec(lane, lane, IsRung: false),
     ];
 
@@ -39,11 +43,11 @@ internal sealed class QueueMigrator(IConnection connection, BrokerQueueType targ
     public async Task<IReadOnlyList<(string Queue, uint Consumers)>> ConsumersAsync(IEnumerable<string> lanes, CancellationToken cancellationToken)
     {
         var found = new List<(string, uint)>();
-        foreach (var lane in lanes)
+        foreach (var queue in lanes.SelectMany(lane => new[] { lane, TaskQueues.DispatchQueueOf(lane) }))
         {
-            if (await PeekAsync(lane, cancellationToken).ConfigureAwait(false) is { ConsumerCount: > 0 } state)
+            if (await PeekAsync(queue, cancellationToken).ConfigureAwait(false) is { ConsumerCount: > 0 } state)
             {
-                found.Add((lane, state.ConsumerCount));
+                found.Add((queue, state.ConsumerCount));
             }
         }
 

@@ -1,3 +1,4 @@
+using Fleet.Contracts;
 using Fleet.Client;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -44,6 +45,9 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
                     (lane, QueueTopology.LaneArguments(configured)),
                     ($"{lane}_error", QueueTopology.LaneArguments(configured)),
                     ($"{lane}_skipped", QueueTopology.LaneArguments(configured)),
+                    (TaskQueues.DispatchQueueOf(lane), QueueTopology.LaneArguments(configured)),
+                    ($"{TaskQueues.DispatchQueueOf(lane)}_error", QueueTopology.LaneArguments(configured)),
+                    ($"{TaskQueues.DispatchQueueOf(lane)}_skipped", QueueTopology.LaneArguments(configured)),
                 ];
                 foreach (var (queue, arguments) in queues)
                 {

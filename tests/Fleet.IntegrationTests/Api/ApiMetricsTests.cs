@@ -18,14 +18,9 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
     {
         // What Prometheus does: scrape with a read-only key.
         using var scraper = Api.CreateClient(ApiHost.ReadKey);
-        var metrics = "";
 
         // The sampler first sees the fixture's worker live, and so learns how many CPU slots a worker has.
-        Assert.True(await EventuallyAsync(async () =>
-        {
-            metrics = await scraper.GetStringAsync("metrics");
-            return PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
-        }), $"the sampler never saw the live worker:\n{PrometheusText.Lines(metrics)}");
+        var metrics = await SeeTheLiveWorkerAsync(scraper);
         var slots = Environment.ProcessorCount;
 
         // No worker consumes now; a backlog of three workers' worth of CPU tasks piles up in fleet-cpu.
@@ -67,12 +62,7 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
     public async Task DesiredWorkers_CountsDispatchedTasks_InTheDispatchQueueAndInPostgreSQL()
     {
         using var scraper = Api.CreateClient(ApiHost.ReadKey);
-        var metrics = "";
-        Assert.True(await EventuallyAsync(async () =>
-        {
-            metrics = await scraper.GetStringAsync("metrics");
-            return PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
-        }), $"the sampler never saw the live worker:\n{PrometheusText.Lines(metrics)}");
+        var metrics = await SeeTheLiveWorkerAsync(scraper);
         var slots = Environment.ProcessorCount;
 
         // Twenty workers' worth of CPU tasks of one tenant, no worker consuming: the dispatcher publishes some to
@@ -93,6 +83,18 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
         }), $"expected 20 desired CPU workers for {count} dispatched tasks:\n{PrometheusText.Lines(metrics)}");
         Assert.True(await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE published_at IS NULL") > 0, "no task waited in PostgreSQL");
         await Fleet.StartWorkerAsync();
+    }
+
+    /// <summary>Scrapes until the sampler has seen the fixture's worker live (and so knows a worker's slots).</summary>
+    private static async Task<string> SeeTheLiveWorkerAsync(HttpClient scraper)
+    {
+        var metrics = "";
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await scraper.GetStringAsync("metrics");
+            return PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
+        }), $"the sampler never saw the live worker:\n{PrometheusText.Lines(metrics)}");
+        return metrics;
     }
 
     [Fact]
