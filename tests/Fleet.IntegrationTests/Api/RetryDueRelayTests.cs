@@ -27,7 +27,8 @@ public sealed class RetryDueRelayTests(FleetFixture fleet, ITestOutputHelper out
     [Fact]
     public async Task ATaskThatFailsTwice_WaitsQueuedUnpublished_SaysRetry_AndEachRetryStartsAtItsNotBefore()
     {
-        await using var worker = WorkerProcess.Start(Worker("retry-twice", retryBaseSeconds: 2));
+        // Backoffs of 5 s and 10 s: long enough that a loaded machine reads each wait before it is over.
+        await using var worker = WorkerProcess.Start(Worker("retry-twice", retryBaseSeconds: 5));
         var id = await Fleet.Client.SubmitAsync(
             TaskRequest.Create("fault-flaky", new { key = Guid.NewGuid().ToString(), failTimes = 2 }) with { MaxAttempts = 3, Tenant = "acme" });
 
@@ -45,22 +46,22 @@ public sealed class RetryDueRelayTests(FleetFixture fleet, ITestOutputHelper out
             Assert.Equal(notBefore.UtcTicks / 10, ((DateTimeOffset)task["notBefore"]!).UtcTicks / 10);
         }
 
-        await WaitForFinalAsync([id], TimeSpan.FromSeconds(30));
+        await WaitForFinalAsync([id], TimeSpan.FromSeconds(45));
         var attemptRows = await AttemptsAsync(id);
         Assert.Equal(["failed", "failed", "succeeded"], attemptRows.Select(a => a.Outcome));
         Assert.Equal(("succeeded", "acme"), (await ScalarAsync<string>("SELECT status FROM fleet.tasks WHERE id = @id", ("id", id)),
             await ScalarAsync<string>("SELECT tenant FROM fleet.tasks WHERE id = @id", ("id", id))));
 
-        // The backoffs: 2 s, then 4 s, each +-20%, counted from the failed attempt's end.
-        AssertBackoff(attemptRows[0].FinishedAt, waits[0], 2);
-        AssertBackoff(attemptRows[1].FinishedAt, waits[1], 4);
+        // The backoffs: 5 s, then 10 s, each +-20%, counted from the failed attempt's end.
+        AssertBackoff(attemptRows[0].FinishedAt, waits[0], 5);
+        AssertBackoff(attemptRows[1].FinishedAt, waits[1], 10);
         AssertStartedAtItsTime(attemptRows[1].StartedAt, waits[0], "first retry");
         AssertStartedAtItsTime(attemptRows[2].StartedAt, waits[1], "second retry");
 
         // Nothing of it waited in the broker: no delay queue exists, and the lane holds no message.
         Assert.Equal(0u, await QueueMessageCountAsync("fleet-io"));
-        Assert.False(await QueueExistsAsync(QueueTopology.RetryRungName("fleet-io", 2)));
-        Assert.False(await QueueExistsAsync(QueueTopology.RetryRungName("fleet-io", 4)));
+        Assert.False(await QueueExistsAsync(QueueTopology.RetryRungName("fleet-io", 8)));
+        Assert.False(await QueueExistsAsync(QueueTopology.RetryRungName("fleet-io", 16)));
     }
 
     [Fact]
