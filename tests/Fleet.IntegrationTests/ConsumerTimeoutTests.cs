@@ -45,6 +45,10 @@ public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper o
         settings["Worker:ConsumerTimeoutSeconds"] = "111"; // 111 - 40 - 1 (grace) - 60 = a 10 s wait at most
         await using var worker = WorkerProcess.Start(settings);
 
+        // This worker alone consumes the CPU lane: another consumer would take the second task and run it at once.
+        Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync("fleet-cpu") == 1),
+            $"fleet-cpu has {await QueueConsumerCountAsync("fleet-cpu")} consumers, not this test's worker alone");
+
         // The first runs into its 40 s limit; the second, claimed ahead behind it, waits past 10 s. The second's wait
         // counts from its delivery, which comes after the test has seen the first running and submitted the second:
         // on a loaded machine that took over 10 s (a 20 s limit failed once in a fresh-machine run), so the margin

@@ -99,6 +99,33 @@ public sealed class DispatchTests(FleetFixture fleet, ITestOutputHelper output) 
     }
 
     [Fact]
+    public async Task AnOldPriority0Task_AgesPastNewerPriority9Ones_SoNoneWaitsForEver()
+    {
+        // No worker: this test's dispatcher leads alone, and what it publishes stays in the dispatch queue.
+        await Fleet.StopWorkerAsync();
+        var old = await Fleet.Client.SubmitAsync(Sleep(1, "aging"));
+        await ScalarAsync<int>("UPDATE fleet.tasks SET submitted_at = now() - interval '30 seconds' WHERE id = @id RETURNING 1", ("id", old));
+        var urgent = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 20).Select(_ => Sleep(1, "aging", priority: 9)));
+
+        // Ageing of one level per 3 s: the 30 s old priority-0 task counts as 9, and is older than all the others.
+        // Room for 5 in the broker: only the first 5 of the dispatcher's order are published.
+        await using var publisher = new RabbitMqTaskPublisher(RabbitMqAddress.Parse(Fleet.AmqpUri), "dispatch-ageing-test");
+        var dispatcher = new Dispatcher(Fleet.DataSource, publisher,
+            new DispatchOptions { AgingSeconds = 3, MinOutstanding = 5, MaxOutstanding = 5 }, new TaskSubmitterOptions());
+        using var stop = new CancellationTokenSource();
+        var leading = dispatcher.RunAsync(stop.Token);
+        Assert.True(await EventuallyAsync(async () =>
+            await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE tenant = 'aging' AND published_at IS NOT NULL") == 5,
+            TimeSpan.FromSeconds(20)), "the dispatcher did not publish 5 tasks");
+        await stop.CancelAsync();
+        await leading;
+
+        Assert.True(await ScalarAsync<bool>("SELECT published_at IS NOT NULL FROM fleet.tasks WHERE id = @id", ("id", old)),
+            "the aged priority-0 task was not among the first published");
+        Assert.Equal(4L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND published_at IS NOT NULL", ("ids", urgent.ToArray())));
+    }
+
+    [Fact]
     public async Task ATenantsConcurrencyLimit_HoldsAcrossTheFleet_AndTheWaitingOnesSayWhy()
     {
         await SetLimitAsync("tenant", "capped", perSecond: null, maxRunning: 3);

@@ -119,6 +119,21 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
     }
 
     /// <summary>Messages ready in <paramref name="queue"/>; 0 when it does not exist.</summary>
+    /// <summary>How many consumers <paramref name="queue"/> has (0 when it does not exist).</summary>
+    protected async Task<uint> QueueConsumerCountAsync(string queue)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        try
+        {
+            return (await channel.QueueDeclarePassiveAsync(queue)).ConsumerCount;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
+        {
+            return 0;
+        }
+    }
+
     protected async Task<uint> QueueMessageCountAsync(string queue)
     {
         await using var connection = await Fleet.OpenRabbitAsync();

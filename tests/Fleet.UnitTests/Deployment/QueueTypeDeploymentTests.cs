@@ -98,13 +98,14 @@ public sealed class QueueTypeDeploymentTests
     }
 
     [Fact]
-    public void Migration_MovesEveryQueueOfALane_OldRetryRungsFirst_TheLaneLast()
+    public void Migration_MovesEveryQueueOfALane_OldRetryRungsFirst_TheDispatchQueueThenTheLaneLast()
     {
         // The rungs are an older version's: only those that still exist are moved (QueueMigrationTests).
         var queues = QueueMigrator.QueuesOf(TaskQueues.Io);
 
         Assert.Equal(
-            [.. QueueTopology.RetryRungNames(TaskQueues.Io), $"{TaskQueues.Io}_error", $"{TaskQueues.Io}_skipped", TaskQueues.Io],
+            [.. QueueTopology.RetryRungNames(TaskQueues.Io), $"{TaskQueues.Io}_error", $"{TaskQueues.Io}_skipped",
+             "fleet-io.dispatch_error", "fleet-io.dispatch_skipped", "fleet-io.dispatch", TaskQueues.Io],
             queues.Select(q => q.Name));
         Assert.All(queues.Where(q => q.IsRung), q => Assert.Equal(
             QueueTopology.RetryRungArguments(BrokerQueueType.Quorum, TaskQueues.Io),
