@@ -154,7 +154,9 @@ public sealed class DispatchTests(FleetFixture fleet, ITestOutputHelper output) 
     {
         // 10 per second, a bucket of 1: 40 tasks cannot all start in less than about 3.9 s, whatever the fleet's speed.
         await SetLimitAsync("type", "sleep", perSecond: 10, maxRunning: null, burst: 1);
-        await Task.Delay(TimeSpan.FromSeconds(6)); // the submitter's view of fleet.limits refreshes every 5 s
+        // Both views of fleet.limits must hold the new limit: the submitter's (read every 5 s; a new FleetClient would
+        // read it at once) and the leading dispatcher's (every Dispatch:LimitRefreshMs, 1 s), which neither side exposes.
+        await Task.Delay(TimeSpan.FromSeconds(6));
         var ids = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 40).Select(_ => Sleep(1)));
 
         Assert.True(await ScalarAsync<bool>("SELECT bool_and(dispatched) FROM fleet.tasks WHERE id = ANY(@ids)", ("ids", ids.ToArray())));

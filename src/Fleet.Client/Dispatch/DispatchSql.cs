@@ -37,19 +37,21 @@ internal static class DispatchSql
 
     // A lane's line of one tenant (or of the tasks without one): up to @k of its highest priority first, and up to
     // @k_old of its oldest, so that a task aged past the others is seen even below them.
-    private static string Line(string tenantTest) => $"""
-            (SELECT t.id, t.tenant, t.priority, t.submitted_at FROM fleet.tasks t
-             WHERE t.dispatched AND t.published_at IS NULL AND t.queue = @queue AND {tenantTest}
+    private static string Line(string tenantTest)
+    {
+        var waiting = $"""
+            t.dispatched AND t.published_at IS NULL AND t.queue = @queue AND {tenantTest}
                AND t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= now())
                AND NOT t.type = ANY(@blocked_types)
+            """;
+        return $"""
+            (SELECT t.id, t.tenant, t.priority, t.submitted_at FROM fleet.tasks t WHERE {waiting}
              ORDER BY t.priority DESC, t.submitted_at LIMIT @k)
             UNION
-            (SELECT t.id, t.tenant, t.priority, t.submitted_at FROM fleet.tasks t
-             WHERE t.dispatched AND t.published_at IS NULL AND t.queue = @queue AND {tenantTest}
-               AND t.status = 'queued' AND (t.not_before IS NULL OR t.not_before <= now())
-               AND NOT t.type = ANY(@blocked_types)
+            (SELECT t.id, t.tenant, t.priority, t.submitted_at FROM fleet.tasks t WHERE {waiting}
              ORDER BY t.submitted_at LIMIT @k_old)
-        """;
+            """;
+    }
 
     // The next tasks of one lane, in dispatch order: the highest effective priority first (the task's priority plus
     // one per @aging_seconds waited, at most 9), and within one priority the tenants in turns: every tenant's first

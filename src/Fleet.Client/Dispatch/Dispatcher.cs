@@ -52,14 +52,6 @@ public sealed partial class Dispatcher
         _limits = new LimitCatalog(dataSource, TimeSpan.FromMilliseconds(options.LimitRefreshMs), _time, _logger);
     }
 
-    /// <summary>Whether this process leads now.</summary>
-    public bool IsLeader { get; private set; }
-
-    /// <summary>Tasks this process has published as the leader, since it started.</summary>
-    public long Published => Interlocked.Read(ref _published);
-
-    private long _published;
-
     /// <summary>
     /// Tries for the lead every second and, while leading, runs a round every <c>Dispatch:IntervalMs</c> until
     /// <paramref name="stoppingToken"/> fires. A failure (database or broker away) is logged once per outage; the
@@ -95,7 +87,6 @@ public sealed partial class Dispatcher
             catch (Exception ex) when (ex is not OutOfMemoryException)
 #pragma warning restore CA1031
             {
-                IsLeader = false;
                 if (!failing)
                 {
                     failing = true;
@@ -113,7 +104,6 @@ public sealed partial class Dispatcher
             }
         }
 
-        IsLeader = false;
     }
 
     /// <summary>Takes the lead if free and runs rounds on its connection until stopped; returns at once if another leads.</summary>
@@ -129,7 +119,6 @@ public sealed partial class Dispatcher
             }
         }
 
-        IsLeader = true;
         LogLeading();
         var state = new LeaderState(_time.GetTimestamp());
         try
@@ -143,7 +132,6 @@ public sealed partial class Dispatcher
         }
         finally
         {
-            IsLeader = false;
             if (connection.State == System.Data.ConnectionState.Open)
             {
                 try
@@ -288,7 +276,6 @@ public sealed partial class Dispatcher
             throw new TaskPublishException([.. chosen.Select(t => t.Message.TaskId)], error);
         }
 
-        Interlocked.Add(ref _published, chosen.Count);
         LogDispatched(chosen.Count, lane);
         return chosen.Count;
     }
