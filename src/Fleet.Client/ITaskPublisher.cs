@@ -23,6 +23,15 @@ public readonly record struct OutgoingTask(string Queue, ProcessTask Message)
     /// failed into a retry meanwhile waits for the due relay, and a stale stamp would hide it from that relay.
     /// </summary>
     public int Attempts { get; init; }
+
+    /// <summary>The chain step that runs after this task (stored in <c>tasks.next_task_id</c>, not sent).</summary>
+    public Guid? NextTaskId { get; init; }
+
+    /// <summary>The key that keeps this task unique while it is active (stored in <c>tasks.unique_key</c>, not sent).</summary>
+    public string? UniqueKey { get; init; }
+
+    /// <summary>The final task this one was requeued from (stored in <c>tasks.requeued_from</c>, not sent).</summary>
+    public Guid? RequeuedFrom { get; init; }
 }
 
 /// <summary>

@@ -50,6 +50,27 @@ public sealed record TaskRequest(string Type, JsonElement Payload)
     /// <summary>The fire time of the schedule that created this task (<c>tasks.scheduled_for</c>).</summary>
     public DateTimeOffset? ScheduledFor { get; init; }
 
+    /// <summary>
+    /// The steps of a chain that run after this task, one after another, each only once the one before it succeeded;
+    /// a step that ends any other way ends the rest <c>cancelled</c> (<c>ChainStopped</c>). All steps are stored at
+    /// submit (their ids are in <see cref="SubmitResult.Steps"/>) and wait in PostgreSQL. A step may not have steps of
+    /// its own, a time (<see cref="NotBefore"/>, <see cref="DelaySeconds"/>) or a <see cref="UniqueKey"/>.
+    /// </summary>
+    public IReadOnlyList<TaskRequest>? Then { get; init; }
+
+    /// <summary>
+    /// While a task with this key is <c>queued</c> or <c>running</c>, submitting another one with it creates nothing
+    /// and returns that task's id (<see cref="SubmitResult.Existing"/>); once it is final, the key is free again.
+    /// 1 to 200 characters.
+    /// </summary>
+    public string? UniqueKey { get; init; }
+
+    /// <summary>The final task this request runs again (<c>tasks.requeued_from</c>); set by requeue, not by producers.</summary>
+    public Guid? RequeuedFrom { get; init; }
+
+    /// <summary>The batch whose end this task follows (<c>tasks.after_batch_id</c>); set for a batch's onComplete task, not by producers.</summary>
+    public Guid? AfterBatchId { get; init; }
+
     /// <summary>Builds a request whose payload is <paramref name="payload"/> serialized with System.Text.Json.</summary>
     public static TaskRequest Create<T>(string type, T payload) => new(type, JsonSerializer.SerializeToElement(payload));
 }

@@ -52,4 +52,16 @@ public sealed record ProcessTask
 
     /// <summary>The tenant the task belongs to, stored with the task for queries.</summary>
     public string? Tenant { get; init; }
+
+    /// <summary>
+    /// Set by Fleet on a later step of a chain: the step before it, which succeeded (its result is in
+    /// <c>fleet.tasks</c>). Handlers read it through <c>TaskContext.Current</c>.
+    /// </summary>
+    public Guid? AfterTaskId { get; init; }
+
+    /// <summary>
+    /// Set by Fleet on a batch's <c>onComplete</c> task: the batch whose tasks are all final. Handlers read it through
+    /// <c>TaskContext.Current</c> and its results with SQL.
+    /// </summary>
+    public Guid? AfterBatchId { get; init; }
 }

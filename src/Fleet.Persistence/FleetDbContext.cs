@@ -26,6 +26,10 @@ public sealed class FleetDbContext(DbContextOptions<FleetDbContext> options) : D
 
     public DbSet<TaskLimit> Limits => Set<TaskLimit>();
 
+    public DbSet<BatchCallback> BatchCallbacks => Set<BatchCallback>();
+
+    public DbSet<QueuePause> QueuePauses => Set<QueuePause>();
+
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
         modelBuilder.HasDefaultSchema(Schema);

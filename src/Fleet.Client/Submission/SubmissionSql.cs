@@ -20,13 +20,17 @@ internal static class SubmissionSql
     // its task (ux_tasks_schedule_fire, several API replicas firing the same tick) both insert nothing.
     public const string InsertTasks = """
         INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
-                                 not_before, tenant, schedule_name, scheduled_for, dispatched)
+                                 not_before, tenant, schedule_name, scheduled_for, dispatched,
+                                 after_task_id, next_task_id, after_batch_id, requeued_from, unique_key)
         SELECT i.id, i.type, i.queue, 'queued', i.payload, 0, i.max_attempts, i.timeout_seconds, i.priority, i.batch_id, i.submitted_at,
-               i.not_before, i.tenant, i.schedule_name, i.scheduled_for, i.dispatched
+               i.not_before, i.tenant, i.schedule_name, i.scheduled_for, i.dispatched,
+               i.after_task_id, i.next_task_id, i.after_batch_id, i.requeued_from, i.unique_key
         FROM unnest(@id, @type, @queue, @payload, @max_attempts, @timeout_seconds, @priority, @batch_id, @submitted_at,
-                    @not_before, @tenant, @schedule_name, @scheduled_for, @dispatched)
+                    @not_before, @tenant, @schedule_name, @scheduled_for, @dispatched,
+                    @after_task_id, @next_task_id, @after_batch_id, @requeued_from, @unique_key)
             AS i(id, type, queue, payload, max_attempts, timeout_seconds, priority, batch_id, submitted_at,
-                 not_before, tenant, schedule_name, scheduled_for, dispatched)
+                 not_before, tenant, schedule_name, scheduled_for, dispatched,
+                 after_task_id, next_task_id, after_batch_id, requeued_from, unique_key)
         ON CONFLICT DO NOTHING
         """;
 

@@ -14,10 +14,10 @@ namespace Fleet.Client;
 public static class TaskRows
 {
     /// <summary>The columns <see cref="ReadOutgoing"/> reads, as a select list for <c>fleet.tasks</c> aliased <c>t</c>.</summary>
-    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at, t.tenant, t.attempts";
+    public const string Columns = "t.id, t.type, t.queue, t.payload::text, t.priority, t.timeout_seconds, t.max_attempts, t.batch_id, t.submitted_at, t.tenant, t.attempts, t.after_task_id, t.after_batch_id";
 
     /// <summary>How many columns <see cref="Columns"/> has: the ordinal of the first column a statement selects after them.</summary>
-    public const int ColumnCount = 11;
+    public const int ColumnCount = 13;
 
     /// <summary>The task message of the reader's current row, and the queue it goes to.</summary>
     public static OutgoingTask ReadOutgoing(NpgsqlDataReader reader)
@@ -35,6 +35,8 @@ public static class TaskRows
             BatchId = reader.IsDBNull(7) ? null : reader.GetGuid(7),
             SubmittedAt = reader.GetFieldValue<DateTimeOffset>(8),
             Tenant = reader.IsDBNull(9) ? null : reader.GetString(9),
+            AfterTaskId = reader.IsDBNull(11) ? null : reader.GetGuid(11),
+            AfterBatchId = reader.IsDBNull(12) ? null : reader.GetGuid(12),
         })
         {
             Attempts = reader.GetInt32(10),

@@ -106,6 +106,11 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
         command.Parameters.Add(SubmissionSql.Array("schedule_name", NpgsqlDbType.Text, chunk.Select(m => m.ScheduleName)));
         command.Parameters.Add(SubmissionSql.Array("scheduled_for", NpgsqlDbType.TimestampTz, chunk.Select(m => m.ScheduledFor)));
         command.Parameters.Add(SubmissionSql.Array("dispatched", NpgsqlDbType.Boolean, chunk.Select(m => m.Dispatched)));
+        command.Parameters.Add(SubmissionSql.Array("after_task_id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.AfterTaskId)));
+        command.Parameters.Add(SubmissionSql.Array("next_task_id", NpgsqlDbType.Uuid, chunk.Select(m => m.NextTaskId)));
+        command.Parameters.Add(SubmissionSql.Array("after_batch_id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.AfterBatchId)));
+        command.Parameters.Add(SubmissionSql.Array("requeued_from", NpgsqlDbType.Uuid, chunk.Select(m => m.RequeuedFrom)));
+        command.Parameters.Add(SubmissionSql.Array("unique_key", NpgsqlDbType.Text, chunk.Select(m => m.UniqueKey)));
         if (firings is null)
         {
             await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);

@@ -166,11 +166,13 @@ public sealed class TaskSubmitter
             SubmittedAt = now,
             NotBefore = notBefore,
             Tenant = request.Tenant,
+            AfterBatchId = request.AfterBatchId,
         };
         return new OutgoingTask(_options.QueueFor(request), message)
         {
             ScheduleName = request.ScheduleName,
             ScheduledFor = request.ScheduledFor?.ToUniversalTime(),
+            RequeuedFrom = request.RequeuedFrom,
         };
     }
 }

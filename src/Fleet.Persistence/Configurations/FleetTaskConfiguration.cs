@@ -55,5 +55,15 @@ internal sealed class FleetTaskConfiguration : IEntityTypeConfiguration<FleetTas
         // that already has its task does nothing. Rows of tasks submitted directly (schedule_name null) are not in it.
         builder.HasIndex(t => new { t.ScheduleName, t.ScheduledFor }).HasDatabaseName("ux_tasks_schedule_fire")
             .IsUnique().HasFilter("schedule_name IS NOT NULL");
+
+        // Schema version 10. A uniqueKey holds only while its task is active: the partial unique index admits one
+        // queued or running task per key, and a task leaves it as soon as it is final, so the key can be used again.
+        builder.Property(t => t.UniqueKey).HasMaxLength(200);
+        builder.HasIndex(t => t.UniqueKey).HasDatabaseName("ux_tasks_unique_active").IsUnique()
+            .HasFilter("unique_key IS NOT NULL AND status IN ('queued','running')");
+        builder.Property(t => t.ProgressNote).HasMaxLength(200);
+
+        // "What was requeued from this task": rare rows only.
+        builder.HasIndex(t => t.RequeuedFrom).HasDatabaseName("ix_tasks_requeued_from").HasFilter("requeued_from IS NOT NULL");
     }
 }

@@ -75,6 +75,38 @@ public sealed class FleetTask
     public DateTimeOffset? ScheduledFor { get; set; }
 
     /// <summary>
+    /// The chain step this task runs after (schema version 10): it waits, <c>queued</c> and unpublished with
+    /// <see cref="NotBefore"/> at infinity, until that task succeeds; if that task ends any other way, this one ends
+    /// <c>cancelled</c> (<c>ChainStopped</c>). Null for a task that is not a later step of a chain.
+    /// </summary>
+    public Guid? AfterTaskId { get; set; }
+
+    /// <summary>The chain step that runs after this task (schema version 10); the trigger <c>fleet.chain_step_ended</c> releases or cancels it.</summary>
+    public Guid? NextTaskId { get; set; }
+
+    /// <summary>The batch whose end created this task, when it is that batch's <c>onComplete</c> callback (schema version 10).</summary>
+    public Guid? AfterBatchId { get; set; }
+
+    /// <summary>The final task this one was requeued from (schema version 10); a requeue is a new task, the old one never changes.</summary>
+    public Guid? RequeuedFrom { get; set; }
+
+    /// <summary>
+    /// The key that makes the task unique while it is active (schema version 10): while a task with the key is
+    /// <c>queued</c> or <c>running</c>, a submission with the same key gets that task's id instead of a new task
+    /// (<c>ux_tasks_unique_active</c>).
+    /// </summary>
+    public string? UniqueKey { get; set; }
+
+    /// <summary>The latest progress its handler reported, 0 to 1 (schema version 10); null when it reported none.</summary>
+    public double? Progress { get; set; }
+
+    /// <summary>The short note that came with <see cref="Progress"/>.</summary>
+    public string? ProgressNote { get; set; }
+
+    /// <summary>When the worker wrote <see cref="Progress"/> (the worker's clock).</summary>
+    public DateTimeOffset? ProgressAt { get; set; }
+
+    /// <summary>
     /// When a cancel of the running task was asked for. Recorded so that the request outlives the broadcast: a
     /// redelivered message of such a task is not run again, and the reconciler ends it <c>cancelled</c> when no
     /// live worker holds it.

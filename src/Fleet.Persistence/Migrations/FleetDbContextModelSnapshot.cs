@@ -23,11 +23,62 @@ namespace Fleet.Persistence.Migrations
 
             NpgsqlModelBuilderExtensions.UseIdentityByDefaultColumns(modelBuilder);
 
+            modelBuilder.Entity("Fleet.Persistence.Entities.BatchCallback", b =>
+                {
+                    b.Property<Guid>("BatchId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("batch_id");
+
+                    b.Property<DateTimeOffset?>("CheckedSubmittedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("checked_submitted_at");
+
+                    b.Property<Guid?>("CheckedTaskId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("checked_task_id");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<DateTimeOffset?>("FiredAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("fired_at");
+
+                    b.Property<string>("Task")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("task");
+
+                    b.Property<Guid>("TaskId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("task_id");
+
+                    b.HasKey("BatchId")
+                        .HasName("pk_batch_callbacks");
+
+                    b.HasIndex("CreatedAt")
+                        .HasDatabaseName("ix_batch_callbacks_pending")
+                        .HasFilter("fired_at IS NULL");
+
+                    b.ToTable("batch_callbacks", "fleet");
+                });
+
             modelBuilder.Entity("Fleet.Persistence.Entities.FleetTask", b =>
                 {
                     b.Property<Guid>("Id")
                         .HasColumnType("uuid")
                         .HasColumnName("id");
+
+                    b.Property<Guid?>("AfterBatchId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("after_batch_id");
+
+                    b.Property<Guid?>("AfterTaskId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("after_task_id");
 
                     b.Property<int>("Attempts")
                         .HasColumnType("integer")
@@ -63,6 +114,10 @@ namespace Fleet.Persistence.Migrations
                         .HasDefaultValue(3)
                         .HasColumnName("max_attempts");
 
+                    b.Property<Guid?>("NextTaskId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("next_task_id");
+
                     b.Property<DateTimeOffset?>("NotBefore")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("not_before");
@@ -76,6 +131,19 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("priority");
 
+                    b.Property<double?>("Progress")
+                        .HasColumnType("double precision")
+                        .HasColumnName("progress");
+
+                    b.Property<DateTimeOffset?>("ProgressAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("progress_at");
+
+                    b.Property<string>("ProgressNote")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)")
+                        .HasColumnName("progress_note");
+
                     b.Property<DateTimeOffset?>("PublishedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("published_at");
@@ -84,6 +152,10 @@ namespace Fleet.Persistence.Migrations
                         .IsRequired()
                         .HasColumnType("text")
                         .HasColumnName("queue");
+
+                    b.Property<Guid?>("RequeuedFrom")
+                        .HasColumnType("uuid")
+                        .HasColumnName("requeued_from");
 
                     b.Property<string>("Result")
                         .HasColumnType("jsonb")
@@ -125,6 +197,11 @@ namespace Fleet.Persistence.Migrations
                         .HasColumnType("text")
                         .HasColumnName("type");
 
+                    b.Property<string>("UniqueKey")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)")
+                        .HasColumnName("unique_key");
+
                     b.Property<string>("WorkerId")
                         .HasColumnType("text")
                         .HasColumnName("worker_id");
@@ -140,9 +217,18 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_tasks_due")
                         .HasFilter("published_at IS NULL AND not_before IS NOT NULL AND NOT dispatched");
 
+                    b.HasIndex("RequeuedFrom")
+                        .HasDatabaseName("ix_tasks_requeued_from")
+                        .HasFilter("requeued_from IS NOT NULL");
+
                     b.HasIndex("SubmittedAt")
                         .HasDatabaseName("ix_tasks_unpublished")
                         .HasFilter("published_at IS NULL AND not_before IS NULL AND NOT dispatched");
+
+                    b.HasIndex("UniqueKey")
+                        .IsUnique()
+                        .HasDatabaseName("ux_tasks_unique_active")
+                        .HasFilter("unique_key IS NOT NULL AND status IN ('queued','running')");
 
                     b.HasIndex("ScheduleName", "ScheduledFor")
                         .IsUnique()
@@ -317,6 +403,30 @@ namespace Fleet.Persistence.Migrations
                         .HasDatabaseName("ix_idempotency_keys_created");
 
                     b.ToTable("idempotency_keys", "fleet");
+                });
+
+            modelBuilder.Entity("Fleet.Persistence.Entities.QueuePause", b =>
+                {
+                    b.Property<string>("Queue")
+                        .HasMaxLength(200)
+                        .HasColumnType("character varying(200)")
+                        .HasColumnName("queue");
+
+                    b.Property<DateTimeOffset>("PausedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("paused_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<string>("Reason")
+                        .HasMaxLength(500)
+                        .HasColumnType("character varying(500)")
+                        .HasColumnName("reason");
+
+                    b.HasKey("Queue")
+                        .HasName("pk_queue_pauses");
+
+                    b.ToTable("queue_pauses", "fleet");
                 });
 
             modelBuilder.Entity("Fleet.Persistence.Entities.Schedule", b =>
