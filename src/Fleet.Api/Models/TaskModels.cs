@@ -104,7 +104,32 @@ public sealed record TaskDetail(
     [property: Description("The fire time the schedule created the task for.")] DateTimeOffset? ScheduledFor,
     [property: Description("Whether the dispatcher publishes the task (a tenant, a priority above 0, or a type under a limit).")] bool Dispatched,
     [property: Description("Why a queued task is not running yet, as fleet.v_waiting_tasks says: \"delay\" (its notBefore is ahead), \"retry\" (a failed attempt waits out its backoff), \"publish\" (its time has come; the outbox relay publishes it), \"rate-limit\" or \"concurrency-limit\" (a limit of its type or tenant holds it back), \"tenant-share\" (other tenants' turns come first), \"priority\" (higher priorities come first). Null otherwise.")] string? WaitingFor,
-    IReadOnlyList<TaskExecution> Executions);
+    IReadOnlyList<TaskExecution> Executions)
+{
+    [Description("For a later step of a chain: the step before it (its result is that task's). Null otherwise.")]
+    public Guid? AfterTaskId { get; init; }
+
+    [Description("The chain step that runs after this task once it succeeds (cancelled if it ends otherwise). Null otherwise.")]
+    public Guid? NextTaskId { get; init; }
+
+    [Description("For a batch's onComplete task: the batch whose tasks were all final when it was created.")]
+    public Guid? AfterBatchId { get; init; }
+
+    [Description("The final task this one runs again (POST /tasks/{id}/requeue). Null otherwise.")]
+    public Guid? RequeuedFrom { get; init; }
+
+    [Description("The key that keeps the task unique while it is queued or running.")]
+    public string? UniqueKey { get; init; }
+
+    [Description("The latest progress its handler reported, 0 to 1; null when it reported none.")]
+    public double? Progress { get; init; }
+
+    [Description("The short note of the latest progress report.")]
+    public string? ProgressNote { get; init; }
+
+    [Description("When the worker wrote the latest progress (UTC).")]
+    public DateTimeOffset? ProgressAt { get; init; }
+}
 
 /// <summary>Answer of <c>POST /tasks/{id}/cancel</c>: <c>cancelled</c> (200) for a task that was queued, <c>running</c> with <c>cancelRequested</c> (202) for one that runs.</summary>
 public sealed record CancelAccepted(Guid Id, string Status, bool CancelRequested);

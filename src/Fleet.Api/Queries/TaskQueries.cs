@@ -85,7 +85,19 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
             task.SubmittedAt, task.StartedAt, task.FinishedAt, task.WorkerId, task.BatchId,
             Json(task.Payload), task.Result is null ? null : Json(task.Result),
             task.Priority, task.TimeoutSeconds, task.MaxAttempts, task.PublishedAt,
-            task.NotBefore, task.Tenant, task.ScheduleName, task.ScheduledFor, task.Dispatched, waitingFor, executions);
+            // A later chain step waits with not_before at infinity (read as the largest time): not a time to show.
+            task.NotBefore == DateTimeOffset.MaxValue ? null : task.NotBefore,
+            task.Tenant, task.ScheduleName, task.ScheduledFor, task.Dispatched, waitingFor, executions)
+        {
+            AfterTaskId = task.AfterTaskId,
+            NextTaskId = task.NextTaskId,
+            AfterBatchId = task.AfterBatchId,
+            RequeuedFrom = task.RequeuedFrom,
+            UniqueKey = task.UniqueKey,
+            Progress = task.Progress,
+            ProgressNote = task.ProgressNote,
+            ProgressAt = task.ProgressAt,
+        };
     }
 
     /// <summary>

@@ -35,6 +35,24 @@ public sealed record TaskInfo(
     /// </summary>
     public string? WaitingFor { get; init; }
 
+    /// <summary>For a later step of a chain: the step before it (<c>tasks.after_task_id</c>).</summary>
+    public Guid? AfterTaskId { get; init; }
+
+    /// <summary>The chain step after this one (<c>tasks.next_task_id</c>).</summary>
+    public Guid? NextTaskId { get; init; }
+
+    /// <summary>For a batch's onComplete task: the batch (<c>tasks.after_batch_id</c>).</summary>
+    public Guid? AfterBatchId { get; init; }
+
+    /// <summary>The final task this one runs again (<c>tasks.requeued_from</c>).</summary>
+    public Guid? RequeuedFrom { get; init; }
+
+    /// <summary>The latest progress its handler reported, 0 to 1 (<c>tasks.progress</c>).</summary>
+    public double? Progress { get; init; }
+
+    /// <summary>The note of the latest progress report (<c>tasks.progress_note</c>).</summary>
+    public string? ProgressNote { get; init; }
+
     public bool IsFinal => Status is "succeeded" or "failed" or "timed_out" or "cancelled";
 }
 
@@ -49,6 +67,9 @@ public sealed record BatchProgress(Guid BatchId, long Total, long Queued, long R
 /// <summary>The reasons of <c>fleet.v_waiting_tasks.waiting_for</c> (and of <c>waitingFor</c> in the HTTP API).</summary>
 public static class WaitingReasons
 {
+    /// <summary>A later step of a chain waits for the step before it to succeed.</summary>
+    public const string PreviousStep = "previous-step";
+
     /// <summary>A failed attempt waits out its backoff.</summary>
     public const string Retry = "retry";
 
@@ -71,5 +92,5 @@ public static class WaitingReasons
     public const string Priority = "priority";
 
     /// <summary>Every reason, in the order the view tests them.</summary>
-    public static IReadOnlyList<string> All { get; } = [Retry, Delay, Publish, RateLimit, ConcurrencyLimit, TenantShare, Priority];
+    public static IReadOnlyList<string> All { get; } = [PreviousStep, Retry, Delay, Publish, RateLimit, ConcurrencyLimit, TenantShare, Priority];
 }

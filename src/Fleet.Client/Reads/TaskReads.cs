@@ -13,7 +13,8 @@ public sealed class TaskReads(NpgsqlDataSource dataSource)
     // The reason a task waits comes from fleet.v_waiting_tasks, the one definition the API and SQL use too.
     private const string SelectTaskSql = """
         SELECT t.id, t.type, t.queue, t.status, t.payload::text, t.result::text, t.error_type, t.error_message, t.attempts, t.batch_id,
-               t.submitted_at, t.started_at, t.finished_at, t.worker_id, t.priority, t.tenant, t.not_before, t.dispatched, w.waiting_for
+               t.submitted_at, t.started_at, t.finished_at, t.worker_id, t.priority, t.tenant, t.not_before, t.dispatched, w.waiting_for,
+               t.after_task_id, t.next_task_id, t.after_batch_id, t.requeued_from, t.progress, t.progress_note
         FROM fleet.tasks t LEFT JOIN fleet.v_waiting_tasks w ON w.id = t.id
         WHERE t.id = @id
         """;
@@ -94,9 +95,15 @@ public sealed class TaskReads(NpgsqlDataSource dataSource)
         {
             Priority = reader.GetInt32(14),
             Tenant = reader.IsDBNull(15) ? null : reader.GetString(15),
-            NotBefore = reader.IsDBNull(16) ? null : reader.GetFieldValue<DateTimeOffset>(16),
+            NotBefore = reader.IsDBNull(16) || reader.GetFieldValue<DateTimeOffset>(16) == DateTimeOffset.MaxValue ? null : reader.GetFieldValue<DateTimeOffset>(16),
             Dispatched = reader.GetBoolean(17),
             WaitingFor = reader.IsDBNull(18) ? null : reader.GetString(18),
+            AfterTaskId = reader.IsDBNull(19) ? null : reader.GetGuid(19),
+            NextTaskId = reader.IsDBNull(20) ? null : reader.GetGuid(20),
+            AfterBatchId = reader.IsDBNull(21) ? null : reader.GetGuid(21),
+            RequeuedFrom = reader.IsDBNull(22) ? null : reader.GetGuid(22),
+            Progress = reader.IsDBNull(23) ? null : reader.GetDouble(23),
+            ProgressNote = reader.IsDBNull(24) ? null : reader.GetString(24),
         };
     }
 
