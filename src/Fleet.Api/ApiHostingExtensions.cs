@@ -103,6 +103,8 @@ public static class ApiHostingExtensions
         services.AddHostedService<DueRelayService>();
         services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
         services.AddHostedService<DispatchService>();
+        services.AddFleetBatchWatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
+        services.AddHostedService<BatchWatchService>();
         services.AddFleetSchedules();
         services.AddSingleton<LimitStore>();
 

@@ -25,9 +25,11 @@ internal static class SubmitCommand
         var at = new Option<string?>("--at") { Description = "Start no earlier than this time, e.g. 2026-12-24T18:00:00Z (UTC unless it names an offset)." };
         var tenant = new Option<string?>("--tenant") { Description = "The tenant the tasks belong to (tasks.tenant): the dispatcher shares the lanes round robin across tenants, within each tenant's limit." };
         var priority = new Option<int>("--priority") { Description = "0 (the default) to 9, higher first: the dispatcher publishes higher priorities first.", DefaultValueFactory = _ => 0 };
+        var onComplete = new Option<string?>("--on-complete") { Description = "With --count above 1: a task type created once, when every task of the batch is final (tasks.after_batch_id holds the batch id)." };
+        var onCompletePayload = new Option<string>("--on-complete-payload") { Description = "The --on-complete task's payload, a JSON object.", DefaultValueFactory = _ => "{}" };
         var command = new Command("submit", "Submit one task, or --count N tasks of a type or workload. Prints the task id (one task) or the batch id.")
         {
-            type, payload, workload, count, wait, timeout, queue, waitTimeout, delay, at, tenant, priority,
+            type, payload, workload, count, wait, timeout, queue, waitTimeout, delay, at, tenant, priority, onComplete, onCompletePayload,
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
@@ -81,12 +83,17 @@ internal static class SubmitCommand
                 Priority = taskPriority,
             });
 
+            var callback = OnCompleteRequest(parse.GetValue(onComplete), parse.GetValue(onCompletePayload) ?? "{}", batchId);
             await using var client = CliSettings.CreateClient();
             var started = DateTimeOffset.UtcNow;
             IReadOnlyList<Guid> ids;
             try
             {
-                ids = await client.SubmitManyAsync(requests, ct).ConfigureAwait(false);
+                // A batch with a callback goes in one transaction (the callback must never see part of its batch); a
+                // plain one in pipelined chunks, so that workers start while the rest is written.
+                ids = callback is null
+                    ? await client.SubmitManyAsync(requests, ct).ConfigureAwait(false)
+                    : (await client.SubmitBatchAsync([.. requests], callback, batchId, ct).ConfigureAwait(false)).TaskIds;
             }
             catch (ArgumentException ex)
             {
@@ -117,6 +124,29 @@ internal static class SubmitCommand
             return progress.Final == progress.Succeeded ? 0 : 1;
         }, cancellationToken));
         return command;
+    }
+
+    /// <summary>The batch's onComplete request from <c>--on-complete</c> (null without it).</summary>
+    private static TaskRequest? OnCompleteRequest(string? type, string payload, Guid? batchId)
+    {
+        if (type is null)
+        {
+            return null;
+        }
+
+        if (batchId is null)
+        {
+            throw new CliException("--on-complete needs a batch: give --count above 1");
+        }
+
+        try
+        {
+            return new TaskRequest(type, JsonDocument.Parse(payload).RootElement.Clone());
+        }
+        catch (JsonException ex)
+        {
+            throw new CliException($"--on-complete-payload is not valid JSON: {ex.Message}");
+        }
     }
 
     /// <summary>The tasks' start time from <c>--delay</c> or <c>--at</c> (not both); neither means "now".</summary>

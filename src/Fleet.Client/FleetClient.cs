@@ -115,6 +115,22 @@ public sealed class FleetClient : IAsyncDisposable
             result.PublishError is null ? result.TaskIds : throw new TaskPublishException(result.TaskIds, result.PublishError);
     }
 
+    /// <summary>
+    /// Submits <paramref name="requests"/> as one batch, in one transaction, with an optional
+    /// <paramref name="onComplete"/> task that is created once every task of the batch is final (whatever the
+    /// outcomes), carrying the batch id (<c>TaskContext.AfterBatchId</c>); a new batch id unless <paramref name="batchId"/> is given. One transaction on purpose: the callback
+    /// must never see part of its batch. Returns the batch id and the ids in request order.
+    /// </summary>
+    /// <exception cref="TaskPublishException">The batch is stored but the broker did not confirm it (the relay of a running API publishes it).</exception>
+    public async Task<SubmitResult> SubmitBatchAsync(
+        IReadOnlyList<TaskRequest> requests, TaskRequest? onComplete = null, Guid? batchId = null, CancellationToken cancellationToken = default)
+    {
+        var options = new SubmitOptions { BatchId = batchId ?? Guid.CreateVersion7(), OnComplete = onComplete };
+        var result = await _submitter.SubmitAsync(requests, options, cancellationToken)
+            .ConfigureAwait(false);
+        return result.PublishError is null ? result : throw new TaskPublishException(result.TaskIds, result.PublishError);
+    }
+
     /// <summary>Reads one task, or null when no task has that id.</summary>
     public Task<TaskInfo?> GetAsync(Guid taskId, CancellationToken cancellationToken = default) =>
         _reads.GetAsync(taskId, cancellationToken);

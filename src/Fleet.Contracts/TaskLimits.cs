@@ -26,4 +26,10 @@ public static class TaskLimits
     /// highest first (a waiting task gains one level per <c>Dispatch:AgingSeconds</c>, so none waits for ever).
     /// </summary>
     public const int MaxPriority = 9;
+
+    /// <summary>The most steps a chain's first task may list in <c>then</c>.</summary>
+    public const int MaxChainSteps = 100;
+
+    /// <summary>The longest <c>uniqueKey</c>, in characters (<c>tasks.unique_key</c> is <c>varchar(200)</c>).</summary>
+    public const int MaxUniqueKeyLength = 200;
 }

@@ -76,6 +76,8 @@ public static class WorkerHostingExtensions
         services.AddHostedService<DuePublisher>();
         services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<RabbitMqTaskPublisher>());
         services.AddHostedService<DispatchRunner>();
+        services.AddFleetBatchWatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<RabbitMqTaskPublisher>());
+        services.AddHostedService<BatchWatchRunner>();
 
         // Drain: the bus stops taking messages and waits for held ones up to DrainSeconds, then hands back the rest.
         services.AddOptions<MassTransitHostOptions>().Configure<IOptions<WorkerOptions>>((o, worker) =>

@@ -102,7 +102,7 @@ public sealed class DelayedTaskInputTests
     [Fact]
     public void ReadBatch_NamesTheItemOfABadPriorityOrTenant()
     {
-        var (requests, error) = ApiInputTests.Reader().ReadBatch(ApiInputTests.Json(
+        var (requests, _, error) = ApiInputTests.Reader().ReadBatch(ApiInputTests.Json(
             """{"tasks": [{"type": "noop", "priority": 9, "tenant": "a"}, {"type": "noop", "priority": 12}, {"type": "noop", "tenant": "\t"}]}"""));
 
         Assert.Null(requests);
@@ -113,7 +113,7 @@ public sealed class DelayedTaskInputTests
     [Fact]
     public void ReadBatch_NamesTheItemOfABadDelay()
     {
-        var (requests, error) = ApiInputTests.Reader().ReadBatch(ApiInputTests.Json(
+        var (requests, _, error) = ApiInputTests.Reader().ReadBatch(ApiInputTests.Json(
             """{"tasks": [{"type": "noop", "delaySeconds": 2}, {"type": "noop", "notBefore": "soon"}, {"type": "noop", "delaySeconds": -1}]}"""));
 
         Assert.Null(requests);

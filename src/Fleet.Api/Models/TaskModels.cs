@@ -32,6 +32,12 @@ public sealed record SubmitTaskBody
 
     [Description("The tenant the task belongs to: a non-empty string of at most 200 characters without control characters, stored in tasks.tenant. A task with a tenant is published by the dispatcher, round robin across tenants and within the tenant's limit.")]
     public string? Tenant { get; init; }
+
+    [Description("A chain: 1 to 100 task requests run one after another after this task, each only once the one before it succeeded (its handler gets that task's id, TaskContext.AfterTaskId). A step that ends otherwise ends the rest cancelled (ChainStopped). Steps have no then, notBefore, delaySeconds or uniqueKey.")]
+    public IReadOnlyList<SubmitTaskBody>? Then { get; init; }
+
+    [Description("1 to 200 characters. While a task with this key is queued or running, a submission with it creates nothing and answers 200 with that task's id (existing: true).")]
+    public string? UniqueKey { get; init; }
 }
 
 /// <summary>The body of <c>POST /tasks/batch</c>.</summary>
@@ -39,13 +45,34 @@ public sealed record SubmitBatchBody
 {
     [Description("1 to Api:MaxBatchTasks (10,000) tasks, all stored in one transaction under one new batch id.")]
     public required IReadOnlyList<SubmitTaskBody> Tasks { get; init; }
+
+    [Description("A task created once, when every task of the batch is final, whatever the outcomes; its handler gets the batch id (TaskContext.AfterBatchId, tasks.after_batch_id). No then, notBefore, delaySeconds or uniqueKey.")]
+    public SubmitTaskBody? OnComplete { get; init; }
 }
 
-/// <summary>202 of <c>POST /tasks</c>.</summary>
-public sealed record TaskAccepted(Guid Id, string StatusUrl);
+/// <summary>202 of <c>POST /tasks</c> (200 when its uniqueKey matched an active task).</summary>
+public sealed record TaskAccepted(Guid Id, string StatusUrl)
+{
+    [Description("The ids of the then steps, in order; absent without steps.")]
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<Guid>? Then { get; init; }
+
+    [Description("True when the uniqueKey matched a queued or running task: id is that task's and nothing was created.")]
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public bool Existing { get; init; }
+}
 
 /// <summary>202 of <c>POST /tasks/batch</c>: the ids in request order.</summary>
-public sealed record BatchAccepted(Guid BatchId, int Count, IReadOnlyList<Guid> Ids, string StatusUrl);
+public sealed record BatchAccepted(Guid BatchId, int Count, IReadOnlyList<Guid> Ids, string StatusUrl)
+{
+    [Description("Per task, in request order, the ids of its then steps (empty without); absent when no task has steps.")]
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<IReadOnlyList<Guid>>? Then { get; init; }
+
+    [Description("The positions whose uniqueKey matched an active task (their id is that task's); absent when none did.")]
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<int>? Existing { get; init; }
+}
 
 /// <summary>One task in a listing (<c>GET /tasks</c>).</summary>
 public sealed record TaskSummary(
@@ -146,4 +173,11 @@ public sealed record BatchStatus(
     long Cancelled,
     bool Done,
     DateTimeOffset SubmittedAt,
-    DateTimeOffset? FinishedAt);
+    DateTimeOffset? FinishedAt)
+{
+    [Description("Whether the batch was submitted with an onComplete task.")]
+    public bool HasOnComplete { get; init; }
+
+    [Description("The onComplete task's id once it is created (every task of the batch final); null until then, and without onComplete.")]
+    public Guid? OnCompleteTaskId { get; init; }
+}

@@ -146,9 +146,15 @@ public sealed class TaskQueries(IDbContextFactory<FleetDbContext> contexts)
         }
 
         var done = counts.Succeeded + counts.Failed + counts.TimedOut + counts.Cancelled == counts.Total;
+        var callback = await db.BatchCallbacks.AsNoTracking().Where(c => c.BatchId == batchId)
+            .Select(c => new { c.TaskId, c.FiredAt }).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
         return new BatchStatus(
             batchId, counts.Total, counts.Queued, counts.Running, counts.Succeeded, counts.Failed, counts.TimedOut, counts.Cancelled,
-            done, counts.SubmittedAt, done ? counts.FinishedAt : null);
+            done, counts.SubmittedAt, done ? counts.FinishedAt : null)
+        {
+            HasOnComplete = callback is not null,
+            OnCompleteTaskId = callback?.FiredAt is null ? null : callback.TaskId,
+        };
     }
 
     private static IQueryable<FleetTask> Residual(IQueryable<FleetTask> query, IReadOnlyList<string>? statuses, string? type)

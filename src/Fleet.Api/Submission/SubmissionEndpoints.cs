@@ -16,9 +16,12 @@ internal static partial class SubmissionEndpoints
             .WithName("SubmitTask")
             .WithSummary("Submit one task")
             .WithDescription("Stores the task as queued, sends it to its lane's queue with publisher confirms, and answers 202 with its id. " +
-                "With an Idempotency-Key header, a retry with the same body returns the same id and creates nothing; another body under the same key is 409.")
+                "With an Idempotency-Key header, a retry with the same body returns the same id and creates nothing; another body under the same key is 409. " +
+                "With then, the steps are stored too and run one after another, each once the one before succeeded (their ids in then). " +
+                "With a uniqueKey that a queued or running task holds, nothing is created: 200 with that task's id and existing true.")
             .Accepts<SubmitTaskBody>("application/json")
             .Produces<TaskAccepted>(StatusCodes.Status202Accepted)
+            .Produces<TaskAccepted>(StatusCodes.Status200OK)
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status403Forbidden)
@@ -28,7 +31,8 @@ internal static partial class SubmissionEndpoints
             .WithName("SubmitBatch")
             .WithSummary("Submit up to Api:MaxBatchTasks tasks as one batch")
             .WithDescription("All tasks are stored in one transaction with bulk INSERTs under a new batch id, then sent with publisher confirms. " +
-                "Progress: GET /batches/{batchId}. Idempotency-Key works as for POST /tasks.")
+                "Progress: GET /batches/{batchId}. Idempotency-Key works as for POST /tasks. " +
+                "With onComplete, that task is created once every task of the batch is final, whatever the outcomes (GET /batches/{batchId} shows its id once created).")
             .Accepts<SubmitBatchBody>("application/json")
             .Produces<BatchAccepted>(StatusCodes.Status202Accepted)
             .ProducesValidationProblem()
@@ -75,7 +79,12 @@ internal static partial class SubmissionEndpoints
 
             var id = result!.TaskIds[0];
             var url = $"/tasks/{id}";
-            return TypedResults.Accepted(url, new TaskAccepted(id, url));
+            var accepted = new TaskAccepted(id, url) { Then = result.Steps?[0] is { Count: > 0 } steps ? steps : null };
+
+            // A uniqueKey an active task holds created nothing: 200 with that task, not 202 for a new one.
+            return result.Existing is { Count: > 0 }
+                ? TypedResults.Ok(accepted with { Existing = true })
+                : TypedResults.Accepted(url, accepted);
         }
     }
 
@@ -96,7 +105,7 @@ internal static partial class SubmissionEndpoints
 
         using (document)
         {
-            var (requests, error) = reader.ReadBatch(document!.RootElement);
+            var (requests, onComplete, error) = reader.ReadBatch(document!.RootElement);
             if (error is not null)
             {
                 return error;
@@ -105,6 +114,7 @@ internal static partial class SubmissionEndpoints
             var submitOptions = new SubmitOptions
             {
                 BatchId = Guid.CreateVersion7(),
+                OnComplete = onComplete,
                 IdempotencyKey = ScopedKey(http.User, key),
                 RequestHash = key is null ? null : TaskRequestReader.RequestHash("POST /tasks/batch", document.RootElement),
             };
@@ -116,7 +126,11 @@ internal static partial class SubmissionEndpoints
 
             var batchId = result!.BatchId!.Value;
             var url = $"/batches/{batchId}";
-            return TypedResults.Accepted(url, new BatchAccepted(batchId, result.TaskIds.Count, result.TaskIds, url));
+            return TypedResults.Accepted(url, new BatchAccepted(batchId, result.TaskIds.Count, result.TaskIds, url)
+            {
+                Then = result.Steps,
+                Existing = result.Existing is { Count: > 0 } existing ? [.. existing.Order()] : null,
+            });
         }
     }
 

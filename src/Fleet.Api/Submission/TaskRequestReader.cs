@@ -18,7 +18,20 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
     /// <summary>Enough to fix a systematic mistake; a 10,000-task batch must not produce a 10,000-entry answer.</summary>
     private const int MaxReportedErrors = 50;
 
-    private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue", "notBefore", "delaySeconds", "tenant"];
+    private static readonly string[] Fields = ["type", "payload", "priority", "timeoutSeconds", "maxAttempts", "queue", "notBefore", "delaySeconds", "tenant", "then", "uniqueKey"];
+
+    /// <summary>Where a task request sits, which decides what it may carry.</summary>
+    private enum Place
+    {
+        /// <summary>A task of POST /tasks or of a batch: anything.</summary>
+        Task,
+
+        /// <summary>A step in then: starts after the step before it; no time, no steps, no uniqueKey.</summary>
+        Step,
+
+        /// <summary>A batch's onComplete: starts when the batch ends; no time, no steps, no uniqueKey.</summary>
+        Callback,
+    }
 
     /// <summary>The longest <c>tenant</c>, in characters: a tenant is a key of <c>fleet.limits</c>, whose keys have this bound.</summary>
     public const int MaxTenantLength = Fleet.Persistence.Limits.LimitRules.MaxKeyLength;
@@ -41,20 +54,21 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
             return (null, Problems.BadRequest("Not a JSON object", $"The request body must be a JSON object with at least \"type\", not {Describe(body)}."));
         }
 
-        var request = Read(body, "", errors);
+        var request = Read(body, "", errors, Place.Task);
         return errors.Count == 0 ? (request, null) : (null, errors.ToProblem(catalog));
     }
 
     /// <summary>Reads the body of <c>POST /tasks/batch</c>, <c>{"tasks": [...]}</c>.</summary>
-    public (IReadOnlyList<TaskRequest>? Requests, IResult? Error) ReadBatch(JsonElement body)
+    public (IReadOnlyList<TaskRequest>? Requests, TaskRequest? OnComplete, IResult? Error) ReadBatch(JsonElement body)
     {
         if (body.ValueKind != JsonValueKind.Object)
         {
-            return (null, Problems.BadRequest("Not a JSON object", $"The request body must be a JSON object {{\"tasks\": [...]}}, not {Describe(body)}."));
+            return (null, null, Problems.BadRequest("Not a JSON object", $"The request body must be a JSON object {{\"tasks\": [...]}}, not {Describe(body)}."));
         }
 
         var errors = new Errors();
         JsonElement tasks = default;
+        TaskRequest? onComplete = null;
         foreach (var property in body.EnumerateObject())
         {
             var name = NameOf(property);
@@ -62,22 +76,33 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
             {
                 tasks = property.Value;
             }
+            else if (name == "onComplete")
+            {
+                if (property.Value.ValueKind != JsonValueKind.Object)
+                {
+                    errors.Add(name, $"Must be a task request (a JSON object with at least \"type\"), not {Describe(property.Value)}.");
+                }
+                else
+                {
+                    onComplete = Read(property.Value, "onComplete.", errors, Place.Callback);
+                }
+            }
             else
             {
-                errors.Add(name, "Unknown field; a batch body has only \"tasks\".");
+                errors.Add(name, "Unknown field; a batch body has \"tasks\" and \"onComplete\".");
             }
         }
 
         if (tasks.ValueKind != JsonValueKind.Array)
         {
             errors.Add("tasks", tasks.ValueKind == JsonValueKind.Undefined ? "Required: an array of tasks." : $"Must be an array of tasks, not {Describe(tasks)}.");
-            return (null, errors.ToProblem(catalog));
+            return (null, null, errors.ToProblem(catalog));
         }
 
         var count = tasks.GetArrayLength();
         if (count > _options.MaxBatchTasks)
         {
-            return (null, Problems.TooLarge(
+            return (null, null, Problems.TooLarge(
                 $"A batch holds at most {_options.MaxBatchTasks} tasks; this one has {count}. Split it into several batches.",
                 new Dictionary<string, object?> { ["maxTasks"] = _options.MaxBatchTasks, ["tasks"] = count }));
         }
@@ -85,7 +110,7 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
         if (count == 0)
         {
             errors.Add("tasks", "A batch needs at least one task.");
-            return (null, errors.ToProblem(catalog));
+            return (null, null, errors.ToProblem(catalog));
         }
 
         var requests = new List<TaskRequest>(count);
@@ -98,7 +123,7 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
             var size = JsonMarshal.GetRawUtf8Value(item).Length;
             if (size > _options.MaxTaskBytes)
             {
-                return (null, Problems.TooLarge(
+                return (null, null, Problems.TooLarge(
                     $"{path} is {size} bytes; one task may be at most {_options.MaxTaskBytes} bytes.",
                     new Dictionary<string, object?> { ["limitBytes"] = _options.MaxTaskBytes, ["task"] = index - 1 }));
             }
@@ -109,14 +134,14 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
                 continue;
             }
 
-            var request = Read(item, path + ".", errors);
+            var request = Read(item, path + ".", errors, Place.Task);
             if (request is not null)
             {
                 requests.Add(request);
             }
         }
 
-        return errors.Count == 0 ? (requests, null) : (null, errors.ToProblem(catalog));
+        return errors.Count == 0 ? (requests, onComplete, null) : (null, null, errors.ToProblem(catalog));
     }
 
     /// <summary>
@@ -137,8 +162,11 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 
-    private TaskRequest? Read(JsonElement item, string prefix, Errors errors)
+    private TaskRequest? Read(JsonElement item, string prefix, Errors errors, Place place)
     {
+        List<TaskRequest>? then = null;
+        var sawThen = false;
+        string? uniqueKey = null;
         string? type = null;
         JsonElement payload = default;
         int? priority = null, timeoutSeconds = null, maxAttempts = null;
@@ -222,6 +250,13 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
                 case "tenant":
                     tenant = ReadTenant(value, path, errors);
                     break;
+                case "then":
+                    sawThen = true;
+                    then = ReadThen(value, path, errors, place);
+                    break;
+                case "uniqueKey":
+                    uniqueKey = ReadUniqueKey(value, path, errors);
+                    break;
                 default:
                     errors.Add(path, $"Unknown field; a task has {string.Join(", ", Fields)}.");
                     break;
@@ -240,6 +275,24 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
             errors.Add(prefix + "delaySeconds", "Give notBefore or delaySeconds, not both.");
         }
 
+        if (place != Place.Task)
+        {
+            // A step starts when the step before it succeeds, a callback when its batch ends: neither has a time of its
+            // own, steps of its own, or a key that could make it vanish into another task.
+            var what = place == Place.Step ? "a step in then starts when the step before it succeeds" : "onComplete starts when its batch ends";
+            foreach (var (field, given) in new[] { ("notBefore", notBefore is not null), ("delaySeconds", delaySeconds is not null), ("uniqueKey", uniqueKey is not null) })
+            {
+                if (given)
+                {
+                    errors.Add(prefix + field, $"Not allowed here: {what}.");
+                }
+            }
+        }
+        else if (sawThen && uniqueKey is not null)
+        {
+            errors.Add(prefix + "uniqueKey", "Not with then: a chain cannot be unique.");
+        }
+
         if (errors.Count > before || type is null)
         {
             return null;
@@ -256,7 +309,59 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
             NotBefore = notBefore,
             DelaySeconds = delaySeconds,
             Tenant = tenant,
+            Then = then is { Count: > 0 } ? then : null,
+            UniqueKey = uniqueKey,
         };
+    }
+
+    /// <summary>The steps of a chain: 1 to <see cref="TaskLimits.MaxChainSteps"/> task requests, none with steps of its own.</summary>
+    private List<TaskRequest>? ReadThen(JsonElement value, string path, Errors errors, Place place)
+    {
+        if (place != Place.Task)
+        {
+            errors.Add(path, place == Place.Step
+                ? "Not allowed in a step: list every step in the first task's then."
+                : "Not allowed in onComplete: it is one task.");
+            return null;
+        }
+
+        if (value.ValueKind != JsonValueKind.Array || value.GetArrayLength() is 0 or > TaskLimits.MaxChainSteps)
+        {
+            errors.Add(path, $"Must be an array of 1 to {TaskLimits.MaxChainSteps} task requests.");
+            return null;
+        }
+
+        var steps = new List<TaskRequest>(value.GetArrayLength());
+        var index = 0;
+        foreach (var item in value.EnumerateArray())
+        {
+            var itemPath = $"{path}[{index++}]";
+            if (item.ValueKind != JsonValueKind.Object)
+            {
+                errors.Add(itemPath, $"Must be a JSON object with at least \"type\", not {Describe(item)}.");
+            }
+            else if (Read(item, itemPath + ".", errors, Place.Step) is { } step)
+            {
+                steps.Add(step);
+            }
+        }
+
+        return steps;
+    }
+
+    /// <summary>1 to <see cref="TaskLimits.MaxUniqueKeyLength"/> characters, no control characters (it is stored in <c>tasks.unique_key</c>).</summary>
+    private static string? ReadUniqueKey(JsonElement value, string path, Errors errors)
+    {
+        var text = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
+        if (text is null || text.Length is 0 or > TaskLimits.MaxUniqueKeyLength || text.Any(char.IsControl))
+        {
+            errors.Add(path, value.ValueKind == JsonValueKind.String && text is null
+                ? LoneSurrogate
+                : $"Must be a string of 1 to {TaskLimits.MaxUniqueKeyLength} characters without control characters.");
+            return null;
+        }
+
+        return text;
     }
 
     /// <summary>An RFC 3339 time with an offset (stored in UTC), at most <see cref="TaskLimits.MaxDelaySeconds"/> ahead; a past time means "now".</summary>

@@ -38,6 +38,19 @@ internal static class SubmissionSql
     // already is not published under the new id (no row would hold it, and a worker would run it as a new task).
     public const string InsertTasksReturning = InsertTasks + "\nRETURNING id";
 
+    // The active task holding each uniqueKey (ux_tasks_unique_active holds only queued and running tasks).
+    public const string SelectUniqueHolders = """
+        SELECT unique_key, id FROM fleet.tasks
+        WHERE unique_key = ANY(@keys) AND status IN ('queued','running')
+        """;
+
+    // In the batch's own transaction, so that the batch watcher never sees a callback before all of its tasks.
+    public const string InsertBatchCallback = """
+        INSERT INTO fleet.batch_callbacks (batch_id, task, task_id, created_at)
+        VALUES (@batch_id, @task, @task_id, now())
+        ON CONFLICT (batch_id) DO NOTHING
+        """;
+
     public const string InsertKey = """
         INSERT INTO fleet.idempotency_keys (key, request_hash, task_ids, batch_id, created_at)
         VALUES (@key, @hash, @task_ids, @batch_id, now())

@@ -3,18 +3,25 @@ using NpgsqlTypes;
 
 namespace Fleet.Client;
 
+/// <summary>What storing a submission found besides the rows it inserted.</summary>
+/// <param name="Replay">The earlier submission under the same idempotency key, when there was one (nothing was stored).</param>
+/// <param name="ExistingFirings">Schedule firings not stored because their firing has a task already.</param>
+/// <param name="ExistingUnique">For tasks whose uniqueKey matched an active task: their id to that task's id.</param>
+internal sealed record StoreOutcome(SubmitResult? Replay, HashSet<Guid>? ExistingFirings = null, Dictionary<Guid, Guid>? ExistingUnique = null);
+
+/// <summary>A batch's onComplete task to record with the batch (<c>fleet.batch_callbacks</c>).</summary>
+internal sealed record BatchCallbackRow(Guid BatchId, Guid TaskId, string TaskJson);
+
 /// <summary>
-/// Step 1 of a submission: commits the task rows (bulk INSERTs of <c>chunkSize</c> rows) and the idempotency key, if
-/// any, in one transaction; or finds that the key was used before and returns that submission instead.
+/// Step 1 of a submission: commits the task rows (bulk INSERTs of <c>chunkSize</c> rows), the batch's callback and the
+/// idempotency key, if any, in one transaction; or finds that the key was used before and returns that submission
+/// instead.
 /// </summary>
 internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
 {
-    /// <summary>
-    /// Commits the rows (and the key); returns the earlier result instead when the key was used before. Also
-    /// returns the ids of schedule firings that were not stored because their firing has a task already.
-    /// </summary>
+    /// <summary>Commits the rows (the callback, the key); returns the earlier result instead when the key was used before.</summary>
     /// <exception cref="IdempotencyConflictException">The key was used before for a different request.</exception>
-    public async Task<(SubmitResult? Replay, HashSet<Guid>? ExistingFirings)> StoreAsync(List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
+    public async Task<StoreOutcome> StoreAsync(List<OutgoingTask> tasks, SubmitOptions options, BatchCallbackRow? callback, CancellationToken cancellationToken)
     {
         // Two tries: a key found on conflict can expire (cleanup) before it is read; the second insert then wins.
         for (var attempt = 0; ; attempt++)
@@ -27,16 +34,37 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
                 if (keyInserted)
                 {
                     HashSet<Guid>? existingFirings = null;
+                    Dictionary<Guid, Guid>? existingUnique = null;
                     foreach (var chunk in tasks.Chunk(chunkSize))
                     {
-                        if (await InsertAsync(connection, chunk, cancellationToken).ConfigureAwait(false) is { Count: > 0 } existing)
+                        if (await InsertAsync(connection, chunk, cancellationToken).ConfigureAwait(false) is { Count: > 0 } notInserted)
                         {
-                            (existingFirings ??= []).UnionWith(existing);
+                            foreach (var task in chunk.Where(t => notInserted.Contains(t.Message.TaskId)))
+                            {
+                                if (task.ScheduleName is not null)
+                                {
+                                    (existingFirings ??= []).Add(task.Message.TaskId);
+                                }
+                            }
+
+                            var unique = chunk.Where(t => t.UniqueKey is not null && notInserted.Contains(t.Message.TaskId)).ToList();
+                            if (unique.Count > 0)
+                            {
+                                foreach (var (id, existing) in await ResolveUniqueAsync(connection, unique, cancellationToken).ConfigureAwait(false))
+                                {
+                                    (existingUnique ??= [])[id] = existing;
+                                }
+                            }
                         }
                     }
 
+                    if (callback is not null)
+                    {
+                        await InsertCallbackAsync(connection, callback, cancellationToken).ConfigureAwait(false);
+                    }
+
                     await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-                    return (null, existingFirings);
+                    return new StoreOutcome(null, existingFirings, existingUnique);
                 }
 
                 // A concurrent first request holding the same key made the INSERT wait for its commit; the key row
@@ -48,7 +76,7 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
             if (earlier is not null)
             {
                 return earlier.Value.Hash == options.RequestHash
-                    ? (new SubmitResult(earlier.Value.TaskIds, earlier.Value.BatchId, Replayed: true), null)
+                    ? new StoreOutcome(new SubmitResult(earlier.Value.TaskIds, earlier.Value.BatchId, Replayed: true))
                     : throw new IdempotencyConflictException();
             }
 
@@ -57,6 +85,66 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
                 throw new InvalidOperationException("The idempotency key kept conflicting without being readable.");
             }
         }
+    }
+
+    /// <summary>
+    /// For tasks whose insert did nothing and that carry a uniqueKey: the active task holding each key. A key whose
+    /// holder ended between the insert and this read is free again, so its task is inserted after all (a few rounds at
+    /// most: each round needs another task with the key to start and end meanwhile). A task found by neither way was
+    /// not inserted because its id exists (a resubmission), and keeps its id.
+    /// </summary>
+    private static async Task<List<(Guid Id, Guid Existing)>> ResolveUniqueAsync(NpgsqlConnection connection, List<OutgoingTask> tasks, CancellationToken cancellationToken)
+    {
+        var found = new List<(Guid, Guid)>();
+        for (var round = 0; tasks.Count > 0 && round < 5; round++)
+        {
+            var holders = new Dictionary<string, Guid>(StringComparer.Ordinal);
+            await using (var command = new NpgsqlCommand(SubmissionSql.SelectUniqueHolders, connection))
+            {
+                command.Parameters.Add(SubmissionSql.Array("keys", NpgsqlDbType.Text, tasks.Select(t => t.UniqueKey)));
+                await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+                {
+                    holders[reader.GetString(0)] = reader.GetGuid(1);
+                }
+            }
+
+            var free = new List<OutgoingTask>();
+            foreach (var task in tasks)
+            {
+                if (holders.TryGetValue(task.UniqueKey!, out var holder) && holder != task.Message.TaskId)
+                {
+                    found.Add((task.Message.TaskId, holder));
+                }
+                else if (!holders.ContainsKey(task.UniqueKey!))
+                {
+                    free.Add(task);
+                }
+            }
+
+            if (free.Count == 0)
+            {
+                break;
+            }
+
+            var notInserted = await InsertAsync(connection, [.. free], cancellationToken).ConfigureAwait(false) ?? [];
+            tasks = free.Where(t => notInserted.Contains(t.Message.TaskId)).ToList();
+            if (round > 0 && tasks.Count == free.Count)
+            {
+                break;
+            }
+        }
+
+        return found;
+    }
+
+    private static async Task InsertCallbackAsync(NpgsqlConnection connection, BatchCallbackRow callback, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(SubmissionSql.InsertBatchCallback, connection);
+        command.Parameters.AddWithValue("batch_id", callback.BatchId);
+        command.Parameters.AddWithValue("task_id", callback.TaskId);
+        command.Parameters.Add(new NpgsqlParameter("task", NpgsqlDbType.Jsonb) { Value = callback.TaskJson });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static async Task<bool> TryInsertKeyAsync(NpgsqlConnection connection, List<OutgoingTask> tasks, SubmitOptions options, CancellationToken cancellationToken)
@@ -83,13 +171,13 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
     }
 
     /// <summary>
-    /// Inserts the chunk; returns the schedule firings in it that were not inserted (null when it holds none: then
-    /// the statement has no RETURNING, as always for plain tasks).
+    /// Inserts the chunk; returns the ids of its schedule firings and uniqueKey tasks that were not inserted (null
+    /// when it holds neither: then the statement has no RETURNING, as always for plain tasks).
     /// </summary>
     private static async Task<HashSet<Guid>?> InsertAsync(NpgsqlConnection connection, OutgoingTask[] chunk, CancellationToken cancellationToken)
     {
-        var firings = chunk.Any(m => m.ScheduleName is not null)
-            ? chunk.Where(m => m.ScheduleName is not null).Select(m => m.Message.TaskId).ToHashSet()
+        var firings = chunk.Any(m => m.ScheduleName is not null || m.UniqueKey is not null)
+            ? chunk.Where(m => m.ScheduleName is not null || m.UniqueKey is not null).Select(m => m.Message.TaskId).ToHashSet()
             : null;
         await using var command = new NpgsqlCommand(firings is null ? SubmissionSql.InsertTasks : SubmissionSql.InsertTasksReturning, connection);
         command.Parameters.Add(SubmissionSql.Array("id", NpgsqlDbType.Uuid, chunk.Select(m => m.Message.TaskId)));

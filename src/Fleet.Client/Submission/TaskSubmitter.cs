@@ -63,6 +63,8 @@ public sealed class TaskSubmitter
 
         var now = DateTimeOffset.UtcNow;
         var tasks = requests.Select(r => ToOutgoing(r, now, options.BatchId)).ToList();
+        var steps = AddChainSteps(requests, tasks, now, options.BatchId);
+        var callback = options.OnComplete is null ? null : CallbackOf(options, now);
 
         // Checked only once every request is valid, so that a bad one is refused before the database is asked anything.
         var limits = await _limits.GetAsync(cancellationToken).ConfigureAwait(false);
@@ -87,19 +89,21 @@ public sealed class TaskSubmitter
             activity?.SetTag("fleet.batch.id", batchId);
         }
 
-        var (replay, existingFirings) = await _store.StoreAsync(tasks, options, cancellationToken).ConfigureAwait(false);
-        if (replay is not null)
+        var stored = await _store.StoreAsync(tasks, options, callback, cancellationToken).ConfigureAwait(false);
+        if (stored.Replay is { } replay)
         {
             activity?.SetTag("fleet.submit.replayed", true);
             return replay;
         }
 
-        // A delayed task stays in PostgreSQL, queued and unpublished, until the due relay publishes it at its time; a
-        // dispatched one until the dispatcher publishes it; a schedule firing that already had its task (another
-        // replica fired it) is not sent under the new id. Plain tasks pass through as they are, without a copy of the list.
-        var toPublish = existingFirings is null && !tasks.Exists(t => t.Dispatched || t.Message.NotBefore > now)
+        // A delayed task stays in PostgreSQL, queued and unpublished, until the due relay publishes it at its time (a
+        // later chain step waits at infinity); a dispatched one until the dispatcher publishes it; a schedule firing
+        // that already had its task (another replica fired it), or a task whose uniqueKey an active task holds, is not
+        // sent under the new id. Plain tasks pass through as they are, without a copy of the list.
+        var (firings, unique) = (stored.ExistingFirings, stored.ExistingUnique);
+        var toPublish = firings is null && unique is null && !tasks.Exists(t => t.Dispatched || t.Message.NotBefore > now)
             ? tasks
-            : [.. tasks.Where(t => !t.Dispatched && !(t.Message.NotBefore > now) && existingFirings?.Contains(t.Message.TaskId) != true)];
+            : [.. tasks.Where(t => !t.Dispatched && !(t.Message.NotBefore > now) && firings?.Contains(t.Message.TaskId) != true && unique?.ContainsKey(t.Message.TaskId) != true)];
         var publishError = await _publisher.PublishAndStampAsync(toPublish, cancellationToken).ConfigureAwait(false);
         if (publishError is not null)
         {
@@ -107,7 +111,101 @@ public sealed class TaskSubmitter
             activity?.SetStatus(ActivityStatusCode.Error, publishError.Message);
         }
 
-        return new SubmitResult([.. tasks.Select(t => t.Message.TaskId)], options.BatchId, Replayed: false, publishError);
+        var ids = new Guid[requests.Count];
+        HashSet<int>? existing = null;
+        for (var i = 0; i < ids.Length; i++)
+        {
+            ids[i] = tasks[i].Message.TaskId;
+            if (unique?.TryGetValue(ids[i], out var holder) == true)
+            {
+                ids[i] = holder;
+                (existing ??= []).Add(i);
+            }
+        }
+
+        return new SubmitResult(ids, options.BatchId, Replayed: false, publishError) { Steps = steps, Existing = existing };
+    }
+
+    /// <summary>
+    /// Appends the <see cref="TaskRequest.Then"/> steps of each request to <paramref name="tasks"/> (whose first
+    /// entries are the requests, in order), linked both ways: a step runs after the task before it
+    /// (<c>after_task_id</c>) and waits for it at infinity, and the task before it names it (<c>next_task_id</c>), which
+    /// is what the trigger <c>tr_tasks_chain_step_ended</c> follows. Steps join the batch of their chain. Returns the
+    /// step ids per request, or null when no request has steps.
+    /// </summary>
+    private List<IReadOnlyList<Guid>>? AddChainSteps(IReadOnlyList<TaskRequest> requests, List<OutgoingTask> tasks, DateTimeOffset now, Guid? batchId)
+    {
+        if (!requests.Any(r => r.Then is { Count: > 0 }))
+        {
+            return null;
+        }
+
+        var steps = new List<IReadOnlyList<Guid>>(requests.Count);
+        for (var i = 0; i < requests.Count; i++)
+        {
+            var head = requests[i];
+            if (head.Then is not { Count: > 0 } then)
+            {
+                steps.Add([]);
+                continue;
+            }
+
+            if (then.Count > TaskLimits.MaxChainSteps)
+            {
+                throw new ArgumentException($"A task of type '{head.Type}' has {then.Count} steps in then; at most {TaskLimits.MaxChainSteps}.", nameof(requests));
+            }
+
+            if (head.UniqueKey is not null)
+            {
+                throw new ArgumentException($"A task of type '{head.Type}' has both then and uniqueKey; a chain cannot be unique.", nameof(requests));
+            }
+
+            var ids = new List<Guid>(then.Count);
+            var previous = i;
+            foreach (var step in then)
+            {
+                ArgumentNullException.ThrowIfNull(step, nameof(requests));
+                if (step.Then is { Count: > 0 } || step.NotBefore is not null || step.DelaySeconds is not null || step.UniqueKey is not null)
+                {
+                    throw new ArgumentException(
+                        $"A step of type '{step.Type}' in then has then, notBefore, delaySeconds or uniqueKey; a step starts when the step before it succeeds, and lists no steps of its own.",
+                        nameof(requests));
+                }
+
+                var outgoing = ToOutgoing(step, now, tasks[i].Message.BatchId ?? batchId);
+                outgoing = outgoing with
+                {
+                    Message = outgoing.Message with { AfterTaskId = tasks[previous].Message.TaskId, NotBefore = DateTimeOffset.MaxValue },
+                };
+                tasks[previous] = tasks[previous] with { NextTaskId = outgoing.Message.TaskId };
+                tasks.Add(outgoing);
+                previous = tasks.Count - 1;
+                ids.Add(outgoing.Message.TaskId);
+            }
+
+            steps.Add(ids);
+        }
+
+        return steps;
+    }
+
+    /// <summary>The batch's onComplete request, checked and with its lane and id fixed now, as <c>fleet.batch_callbacks</c> keeps it.</summary>
+    private BatchCallbackRow CallbackOf(SubmitOptions options, DateTimeOffset now)
+    {
+        var request = options.OnComplete!;
+        if (options.BatchId is not { } batchId)
+        {
+            throw new ArgumentException("onComplete needs a batch.", nameof(options));
+        }
+
+        if (request.Then is { Count: > 0 } || request.NotBefore is not null || request.DelaySeconds is not null || request.UniqueKey is not null)
+        {
+            throw new ArgumentException(
+                $"The onComplete task of type '{request.Type}' has then, notBefore, delaySeconds or uniqueKey; it starts when the batch ends.", nameof(options));
+        }
+
+        var outgoing = ToOutgoing(request, now, batchId: null);
+        return new BatchCallbackRow(batchId, outgoing.Message.TaskId, BatchCallbackTask.ToJson(outgoing));
     }
 
     /// <summary>
@@ -168,8 +266,15 @@ public sealed class TaskSubmitter
             Tenant = request.Tenant,
             AfterBatchId = request.AfterBatchId,
         };
+        if (request.UniqueKey is { } key && (key.Length is 0 or > TaskLimits.MaxUniqueKeyLength || key.Any(char.IsControl)))
+        {
+            throw new ArgumentException(
+                $"The uniqueKey of a task of type '{request.Type}' must be 1 to {TaskLimits.MaxUniqueKeyLength} characters without control characters.", nameof(request));
+        }
+
         return new OutgoingTask(_options.QueueFor(request), message)
         {
+            UniqueKey = request.UniqueKey,
             ScheduleName = request.ScheduleName,
             ScheduledFor = request.ScheduledFor?.ToUniversalTime(),
             RequeuedFrom = request.RequeuedFrom,

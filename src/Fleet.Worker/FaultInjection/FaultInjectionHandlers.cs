@@ -25,6 +25,7 @@ public static class FaultInjectionHandlers
         services.AddTaskHandler<LeakHandler>();
         services.AddTaskHandler<FailFastHandler>();
         services.AddTaskHandler<PidHandler>();
+        services.AddTaskHandler<ContextHandler>();
         return services;
     }
 
@@ -66,6 +67,45 @@ public static class FaultInjectionHandlers
     {
         [JsonPropertyName("pid")]
         public required int Pid { get; init; }
+    }
+
+    public sealed record ContextOutput
+    {
+        [JsonPropertyName("taskId")]
+        public Guid? TaskId { get; init; }
+
+        [JsonPropertyName("attempt")]
+        public int? Attempt { get; init; }
+
+        [JsonPropertyName("afterTaskId")]
+        public Guid? AfterTaskId { get; init; }
+
+        [JsonPropertyName("afterBatchId")]
+        public Guid? AfterBatchId { get; init; }
+
+        [JsonPropertyName("batchId")]
+        public Guid? BatchId { get; init; }
+    }
+
+    /// <summary><c>fault-context</c>: returns what <see cref="TaskContext.Current"/> told the handler (all null without one).</summary>
+    public sealed class ContextHandler : TaskHandler<Empty, ContextOutput>
+    {
+        public override string Type => "fault-context";
+
+        public override TaskLane Lane => TaskLane.Io;
+
+        protected override ValueTask<ContextOutput> ExecuteAsync(Empty input, CancellationToken cancellationToken)
+        {
+            var context = TaskContext.Current;
+            return ValueTask.FromResult(new ContextOutput
+            {
+                TaskId = context?.TaskId,
+                Attempt = context?.Attempt,
+                AfterTaskId = context?.AfterTaskId,
+                AfterBatchId = context?.AfterBatchId,
+                BatchId = context?.BatchId,
+            });
+        }
     }
 
     /// <summary><c>fault-flaky</c>: throws on the first <c>failTimes</c> executions of a key in this process, then succeeds.</summary>
