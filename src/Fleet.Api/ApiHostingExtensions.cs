@@ -5,6 +5,7 @@ using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
+using Fleet.Api.Retention;
 using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
@@ -104,6 +105,7 @@ public static class ApiHostingExtensions
         services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
         services.AddHostedService<DispatchService>();
         services.AddFleetSchedules();
+        services.AddFleetRetention();
         services.AddSingleton<LimitStore>();
 
         services.AddMassTransit(x =>
