@@ -5,6 +5,7 @@ using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
+using Fleet.Api.Retention;
 using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
@@ -106,6 +107,7 @@ public static class ApiHostingExtensions
         services.AddFleetBatchWatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
         services.AddHostedService<BatchWatchService>();
         services.AddFleetSchedules();
+        services.AddFleetRetention();
         services.AddSingleton<LimitStore>();
 
         services.AddMassTransit(x =>

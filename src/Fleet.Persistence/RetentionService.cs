@@ -25,12 +25,19 @@ public sealed record RetentionResult(
 /// open tasks, so they never wait on these locks, and two retention runs share the work instead of queueing behind
 /// each other. The cost of a batch does not grow with the table (measured in docs/sql.md).
 /// </para>
-/// Used by <c>fleet retention</c>; a host can run it on a schedule the same way. The API's relay also expires
-/// idempotency keys on its own, more often and by age (<see cref="DeleteExpiredIdempotencyKeysAsync"/>).
+/// Used by <c>fleet retention</c>, and by the API's automatic retention (<c>Retention:KeepDays</c>) through
+/// <see cref="DeleteExclusiveAsync"/>. The API's relay also expires idempotency keys on its own, more often and by
+/// age (<see cref="DeleteExpiredIdempotencyKeysAsync"/>).
 /// </summary>
 public sealed class RetentionService(NpgsqlDataSource dataSource)
 {
     public const int DefaultBatchSize = 5_000;
+
+    /// <summary>
+    /// The PostgreSQL advisory lock (session level) an automatic pass holds from its first batch to its last, so that
+    /// one process of the fleet runs a pass at a time. The value spells "fleetRet" in ASCII.
+    /// </summary>
+    public const long LockKey = 0x666C_6565_7452_6574;
 
     // `status NOT IN (open states)` rather than a list of final ones: PostgreSQL then has no status index to pair
     // with, so it walks ix_tasks_finished in order and stops after @limit rows, even before the table has
@@ -137,6 +144,38 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
         }
 
         return result with { Elapsed = clock.Elapsed };
+    }
+
+    /// <summary>
+    /// <see cref="DeleteAsync"/> under <see cref="LockKey"/>, or nothing (null) when another process holds it. Two
+    /// passes at once would only share the work (SKIP LOCKED), but N API replicas on the same timer would each scan
+    /// the same indexes and log the same pass; with the lock one deletes and the others skip. The lock is held on a
+    /// connection of its own while the batches commit on others; if that connection dies, PostgreSQL drops the lock
+    /// and another process may start a pass beside this one, which is still safe.
+    /// </summary>
+    public async Task<RetentionResult?> DeleteExclusiveAsync(DateTimeOffset cutoff, int batchSize = DefaultBatchSize, CancellationToken cancellationToken = default)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (var tryLock = new NpgsqlCommand("SELECT pg_try_advisory_lock(@key)", connection))
+        {
+            tryLock.Parameters.AddWithValue("key", LockKey);
+            if (await tryLock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
+            {
+                return null;
+            }
+        }
+
+        try
+        {
+            return await DeleteAsync(cutoff, batchSize, progress: null, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Session level: released explicitly, not left to the pool's reset of the connection.
+            await using var unlock = new NpgsqlCommand("SELECT pg_advisory_unlock(@key)", connection);
+            unlock.Parameters.AddWithValue("key", LockKey);
+            await unlock.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
+        }
     }
 
     /// <summary>Deletes up to <paramref name="maxKeys"/> idempotency keys older than <paramref name="retention"/>; returns how many.</summary>

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Fleet.Api.Retention;
 using Fleet.IntegrationTests.Support;
 using Fleet.Persistence;
 using Npgsql;
@@ -149,6 +150,68 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
         var bad = await FleetCliAsync("retention", "--older-than", "30s");
         Assert.Equal(2, bad.ExitCode);
         Assert.Contains("not an age like 30d, 12h or 90m", bad.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// <c>Retention:KeepDays</c> on the API: passes every 0.6 s on the retention login (the owner), none while another
+    /// process holds the retention lock (this test's session, as a second API's pass would), then one that deletes
+    /// the old rows, keeps the rest, and says so in its log line and on /metrics.
+    /// </summary>
+    [Fact]
+    public async Task ApiWithKeepDays_DeletesOldRowsByItself_OneProcessAtATime()
+    {
+        await ExecuteAsync(InsertOldSql, TimeSpan.FromMinutes(1), ("worker", OldWorker), ("rows", 50));
+        await ExecuteAsync(InsertOthersSql, TimeSpan.FromMinutes(1));
+
+        // By id: the API's relay and the fixture's worker may run these meanwhile (they are open), but never delete them.
+        var open = await ListAsync("SELECT id FROM fleet.tasks WHERE worker_id = 'retention-open'", r => r.GetGuid(0));
+
+        await using var otherPass = await Fleet.DataSource.OpenConnectionAsync();
+        await AdvisoryLockAsync(otherPass, "pg_advisory_lock");
+
+        var owner = Fleet.Servers.Logins?.Owner.Postgres(Fleet.PostgresConnectionString) ?? Fleet.PostgresConnectionString;
+        await using var api = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?>
+        {
+            ["Retention:KeepDays"] = "30",
+            ["Retention:IntervalMinutes"] = "0.01",
+            ["Retention:BatchSize"] = "20",
+            ["Api:IdempotencyKeyHours"] = "8760", // the relay's own key expiry (24 h) would take the keys first
+            [$"ConnectionStrings:{RetentionOptions.ConnectionStringName}"] = owner,
+            [$"Logging:LogLevel:{typeof(AutoRetentionService).FullName}"] = "Information",
+        });
+        using var client = api.CreateClient(ApiHost.ReadKey);
+        var metrics = "";
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await client.GetStringAsync(new Uri("metrics", UriKind.Relative));
+            return PrometheusText.Sum(metrics, "fleet_retention_passes_total", "outcome=\"skipped\"") >= 2;
+        }, TimeSpan.FromSeconds(30)), $"no skipped passes while the lock was held:\n{PrometheusText.Lines(metrics)}");
+        Assert.Null(PrometheusText.Sum(metrics, "fleet_retention_passes_total", "outcome=\"ran\""));
+        Assert.Equal(50L, await CountAsync($"fleet.tasks WHERE worker_id = '{OldWorker}'"));
+
+        await AdvisoryLockAsync(otherPass, "pg_advisory_unlock");
+        Assert.True(await EventuallyAsync(async () => await CountAsync($"fleet.tasks WHERE worker_id = '{OldWorker}'") == 0, TimeSpan.FromSeconds(30)));
+        Assert.Equal(0L, await CountAsync($"fleet.task_attempts WHERE worker_id = '{OldWorker}'"));
+        Assert.Equal(100L, await CountAsync("fleet.tasks WHERE worker_id = 'retention-recent'"));
+        Assert.Equal(6L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids)", ("ids", open.ToArray())));
+        Assert.Equal(["new"], await ListAsync("SELECT key FROM fleet.idempotency_keys WHERE key IN ('old-1', 'old-2', 'new')", r => r.GetString(0)));
+        Assert.Equal(1L, await CountAsync("fleet.workers WHERE id LIKE 'old-%' OR id = 'recent-stopped'"));
+
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await client.GetStringAsync(new Uri("metrics", UriKind.Relative));
+            return PrometheusText.Sum(metrics, "fleet_retention_deleted_total", "table=\"tasks\"") == 50;
+        }, TimeSpan.FromSeconds(10)), $"deleted rows not counted:\n{PrometheusText.Lines(metrics)}");
+        Assert.Equal(50, PrometheusText.Sum(metrics, "fleet_retention_deleted_total", "table=\"task_attempts\""));
+        Assert.Contains(api.Logs.Lines, line => line.Contains(
+            "Retention: deleted 50 tasks, 50 attempt rows, 2 idempotency keys, 3 worker rows", StringComparison.Ordinal));
+    }
+
+    private static async Task AdvisoryLockAsync(NpgsqlConnection connection, string function)
+    {
+        await using var command = new NpgsqlCommand($"SELECT {function}(@key)", connection);
+        command.Parameters.AddWithValue("key", RetentionService.LockKey);
+        await command.ExecuteScalarAsync();
     }
 
     private Task<long> CountAsync(string from) => ScalarAsync<long>($"SELECT count(*) FROM {from}");
