@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Fleet.Api.Autoscaling;
+using Fleet.Api.DeadLetters;
 using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
@@ -109,6 +110,7 @@ public static class ApiHostingExtensions
         services.AddFleetSchedules();
         services.AddFleetRetention();
         services.AddSingleton<LimitStore>();
+        services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
 
         services.AddMassTransit(x =>
         {
@@ -170,6 +172,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Dead letters").MapDeadLetterWrites();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
@@ -181,6 +184,7 @@ public static class ApiHostingExtensions
         reads.MapReads();
         reads.MapScheduleReads();
         reads.MapLimitReads();
+        reads.MapDeadLetterReads();
 
         // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
         // read key as a bearer token).
