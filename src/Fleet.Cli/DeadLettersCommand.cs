@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
-using Fleet.Api.DeadLetters;
 using Fleet.Client;
 
 namespace Fleet.Cli;

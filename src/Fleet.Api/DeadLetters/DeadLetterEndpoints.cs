@@ -1,3 +1,4 @@
+using Fleet.Client;
 using System.Globalization;
 using System.Text.Json;
 using Fleet.Api.Submission;

@@ -3,12 +3,11 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Unicode;
-using Fleet.Client;
 using Fleet.Contracts;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
-namespace Fleet.Api.DeadLetters;
+namespace Fleet.Client;
 
 /// <summary>
 /// The messages MassTransit faulted into the lanes' <c>_error</c> queues (a body that names no task, a message
@@ -28,7 +27,7 @@ namespace Fleet.Api.DeadLetters;
 /// </para>
 /// Operations of one process take turns: a listing holds its messages, which a replay at the same time would not see.
 /// </summary>
-internal sealed class DeadLetterQueues(RabbitMqAddress broker, string connectionName)
+public sealed class DeadLetterQueues(RabbitMqAddress broker, string connectionName)
 {
     /// <summary>The suffix MassTransit gives a receive endpoint's error queue.</summary>
     public const string ErrorSuffix = "_error";

@@ -1,4 +1,4 @@
-namespace Fleet.Api.DeadLetters;
+namespace Fleet.Client;
 
 /// <summary>
 /// One message of an <c>_error</c> queue, as <c>GET /dead-letters</c> and <c>fleet dead-letters list</c> show it.
@@ -19,7 +19,7 @@ namespace Fleet.Api.DeadLetters;
 /// <param name="BodyEncoding"><c>utf-8</c> or <c>base64</c>.</param>
 /// <param name="BodyBytes">The whole body's size in bytes.</param>
 /// <param name="BodyTruncated">True when <paramref name="Body"/> is only the first 64 KiB.</param>
-internal sealed record DeadLetter(
+public sealed record DeadLetter(
     string Queue,
     string Lane,
     string MessageId,
@@ -36,17 +36,17 @@ internal sealed record DeadLetter(
     bool BodyTruncated);
 
 /// <summary>An error queue's depth when it was read; <paramref name="Exists"/> is false until something faulted into it.</summary>
-internal sealed record DeadLetterQueueDepth(string Queue, bool Exists, long Messages);
+public sealed record DeadLetterQueueDepth(string Queue, bool Exists, long Messages);
 
 /// <summary>The answer of a listing: each queue's depth, the dead letters read (oldest first per queue), and whether more wait.</summary>
-internal sealed record DeadLetterList(IReadOnlyList<DeadLetterQueueDepth> Queues, IReadOnlyList<DeadLetter> DeadLetters, bool Truncated);
+public sealed record DeadLetterList(IReadOnlyList<DeadLetterQueueDepth> Queues, IReadOnlyList<DeadLetter> DeadLetters, bool Truncated);
 
 /// <summary>
 /// Which dead letters of a queue a replay or discard takes: those whose <see cref="DeadLetter.MessageId"/> is in
 /// <paramref name="MessageIds"/>, or every one (<paramref name="MessageIds"/> null), optionally only those whose
 /// exception type is <paramref name="ExceptionType"/> and whose reason contains <paramref name="ReasonContains"/>.
 /// </summary>
-internal sealed record DeadLetterSelection(IReadOnlySet<string>? MessageIds, string? ExceptionType = null, string? ReasonContains = null)
+public sealed record DeadLetterSelection(IReadOnlySet<string>? MessageIds, string? ExceptionType = null, string? ReasonContains = null)
 {
     public bool Matches(DeadLetter letter)
     {
@@ -58,10 +58,10 @@ internal sealed record DeadLetterSelection(IReadOnlySet<string>? MessageIds, str
 }
 
 /// <summary>What a replay or discard did: how many dead letters it took, and the named ids it did not find.</summary>
-internal sealed record DeadLetterOutcome(string Queue, string Action, int Count, IReadOnlyList<string> NotFound);
+public sealed record DeadLetterOutcome(string Queue, string Action, int Count, IReadOnlyList<string> NotFound);
 
 /// <summary>A replay that stopped: the broker refused or did not confirm a publish. What was replayed before stays replayed.</summary>
-internal sealed class DeadLetterReplayException : Exception
+public sealed class DeadLetterReplayException : Exception
 {
     public DeadLetterReplayException(string message, int replayed, Exception? innerException = null)
         : base(message, innerException) => Replayed = replayed;
