@@ -5,6 +5,7 @@ using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
+using Fleet.Api.Requeue;
 using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
@@ -105,6 +106,7 @@ public static class ApiHostingExtensions
         services.AddHostedService<DispatchService>();
         services.AddFleetSchedules();
         services.AddSingleton<LimitStore>();
+        services.AddFleetRequeue();
 
         services.AddMassTransit(x =>
         {
@@ -166,6 +168,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapRequeue();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");

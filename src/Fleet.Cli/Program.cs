@@ -14,5 +14,6 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     DemoCommand.Create(),
     ScheduleCommand.Create(),
     LimitCommand.Create(),
+    RequeueCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();
