@@ -76,7 +76,7 @@ internal static partial class RequeueEndpoints
                 return Problems.Conflict(
                     "Task not final",
                     $"Task {id} is {found.Status}; only a final task (succeeded, failed, timed_out, cancelled) can be requeued. Wait for it to end, or cancel it first.",
-                    new Dictionary<string, object?> { ["status"] = found.Status });
+                    new Dictionary<string, object?> { ["taskStatus"] = found.Status });
         }
 
         var result = Answered(http, found.Result!, loggers);
