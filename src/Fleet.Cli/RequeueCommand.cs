@@ -65,7 +65,17 @@ internal static class RequeueCommand
             }
 
             await using var client = CliSettings.CreateClient();
-            var result = await client.RequeueAsync(filter, ct).ConfigureAwait(false);
+            RequeueResult result;
+            try
+            {
+                result = await client.RequeueAsync(filter, ct).ConfigureAwait(false);
+            }
+            catch (ArgumentException ex)
+            {
+                // A stored row the submission refuses (see the API's 409 for it); nothing was stored.
+                throw new CliException($"{ex.Message} Nothing was requeued.");
+            }
+
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"requeued {result.Tasks.Count} tasks"));
             foreach (var task in result.Tasks)
             {
@@ -81,7 +91,16 @@ internal static class RequeueCommand
     private static async Task<int> RequeueOneAsync(Guid taskId, CancellationToken ct)
     {
         await using var client = CliSettings.CreateClient();
-        var found = await client.RequeueAsync(taskId, ct).ConfigureAwait(false);
+        RequeueOneResult found;
+        try
+        {
+            found = await client.RequeueAsync(taskId, ct).ConfigureAwait(false);
+        }
+        catch (ArgumentException ex)
+        {
+            throw new CliException($"{ex.Message} Nothing was requeued.");
+        }
+
         switch (found.Outcome)
         {
             case RequeueOutcome.NotFound:

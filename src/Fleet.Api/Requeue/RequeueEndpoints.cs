@@ -67,6 +67,10 @@ internal static partial class RequeueEndpoints
         {
             return KeyReused();
         }
+        catch (ArgumentException ex)
+        {
+            return Unsubmittable(ex);
+        }
 
         switch (found.Outcome)
         {
@@ -121,6 +125,10 @@ internal static partial class RequeueEndpoints
             {
                 return KeyReused();
             }
+            catch (ArgumentException ex)
+            {
+                return Unsubmittable(ex);
+            }
 
             Answered(http, result, loggers);
             return TypedResults.Accepted((string?)null, new RequeueBulkAccepted(
@@ -149,6 +157,13 @@ internal static partial class RequeueEndpoints
 
         return result;
     }
+
+    /// <summary>
+    /// A stored row that the submission refuses (a payload that is not a JSON object, a priority out of range: rows of
+    /// messages that plain AMQP clients published). Nothing was stored.
+    /// </summary>
+    private static IResult Unsubmittable(ArgumentException ex) =>
+        Problems.Conflict("Task cannot be submitted again", $"{ex.Message} Nothing was requeued.");
 
     private static IResult KeyReused() => Problems.Conflict(
         "Idempotency key reused",
