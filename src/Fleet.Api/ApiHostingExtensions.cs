@@ -7,6 +7,7 @@ using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
 using Fleet.Api.Relay;
 using Fleet.Api.Retention;
+using Fleet.Api.Requeue;
 using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
 using Fleet.Api.Submission;
@@ -111,6 +112,7 @@ public static class ApiHostingExtensions
         services.AddFleetRetention();
         services.AddSingleton<LimitStore>();
         services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
+        services.AddFleetRequeue();
 
         services.AddMassTransit(x =>
         {
@@ -173,6 +175,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Dead letters").MapDeadLetterWrites();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapRequeue();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");

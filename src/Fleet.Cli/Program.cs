@@ -15,5 +15,6 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     ScheduleCommand.Create(),
     LimitCommand.Create(),
     DeadLettersCommand.Create(),
+    RequeueCommand.Create(),
 };
 return await root.Parse(args).InvokeAsync();

@@ -18,6 +18,7 @@ public sealed class FleetClient : IAsyncDisposable
     private readonly RabbitMqTaskPublisher _publisher;
     private readonly TaskSubmitter _submitter;
     private readonly TaskReads _reads;
+    private readonly TaskRequeuer _requeuer;
 
     public FleetClient(FleetClientOptions options)
     {
@@ -32,6 +33,7 @@ public sealed class FleetClient : IAsyncDisposable
         submitterOptions.CpuTypes.UnionWith(options.CpuTypes);
         _submitter = new TaskSubmitter(_dataSource, _publisher, submitterOptions);
         _reads = new TaskReads(_dataSource);
+        _requeuer = new TaskRequeuer(_dataSource, _submitter);
     }
 
     /// <summary>
@@ -138,6 +140,14 @@ public sealed class FleetClient : IAsyncDisposable
     /// <summary>Counts a batch's tasks by state (one indexed aggregate).</summary>
     public Task<BatchProgress> GetBatchProgressAsync(Guid batchId, CancellationToken cancellationToken = default) =>
         _reads.GetBatchProgressAsync(batchId, cancellationToken);
+
+    /// <summary>Runs one final task again as a new task (<see cref="TaskRequeuer"/>); the old row never changes.</summary>
+    public Task<RequeueOneResult> RequeueAsync(Guid taskId, CancellationToken cancellationToken = default) =>
+        _requeuer.RequeueAsync(taskId, cancellationToken: cancellationToken);
+
+    /// <summary>Runs the final tasks a filter selects again, each as a new task (<see cref="TaskRequeuer"/>).</summary>
+    public Task<RequeueResult> RequeueAsync(RequeueFilter filter, CancellationToken cancellationToken = default) =>
+        _requeuer.RequeueAsync(filter, cancellationToken: cancellationToken);
 
     /// <summary>Polls until the task is final or <paramref name="timeout"/> passes; returns the last state read.</summary>
     public async Task<TaskInfo?> WaitAsync(Guid taskId, TimeSpan timeout, CancellationToken cancellationToken = default)

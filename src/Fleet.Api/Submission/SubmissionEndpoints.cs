@@ -168,10 +168,10 @@ internal static partial class SubmissionEndpoints
     /// The idempotency key as stored: the caller's key id, then the header. Two callers who pick the same key (both
     /// "order-1", say) each get their own tasks; a caller never receives another's task ids, nor a 409 for them.
     /// </summary>
-    private static string? ScopedKey(System.Security.Claims.ClaimsPrincipal caller, string? key) =>
+    internal static string? ScopedKey(System.Security.Claims.ClaimsPrincipal caller, string? key) =>
         key is null ? null : $"{caller.FindFirst(Security.ApiKeyAuthenticationHandler.KeyIdClaim)?.Value ?? "anonymous"}:{key}";
 
-    private static (string? Key, IResult? Error) ReadIdempotencyKey(HttpRequest request)
+    internal static (string? Key, IResult? Error) ReadIdempotencyKey(HttpRequest request)
     {
         if (!request.Headers.TryGetValue(IdempotencyKeyHeader, out var values))
         {
