@@ -44,6 +44,12 @@ internal sealed record BenchSettings
     /// <summary>Tasks of the unmeasured warm-up batch before each workload's runs (at most the run size; 0: none).</summary>
     public int WarmUpTasks { get; init; } = 1000;
 
+    /// <summary>
+    /// Each measured run is one batch with an onComplete noop task (one transaction, as a batch with a callback must
+    /// be), and the delay from the batch's last end to the callback's start is logged: what fan-in costs.
+    /// </summary>
+    public bool OnComplete { get; init; }
+
     public TimeSpan RunTimeout { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>How many workers run (for the report only; the bench measures whatever fleet runs).</summary>
@@ -265,6 +271,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         {
             await SubmitOpenLoopAsync(dataSource, requests, r, cancellationToken).ConfigureAwait(false);
         }
+        else if (settings.OnComplete)
+        {
+            await client.SubmitBatchAsync(requests, TaskRequest.Create("noop", new { }), batchId, cancellationToken).ConfigureAwait(false);
+        }
         else
         {
             // One call: the client stores, sends and stamps its chunks itself, several at once.
@@ -273,6 +283,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
 
         var submitSeconds = submitClock.Elapsed.TotalSeconds;
         await WaitFinalAsync(dataSource, batchId, count, cancellationToken).ConfigureAwait(false);
+        if (settings.OnComplete)
+        {
+            await LogCallbackDelayAsync(dataSource, batchId, cancellationToken).ConfigureAwait(false);
+        }
         var brokerMemory = await memory.StopAsync().ConfigureAwait(false);
 
         var cpu = new Dictionary<string, double>(StringComparer.Ordinal);
@@ -391,6 +405,30 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
     /// it is polled every 250 ms, which only delays noticing the end (the figures come from the rows' own
     /// timestamps, not from this loop).
     /// </summary>
+    /// <summary>Waits for the batch's onComplete task to end; logs how long after the batch's last end it started.</summary>
+    private async Task LogCallbackDelayAsync(NpgsqlDataSource dataSource, Guid batchId, CancellationToken cancellationToken)
+    {
+        const string Sql = """
+            SELECT extract(epoch FROM c.started_at - (SELECT max(finished_at) FROM fleet.tasks WHERE batch_id = @batch)) * 1000
+            FROM fleet.tasks c WHERE c.after_batch_id = @batch AND c.finished_at IS NOT NULL
+            """;
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            await using var command = dataSource.CreateCommand(Sql);
+            command.Parameters.AddWithValue("batch", batchId);
+            if (await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is decimal delayMs)
+            {
+                Log($"onComplete of batch {batchId} started {delayMs:0} ms after the batch's last task ended");
+                return;
+            }
+
+            await Task.Delay(50, cancellationToken).ConfigureAwait(false);
+        }
+
+        throw new BenchException($"the onComplete task of batch {batchId} did not end within 60 s of the batch");
+    }
+
     private async Task WaitFinalAsync(NpgsqlDataSource dataSource, Guid batchId, int count, CancellationToken cancellationToken)
     {
         var clock = Stopwatch.StartNew();
