@@ -69,19 +69,6 @@ public sealed class TaskExecutor(
     /// <param name="attempt">The execution's number (<c>fleet.task_attempts.attempt</c>), which the handler sees in its <see cref="TaskContext"/>.</param>
     public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping, TimeSpan? startWithin = null, int attempt = 1)
     {
-        try
-        {
-            return await ExecuteCoreAsync(taskId, message, stopping, startWithin, attempt).ConfigureAwait(false);
-        }
-        finally
-        {
-            // The execution is over: a report still pending must not be written after (or race) the final write.
-            progress?.Forget(taskId);
-        }
-    }
-
-    private async Task<ExecutionOutcome> ExecuteCoreAsync(Guid taskId, ProcessTask message, CancellationToken stopping, TimeSpan? startWithin, int attempt)
-    {
         var clock = Stopwatch.StartNew();
         if (string.IsNullOrWhiteSpace(message.Type))
         {
@@ -137,7 +124,18 @@ public sealed class TaskExecutor(
         var hardStop = timeout + TimeSpan.FromSeconds(child is null ? _options.HardStopGraceSeconds : _options.ProcessOverrunSeconds);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
-        var outcome = await RunInLaneAsync().ConfigureAwait(false);
+        ExecutionOutcome outcome;
+        try
+        {
+            outcome = await RunInLaneAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            // The execution is over: a report still pending must not be written after (or race) the final write. A
+            // handler abandoned at its limit that reports later only adds an entry the next flush takes and, the row
+            // being final, writes nowhere.
+            progress?.Forget(taskId);
+        }
 
         // A CPU task claimed ahead began when a thread took it, however it ended.
         return cpuRun?.Started.Task is { IsCompletedSuccessfully: true } started ? outcome with { StartedAt = started.Result } : outcome;
