@@ -202,6 +202,9 @@ public static class WorkerHostingExtensions
         services.AddSingleton<ProcessPool>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();
+        services.AddSingleton<TaskProgress>();
+        services.AddSingleton<ITaskProgressSink>(sp => sp.GetRequiredService<TaskProgress>());
+        services.AddHostedService<ProgressFlusher>();
         services.AddSingleton<EarlyTasks>();
         services.AddSingleton(sp => new LimitCatalog(sp.GetRequiredService<NpgsqlDataSource>(), LimitCatalog.DefaultRefresh,
             logger: sp.GetRequiredService<ILogger<LimitCatalog>>()));

@@ -34,6 +34,7 @@ namespace Fleet.Worker;
 ///   "ReconcileAfterSeconds": 60,
 ///   "ReconcileBatchSize": 1000,
 ///   "DueRelayIntervalMs": 500,       // delayed tasks and retries; 0: this worker does not publish them
+///   "ProgressFlushMilliseconds": 1000, // how often handlers' progress reports are written
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
@@ -240,6 +241,14 @@ public sealed class WorkerOptions : IValidatableObject
     /// </summary>
     [Range(0, 60_000)]
     public int DueRelayIntervalMs { get; set; } = 500;
+
+    /// <summary>
+    /// How often, in milliseconds, the progress that handlers report (<c>TaskContext.ReportProgress</c>) is written to
+    /// <c>fleet.tasks</c>: the latest report of each task, all tasks in one statement. Nothing is written while no
+    /// handler reports.
+    /// </summary>
+    [Range(50, 60_000)]
+    public int ProgressFlushMilliseconds { get; set; } = 1000;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

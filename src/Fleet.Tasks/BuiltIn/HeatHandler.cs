@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Globalization;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -53,6 +54,10 @@ public sealed class HeatHandler : CpuTaskHandler<HeatInput, HeatOutput>
             // The update below never writes the border, so v's border must start at 0 like u's.
             v.Clear();
 
+            // Progress about every 1% of the steps: a grid step is thousands of cell updates, so a report (a dictionary
+            // write in the worker) every hundredth of the run costs nothing measurable. Outside a worker there is no context.
+            var context = TaskContext.Current;
+            var reportEvery = Math.Max(1, steps / 100);
             for (var step = 0; step < steps; step++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
@@ -60,6 +65,10 @@ public sealed class HeatHandler : CpuTaskHandler<HeatInput, HeatOutput>
                 var swap = u;
                 u = v;
                 v = swap;
+                if (context is not null && (step + 1) % reportEvery == 0)
+                {
+                    context.ReportProgress((double)(step + 1) / steps, string.Create(CultureInfo.InvariantCulture, $"step {step + 1} of {steps}"));
+                }
             }
 
             var sum = 0.0;

@@ -179,7 +179,7 @@ public sealed partial class ProcessTaskConsumer(
             try
             {
                 var startWithin = startBy == 0 ? (TimeSpan?)null : TimeSpan.FromSeconds((double)(startBy - Stopwatch.GetTimestamp()) / Stopwatch.Frequency);
-                outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken, startWithin).ConfigureAwait(false);
+                outcome = await executor.ExecuteAsync(taskId, message, context.CancellationToken, startWithin, claim.Attempt).ConfigureAwait(false);
             }
             catch (LaneWaitExpiredException)
             {

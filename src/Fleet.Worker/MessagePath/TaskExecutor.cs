@@ -51,7 +51,8 @@ public sealed class TaskExecutor(
     ProcessPool processes,
     RunningTasks running,
     WorkerMetrics metrics,
-    IOptions<WorkerOptions> options)
+    IOptions<WorkerOptions> options,
+    TaskProgress? progress = null)
 {
     /// <summary>Error types recorded in <c>error_type</c> for failures that are not a handler's exception.</summary>
     public static class ErrorTypes
@@ -65,7 +66,8 @@ public sealed class TaskExecutor(
 
     private readonly WorkerOptions _options = options.Value;
 
-    public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping, TimeSpan? startWithin = null)
+    /// <param name="attempt">The execution's number (<c>fleet.task_attempts.attempt</c>), which the handler sees in its <see cref="TaskContext"/>.</param>
+    public async Task<ExecutionOutcome> ExecuteAsync(Guid taskId, ProcessTask message, CancellationToken stopping, TimeSpan? startWithin = null, int attempt = 1)
     {
         var clock = Stopwatch.StartNew();
         if (string.IsNullOrWhiteSpace(message.Type))
@@ -82,18 +84,22 @@ public sealed class TaskExecutor(
         PreparedTask prepared;
         bool cpu;
         ChildTiming? child = null;
+        var context = new TaskContext(taskId, message.Type, attempt, message.BatchId, message.AfterTaskId, message.AfterBatchId, progress);
         try
         {
             prepared = handler.Prepare(message.Payload);
             cpu = handler.Lane == TaskLane.Cpu;
 
             // Validated here, run in a child: a payload the handler refuses costs no child. On the CPU queue the task
-            // still takes a lane thread, which waits for the child while the child has the core.
+            // still takes a lane thread, which waits for the child while the child has the core. The child sets the
+            // context there and sends its reports back; here the context is only the task's identity.
             if (processes.Runs(message.Type))
             {
                 child = new ChildTiming();
-                prepared = processes.Prepare(taskId, message.Type, message.Payload, child);
+                prepared = processes.Prepare(context, message.Payload, child);
             }
+
+            prepared = WithContext(prepared, context);
         }
         catch (TaskValidationException ex)
         {
@@ -118,7 +124,18 @@ public sealed class TaskExecutor(
         var hardStop = timeout + TimeSpan.FromSeconds(child is null ? _options.HardStopGraceSeconds : _options.ProcessOverrunSeconds);
         CpuLane.CpuRun? cpuRun = null;
         Task? handlerTask = null;
-        var outcome = await RunInLaneAsync().ConfigureAwait(false);
+        ExecutionOutcome outcome;
+        try
+        {
+            outcome = await RunInLaneAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            // The execution is over: a report still pending must not be written after (or race) the final write. A
+            // handler abandoned at its limit that reports later only adds an entry the next flush takes and, the row
+            // being final, writes nowhere.
+            progress?.Forget(taskId);
+        }
 
         // A CPU task claimed ahead began when a thread took it, however it ended.
         return cpuRun?.Started.Task is { IsCompletedSuccessfully: true } started ? outcome with { StartedAt = started.Result } : outcome;
@@ -207,6 +224,19 @@ public sealed class TaskExecutor(
             }
         }
     }
+
+    /// <summary>
+    /// <paramref name="task"/> with <paramref name="context"/> as <see cref="TaskContext.Current"/> while it runs. Set
+    /// where the handler is called, on whichever thread that is: a CPU-lane thread takes the task from a queue, and the
+    /// ambient context (an AsyncLocal) does not flow there by itself. An async handler keeps it across its awaits,
+    /// since its continuations run in the execution context captured at its call.
+    /// </summary>
+    private static PreparedTask WithContext(PreparedTask task, TaskContext context) =>
+        cancellationToken =>
+        {
+            using var scope = TaskContext.Enter(context);
+            return task(cancellationToken);
+        };
 
     /// <summary>
     /// Waits until a lane thread takes <paramref name="run"/>. At <paramref name="within"/>, or when

@@ -10,8 +10,11 @@ namespace Fleet.Worker.ProcessLane;
 /// <see cref="MaxFrameBytes"/>), then N bytes of a UTF-8 JSON object with an <c>op</c>:
 /// <list type="bullet">
 /// <item>child to worker, once at start: <c>{"op":"ready","pid":1234}</c>;</item>
-/// <item>worker to child: <c>{"op":"run","taskId":"…","type":"sha256","payload":{…}}</c>, one at a time;</item>
+/// <item>worker to child: <c>{"op":"run","taskId":"…","type":"sha256","payload":{…},"attempt":1}</c> (and <c>batchId</c>,
+///   <c>afterTaskId</c>, <c>afterBatchId</c> when set: the handler's <c>TaskContext</c>), one at a time;</item>
 /// <item>worker to child, while a task runs: <c>{"op":"cancel","taskId":"…"}</c> (its time limit or a cancel fired);</item>
+/// <item>child to worker, while a task runs, at most every <see cref="ProgressInterval"/> and only when its handler
+///   reported: <c>{"op":"progress","taskId":"…","fraction":0.5,"note":"…"}</c>, the latest report;</item>
 /// <item>child to worker, once per run: <c>{"op":"done","taskId":"…","ok":true,"output":{…},"cpuMs":…,"wallMs":…}</c>,
 ///   or with <c>"ok":false</c> the handler's <c>errorType</c> and <c>errorMessage</c>, and <c>validation</c> or
 ///   <c>cancelled</c> when that is how it ended.</item>
@@ -22,6 +25,9 @@ internal static class ChildProtocol
 {
     /// <summary>The largest frame either side accepts: far above any task message the broker carries.</summary>
     public const int MaxFrameBytes = 256 * 1024 * 1024;
+
+    /// <summary>How often a child sends its running task's latest progress report, if there is a new one.</summary>
+    public static readonly TimeSpan ProgressInterval = TimeSpan.FromMilliseconds(250);
 
     public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
     {
@@ -82,6 +88,14 @@ internal sealed record ChildRequest(string Op, Guid TaskId, string? Type = null,
 {
     public const string Run = "run";
     public const string Cancel = "cancel";
+
+    public int? Attempt { get; init; }
+
+    public Guid? BatchId { get; init; }
+
+    public Guid? AfterTaskId { get; init; }
+
+    public Guid? AfterBatchId { get; init; }
 }
 
 /// <summary>A frame from a child to the worker.</summary>
@@ -89,6 +103,13 @@ internal sealed record ChildReply(string Op)
 {
     public const string Ready = "ready";
     public const string Done = "done";
+    public const string Progress = "progress";
+
+    /// <summary>A progress frame's fraction, 0 to 1.</summary>
+    public double? Fraction { get; init; }
+
+    /// <summary>A progress frame's note.</summary>
+    public string? Note { get; init; }
 
     public int? Pid { get; init; }
 

@@ -99,6 +99,10 @@ public static partial class ProcessLaneChild
     private sealed partial class ChildLoop(TaskHandlerRegistry registry, Stream output, ILogger logger)
     {
         private readonly Lock _gate = new();
+
+        // Progress frames are written beside the outcome frames, from another flow: one frame at a time on the pipe.
+        private readonly SemaphoreSlim _writing = new(1, 1);
+        private readonly ChildProgress _progress = new();
         private CancellationTokenSource? _running;
         private Guid _runningId;
 
@@ -110,6 +114,7 @@ public static partial class ProcessLaneChild
         public async Task RunAsync(Stream input)
         {
             var current = Task.CompletedTask;
+            _ = SendProgressAsync();
             while (await ChildProtocol.ReadAsync<ChildRequest>(input, CancellationToken.None).ConfigureAwait(false) is { } request)
             {
                 if (request.Op == ChildRequest.Run)
@@ -164,7 +169,46 @@ public static partial class ProcessLaneChild
                 cancel.Dispose();
             }
 
-            await ChildProtocol.WriteAsync(output, reply, CancellationToken.None).ConfigureAwait(false);
+            // A report not sent yet is dropped: the outcome ends the task. One taken by the sender just now may still
+            // follow the outcome on the pipe; the worker drops a progress frame of a task it no longer runs.
+            _progress.Drop(request.TaskId);
+            await WriteAsync(reply).ConfigureAwait(false);
+        }
+
+        private async Task WriteAsync(ChildReply reply)
+        {
+            await _writing.WaitAsync().ConfigureAwait(false);
+            try
+            {
+                await ChildProtocol.WriteAsync(output, reply, CancellationToken.None).ConfigureAwait(false);
+            }
+            finally
+            {
+                _writing.Release();
+            }
+        }
+
+        /// <summary>
+        /// Sends the running task's latest report every <see cref="ChildProtocol.ProgressInterval"/>, when there is a
+        /// new one: a handler that reports in a tight loop costs the pipe a few frames a second. Ends with the pipe.
+        /// </summary>
+        private async Task SendProgressAsync()
+        {
+            using var timer = new PeriodicTimer(ChildProtocol.ProgressInterval);
+            try
+            {
+                while (await timer.WaitForNextTickAsync().ConfigureAwait(false))
+                {
+                    if (_progress.Take() is { } report)
+                    {
+                        await WriteAsync(report).ConfigureAwait(false);
+                    }
+                }
+            }
+            catch (IOException)
+            {
+                // The worker is gone or closed the pipe: the input loop ends this process.
+            }
         }
 
         private async Task<ChildReply> RunTaskAsync(ChildRequest request, CancellationToken cancellationToken)
@@ -187,6 +231,8 @@ public static partial class ProcessLaneChild
             try
             {
                 var prepared = handler.Prepare(request.Payload ?? default);
+                var context = new TaskContext(request.TaskId, request.Type, request.Attempt ?? 1, request.BatchId, request.AfterTaskId, request.AfterBatchId, _progress);
+                using var scope = TaskContext.Enter(context);
                 var pending = prepared(cancellationToken);
                 var output = pending.IsCompletedSuccessfully ? pending.Result : await pending.ConfigureAwait(false);
                 return Done(true) with { Output = output };
@@ -214,5 +260,48 @@ public static partial class ProcessLaneChild
 
         [LoggerMessage(Level = LogLevel.Debug, Message = "Task {TaskId} failed in the process-lane child with {ErrorType}")]
         private static partial void LogHandlerFailed(ILogger logger, Guid taskId, string? errorType);
+    }
+
+    /// <summary>A child's progress sink: the latest report of the task it runs, until the sender takes it.</summary>
+    private sealed class ChildProgress : ITaskProgressSink
+    {
+        private readonly Lock _gate = new();
+        private ChildReply? _latest;
+
+        public void Report(Guid taskId, double fraction, string? note)
+        {
+            // NaN says nothing, and JSON has no NaN or infinity: clamped here, as the worker would.
+            if (double.IsNaN(fraction))
+            {
+                return;
+            }
+
+            var report = new ChildReply(ChildReply.Progress) { TaskId = taskId, Fraction = Math.Clamp(fraction, 0, 1), Note = note };
+            lock (_gate)
+            {
+                _latest = report;
+            }
+        }
+
+        public ChildReply? Take()
+        {
+            lock (_gate)
+            {
+                var latest = _latest;
+                _latest = null;
+                return latest;
+            }
+        }
+
+        public void Drop(Guid taskId)
+        {
+            lock (_gate)
+            {
+                if (_latest?.TaskId == taskId)
+                {
+                    _latest = null;
+                }
+            }
+        }
     }
 }

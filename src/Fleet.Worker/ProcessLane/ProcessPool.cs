@@ -104,10 +104,22 @@ public sealed partial class ProcessPool : IAsyncDisposable
     /// when the handler stopped at its token, and <see cref="ProcessLaneException"/> for every other ending but success.
     /// The child's CPU time lands in <paramref name="timing"/>.
     /// </summary>
-    public PreparedTask Prepare(Guid taskId, string type, JsonElement payload, ChildTiming timing) =>
-        cancellationToken => new ValueTask<JsonElement>(RunAsync(new ChildRequest(ChildRequest.Run, taskId, type, payload), timing, cancellationToken));
+    /// The child runs the handler with a <see cref="TaskContext"/> like <paramref name="context"/>, and the progress it
+    /// reports there comes back to <paramref name="context"/>'s sink.
+    public PreparedTask Prepare(TaskContext context, JsonElement payload, ChildTiming timing)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        var request = new ChildRequest(ChildRequest.Run, context.TaskId, context.Type, payload)
+        {
+            Attempt = context.Attempt,
+            BatchId = context.BatchId,
+            AfterTaskId = context.AfterTaskId,
+            AfterBatchId = context.AfterBatchId,
+        };
+        return cancellationToken => new ValueTask<JsonElement>(RunAsync(request, context, timing, cancellationToken));
+    }
 
-    private async Task<JsonElement> RunAsync(ChildRequest request, ChildTiming timing, CancellationToken limit)
+    private async Task<JsonElement> RunAsync(ChildRequest request, TaskContext context, ChildTiming timing, CancellationToken limit)
     {
         await _free.WaitAsync(limit).ConfigureAwait(false);
         Interlocked.Increment(ref _busy);
@@ -115,7 +127,7 @@ public sealed partial class ProcessPool : IAsyncDisposable
         try
         {
             child = TakeIdle() ?? await StartChildAsync(limit).ConfigureAwait(false);
-            var reply = await RunInChildAsync(child, request, limit).ConfigureAwait(false);
+            var reply = await RunInChildAsync(child, request, context, limit).ConfigureAwait(false);
             timing.CpuMs = reply.CpuMs;
             if (reply.Ok)
             {
@@ -154,7 +166,7 @@ public sealed partial class ProcessPool : IAsyncDisposable
     }
 
     /// <summary>Sends the task and waits for its outcome, the time limit, the memory limit or the child's death.</summary>
-    private async Task<ChildReply> RunInChildAsync(Child child, ChildRequest request, CancellationToken limit)
+    private async Task<ChildReply> RunInChildAsync(Child child, ChildRequest request, TaskContext context, CancellationToken limit)
     {
         child.Tasks++;
         try
@@ -167,7 +179,7 @@ public sealed partial class ProcessPool : IAsyncDisposable
             throw await DiedAsync(child, started: false).ConfigureAwait(false);
         }
 
-        var reply = ChildProtocol.ReadAsync<ChildReply>(child.Output, CancellationToken.None);
+        var reply = ReadOutcomeAsync(child.Output, context);
         var limitFired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var onLimit = limit.Register(() => limitFired.TrySetResult()).ConfigureAwait(false);
         using var memory = new CancellationTokenSource();
@@ -220,6 +232,29 @@ public sealed partial class ProcessPool : IAsyncDisposable
         {
             await memory.CancelAsync().ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// The task's outcome frame, or null when the child's output ended. Progress frames on the way are the handler's
+    /// reports: they go to the context's sink, as a report in the worker would. One of another task (sent by the child
+    /// just before that task's outcome) is dropped.
+    /// </summary>
+    private static async Task<ChildReply?> ReadOutcomeAsync(Stream output, TaskContext context)
+    {
+        while (await ChildProtocol.ReadAsync<ChildReply>(output, CancellationToken.None).ConfigureAwait(false) is { } reply)
+        {
+            if (reply.Op != ChildReply.Progress)
+            {
+                return reply;
+            }
+
+            if (reply.TaskId == context.TaskId && reply.Fraction is { } fraction)
+            {
+                context.ReportProgress(fraction, reply.Note);
+            }
+        }
+
+        return null;
     }
 
     /// <summary>Completes when the child's RSS is over the limit; polled, since a leak grows over many milliseconds.</summary>

@@ -284,6 +284,11 @@ function renderTask(t) {
     ['Waited', Number.isFinite(started) ? fmtDuration(started - submitted) : '–'],
     ['Ran', Number.isFinite(finished) && Number.isFinite(started) ? fmtDuration(finished - started) : '–'],
   ];
+  // What its handler last reported (written by the worker about once a second); absent when it reported nothing.
+  if (Number.isFinite(t.progress)) {
+    fields.push(['Progress', h('span', { class: 'progress', title: t.progressAt ? `reported ${fmtDateTime(t.progressAt)}` : null },
+      h('progress', { value: t.progress, max: 1 }), ` ${Math.round(t.progress * 100)}%`, t.progressNote ? ` · ${t.progressNote}` : '')]);
+  }
   return h('article', { class: 'task', 'data-task': t.id, 'data-status': t.status },
     h('h3', null, badge(t.status, statusKind[t.status] ?? 'muted'), ' ', h('code', null, t.id)),
     h('dl', { class: 'fields' }, fields.flatMap(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
