@@ -205,12 +205,16 @@ public sealed class ApiWorkflowTests(FleetFixture fleet) : ApiTest(fleet)
         {
             var s = Fleet.WorkerSettings(host, cpuConcurrency: 1);
             s["Workflows:BatchWatchIntervalMs"] = "100";
+
+            // Four at a time each, so that neither worker takes the whole batch before the other one consumes.
+            s["Worker:IoConcurrency"] = "4";
             return s;
         });
         await using var doomed = WorkerProcess.Start(settings("chord-doomed"));
         await using var survivor = WorkerProcess.Start(settings("chord-survivor"));
+        Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync("fleet-io") >= 2), "the two workers never both consumed fleet-io");
 
-        var requests = Enumerable.Range(0, 60).Select(_ => TaskRequest.Create("sleep", new { ms = 150 })).ToList();
+        var requests = Enumerable.Range(0, 120).Select(_ => TaskRequest.Create("sleep", new { ms = 200 })).ToList();
         var submitted = await Fleet.Client.SubmitBatchAsync(requests, TaskRequest.Create("noop", new { }));
         var batchId = submitted.BatchId!.Value;
 
@@ -224,7 +228,7 @@ public sealed class ApiWorkflowTests(FleetFixture fleet) : ApiTest(fleet)
         // The survivor takes over the dead worker's messages; the API's watcher and the survivor's both look.
         var callbackId = await OnCompleteTaskIdAsync(batchId, TimeSpan.FromSeconds(90));
         await WaitForFinalAsync([callbackId], TimeSpan.FromSeconds(30));
-        Assert.Equal(60L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE batch_id = @b AND status = 'succeeded'", ("b", batchId)));
+        Assert.Equal(120L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE batch_id = @b AND status = 'succeeded'", ("b", batchId)));
         Assert.Equal(1L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE after_batch_id = @b", ("b", batchId)));
         Assert.True(await ScalarAsync<bool>(
             "SELECT (SELECT submitted_at FROM fleet.tasks WHERE id = @cb) >= (SELECT max(finished_at) FROM fleet.tasks WHERE batch_id = @b)",
