@@ -4,6 +4,7 @@ using Fleet.Api.Autoscaling;
 using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
+using Fleet.Api.Queues;
 using Fleet.Api.Relay;
 using Fleet.Api.Scheduling;
 using Fleet.Api.Security;
@@ -104,6 +105,7 @@ public static class ApiHostingExtensions
         services.AddFleetDispatcher(sp => sp.GetRequiredService<NpgsqlDataSource>(), sp => sp.GetRequiredService<ITaskPublisher>());
         services.AddHostedService<DispatchService>();
         services.AddFleetSchedules();
+        services.AddSingleton(sp => new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()));
         services.AddSingleton<LimitStore>();
 
         services.AddMassTransit(x =>
@@ -166,6 +168,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Admin).WithTags("Tasks").MapCancel();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Schedules").MapScheduleWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Queues").MapQueueWrites();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
@@ -177,6 +180,7 @@ public static class ApiHostingExtensions
         reads.MapReads();
         reads.MapScheduleReads();
         reads.MapLimitReads();
+        reads.MapQueueReads();
 
         // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
         // read key as a bearer token).
