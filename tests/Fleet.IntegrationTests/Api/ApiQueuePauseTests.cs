@@ -1,0 +1,84 @@
+using System.Net;
+using Fleet.IntegrationTests.Support;
+
+namespace Fleet.IntegrationTests.Api;
+
+/// <summary>
+/// /queues on the real API and database: pause, list, resume with their status codes and the stored row, and the
+/// 400s and 404s of a dispatch queue's name, an unknown name and a bad body. What the workers do with a pause is
+/// <see cref="QueuePauseTests"/>.
+/// </summary>
+public sealed class ApiQueuePauseTests(FleetFixture fleet) : ApiTest(fleet)
+{
+    [Fact]
+    public async Task PauseListResume_AnswerWithTheLaneState_AndRefuseWhatIsNotALane()
+    {
+        try
+        {
+            DateTimeOffset pausedAt;
+            using (var paused = await Http.PostAsync("queues/fleet-io/pause", Json("""{"reason": "upstream maintenance"}""")))
+            {
+                Assert.Equal(HttpStatusCode.OK, paused.StatusCode);
+                var lane = await ReadJsonAsync(paused);
+                Assert.Equal(("fleet-io", true, "upstream maintenance"), ((string?)lane["name"], (bool)lane["paused"]!, (string?)lane["reason"]));
+                pausedAt = (DateTimeOffset)lane["pausedAt"]!;
+            }
+
+            // Paused again without a body: the same pause, its time and reason kept.
+            using (var again = await Http.PostAsync("queues/fleet-io/pause", null))
+            {
+                Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+                var lane = await ReadJsonAsync(again);
+                Assert.Equal((pausedAt, "upstream maintenance"), ((DateTimeOffset)lane["pausedAt"]!, (string?)lane["reason"]));
+            }
+
+            using (var list = await Http.GetAsync("queues"))
+            {
+                Assert.Equal(HttpStatusCode.OK, list.StatusCode);
+                var lanes = (await ReadJsonAsync(list)).AsArray();
+                Assert.Equal(["fleet-cpu:False", "fleet-io:True"], lanes.Select(l => $"{(string?)l!["name"]}:{(bool)l["paused"]!}"));
+            }
+
+            Assert.Equal("upstream maintenance", await ScalarAsync<string>("SELECT reason FROM fleet.queue_pauses WHERE queue = 'fleet-io'"));
+
+            using (var dispatch = await Http.PostAsync("queues/fleet-io.dispatch/pause", null))
+            {
+                Assert.Contains("pause or resume the lane fleet-io", (string?)(await AssertProblemAsync(dispatch, HttpStatusCode.BadRequest))["detail"], StringComparison.Ordinal);
+            }
+
+            using (var unknown = await Http.PostAsync("queues/fleet-gpu/resume", null))
+            {
+                Assert.Contains("fleet-cpu or fleet-io", (string?)(await AssertProblemAsync(unknown, HttpStatusCode.NotFound))["detail"], StringComparison.Ordinal);
+            }
+
+            using (var badReason = await Http.PostAsync("queues/fleet-cpu/pause", Json($$"""{"reason": "{{new string('x', 501)}}", "until": 5}""")))
+            {
+                var errors = (await AssertProblemAsync(badReason, HttpStatusCode.BadRequest))["errors"]!;
+                Assert.NotNull(errors["reason"]);
+                Assert.NotNull(errors["until"]);
+            }
+
+            using (var notAnObject = await Http.PostAsync("queues/fleet-cpu/pause", Json("[]")))
+            {
+                await AssertProblemAsync(notAnObject, HttpStatusCode.BadRequest);
+            }
+
+            Assert.Equal(["fleet-io"], await ListAsync("SELECT queue FROM fleet.queue_pauses", r => r.GetString(0)));
+
+            using (var resumed = await Http.PostAsync("queues/fleet-io/resume", null))
+            {
+                Assert.Equal(HttpStatusCode.OK, resumed.StatusCode);
+                var lane = await ReadJsonAsync(resumed);
+                Assert.Equal(("fleet-io", false), ((string?)lane["name"], (bool)lane["paused"]!));
+                Assert.Null(lane["pausedAt"]);
+            }
+
+            Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.queue_pauses"));
+        }
+        finally
+        {
+            await using var cleanup = Fleet.DataSource.CreateCommand("DELETE FROM fleet.queue_pauses");
+            await cleanup.ExecuteNonQueryAsync();
+        }
+    }
+}
