@@ -40,18 +40,6 @@ public sealed partial class LanePauses(
     private readonly CancellationTokenSource _drain = new();
     private bool _readFailing;
 
-    /// <summary>The lanes this worker consumes now (not paused, endpoints connected).</summary>
-    public IReadOnlyList<string> Consuming
-    {
-        get
-        {
-            lock (_lanes)
-            {
-                return [.. _lanes.Values.Where(l => l.Handles is not null).Select(l => l.Name)];
-            }
-        }
-    }
-
     public override async Task StartAsync(CancellationToken cancellationToken)
     {
         // Registered after MassTransit, so the bus has started: connect the lanes that are not paused before the
