@@ -41,6 +41,14 @@ public sealed class ApiQueuePauseTests(FleetFixture fleet) : ApiTest(fleet)
 
             Assert.Equal("upstream maintenance", await ScalarAsync<string>("SELECT reason FROM fleet.queue_pauses WHERE queue = 'fleet-io'"));
 
+            // /stats marks the paused lane's queues (the dashboard shows it).
+            using (var stats = await Http.GetAsync("stats"))
+            {
+                var queues = (await ReadJsonAsync(stats))["queues"]!.AsArray();
+                Assert.Contains(queues, q => (string?)q!["name"] == "fleet-io" && (bool)q["paused"]!);
+                Assert.Contains(queues, q => (string?)q!["name"] == "fleet-cpu" && !(bool)q["paused"]!);
+            }
+
             using (var dispatch = await Http.PostAsync("queues/fleet-io.dispatch/pause", null))
             {
                 Assert.Contains("pause or resume the lane fleet-io", (string?)(await AssertProblemAsync(dispatch, HttpStatusCode.BadRequest))["detail"], StringComparison.Ordinal);
