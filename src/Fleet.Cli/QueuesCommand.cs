@@ -5,8 +5,9 @@ using Fleet.Contracts;
 namespace Fleet.Cli;
 
 /// <summary>
-/// <c>fleet queues</c>: the lanes, paused or not (<see cref="QueueCommand"/>). <c>fleet queues migrate --to quorum|classic</c>: moves a deployment's lane queues to another type without losing a
-/// message (<see cref="QueueMigrator"/>). Logs in as the broker administrator (<c>ConnectionStrings__rabbitmq</c>, as
+/// <c>fleet queues</c>: the lanes, paused or not (<see cref="QueueCommand"/>). <c>fleet queues migrate --to
+/// quorum|classic</c>: moves a deployment's lane queues to another type without losing a message
+/// (<see cref="QueueMigrator"/>). Logs in as the broker administrator (<c>ConnectionStrings__rabbitmq</c>, as
 /// <c>.fleet/env</c> sets it), because it deletes and declares the lanes.
 /// </summary>
 internal static class QueuesCommand

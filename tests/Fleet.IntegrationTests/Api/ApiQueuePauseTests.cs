@@ -5,11 +5,64 @@ namespace Fleet.IntegrationTests.Api;
 
 /// <summary>
 /// /queues on the real API and database: pause, list, resume with their status codes and the stored row, and the
-/// 400s and 404s of a dispatch queue's name, an unknown name and a bad body. What the workers do with a pause is
-/// <see cref="QueuePauseTests"/>.
+/// 400s and 404s of a dispatch queue's name, an unknown name and a bad body; and the autoscaling signal, which asks
+/// for no workers for a paused lane's backlog. What the worker processes do with a pause is <see cref="QueuePauseTests"/>.
 /// </summary>
 public sealed class ApiQueuePauseTests(FleetFixture fleet) : ApiTest(fleet)
 {
+    protected override IDictionary<string, string?> ApiSettings => new Dictionary<string, string?>
+    {
+        ["Api:Autoscale:SampleSeconds"] = "1",
+        ["Api:Autoscale:MinWorkers"] = "1",
+        ["Api:Autoscale:MaxWorkers"] = "50",
+    };
+
+    [Fact]
+    public async Task APausedLanesBacklog_AsksForNoWorkers_AndRunsAfterTheResume()
+    {
+        try
+        {
+            using (var paused = await Http.PostAsync("queues/fleet-cpu/pause", null))
+            {
+                Assert.Equal(HttpStatusCode.OK, paused.StatusCode);
+            }
+
+            // The fixture's worker stops consuming the lane, then three workers' worth of CPU tasks pile up in it
+            // (ApiMetricsTests: unpaused, such a backlog asks for 3).
+            Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync("fleet-cpu") == 0), "the worker kept consuming the paused lane");
+            var count = 3 * Environment.ProcessorCount;
+            var tasks = string.Join(',', Enumerable.Range(0, count).Select(i => $$$"""{"type": "sha256", "payload": {"size_kb": 1, "rounds": 1, "seed": {{{i}}}}}"""));
+            using (var submitted = await Http.PostAsync("tasks/batch", Json($$"""{"tasks": [{{tasks}}]}""")))
+            {
+                Assert.Equal(HttpStatusCode.Accepted, submitted.StatusCode);
+            }
+
+            using var scraper = Api.CreateClient(ApiHost.ReadKey);
+            var metrics = "";
+            Assert.True(await EventuallyAsync(async () =>
+            {
+                metrics = await scraper.GetStringAsync("metrics");
+                return PrometheusText.Sum(metrics, "fleet_queue_ready", "queue=\"fleet-cpu\"") == count
+                    && PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
+            }), $"expected {count} ready in fleet-cpu and the live worker:\n{PrometheusText.Lines(metrics)}");
+            Assert.Equal(1, PrometheusText.Sum(metrics, "fleet_desired_workers_by_lane", "lane=\"cpu\""));
+            Assert.Equal(1, PrometheusText.Sum(metrics, "fleet_desired_workers"));
+
+            using (var resumed = await Http.PostAsync("queues/fleet-cpu/resume", null))
+            {
+                Assert.Equal(HttpStatusCode.OK, resumed.StatusCode);
+            }
+
+            Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
+                "SELECT count(*) FROM fleet.tasks WHERE status = 'succeeded' AND attempts = 1") == count), "the resumed lane's backlog did not run");
+        }
+        finally
+        {
+            await using var cleanup = Fleet.DataSource.CreateCommand("DELETE FROM fleet.queue_pauses");
+            await cleanup.ExecuteNonQueryAsync();
+        }
+    }
+
     [Fact]
     public async Task PauseListResume_AnswerWithTheLaneState_AndRefuseWhatIsNotALane()
     {
