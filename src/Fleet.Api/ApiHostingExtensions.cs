@@ -5,6 +5,7 @@ using Fleet.Api.DeadLetters;
 using Fleet.Api.Limits;
 using Fleet.Api.Monitoring;
 using Fleet.Api.Queries;
+using Fleet.Api.Queues;
 using Fleet.Api.Relay;
 using Fleet.Api.Retention;
 using Fleet.Api.Requeue;
@@ -110,6 +111,7 @@ public static class ApiHostingExtensions
         services.AddHostedService<BatchWatchService>();
         services.AddFleetSchedules();
         services.AddFleetRetention();
+        services.AddSingleton(sp => new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()));
         services.AddSingleton<LimitStore>();
         services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
         services.AddFleetRequeue();
@@ -176,6 +178,7 @@ public static class ApiHostingExtensions
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Limits").MapLimitWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Dead letters").MapDeadLetterWrites();
         app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Tasks").MapRequeue();
+        app.MapGroup("").RequireAuthorization(ApiScopes.Write).WithTags("Queues").MapQueueWrites();
 
         // Reads show every payload and result: behind the read scope unless Api:ReadsRequireKey is explicitly false.
         var reads = app.MapGroup("").WithTags("Reads");
@@ -188,6 +191,7 @@ public static class ApiHostingExtensions
         reads.MapScheduleReads();
         reads.MapLimitReads();
         reads.MapDeadLetterReads();
+        reads.MapQueueReads();
 
         // /metrics shows what /stats shows (queue depths, counts), so it follows the same rule (Prometheus sends a
         // read key as a bearer token).

@@ -3,7 +3,7 @@ using Fleet.Cli;
 
 // The `fleet` command. Settings come from the environment (ConnectionStrings__fleetdb, ConnectionStrings__rabbitmq),
 // as written to .fleet/env by `make up`.
-var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, migrate the database, delete old results (retention), move the lanes to another queue type, manage recurring schedules and rate and concurrency limits, list, replay or discard dead letters.")
+var root = new RootCommand("Fleet: submit tasks, watch them, requeue final ones, inspect workers, migrate the database, delete old results (retention), pause and resume lanes, move the lanes to another queue type, manage recurring schedules and rate and concurrency limits, list, replay or discard dead letters.")
 {
     SubmitCommand.Create(),
     StatusCommand.Create(),
@@ -11,6 +11,7 @@ var root = new RootCommand("Fleet: submit tasks, watch them, inspect workers, mi
     MigrateCommand.Create(),
     RetentionCommand.Create(),
     QueuesCommand.Create(),
+    QueueCommand.Create(),
     DemoCommand.Create(),
     ScheduleCommand.Create(),
     LimitCommand.Create(),

@@ -5,8 +5,9 @@ using Fleet.Contracts;
 namespace Fleet.Cli;
 
 /// <summary>
-/// <c>fleet queues migrate --to quorum|classic</c>: moves a deployment's lane queues to another type without losing a
-/// message (<see cref="QueueMigrator"/>). Logs in as the broker administrator (<c>ConnectionStrings__rabbitmq</c>, as
+/// <c>fleet queues</c>: the lanes, paused or not (<see cref="QueueCommand"/>). <c>fleet queues migrate --to
+/// quorum|classic</c>: moves a deployment's lane queues to another type without losing a message
+/// (<see cref="QueueMigrator"/>). Logs in as the broker administrator (<c>ConnectionStrings__rabbitmq</c>, as
 /// <c>.fleet/env</c> sets it), because it deletes and declares the lanes.
 /// </summary>
 internal static class QueuesCommand
@@ -57,6 +58,12 @@ internal static class QueuesCommand
                 + $"Now set RabbitMq:QueueType={QueueMigrator.Name(target)} (RabbitMq__QueueType) for the workers, the API and the clients, and start the workers.");
             return 0;
         }, cancellationToken));
-        return new Command("queues", "Manage the broker's lane queues.") { migrate };
+        var queues = new Command("queues", "List the lanes with their state (paused or active, since when, why); `fleet queues migrate` moves them to another queue type.") { migrate };
+        queues.SetAction((_, cancellationToken) => CommandRunner.RunAsync(async ct =>
+        {
+            await QueueCommand.PrintAsync(ct).ConfigureAwait(false);
+            return 0;
+        }, cancellationToken));
+        return queues;
     }
 }

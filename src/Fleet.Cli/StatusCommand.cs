@@ -22,6 +22,13 @@ internal static class StatusCommand
             if (parse.GetValue(id) is not { } taskId)
             {
                 PrintWaiting(await reads.GetWaitingCountsAsync(ct).ConfigureAwait(false));
+                foreach (var paused in (await new QueuePauses(dataSource).ListAsync(ct).ConfigureAwait(false)).Where(q => q.Paused))
+                {
+                    // Its tasks wait for the resume, whatever their reason above says.
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"paused lane {paused.Queue}: since {paused.PausedAt:yyyy-MM-ddTHH:mm:ssZ}, reason: {paused.Reason ?? "-"} (fleet queue resume {paused.Queue})"));
+                }
+
                 return 0;
             }
 

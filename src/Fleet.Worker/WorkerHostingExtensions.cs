@@ -119,54 +119,72 @@ public static class WorkerHostingExtensions
                     endpoint.Bind(TaskQueues.Control);
                     endpoint.ConfigureConsumer<CancelTaskConsumer>(context);
                 });
-
-                var unreadable = context.GetRequiredService<ILogger<TaskMessageDeserializer>>();
-                // Each lane has two queues: the lane, and its dispatch queue, where the dispatcher publishes tasks with a
-                // tenant, a priority or a limit a few at a time. Consumed side by side with the same settings, so such a
-                // task never waits behind the lane's backlog, and the lane's own tasks keep their share of the places.
-                foreach (var queue in worker.Queues.SelectMany(lane => new[] { lane, TaskQueues.DispatchQueueOf(lane) }))
-                {
-                    // The CPU lane's places bound its running and claimed-ahead tasks (CpuLane.RunAsync); the endpoint
-                    // holds the lookahead on top, so the next claim ahead finds its message delivered.
-                    var concurrency = TaskQueues.LaneOf(queue) == TaskQueues.Cpu
-                        ? worker.CpuConcurrency + worker.EffectiveCpuClaimAhead + worker.EffectiveCpuLookahead
-                        : worker.IoConcurrency;
-                    cfg.ReceiveEndpoint(queue, endpoint =>
-                    {
-                        // Without this every endpoint also binds the message-type exchange, and one publish of a
-                        // task would land in both lanes. Producers send to the lane's exchange/queue instead.
-                        endpoint.ConfigureConsumeTopology = false;
-
-                        // The lane and its _error/_skipped queues (which copy the lane's arguments) get the deployment's
-                        // queue type. Only here: the per-worker control queue above is auto-deleted, which a quorum queue
-                        // cannot be.
-                        if (broker.QueueType == BrokerQueueType.Quorum)
-                        {
-                            endpoint.SetQuorumQueue();
-                        }
-
-                        // Prefetch follows the lane's concurrency (plus the small CPU lookahead): an idle worker
-                        // never waits behind a backlog that another worker has prefetched but cannot start yet.
-                        endpoint.PrefetchCount = concurrency;
-                        endpoint.ConcurrentMessageLimit = concurrency;
-
-                        // A body that cannot be read as a task but names one becomes a failed task, not an _error
-                        // message: plain JSON (the default for any content type) and MassTransit envelopes alike.
-                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonRawMessageSerializerFactory(RawSerializerOptions.All), unreadable), isDefault: true);
-                        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonMessageSerializerFactory(), unreadable));
-                        endpoint.ConfigureConsumer<ProcessTaskConsumer>(context, consumer =>
-                        {
-                            if (faultInjection)
-                            {
-                                consumer.Message<ProcessTask>(m => m.UseFilter(new CommitThenExitFilter()));
-                            }
-                        });
-                    });
-                }
             });
         });
 
+        // The lanes' endpoints are connected to the running bus instead of configured with it, so that a paused lane
+        // (fleet.queue_pauses) is never consumed, not even by a worker started while it is paused (LanePauses).
+        // Registered after MassTransit: it starts after the bus and stops before it.
+        services.AddSingleton(sp =>
+        {
+            var worker = sp.GetRequiredService<IOptions<WorkerOptions>>();
+            var unreadable = sp.GetRequiredService<ILogger<TaskMessageDeserializer>>();
+            return new LanePauses(
+                sp.GetRequiredService<IReceiveEndpointConnector>(),
+                new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()),
+                worker,
+                (context, endpoint, queue) => ConfigureLaneEndpoint(context, (IRabbitMqReceiveEndpointConfigurator)endpoint, queue, worker.Value, broker, faultInjection, unreadable),
+                sp.GetRequiredService<ILogger<LanePauses>>());
+        });
+        services.AddHostedService(sp => sp.GetRequiredService<LanePauses>());
+
         return builder;
+    }
+
+    /// <summary>
+    /// One lane queue's endpoint. Each lane has two queues: the lane, and its dispatch queue, where the dispatcher
+    /// publishes tasks with a tenant, a priority or a limit a few at a time. Consumed side by side with the same
+    /// settings, so such a task never waits behind the lane's backlog, and the lane's own tasks keep their share of
+    /// the places.
+    /// </summary>
+    private static void ConfigureLaneEndpoint(
+        IBusRegistrationContext context, IRabbitMqReceiveEndpointConfigurator endpoint, string queue, WorkerOptions worker,
+        RabbitMqAddress broker, bool faultInjection, ILogger<TaskMessageDeserializer> unreadable)
+    {
+        // The CPU lane's places bound its running and claimed-ahead tasks (CpuLane.RunAsync); the endpoint
+        // holds the lookahead on top, so the next claim ahead finds its message delivered.
+        var concurrency = TaskQueues.LaneOf(queue) == TaskQueues.Cpu
+            ? worker.CpuConcurrency + worker.EffectiveCpuClaimAhead + worker.EffectiveCpuLookahead
+            : worker.IoConcurrency;
+
+        // Without this every endpoint also binds the message-type exchange, and one publish of a
+        // task would land in both lanes. Producers send to the lane's exchange/queue instead.
+        endpoint.ConfigureConsumeTopology = false;
+
+        // The lane and its _error/_skipped queues (which copy the lane's arguments) get the deployment's
+        // queue type. Only here: the per-worker control queue is auto-deleted, which a quorum queue cannot
+        // be.
+        if (broker.QueueType == BrokerQueueType.Quorum)
+        {
+            endpoint.SetQuorumQueue();
+        }
+
+        // Prefetch follows the lane's concurrency (plus the small CPU lookahead): an idle worker
+        // never waits behind a backlog that another worker has prefetched but cannot start yet.
+        endpoint.PrefetchCount = concurrency;
+        endpoint.ConcurrentMessageLimit = concurrency;
+
+        // A body that cannot be read as a task but names one becomes a failed task, not an _error
+        // message: plain JSON (the default for any content type) and MassTransit envelopes alike.
+        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonRawMessageSerializerFactory(RawSerializerOptions.All), unreadable), isDefault: true);
+        endpoint.AddDeserializer(new TaskMessageDeserializerFactory(new SystemTextJsonMessageSerializerFactory(), unreadable));
+        endpoint.ConfigureConsumer<ProcessTaskConsumer>(context, consumer =>
+        {
+            if (faultInjection)
+            {
+                consumer.Message<ProcessTask>(m => m.UseFilter(new CommitThenExitFilter()));
+            }
+        });
     }
 
     /// <summary>

@@ -35,6 +35,7 @@ namespace Fleet.Worker;
 ///   "ReconcileBatchSize": 1000,
 ///   "DueRelayIntervalMs": 500,       // delayed tasks and retries; 0: this worker does not publish them
 ///   "ProgressFlushMilliseconds": 1000, // how often handlers' progress reports are written
+///   "PauseCheckSeconds": 2,          // how soon a paused or resumed lane stops or starts being consumed
 ///   "HttpGet": { "AllowedHosts": [ "127.0.0.1" ], "MaxResponseBytes": 16777216, "DeniedNetworks": [ "link-local,metadata,unspecified" ] }
 /// }
 /// </code>
@@ -249,6 +250,13 @@ public sealed class WorkerOptions : IValidatableObject
     /// </summary>
     [Range(50, 60_000)]
     public int ProgressFlushMilliseconds { get; set; } = 1000;
+
+    /// <summary>
+    /// How often this worker reads <c>fleet.queue_pauses</c>: a lane paused (<c>fleet queue pause</c>, the API) stops
+    /// being consumed here within this many seconds, and a resumed one starts again (MessagePath/LanePauses.cs).
+    /// </summary>
+    [Range(1, 300)]
+    public int PauseCheckSeconds { get; set; } = 2;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {

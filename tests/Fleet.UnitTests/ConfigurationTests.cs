@@ -39,6 +39,7 @@ public sealed class ConfigurationTests
     [InlineData("Worker:ConsumerTimeoutSeconds", "600", "ConsumerTimeoutSeconds")]
     [InlineData("Worker:CrashLoopDeaths", "0", "CrashLoopDeaths")]
     [InlineData("Worker:ReconcileAfterSeconds", "0", "ReconcileAfterSeconds")]
+    [InlineData("Worker:PauseCheckSeconds", "0", "PauseCheckSeconds")]
     public void InvalidWorkerOptions_FailValidation_NamingTheSetting(string key, string value, string named)
     {
         var ex = Assert.Throws<OptionsValidationException>(() => BuildWorkerOptions(new() { [key] = value }));

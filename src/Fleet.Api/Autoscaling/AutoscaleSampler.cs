@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using Fleet.Api.Models;
 using Fleet.Api.Monitoring;
+using Fleet.Client;
 using Fleet.Contracts;
 using Microsoft.Extensions.Options;
 
@@ -24,7 +25,9 @@ public sealed record AutoscaleSample(
 /// <c>fleet_desired_workers_by_lane{lane}</c>. Sampling is done here, off the scrape path: a scrape reads the last
 /// sample. When sampling fails (management API or database away) the last good sample is served until it is
 /// <see cref="StaleAfter"/> old, then the gauges go absent, so that an autoscaler sees "no data" (and can hold its
-/// replicas) instead of a stale number or a zero.
+/// replicas) instead of a stale number or a zero. A paused lane (<c>fleet.queue_pauses</c>) asks for no workers for its
+/// backlog, which no worker may take: its ready and dispatchable tasks count as 0, and only what its workers still
+/// hold (unacked, busy) counts, until they finish it.
 /// </summary>
 public sealed partial class AutoscaleSampler : BackgroundService
 {
@@ -34,6 +37,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
 
     private readonly MonitoringQueries _queries;
     private readonly RabbitMqManagementClient _management;
+    private readonly QueuePauses _pauses;
     private readonly AutoscaleOptions _options;
     private readonly ApiOptions _api;
     private readonly DesiredWorkersCalculator _calculator;
@@ -49,6 +53,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
     public AutoscaleSampler(
         MonitoringQueries queries,
         RabbitMqManagementClient management,
+        QueuePauses pauses,
         IOptions<AutoscaleOptions> options,
         IOptions<ApiOptions> api,
         IMeterFactory meters,
@@ -59,6 +64,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
         ArgumentNullException.ThrowIfNull(meters);
         _queries = queries;
         _management = management;
+        _pauses = pauses;
         _options = options.Value;
         _api = api.Value;
         _calculator = new DesiredWorkersCalculator(_options);
@@ -120,6 +126,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
             var queuesCall = _management.GetQueuesAsync(cancellationToken);
             var (workers, busy, finished, dispatchable) = await _queries.ReadAutoscaleInputsAsync(
                 _api.WorkerStaleSeconds, _options.RateWindowSeconds, cancellationToken).ConfigureAwait(false);
+            var paused = await _pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
             var (queues, error) = await queuesCall.ConfigureAwait(false);
             if (error is not null)
             {
@@ -127,7 +134,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
                 return;
             }
 
-            _latest = Build(queues, workers, busy, finished, dispatchable);
+            _latest = Build(queues, workers, busy, finished, dispatchable, paused);
             if (_failing)
             {
                 _failing = false;
@@ -147,7 +154,8 @@ public sealed partial class AutoscaleSampler : BackgroundService
         List<(string Id, string[] Queues, int Cpu, int Io)> workers,
         List<(string WorkerId, string Queue)> busy,
         Dictionary<string, long> finished,
-        Dictionary<string, long> dispatchable)
+        Dictionary<string, long> dispatchable,
+        IReadOnlyDictionary<string, QueuePauseState> paused)
     {
         var live = workers.Select(w => w.Id).ToHashSet(StringComparer.Ordinal);
         var busyLive = busy.Where(b => live.Contains(b.WorkerId)).ToList();
@@ -166,9 +174,10 @@ public sealed partial class AutoscaleSampler : BackgroundService
             double? rate = serving.Count > 0 && finished.TryGetValue(queue, out var done) && done > 0
                 ? done / (double)_options.RateWindowSeconds / serving.Count
                 : null;
+            // A paused lane's backlog waits for the resume, not for more workers: it asks for none.
             lanes.Add(new LaneLoad(
                 lane,
-                (depth?.Ready ?? 0) + (dispatchDepth?.Ready ?? 0) + dispatchable.GetValueOrDefault(queue),
+                paused.ContainsKey(queue) ? 0 : (depth?.Ready ?? 0) + (dispatchDepth?.Ready ?? 0) + dispatchable.GetValueOrDefault(queue),
                 (depth?.Unacked ?? 0) + (dispatchDepth?.Unacked ?? 0),
                 _lastCapacity.GetValueOrDefault(lane),
                 busyLive.Where(b => b.Queue == queue).Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count(),

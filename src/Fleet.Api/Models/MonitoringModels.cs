@@ -26,7 +26,12 @@ public sealed record WorkerInfo(
     [property: Description("Process-lane children that died by themselves (crash, fail-fast, OOM killer).")] long ProcessDeaths);
 
 /// <summary>One RabbitMQ queue of the fleet's vhost (durable queues only).</summary>
-public sealed record QueueDepth(string Name, long Ready, long Unacked, int Consumers);
+public sealed record QueueDepth(
+    string Name,
+    long Ready,
+    long Unacked,
+    int Consumers,
+    [property: Description("The queue's lane is paused (POST /queues/{name}/pause): no worker consumes it until it is resumed. Set in /stats only.")] bool Paused = false);
 
 /// <summary>Open tasks, counted through the status index.</summary>
 public sealed record OpenCounts(long Queued, long Running);

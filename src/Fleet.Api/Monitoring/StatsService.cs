@@ -1,4 +1,6 @@
 using Fleet.Api.Models;
+using Fleet.Client;
+using Fleet.Contracts;
 using Microsoft.Extensions.Options;
 
 namespace Fleet.Api.Monitoring;
@@ -21,6 +23,7 @@ namespace Fleet.Api.Monitoring;
 public sealed class StatsService(
     MonitoringQueries queries,
     RabbitMqManagementClient management,
+    QueuePauses pauses,
     IOptions<ApiOptions> options,
     [FromKeyedServices(StatsService.ClockKey)] TimeProvider clock) : IDisposable
 {
@@ -52,7 +55,11 @@ public sealed class StatsService(
 
             var queues = management.GetQueuesAsync(cancellationToken);
             var snapshot = await QueryAsync(api, cancellationToken).ConfigureAwait(false);
+            var paused = await pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
             var (depths, error) = await queues.ConfigureAwait(false);
+
+            // A paused lane's queues (the lane, its dispatch queue) say so: their backlog waits for the resume.
+            depths = [.. depths.Select(d => paused.ContainsKey(TaskQueues.LaneOf(d.Name)) ? d with { Paused = true } : d)];
             _snapshot = snapshot with { Queues = depths, QueuesError = error };
             _snapshotTakenAt = clock.GetTimestamp();
             return _snapshot;

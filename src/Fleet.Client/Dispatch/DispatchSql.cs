@@ -23,7 +23,11 @@ internal static class DispatchSql
             SELECT (SELECT min(t.queue) FROM fleet.tasks t WHERE t.dispatched AND t.published_at IS NULL AND t.queue > l.queue)
             FROM lanes l WHERE l.queue IS NOT NULL
         )
-        SELECT queue FROM lanes WHERE queue IS NOT NULL
+        SELECT l.queue FROM lanes l
+        WHERE l.queue IS NOT NULL
+          -- A paused lane (fleet.queue_pauses) gets nothing published: its tasks wait here, in order, not in its
+          -- dispatch queue, which no worker consumes while it is paused.
+          AND NOT EXISTS (SELECT 1 FROM fleet.queue_pauses p WHERE p.queue = l.queue)
         """;
 
     // What the dispatcher has published and has not ended: per lane, tenant and type, those still in the broker

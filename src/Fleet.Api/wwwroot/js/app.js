@@ -122,7 +122,7 @@ function renderQueues(stats, workers) {
   // A message in an _error queue could not even be read by a worker: worth a colour.
   const dead = q => q.name.endsWith('_error') && Number(q.ready) > 0;
   const rows = queues.map(q => h('tr', { 'data-queue': q.name },
-    h('th', { scope: 'row' }, h('code', null, q.name)),
+    h('th', { scope: 'row' }, h('code', null, q.name), q.paused ? [' ', badge('paused', 'warn')] : null),
     h('td', { class: dead(q) ? 'r num bad' : 'r num', title: dead(q) ? 'unreadable messages, see the worker log' : null }, fmtInt(q.ready)),
     h('td', { class: 'r num' }, fmtInt(q.unacked)),
     h('td', { class: 'r num' }, fmtInt(q.consumers)),

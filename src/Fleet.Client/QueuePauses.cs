@@ -1,0 +1,86 @@
+using Fleet.Contracts;
+using Npgsql;
+
+namespace Fleet.Client;
+
+/// <summary>A lane and whether it is paused (<c>fleet.queue_pauses</c>): since when and why, as the operator said.</summary>
+public sealed record QueuePauseState(string Queue, bool Paused, DateTimeOffset? PausedAt, string? Reason);
+
+/// <summary>
+/// Pausing and resuming a lane: one row of <c>fleet.queue_pauses</c> per paused lane. Shared by the API's
+/// <c>/queues</c>, the <c>fleet queue</c> command, the workers (which stop consuming a paused lane and its dispatch
+/// queue), the dispatcher and the autoscaling signal, so that all of them read the table the same way.
+/// </summary>
+public sealed class QueuePauses(NpgsqlDataSource dataSource)
+{
+    /// <summary>The longest reason stored (the column's length).</summary>
+    public const int MaxReasonLength = 500;
+
+    /// <summary>
+    /// Why <paramref name="name"/> cannot be paused, or null when it is a lane. A dispatch queue is refused with a
+    /// pointer to its lane: the two pause together, so that a paused lane starts no dispatched task either.
+    /// </summary>
+    public static (bool NotFound, string Problem)? Check(string? name)
+    {
+        if (name is not null && TaskQueues.All.Contains(name, StringComparer.Ordinal))
+        {
+            return null;
+        }
+
+        var lanes = string.Join(" or ", TaskQueues.All);
+        if (name is not null && name.EndsWith(TaskQueues.DispatchSuffix, StringComparison.Ordinal) && TaskQueues.All.Contains(TaskQueues.LaneOf(name), StringComparer.Ordinal))
+        {
+            return (false, $"'{name}' is the dispatch queue of {TaskQueues.LaneOf(name)}: pause or resume the lane {TaskQueues.LaneOf(name)}, and its dispatch queue pauses and resumes with it.");
+        }
+
+        return (true, $"There is no lane '{name}'; the lanes are {lanes}.");
+    }
+
+    /// <summary>Every lane, paused or not, in the order of <see cref="TaskQueues.All"/>.</summary>
+    public async Task<IReadOnlyList<QueuePauseState>> ListAsync(CancellationToken cancellationToken)
+    {
+        var paused = await ReadAsync(cancellationToken).ConfigureAwait(false);
+        return [.. TaskQueues.All.Select(q => paused.TryGetValue(q, out var row) ? row : new QueuePauseState(q, false, null, null))];
+    }
+
+    /// <summary>The paused queues (the rows of the table), by name.</summary>
+    public async Task<IReadOnlyDictionary<string, QueuePauseState>> ReadAsync(CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("SELECT queue, paused_at, reason FROM fleet.queue_pauses");
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var rows = new Dictionary<string, QueuePauseState>(StringComparer.Ordinal);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            var queue = reader.GetString(0);
+            rows[queue] = new QueuePauseState(queue, true, reader.GetFieldValue<DateTimeOffset>(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+        }
+
+        return rows;
+    }
+
+    /// <summary>
+    /// Pauses a lane (checked with <see cref="Check"/> first). Pausing a paused lane keeps its <c>paused_at</c>, and
+    /// replaces its reason when a new one is given.
+    /// </summary>
+    public async Task<QueuePauseState> PauseAsync(string queue, string? reason, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("""
+            INSERT INTO fleet.queue_pauses (queue, reason) VALUES (@queue, @reason)
+            ON CONFLICT (queue) DO UPDATE SET reason = coalesce(EXCLUDED.reason, fleet.queue_pauses.reason)
+            RETURNING queue, paused_at, reason
+            """);
+        command.Parameters.AddWithValue("queue", queue);
+        command.Parameters.AddWithValue("reason", string.IsNullOrWhiteSpace(reason) ? DBNull.Value : reason.Trim());
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return new QueuePauseState(reader.GetString(0), true, reader.GetFieldValue<DateTimeOffset>(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+    }
+
+    /// <summary>Resumes a lane; false when it was not paused.</summary>
+    public async Task<bool> ResumeAsync(string queue, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("DELETE FROM fleet.queue_pauses WHERE queue = @queue");
+        command.Parameters.AddWithValue("queue", queue);
+        return await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false) > 0;
+    }
+}
