@@ -29,10 +29,11 @@ internal static class BenchCommand
         var queueType = new Option<string?>("--queue-type") { Description = $"The lanes' queue type, classic or quorum: the client declares with it and the raw baseline's queue is one (default: {QueueTopology.QueueTypeKey}, environment RabbitMq__QueueType, as the workers read it)." };
         var management = new Option<string?>("--rabbitmq-management-url") { Description = "RabbitMQ management API, http://user:pass@host:15672/, for the broker's mem_used during each run (default: environment FLEET_RABBITMQ_MANAGEMENT_URL; none: not sampled)." };
         var onComplete = new Option<bool>("--on-complete") { Description = "Each run is one batch with an onComplete noop task (one transaction); logs how long after the batch's end the callback started." };
+        var oneTransaction = new Option<bool>("--one-transaction") { Description = "Each run is one batch stored in one transaction, without a callback: the control for --on-complete." };
         var label = new Option<string?>("--label") { Description = "What is special about this invocation's fleet (e.g. the workers' distance from the servers), printed with the results." };
         var command = new RootCommand("Benchmark the running fleet with the standard workloads: throughput, latency, efficiency, RSS and CPU per component.")
         {
-            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout, label, queueType, management, onComplete,
+            workload, count, runs, rate, openSeconds, cores, baseline, rawBody, repeats, parallelFor, warmUp, workers, json, markdown, timeout, label, queueType, management, onComplete, oneTransaction,
         };
         command.Subcommands.Add(DelayProxyCommand());
         command.SetAction((parse, cancellationToken) => RunAsync(async ct =>
@@ -80,6 +81,7 @@ internal static class BenchCommand
                 RunTimeout = TimeSpan.FromSeconds(parse.GetValue(timeout)),
                 Label = parse.GetValue(label),
                 OnComplete = parse.GetValue(onComplete),
+                OneTransaction = parse.GetValue(oneTransaction),
                 QueueType = ParseQueueType(parse.GetValue(queueType) ?? Environment.GetEnvironmentVariable("RabbitMq__QueueType")),
                 ManagementUrl = parse.GetValue(management) ?? Environment.GetEnvironmentVariable("FLEET_RABBITMQ_MANAGEMENT_URL"),
             };

@@ -50,6 +50,9 @@ internal sealed record BenchSettings
     /// </summary>
     public bool OnComplete { get; init; }
 
+    /// <summary>Each measured run is one batch stored in one transaction, as with <see cref="OnComplete"/> but without the callback: its control.</summary>
+    public bool OneTransaction { get; init; }
+
     public TimeSpan RunTimeout { get; init; } = TimeSpan.FromHours(1);
 
     /// <summary>How many workers run (for the report only; the bench measures whatever fleet runs).</summary>
@@ -271,9 +274,10 @@ internal sealed class BenchRunner(BenchSettings settings, FleetClient client, Te
         {
             await SubmitOpenLoopAsync(dataSource, requests, r, cancellationToken).ConfigureAwait(false);
         }
-        else if (settings.OnComplete)
+        else if (settings.OnComplete || settings.OneTransaction)
         {
-            await client.SubmitBatchAsync(requests, TaskRequest.Create("noop", new { }), batchId, cancellationToken).ConfigureAwait(false);
+            var onComplete = settings.OnComplete ? TaskRequest.Create("noop", new { }) : null;
+            await client.SubmitBatchAsync(requests, onComplete, batchId, cancellationToken).ConfigureAwait(false);
         }
         else
         {

@@ -130,7 +130,7 @@ public sealed record TaskDetail(
     [property: Description("The schedule whose firing created the task, if any.")] string? ScheduleName,
     [property: Description("The fire time the schedule created the task for.")] DateTimeOffset? ScheduledFor,
     [property: Description("Whether the dispatcher publishes the task (a tenant, a priority above 0, or a type under a limit).")] bool Dispatched,
-    [property: Description("Why a queued task is not running yet, as fleet.v_waiting_tasks says: \"delay\" (its notBefore is ahead), \"retry\" (a failed attempt waits out its backoff), \"publish\" (its time has come; the outbox relay publishes it), \"rate-limit\" or \"concurrency-limit\" (a limit of its type or tenant holds it back), \"tenant-share\" (other tenants' turns come first), \"priority\" (higher priorities come first). Null otherwise.")] string? WaitingFor,
+    [property: Description("Why a queued task is not running yet, as fleet.v_waiting_tasks says: \"previous-step\" (a chain step waits for the step before it to succeed), \"delay\" (its notBefore is ahead), \"retry\" (a failed attempt waits out its backoff), \"publish\" (its time has come; the outbox relay publishes it), \"rate-limit\" or \"concurrency-limit\" (a limit of its type or tenant holds it back), \"tenant-share\" (other tenants' turns come first), \"priority\" (higher priorities come first). Null otherwise.")] string? WaitingFor,
     IReadOnlyList<TaskExecution> Executions)
 {
     [Description("For a later step of a chain: the step before it (its result is that task's). Null otherwise.")]
