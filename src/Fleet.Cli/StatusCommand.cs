@@ -75,6 +75,24 @@ internal static class StatusCommand
         Console.WriteLine($"started_at:    {Time(info.StartedAt)}");
         Console.WriteLine($"finished_at:   {Time(info.FinishedAt)}");
         Console.WriteLine($"worker:        {info.WorkerId ?? "-"}");
+
+        // Only what applies to this task: chain links, a batch callback, a requeue, progress.
+        foreach (var (label, value) in new (string, object?)[]
+        {
+            ("after_task:", info.AfterTaskId), ("next_task:", info.NextTaskId), ("after_batch:", info.AfterBatchId), ("requeued_from:", info.RequeuedFrom),
+        })
+        {
+            if (value is not null)
+            {
+                Console.WriteLine($"{label,-14} {value}");
+            }
+        }
+
+        if (info.Progress is { } progress)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"progress:      {progress:P0}{(info.ProgressNote is { } note ? $" ({note})" : "")}"));
+        }
+
         Console.WriteLine($"payload:       {info.Payload}");
         Console.WriteLine($"result:        {info.Result ?? "-"}");
         if (info.ErrorType is not null)

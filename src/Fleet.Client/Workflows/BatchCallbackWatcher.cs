@@ -136,9 +136,19 @@ public sealed partial class BatchCallbackWatcher
             }
 
             // Created on the submitter's own connection and committed there: the id fixed at submit makes a repeat
-            // (this round failing before its commit below) insert nothing.
+            // (this round failing before its commit below) insert nothing. A callback that cannot be created is
+            // logged and tried again next round; it must not hold up the batches after it.
             var request = BatchCallbackTask.FromJson(callback.Task, callback.BatchId);
-            await _submitter.SubmitAsync([request], cancellationToken: cancellationToken).ConfigureAwait(false);
+            try
+            {
+                await _submitter.SubmitAsync([request], cancellationToken: cancellationToken).ConfigureAwait(false);
+            }
+            catch (ArgumentException ex)
+            {
+                LogCallbackRefused(callback.BatchId, request.Type, ex.Message);
+                continue;
+            }
+
             await ExecuteAsync(connection, MarkFired, cancellationToken, ("batch_id", callback.BatchId)).ConfigureAwait(false);
             LogFired(callback.BatchId, request.TaskId!.Value, request.Type);
             fired++;
@@ -174,6 +184,9 @@ public sealed partial class BatchCallbackWatcher
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Batch {BatchId} ended: created its onComplete task {TaskId} ({Type})")]
     private partial void LogFired(Guid batchId, Guid taskId, string type);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Batch {BatchId} ended, but its onComplete task ({Type}) was refused: {Error}; tried again each round")]
+    private partial void LogCallbackRefused(Guid batchId, string type, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "A batch watcher round failed ({ErrorType}: {Error}); the next round tries again")]
     private partial void LogRoundFailed(string errorType, string error);
