@@ -50,5 +50,6 @@ internal static class OpenApiExtensions
             }
 
             return Task.CompletedTask;
-        }));
+        })
+        .AddFleetRequestExamples());
 }

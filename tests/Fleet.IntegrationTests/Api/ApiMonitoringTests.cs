@@ -231,6 +231,19 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         }
 
         Assert.DoesNotContain("string", schemas["SubmitTaskBody"]!["properties"]!["timeoutSeconds"]!["type"]!.ToJsonString(), StringComparison.Ordinal);
+
+        // The workflow and operator routes are described, with a request example for those that take a body.
+        Assert.Superset(
+            new HashSet<string> { "/tasks/{id}/requeue", "/tasks/requeue", "/dead-letters", "/dead-letters/replay", "/dead-letters/discard", "/queues", "/queues/{name}/pause", "/queues/{name}/resume" },
+            paths);
+        Assert.Superset(new HashSet<string> { "then", "uniqueKey" }, schemas["SubmitTaskBody"]!["properties"]!.AsObject().Select(p => p.Key).ToHashSet());
+        Assert.Contains("onComplete", schemas["SubmitBatchBody"]!["properties"]!.AsObject().Select(p => p.Key));
+        Assert.Contains("onCompleteTaskId", schemas["BatchStatus"]!["properties"]!.AsObject().Select(p => p.Key));
+        foreach (var (path, field) in new[] { ("/tasks", "then"), ("/tasks/batch", "onComplete"), ("/tasks/requeue", "status"), ("/dead-letters/replay", "queue") })
+        {
+            var example = document["paths"]![path]!["post"]!["requestBody"]!["content"]!["application/json"]!["example"];
+            Assert.True(example?[field] is not null, $"POST {path} has no request example with {field}");
+        }
     }
 
     [Fact]
