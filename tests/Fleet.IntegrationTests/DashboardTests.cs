@@ -400,8 +400,8 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await page.GetByRole(AriaRole.Button, new() { Name = "Look up", Exact = true }).ClickAsync();
         var delayedCard = page.Locator($"#lookup-result article[data-task=\"{delayed}\"]");
         await Expect(delayedCard.Locator("dt:text-is('Waiting for') + dd")).ToHaveTextAsync("delay");
-        await Expect(delayedCard.Locator("[role=progressbar]")).ToHaveAttributeAsync("aria-valuenow", "40");
-        await Expect(delayedCard.Locator(".progress")).ToContainTextAsync("step 2 of 5");
+        await Expect(delayedCard.Locator(".progress progress")).ToHaveAttributeAsync("value", "0.4");
+        await Expect(delayedCard.Locator(".progress")).ToHaveTextAsync("40% · step 2 of 5");
         await delayedCard.GetByRole(AriaRole.Button, new() { Name = "Cancel", Exact = true }).ClickAsync();
         await Expect(delayedCard).ToHaveAttributeAsync("data-status", "cancelled", new() { Timeout = Ms(PageWait) });
         await Expect(page.Locator("#task-action")).ToHaveTextAsync("Cancelled.");

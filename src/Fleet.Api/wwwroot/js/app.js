@@ -255,17 +255,6 @@ function taskLink(id, label) {
   return h('button', { type: 'button', class: 'link', 'aria-label': `${label} ${id}`, title: id, onclick: () => lookup(id) }, shortId(id));
 }
 
-/** progress 0..1 as the handler last reported it, with its note and time. */
-function progress(t) {
-  if (!Number.isFinite(t.progress)) return null;
-  const pct = Math.round(Math.min(1, Math.max(0, t.progress)) * 100);
-  const bar = h('span', { class: 'meter wide', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': pct,
-    'aria-label': `progress ${pct}%` }, h('span'));
-  bar.firstChild.style.width = `${pct}%`;
-  return h('div', { class: 'progress' }, bar, ` ${pct}%`, t.progressNote ? [' · ', t.progressNote] : null,
-    t.progressAt ? h('span', { class: 'hint', title: fmtDateTime(t.progressAt) }, ` (${fmtClock(t.progressAt)})`) : null);
-}
-
 /** Cancel while the task is open, Requeue once it is final; each needs the operator key (cancel: an admin key). */
 function taskActions(t) {
   const note = $('task-action');
@@ -311,8 +300,12 @@ function renderTask(t) {
     t.nextTaskId ? ['Next task', taskLink(t.nextTaskId, 'Open the next task')] : null,
     t.afterBatchId ? ['After batch', h('code', null, t.afterBatchId)] : null,
     t.requeuedFrom ? ['Requeued from', taskLink(t.requeuedFrom, 'Open the task it reruns')] : null,
-    Number.isFinite(t.progress) ? ['Progress', progress(t)] : null,
   ].filter(Boolean);
+  // What its handler last reported (written by the worker about once a second); absent when it reported nothing.
+  if (Number.isFinite(t.progress)) {
+    fields.push(['Progress', h('span', { class: 'progress', title: t.progressAt ? `reported ${fmtDateTime(t.progressAt)}` : null },
+      h('progress', { value: t.progress, max: 1 }), ` ${Math.round(t.progress * 100)}%`, t.progressNote ? ` · ${t.progressNote}` : '')]);
+  }
   return h('article', { class: 'task', 'data-task': t.id, 'data-status': t.status },
     h('h3', null, badge(t.status, statusKind[t.status] ?? 'muted'), ' ', h('code', null, t.id)),
     taskActions(t),
