@@ -501,7 +501,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         }
         finally
         {
-            // The fixture's reset does not clear pauses: a lane left paused would stall every later test.
+            // Resumed even when the test fails halfway: a lane left paused stops the fixture's worker taking its tasks.
             await ScalarAsync<long>("WITH d AS (DELETE FROM fleet.queue_pauses RETURNING 1) SELECT count(*) FROM d");
         }
 
