@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Net.Http.Json;
+using System.Text;
 using Fleet.Client;
 using Fleet.IntegrationTests.Support;
 using Microsoft.Playwright;
+using RabbitMQ.Client;
 using Xunit.Abstractions;
 
 namespace Fleet.IntegrationTests;
@@ -291,6 +293,234 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
     }
 
+    [Fact]
+    public async Task Dashboard_BrowsesAndFiltersTasks_OpensOneWithAttemptsChainAndProgress_RequeuesCancelsAndBulkRequeues()
+    {
+        // More tasks than a page (25), three failing (two of them in a batch), a chain of two and a delayed task to cancel.
+        static TaskRequest Failing() => TaskRequest.Create("sieve", new { limit = 1_000_000_000_000L });
+        var noops = await Fleet.Client.SubmitManyAsync(Enumerable.Range(0, 30).Select(_ => TaskRequest.Create("noop", new { })));
+        var failed = await Fleet.Client.SubmitAsync(Failing());
+        var batch = await Fleet.Client.SubmitBatchAsync([Failing(), Failing(), TaskRequest.Create("noop", new { })]);
+        var chain = await Fleet.Client.SubmitAsync(TaskRequest.Create("noop", new { }) with { Then = [TaskRequest.Create("noop", new { })] });
+        var step = await ScalarAsync<Guid>("SELECT next_task_id FROM fleet.tasks WHERE id = @id", ("id", chain));
+        var delayed = await Fleet.Client.SubmitAsync(TaskRequest.Create("noop", new { }) with { DelaySeconds = 3600 });
+        await WaitForFinalAsync([.. noops, failed, .. batch.TaskIds, chain, step]);
+        Assert.Equal(1L, await ScalarAsync<long>(
+            "WITH u AS (UPDATE fleet.tasks SET progress = 0.4, progress_note = 'step 2 of 5', progress_at = now() WHERE id = @id RETURNING 1) SELECT count(*) FROM u",
+            ("id", delayed)));
+
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        page.Dialog += (_, dialog) => _ = dialog.AcceptAsync();
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
+
+        // Unfiltered: the newest 25 in the order SQL gives, then More for the rest.
+        var rows = page.Locator("#tasks tbody tr[data-task]");
+        await Expect(rows).ToHaveCountAsync(25, new() { Timeout = Ms(PageWait) });
+        var total = await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks");
+        Assert.Equal(37L, total);
+        var newest = await ListAsync("SELECT id::text FROM fleet.tasks ORDER BY submitted_at DESC, id DESC", r => r.GetString(0));
+        Assert.Equal(newest.Take(25), await ShownTaskIdsAsync(page));
+        await page.GetByRole(AriaRole.Button, new() { Name = "More", Exact = true }).ClickAsync();
+        await Expect(rows).ToHaveCountAsync(37);
+        Assert.Equal(newest, await ShownTaskIdsAsync(page));
+        await Expect(page.Locator("#tasks-more")).ToBeHiddenAsync();
+
+        // Filters: status and type; a batch; a submitted range that starts tomorrow (and keeps the bulk requeue off).
+        await page.Locator("#f-status").SelectOptionAsync("failed");
+        await page.Locator("#f-type").FillAsync("sieve");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        await Expect(rows).ToHaveCountAsync(3);
+        Assert.Equal(
+            await ListAsync("SELECT id::text FROM fleet.tasks WHERE status = 'failed' AND type = 'sieve' ORDER BY submitted_at DESC, id DESC", r => r.GetString(0)),
+            await ShownTaskIdsAsync(page));
+        await page.GetByRole(AriaRole.Button, new() { Name = "Clear", Exact = true }).ClickAsync();
+        await Expect(rows).ToHaveCountAsync(25);
+        await page.Locator("#f-batch").FillAsync(batch.BatchId!.Value.ToString());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        await Expect(rows).ToHaveCountAsync(3);
+        Assert.Equal(batch.TaskIds.Select(id => id.ToString()).Order(), (await ShownTaskIdsAsync(page)).Order());
+        await page.Locator("#f-from").FillAsync(DateTime.Now.AddDays(1).ToString("yyyy-MM-dd'T'HH:mm:ss", CultureInfo.InvariantCulture));
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#tasks tbody")).ToHaveTextAsync("No task matches the filter.");
+        await Expect(page.Locator("#bulk-requeue")).ToBeDisabledAsync();
+        await page.GetByRole(AriaRole.Button, new() { Name = "Clear", Exact = true }).ClickAsync();
+
+        // A row opens the task: its error and one row per execution, as fleet.task_attempts holds them.
+        await page.Locator("#f-status").SelectOptionAsync("failed");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        await page.Locator($"#tasks button[title=\"{failed}\"]").ClickAsync();
+        var card = page.Locator($"#lookup-result article[data-task=\"{failed}\"]");
+        await Expect(card).ToHaveAttributeAsync("data-status", "failed");
+        var message = await ScalarAsync<string>("SELECT error_message FROM fleet.tasks WHERE id = @id", ("id", failed));
+        await Expect(card.Locator(".error")).ToContainTextAsync(message);
+        var attempts = await ScalarAsync<long>("SELECT count(*) FROM fleet.task_attempts WHERE task_id = @id", ("id", failed));
+        Assert.True(attempts >= 1);
+        await Expect(card.Locator("table.executions tbody tr")).ToHaveCountAsync((int)attempts);
+        await Expect(card.GetByRole(AriaRole.Button, new() { Name = "Cancel", Exact = true })).ToHaveCountAsync(0);
+
+        // Requeue with only the read key: the API's refusal, word for word, and the operator-key panel opens.
+        await card.GetByRole(AriaRole.Button, new() { Name = "Requeue", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#task-action")).ToContainTextAsync("HTTP 403: This endpoint needs an API key with the scope 'write'");
+        await Expect(page.Locator("#operator")).ToHaveAttributeAsync("open", "");
+        await page.Locator("#write-key-input").FillAsync(ApiHost.AdminKey);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Use operator key", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#operator")).ToHaveAttributeAsync("data-key", "set");
+        Assert.Equal(ApiHost.AdminKey, await page.EvaluateAsync<string>("sessionStorage.getItem('fleet.writeKey')"));
+
+        // With it: the new task opens, linked to the old one, which stays as it was.
+        var requeue = await page.RunAndWaitForRequestAsync(
+            () => card.GetByRole(AriaRole.Button, new() { Name = "Requeue", Exact = true }).ClickAsync(),
+            r => r.Method == "POST" && r.Url.EndsWith($"/tasks/{failed}/requeue", StringComparison.Ordinal));
+        Assert.Equal($"Bearer {ApiHost.AdminKey}", await requeue.HeaderValueAsync("authorization"));
+        Assert.DoesNotContain(ApiHost.AdminKey, page.Url, StringComparison.Ordinal);
+        Guid rerun = default;
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            var ids = await ListAsync("SELECT id FROM fleet.tasks WHERE requeued_from = @id", r => r.GetGuid(0), ("id", failed));
+            rerun = ids.SingleOrDefault();
+            return ids.Count == 1;
+        }), "the requeue stored no new task");
+        var rerunCard = page.Locator($"#lookup-result article[data-task=\"{rerun}\"]");
+        await Expect(rerunCard.Locator("dt:text-is('Requeued from') + dd")).ToContainTextAsync(failed.ToString()[^8..]);
+        await Expect(page.Locator("#task-action")).ToContainTextAsync($"Requeued as a new task {rerun}.");
+        await rerunCard.GetByRole(AriaRole.Button, new() { Name = $"Open the task it reruns {failed}" }).ClickAsync();
+        await Expect(card).ToHaveAttributeAsync("data-status", "failed");
+
+        // A chain: each step links to the other.
+        await page.Locator("#lookup-id").FillAsync(chain.ToString());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Look up", Exact = true }).ClickAsync();
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Open the next task {step}" }).ClickAsync();
+        var stepCard = page.Locator($"#lookup-result article[data-task=\"{step}\"]");
+        await Expect(stepCard.GetByRole(AriaRole.Button, new() { Name = $"Open the task before {chain}" })).ToBeVisibleAsync();
+
+        // The delayed task: why it waits, its progress bar, then Cancel (an admin key's right).
+        await page.Locator("#lookup-id").FillAsync(delayed.ToString());
+        await page.GetByRole(AriaRole.Button, new() { Name = "Look up", Exact = true }).ClickAsync();
+        var delayedCard = page.Locator($"#lookup-result article[data-task=\"{delayed}\"]");
+        await Expect(delayedCard.Locator("dt:text-is('Waiting for') + dd")).ToHaveTextAsync("delay");
+        await Expect(delayedCard.Locator(".progress progress")).ToHaveAttributeAsync("value", "0.4");
+        await Expect(delayedCard.Locator(".progress")).ToHaveTextAsync("40% · step 2 of 5");
+        await delayedCard.GetByRole(AriaRole.Button, new() { Name = "Cancel", Exact = true }).ClickAsync();
+        await Expect(delayedCard).ToHaveAttributeAsync("data-status", "cancelled", new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator("#task-action")).ToHaveTextAsync("Cancelled.");
+        Assert.Equal("cancelled", await ScalarAsync<string>("SELECT status FROM fleet.tasks WHERE id = @id", ("id", delayed)));
+
+        // Requeue these: every failed sieve task not requeued before, the rerun included once it failed too.
+        await WaitForFinalAsync([rerun]);
+        await page.Locator("#f-type").FillAsync("sieve");
+        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        await Expect(rows).ToHaveCountAsync(4);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Requeue these…", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#tasks-note")).ToHaveTextAsync("Requeued 3 tasks as new tasks.");
+        var reruns = await ListAsync("SELECT requeued_from FROM fleet.tasks WHERE requeued_from IS NOT NULL", r => r.GetGuid(0));
+        Assert.Equal(new[] { failed, rerun, batch.TaskIds[0], batch.TaskIds[1] }.Order(), reruns.Order());
+
+        await SaveScreenshotAsync(page, "dashboard-tasks.png");
+        AssertOnlyRefusals(errors, "403");
+        await WaitForFinalAsync(await ListAsync("SELECT id FROM fleet.tasks", r => r.GetGuid(0)));
+    }
+
+    [Fact]
+    public async Task Dashboard_ReplaysAndDiscardsDeadLetters_OneByOneAndAllOfAQueue()
+    {
+        // Bodies that name no task, which the worker faults into the error queues (one is markup), then two tasks
+        // whose consume faulted, as MassTransit leaves them there.
+        await PublishRawAsync("fleet-io", "", "<b id=bold>not a task</b>");
+        await PublishRawAsync("fleet-cpu", "", "not a task 1");
+        await PublishRawAsync("fleet-cpu", "", "not a task 2");
+        Assert.True(await EventuallyAsync(async () => await QueueMessageCountAsync("fleet-io_error") == 1 && await QueueMessageCountAsync("fleet-cpu_error") == 2),
+            "the worker did not fault the bodies without a task id into the error queues");
+        var first = Guid.CreateVersion7();
+        var second = Guid.CreateVersion7();
+        foreach (var id in new[] { first, second })
+        {
+            await DeadLetterAsync("fleet-io_error", id.ToString(), $$$"""{"taskId":"{{{id}}}","type":"noop","payload":{}}""", "Npgsql.NpgsqlException", "Failed to connect");
+        }
+
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        page.Dialog += (_, dialog) => _ = dialog.AcceptAsync();
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
+        await UseOperatorKeyAsync(page, ApiHost.ApiKey);
+
+        var letters = page.Locator("#dead-letters tbody tr[data-message]");
+        await Expect(letters).ToHaveCountAsync(5, new() { Timeout = Ms(PageWait) });
+        await Expect(page.Locator("#dead-queues tr[data-queue=\"fleet-io_error\"] td[data-label=\"Messages\"]")).ToHaveTextAsync("3");
+        var junk = page.Locator("#dead-letters tbody tr[data-queue=\"fleet-io_error\"]").Filter(new() { HasNotText = "NpgsqlException" });
+        await junk.Locator("summary").ClickAsync();
+        await Expect(junk.Locator("pre")).ToHaveTextAsync("<b id=bold>not a task</b>");
+        Assert.Equal(0, await page.Locator("#bold").CountAsync());
+
+        // One: the replayed task runs; the discarded body is gone.
+        await page.GetByRole(AriaRole.Button, new() { Name = $"Replay {first}", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#dead-note")).ToHaveTextAsync("Replayed 1 from fleet-io_error.");
+        await WaitForFinalAsync([first]);
+        Assert.Equal("succeeded", (await GetTaskAsync(first))!.Status);
+        await junk.GetByRole(AriaRole.Button, new() { Name = "Discard" }).ClickAsync();
+        await Expect(page.Locator("#dead-note")).ToHaveTextAsync("Discarded 1 from fleet-io_error.");
+        await Expect(letters).ToHaveCountAsync(3);
+        Assert.Equal(1u, await QueueMessageCountAsync("fleet-io_error"));
+
+        // All of a queue: fleet-io_error replayed, fleet-cpu_error discarded.
+        await page.GetByRole(AriaRole.Button, new() { Name = "Replay all of fleet-io_error", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#dead-note")).ToHaveTextAsync("Replayed 1 from fleet-io_error.");
+        await WaitForFinalAsync([second]);
+        Assert.Equal("succeeded", (await GetTaskAsync(second))!.Status);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Discard all of fleet-cpu_error", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#dead-note")).ToHaveTextAsync("Discarded 2 from fleet-cpu_error.");
+        await Expect(page.Locator("#dead-letters tbody")).ToHaveTextAsync("No dead letter.");
+        Assert.Equal((0u, 0u), (await QueueMessageCountAsync("fleet-io_error"), await QueueMessageCountAsync("fleet-cpu_error")));
+        await page.GetByRole(AriaRole.Button, new() { Name = "Refresh", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#dead-summary")).ToHaveTextAsync("0 waiting");
+
+        await SaveScreenshotAsync(page, "dashboard-dead-letters.png");
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    /// <summary>
+    /// Needs <c>POST /queues/{name}/pause|resume</c> and the <c>paused</c> flag in <c>/stats</c>' queues, built on
+    /// their own branch: until that is merged the API answers 404 and this test fails.
+    /// </summary>
+    [Fact]
+    public async Task Dashboard_PausesAndResumesALane()
+    {
+        await using var api = await ApiHost.StartAsync(Fleet);
+        await using var chromium = await HeadlessChromium.LaunchAsync();
+        var (page, errors) = await chromium.NewPageAsync();
+        page.Dialog += (_, dialog) => _ = dialog.Type == "prompt" ? dialog.AcceptAsync("disk swap") : dialog.AcceptAsync();
+        await SignInAsync(page, errors, api.BaseAddress.ToString());
+        await UseOperatorKeyAsync(page, ApiHost.ApiKey);
+
+        var lane = page.Locator("#queues tbody tr[data-queue=\"fleet-io\"]");
+        try
+        {
+            await PauseAndResumeAsync(page, lane);
+        }
+        finally
+        {
+            // Resumed even when the test fails halfway: a lane left paused stops the fixture's worker taking its tasks.
+            await ScalarAsync<long>("WITH d AS (DELETE FROM fleet.queue_pauses RETURNING 1) SELECT count(*) FROM d");
+        }
+
+        Assert.True(errors.Count == 0, "Console errors:\n" + string.Join('\n', errors));
+    }
+
+    private async Task PauseAndResumeAsync(IPage page, ILocator lane)
+    {
+        await lane.GetByRole(AriaRole.Button, new() { Name = "Pause fleet-io", Exact = true }).ClickAsync(new() { Timeout = Ms(PageWait) });
+        await Expect(lane).ToHaveAttributeAsync("data-paused", "true", new() { Timeout = Ms(PageWait) });
+        await Expect(lane.Locator(".badge")).ToHaveTextAsync("paused");
+        Assert.Equal("disk swap", await ScalarAsync<string>("SELECT reason FROM fleet.queue_pauses WHERE queue = 'fleet-io'"));
+        await Expect(page.Locator("#queues tbody tr[data-queue=\"fleet-cpu\"]")).ToHaveAttributeAsync("data-paused", "false");
+
+        await lane.GetByRole(AriaRole.Button, new() { Name = "Resume fleet-io", Exact = true }).ClickAsync();
+        await Expect(lane).ToHaveAttributeAsync("data-paused", "false", new() { Timeout = Ms(PageWait) });
+        Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.queue_pauses"));
+    }
+
     private static ILocatorAssertions Expect(ILocator locator) => Assertions.Expect(locator);
 
     /// <summary>
@@ -311,6 +541,47 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
             Assert.All(errors, e => Assert.Contains("401", e, StringComparison.Ordinal));
             errors.Clear();
         }
+    }
+
+    /// <summary>Gives the page an operator key through its panel, as an operator does after signing in with a read key.</summary>
+    private static async Task UseOperatorKeyAsync(IPage page, string key)
+    {
+        await page.Locator("#operator summary").ClickAsync();
+        await page.Locator("#write-key-input").FillAsync(key);
+        await page.GetByRole(AriaRole.Button, new() { Name = "Use operator key", Exact = true }).ClickAsync();
+        await Expect(page.Locator("#operator")).ToHaveAttributeAsync("data-key", "set");
+    }
+
+    private static Task<string[]> ShownTaskIdsAsync(IPage page) =>
+        page.Locator("#tasks tbody tr[data-task]").EvaluateAllAsync<string[]>("rows => rows.map(r => r.dataset.task)");
+
+    /// <summary>The browser logs each refused request ("status of 403") as a console error; those are expected, nothing else.</summary>
+    private static void AssertOnlyRefusals(List<string> errors, string status)
+    {
+        var unexpected = errors.Where(e => !e.Contains($"status of {status}", StringComparison.Ordinal)).ToList();
+        Assert.True(unexpected.Count == 0, "Console errors:\n" + string.Join('\n', unexpected));
+    }
+
+    /// <summary>Puts a message into an error queue with the fault headers MassTransit gives the messages it moves there.</summary>
+    private async Task DeadLetterAsync(string queue, string messageId, string body, string exceptionType, string reason)
+    {
+        await using var connection = await Fleet.OpenRabbitAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var properties = new BasicProperties
+        {
+            ContentType = "application/json",
+            DeliveryMode = DeliveryModes.Persistent,
+            MessageId = messageId,
+            Headers = new Dictionary<string, object?>
+            {
+                ["MT-Reason"] = "fault",
+                ["MT-Fault-ExceptionType"] = exceptionType,
+                ["MT-Fault-Message"] = reason,
+                ["MT-Fault-Timestamp"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
+                ["MT-Fault-ConsumerType"] = "Fleet.Worker.MessagePath.ProcessTaskConsumer",
+            },
+        };
+        await channel.BasicPublishAsync("", queue, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
     }
 
     private static float Ms(TimeSpan span) => (float)span.TotalMilliseconds;

@@ -1,12 +1,15 @@
 // Fleet dashboard: polls the API every 2 s (four GETs per refresh, none while the tab is hidden) and renders
 // with DOM nodes only. Paths are relative, so the page also works when the API sits behind a path prefix.
-import { h, fmtInt, fmtRate, fmtDuration, fmtClock, fmtDateTime } from './dom.js';
+import {
+  h, fmtInt, fmtRate, fmtDuration, fmtClock, fmtDateTime, FINAL, statusKind, badge, shortId, fillTable, emptyRow,
+} from './dom.js';
+import { HttpError, getJson, postJson, runAction, READ_KEY, WRITE_KEY } from './api.js';
 import { createChart } from './chart.js';
+import { createTaskBrowser } from './browser.js';
+import { createDeadLetters } from './deadletters.js';
 
 const REFRESH_MS = 2000;
-const TIMEOUT_MS = 5000;
 const FAILURES = 10;
-const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 const $ = id => document.getElementById(id);
@@ -17,34 +20,8 @@ let skewMs = 0;
 let lastOk = null;
 let lookedUp = null; // the task shown in the lookup panel, refreshed with the rest while it is not final
 
-class HttpError extends Error {
-  constructor(status, detail) {
-    super(detail ? `HTTP ${status}: ${detail}` : `HTTP ${status}`);
-    this.status = status;
-  }
-}
-
 // Reads need a key (a read key is enough) unless Api:ReadsRequireKey is false. The operator types it once per tab;
-// it lives in sessionStorage, goes out only in the Authorization header, and never into a URL or the page.
-const KEY = 'fleet.apiKey';
-
-async function getJson(path) {
-  const key = sessionStorage.getItem(KEY);
-  const response = await fetch(path, {
-    headers: key ? { Accept: 'application/json', Authorization: `Bearer ${key}` } : { Accept: 'application/json' },
-    cache: 'no-store',
-    signal: AbortSignal.timeout(TIMEOUT_MS),
-  });
-  if (!response.ok) {
-    let detail = '';
-    try {
-      const problem = await response.json();
-      detail = problem.detail || problem.title || '';
-    } catch { /* not problem+json */ }
-    throw new HttpError(response.status, detail);
-  }
-  return response.json();
-}
+// it lives in sessionStorage, goes out only in the Authorization header, and never into a URL or the page (api.js).
 
 // ---- connection state -------------------------------------------------------------------------------------------
 
@@ -121,18 +98,40 @@ function renderQueues(stats, workers) {
   const queues = Array.isArray(stats.queues) ? stats.queues : [];
   // A message in an _error queue could not even be read by a worker: worth a colour.
   const dead = q => q.name.endsWith('_error') && Number(q.ready) > 0;
-  const rows = queues.map(q => h('tr', { 'data-queue': q.name },
+  const rows = queues.map(q => h('tr', { 'data-queue': q.name, 'data-paused': q.paused === true ? 'true' : 'false' },
     h('th', { scope: 'row' }, h('code', null, q.name), q.paused ? [' ', badge('paused', 'warn')] : null),
     h('td', { class: dead(q) ? 'r num bad' : 'r num', title: dead(q) ? 'unreadable messages, see the worker log' : null }, fmtInt(q.ready)),
     h('td', { class: 'r num' }, fmtInt(q.unacked)),
     h('td', { class: 'r num' }, fmtInt(q.consumers)),
-    h('td', { class: 'r' }, meter(laneUse(q, workers)))));
+    h('td', { class: 'r' }, meter(laneUse(q, workers))),
+    h('td', { class: 'r' }, laneButton(q))));
   const none = stats.queuesError ? `Queue depths unavailable: ${stats.queuesError}` : 'No queue reported.';
-  fillTable($('queues'), rows, emptyRow(5, none));
+  fillTable($('queues'), rows, emptyRow(6, none));
 }
 
-function badge(text, kind) {
-  return h('span', { class: `badge ${kind}` }, text);
+/**
+ * Pause or Resume for a lane (its dispatch queue follows it; the error queues have no such thing). The state is
+ * the `paused` flag /stats gives each queue; an API without it shows Pause only.
+ */
+function laneButton(q) {
+  if (!LANES[q.name]) return null;
+  const note = $('queues-note');
+  if (q.paused) {
+    return h('button', { type: 'button', class: 'small', 'aria-label': `Resume ${q.name}`, onclick: e =>
+      runAction(e.currentTarget, note, () => postJson(`queues/${encodeURIComponent(q.name)}/resume`), () => {
+        loop();
+        return `${q.name} resumed: workers take its tasks again within a few seconds.`;
+      }) }, 'Resume');
+  }
+  return h('button', { type: 'button', class: 'small secondary', 'aria-label': `Pause ${q.name}`, onclick: e => {
+    const reason = prompt(`Pause ${q.name}? No worker takes its tasks until it is resumed; running ones finish.\nReason (optional):`, '');
+    if (reason === null) return;
+    runAction(e.currentTarget, note,
+      () => postJson(`queues/${encodeURIComponent(q.name)}/pause`, reason.trim() ? { reason: reason.trim() } : undefined), () => {
+        loop();
+        return `${q.name} paused.`;
+      });
+  } }, 'Pause');
 }
 
 function workerBadge(w) {
@@ -190,10 +189,6 @@ function renderWorkers(workers) {
     `${live.length} live of ${workers.length} · ${fmtInt(cpu)} cpu + ${fmtInt(io)} io${proc ? ` + ${fmtInt(proc)} proc` : ''} slots`;
 }
 
-function shortId(id) {
-  return `…${String(id).slice(-8)}`;
-}
-
 function renderFailures(page) {
   const items = Array.isArray(page?.items) ? page.items : [];
   const rows = items.map(t => h('tr', { 'data-task': t.id },
@@ -245,27 +240,38 @@ function showFromList(id) {
   $('lookup-id').scrollIntoView({ block: 'nearest', behavior: 'smooth' });
 }
 
-/** Replaces a table's rows and labels each cell with its column's heading (narrow windows show rows as cards). */
-function fillTable(table, rows, empty) {
-  const labels = [...table.tHead.rows[0].cells].map(c => c.textContent.trim());
-  for (const row of rows) [...row.cells].forEach((cell, i) => cell.setAttribute('data-label', labels[i] ?? ''));
-  table.tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
-}
-
-function emptyRow(span, text) {
-  return h('tr', { class: 'empty' }, h('td', { colspan: span }, text));
-}
-
 function serverNow() {
   return Date.now() - skewMs;
 }
 
 // ---- task lookup ------------------------------------------------------------------------------------------------
 
-const statusKind = { succeeded: 'ok', failed: 'bad', timed_out: 'warn', cancelled: 'muted', running: 'info', queued: 'info' };
-
 function json(value) {
   return h('pre', { class: 'json' }, JSON.stringify(value, null, 2));
+}
+
+/** A button that opens another task (a chain link, the task this one reruns); the id in full as its title. */
+function taskLink(id, label) {
+  return h('button', { type: 'button', class: 'link', 'aria-label': `${label} ${id}`, title: id, onclick: () => lookup(id) }, shortId(id));
+}
+
+/** Cancel while the task is open, Requeue once it is final; each needs the operator key (cancel: an admin key). */
+function taskActions(t) {
+  const note = $('task-action');
+  const final = FINAL.has(t.status);
+  return h('div', { class: 'actions' },
+    final ? null : h('button', { type: 'button', class: 'secondary', onclick: e => {
+      if (!confirm(`Cancel task ${t.id}? A queued task never runs; a running one is stopped.`)) return;
+      runAction(e.currentTarget, note, () => postJson(`tasks/${encodeURIComponent(t.id)}/cancel`), r => {
+        lookup(t.id, false);
+        return r?.cancelRequested ? 'Cancel requested: the worker stops it.' : 'Cancelled.';
+      });
+    } }, 'Cancel'),
+    final ? h('button', { type: 'button', onclick: e =>
+      runAction(e.currentTarget, note, () => postJson(`tasks/${encodeURIComponent(t.id)}/requeue`), r => {
+        lookup(r.id);
+        return `Requeued as a new task ${r.id}.`;
+      }) }, 'Requeue') : null);
 }
 
 function renderTask(t) {
@@ -283,7 +289,18 @@ function renderTask(t) {
     ['Finished', t.finishedAt ? fmtDateTime(t.finishedAt) : '–'],
     ['Waited', Number.isFinite(started) ? fmtDuration(started - submitted) : '–'],
     ['Ran', Number.isFinite(finished) && Number.isFinite(started) ? fmtDuration(finished - started) : '–'],
-  ];
+    // The rest only when set: most tasks have none of them.
+    t.waitingFor ? ['Waiting for', badge(t.waitingFor, 'info')] : null,
+    t.notBefore ? ['Not before', fmtDateTime(t.notBefore)] : null,
+    t.priority ? ['Priority', fmtInt(t.priority)] : null,
+    t.tenant ? ['Tenant', h('code', null, t.tenant)] : null,
+    t.scheduleName ? ['Schedule', h('code', null, t.scheduleName)] : null,
+    t.uniqueKey ? ['Unique key', h('code', null, t.uniqueKey)] : null,
+    t.afterTaskId ? ['After task', taskLink(t.afterTaskId, 'Open the task before')] : null,
+    t.nextTaskId ? ['Next task', taskLink(t.nextTaskId, 'Open the next task')] : null,
+    t.afterBatchId ? ['After batch', h('code', null, t.afterBatchId)] : null,
+    t.requeuedFrom ? ['Requeued from', taskLink(t.requeuedFrom, 'Open the task it reruns')] : null,
+  ].filter(Boolean);
   // What its handler last reported (written by the worker about once a second); absent when it reported nothing.
   if (Number.isFinite(t.progress)) {
     fields.push(['Progress', h('span', { class: 'progress', title: t.progressAt ? `reported ${fmtDateTime(t.progressAt)}` : null },
@@ -291,6 +308,7 @@ function renderTask(t) {
   }
   return h('article', { class: 'task', 'data-task': t.id, 'data-status': t.status },
     h('h3', null, badge(t.status, statusKind[t.status] ?? 'muted'), ' ', h('code', null, t.id)),
+    taskActions(t),
     h('dl', { class: 'fields' }, fields.flatMap(([k, v]) => [h('dt', null, k), h('dd', null, v)])),
     t.errorType || t.errorMessage
       ? h('div', { class: 'error' }, h('h4', null, t.errorType ?? 'Error'), h('p', null, t.errorMessage ?? ''))
@@ -302,23 +320,24 @@ function renderTask(t) {
 
 let lookupSeq = 0;
 
-/** Shows one task. `fromUser` (a search or a click) also fills the box and the address; a refresh does neither. */
 /** One row per execution (fleet.task_attempts), when the API sends them. */
 function executions(list) {
   if (!Array.isArray(list) || list.length === 0) return null;
   const ms = v => (Number.isFinite(v) ? fmtDuration(v) : '–');
-  return h('div', { class: 'scroll' }, h('h4', null, 'Executions'), h('table', { class: 'compact' },
-    h('thead', null, h('tr', null, ['#', 'Worker', 'Outcome', 'Wall', 'CPU', 'Queue wait'].map((c, i) =>
-      h('th', { scope: 'col', class: i >= 3 ? 'r' : null }, c)))),
-    h('tbody', null, list.map(e => h('tr', null,
+  return h('div', { class: 'scroll' }, h('h4', null, 'Executions'), h('table', { class: 'compact executions' },
+    h('thead', null, h('tr', null, ['#', 'Worker', 'Outcome', 'Wall', 'CPU', 'Queue wait', 'Error'].map((c, i) =>
+      h('th', { scope: 'col', class: i >= 3 && i < 6 ? 'r' : null }, c)))),
+    h('tbody', null, list.map(e => h('tr', { 'data-attempt': e.attempt },
       h('td', { class: 'num' }, fmtInt(e.attempt)),
       h('td', null, h('code', null, e.workerId)),
       h('td', { title: e.errorMessage ?? '' }, badge(e.outcome ?? 'running', statusKind[e.outcome] ?? 'info')),
       h('td', { class: 'r num' }, ms(e.wallMs)),
       h('td', { class: 'r num' }, ms(e.cpuMs)),
-      h('td', { class: 'r num' }, ms(e.queueWaitMs)))))));
+      h('td', { class: 'r num' }, ms(e.queueWaitMs)),
+      h('td', { class: 'msg', title: e.errorMessage ?? '' }, e.errorMessage ?? ''))))));
 }
 
+/** Shows one task. `fromUser` (a search or a click) also fills the box and the address; a refresh does neither. */
 async function lookup(id, fromUser = true) {
   id = String(id).trim();
   const out = $('lookup-result');
@@ -356,10 +375,36 @@ $('lookup').addEventListener('submit', e => {
 
 $('key-form').addEventListener('submit', e => {
   e.preventDefault();
-  sessionStorage.setItem(KEY, $('key-input').value.trim());
+  sessionStorage.setItem(READ_KEY, $('key-input').value.trim());
   $('key-input').value = '';
   loop();
 });
+
+// The operator key: typed here, used by the buttons only (api.js postJson), forgotten with the tab or on Forget.
+function showWriteKeyState() {
+  const set = Boolean(sessionStorage.getItem(WRITE_KEY));
+  $('operator').dataset.key = set ? 'set' : 'none';
+  $('write-key-state').textContent = set ? 'set for this tab' : 'none: the buttons send the read key';
+  $('write-key-forget').hidden = !set;
+}
+
+$('write-key-form').addEventListener('submit', e => {
+  e.preventDefault();
+  const key = $('write-key-input').value.trim();
+  if (key) sessionStorage.setItem(WRITE_KEY, key);
+  $('write-key-input').value = '';
+  $('operator').open = false;
+  showWriteKeyState();
+});
+
+$('write-key-forget').addEventListener('click', () => {
+  sessionStorage.removeItem(WRITE_KEY);
+  showWriteKeyState();
+});
+
+const openTask = id => showFromList(id);
+const browser = createTaskBrowser({ openTask });
+const deadLetters = createDeadLetters();
 
 // ---- the refresh loop -------------------------------------------------------------------------------------------
 
@@ -394,6 +439,14 @@ async function refresh() {
   }
   $('updated').textContent = lastOk ? `Updated ${fmtClock(lastOk.toISOString())}.` : '';
 
+  // The task browser and the dead letters load once the API answers (after sign-in), then on demand only: a list
+  // that reorders itself every 2 s under the operator's pointer is no use, and each dead-letter listing reads the
+  // error queues on the broker.
+  if (failed.length < results.length) {
+    browser.loadOnce();
+    deadLetters.loadOnce();
+  }
+
   if (lookedUp) await lookup(lookedUp, false);
 }
 
@@ -420,6 +473,7 @@ document.addEventListener('visibilitychange', () => {
   if (!document.hidden) loop();
 });
 
+showWriteKeyState();
 const fromHash = new URLSearchParams(location.hash.slice(1)).get('task');
 if (fromHash) lookup(fromHash);
 loop();

@@ -77,3 +77,35 @@ export function fmtDateTime(iso) {
   const t = Date.parse(iso);
   return Number.isFinite(t) ? dateTime.format(t) : '–';
 }
+
+// ---- shared by the panels --------------------------------------------------------------------------------------
+
+export const FINAL = new Set(['succeeded', 'failed', 'timed_out', 'cancelled']);
+export const statusKind = { succeeded: 'ok', failed: 'bad', timed_out: 'warn', cancelled: 'muted', running: 'info', queued: 'info' };
+
+export function badge(text, kind) {
+  return h('span', { class: `badge ${kind}` }, text);
+}
+
+export function shortId(id) {
+  return `…${String(id).slice(-8)}`;
+}
+
+/** Replaces a table's rows and labels each cell with its column's heading (narrow windows show rows as cards). */
+export function fillTable(table, rows, empty, append = false) {
+  const labels = [...table.tHead.rows[0].cells].map(c => c.textContent.trim());
+  for (const row of rows) [...row.cells].forEach((cell, i) => cell.setAttribute('data-label', labels[i] ?? ''));
+  if (append) table.tBodies[0].append(...rows);
+  else table.tBodies[0].replaceChildren(...(rows.length ? rows : [empty]));
+}
+
+export function emptyRow(span, text) {
+  return h('tr', { class: 'empty' }, h('td', { colspan: span }, text));
+}
+
+/** Shows the outcome of an operator action in `note` (a role=status element): ok or failed, with the API's words. */
+export function report(note, ok, text) {
+  note.textContent = text;
+  note.dataset.state = ok ? 'ok' : 'failed';
+  note.className = `note ${ok ? 'ok' : 'bad'}`;
+}
