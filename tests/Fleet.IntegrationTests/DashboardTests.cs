@@ -341,7 +341,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
         await Expect(rows).ToHaveCountAsync(3);
         Assert.Equal(batch.TaskIds.Select(id => id.ToString()).Order(), (await ShownTaskIdsAsync(page)).Order());
-        await page.Locator("#f-from").FillAsync(DateTime.Now.AddDays(1).ToString("yyyy-MM-dd'T'HH:mm:ss", CultureInfo.InvariantCulture));
+        await page.Locator("#f-from").FillAsync(DateTime.Now.AddDays(1).ToString("yyyy-MM-dd'T'HH:mm", CultureInfo.InvariantCulture));
         await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
         await Expect(page.Locator("#tasks tbody")).ToHaveTextAsync("No task matches the filter.");
         await Expect(page.Locator("#bulk-requeue")).ToBeDisabledAsync();
