@@ -257,6 +257,9 @@ public sealed class TaskLedgerTests(FleetFixture fleet) : FleetTest(fleet)
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM fleet.workers WHERE host = 'outage-stop' AND state = 'running'") == 1), "the worker never registered");
 
+        // A worker connects its lanes once it has read which are paused (fleet.queue_pauses): only then may the database go.
+        Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync(TaskQueues.Io) >= 1), "the worker never consumed its lane");
+
         // The database goes away; the worker takes twenty tasks and holds them, waiting for it.
         forwarder.Cut();
         await PublishRawManyAsync(Enumerable.Range(0, 20).Select(_ =>

@@ -178,6 +178,15 @@ public sealed class ApiLimitTests(FleetFixture fleet) : ApiTest(fleet)
             expected[id] = reason;
         }
 
+        // A later step of a chain, as the submitter stores it: waiting for the step before it, at infinity.
+        var step = Guid.CreateVersion7();
+        await ScalarAsync<long>($"""
+            WITH t AS (INSERT INTO fleet.tasks (id, type, queue, status, payload, attempts, priority, after_task_id, not_before)
+                       VALUES (@id, 'noop', '{Parked}', 'queued', '{"{}"}', 0, 0, @after, 'infinity') RETURNING 1)
+            SELECT count(*) FROM t
+            """, ("id", step), ("after", delayed));
+        expected[step] = "previous-step";
+
         var view = (await ListAsync("SELECT id, waiting_for FROM fleet.v_waiting_tasks", r => (r.GetGuid(0), r.GetString(1)))).ToDictionary();
         foreach (var (id, reason) in expected)
         {
@@ -199,10 +208,10 @@ public sealed class ApiLimitTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.True(await EventuallyAsync(async () =>
         {
             metrics = await Http.GetStringAsync("metrics");
-            return new[] { "delay", "tenant-share", "priority", "rate-limit", "concurrency-limit", "publish", "retry" }
+            return new[] { "previous-step", "delay", "tenant-share", "priority", "rate-limit", "concurrency-limit", "publish", "retry" }
                 .All(r => PrometheusText.Sum(metrics, "fleet_tasks_waiting", $"reason=\"{r}\"") == 1);
         }, TimeSpan.FromSeconds(20)), PrometheusText.Lines(metrics, "fleet_tasks_waiting"));
-        Assert.Equal(7, PrometheusText.Samples(metrics, "fleet_tasks_waiting").Count);
-        Assert.Equal(7L, await ScalarAsync<long>("SELECT count(*) FROM fleet.v_waiting_tasks"));
+        Assert.Equal(8, PrometheusText.Samples(metrics, "fleet_tasks_waiting").Count);
+        Assert.Equal(8L, await ScalarAsync<long>("SELECT count(*) FROM fleet.v_waiting_tasks"));
     }
 }

@@ -165,7 +165,7 @@ public sealed class FleetFixture : IAsyncLifetime
     public static async Task ClearAsync(NpgsqlDataSource dataSource, Uri rabbitMqUri)
     {
         ArgumentNullException.ThrowIfNull(dataSource);
-        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers, fleet.schedules, fleet.limits, fleet.queue_pauses"))
+        await using (var truncate = dataSource.CreateCommand("TRUNCATE fleet.tasks, fleet.task_attempts, fleet.workers, fleet.schedules, fleet.limits, fleet.queue_pauses, fleet.batch_callbacks, fleet.idempotency_keys"))
         {
             await truncate.ExecuteNonQueryAsync();
         }
