@@ -93,7 +93,9 @@ public sealed class TaskLedger : IAsyncDisposable
         ), updated AS (
             UPDATE fleet.tasks t
             SET status = 'running', attempts = t.attempts + 1, started_at = i.started_at, worker_id = @worker,
-                published_at = coalesce(t.published_at, i.started_at)
+                published_at = coalesce(t.published_at, i.started_at),
+                -- A new execution starts with no progress: a retry must not show its failed attempt's last report.
+                progress = NULL, progress_note = NULL, progress_at = NULL
             FROM input i
             WHERE t.id = i.id AND CASE t.status WHEN 'queued' THEN true WHEN 'running' THEN i.redelivered ELSE false END
               AND t.cancel_requested_at IS NULL

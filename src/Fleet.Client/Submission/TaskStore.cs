@@ -122,6 +122,7 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
                 }
             }
 
+            tasks = free;
             if (free.Count == 0)
             {
                 break;
@@ -129,13 +130,33 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
 
             var notInserted = await InsertAsync(connection, [.. free], cancellationToken).ConfigureAwait(false) ?? [];
             tasks = free.Where(t => notInserted.Contains(t.Message.TaskId)).ToList();
-            if (round > 0 && tasks.Count == free.Count)
+            if (tasks.Count > 0)
             {
-                break;
+                // A task whose id exists already (a resubmission) keeps its id, as any resubmission does.
+                var existing = await ExistingIdsAsync(connection, tasks, cancellationToken).ConfigureAwait(false);
+                tasks.RemoveAll(t => existing.Contains(t.Message.TaskId));
             }
         }
 
-        return found;
+        // Still neither stored nor matched: the key changed hands in every round. Publishing such a task would let a
+        // worker's claim create it beside the key's holder, so the whole submission is refused (and rolled back).
+        return tasks.Count == 0
+            ? found
+            : throw new InvalidOperationException($"The uniqueKey '{tasks[0].UniqueKey}' kept changing hands; nothing was stored. Submit again.");
+    }
+
+    private static async Task<HashSet<Guid>> ExistingIdsAsync(NpgsqlConnection connection, List<OutgoingTask> tasks, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("SELECT id FROM fleet.tasks WHERE id = ANY(@id)", connection);
+        command.Parameters.Add(SubmissionSql.Array("id", NpgsqlDbType.Uuid, tasks.Select(t => t.Message.TaskId)));
+        var ids = new HashSet<Guid>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            ids.Add(reader.GetGuid(0));
+        }
+
+        return ids;
     }
 
     private static async Task InsertCallbackAsync(NpgsqlConnection connection, BatchCallbackRow callback, CancellationToken cancellationToken)

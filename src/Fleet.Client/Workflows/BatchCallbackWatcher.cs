@@ -24,12 +24,14 @@ public sealed partial class BatchCallbackWatcher
 
     private const string TryLock = "SELECT pg_try_advisory_xact_lock(@key)";
 
-    // Oldest first, through the partial index ix_batch_callbacks_pending (fired_at IS NULL).
+    // Oldest first from where the last round stopped, through the partial index ix_batch_callbacks_pending (fired_at
+    // IS NULL): with more than a round's worth pending, long-running batches at the head must not keep the newer ones
+    // from ever being looked at, so the rounds walk on and start over once they reach the end.
     private const string SelectPending = """
-        SELECT batch_id, task::text, checked_submitted_at, checked_task_id
+        SELECT batch_id, task::text, checked_submitted_at, checked_task_id, created_at
         FROM fleet.batch_callbacks
-        WHERE fired_at IS NULL
-        ORDER BY created_at
+        WHERE fired_at IS NULL AND (created_at, batch_id) > (@after_at, @after_id)
+        ORDER BY created_at, batch_id
         LIMIT @limit
         """;
 
@@ -54,6 +56,12 @@ public sealed partial class BatchCallbackWatcher
     private readonly NpgsqlDataSource _dataSource;
     private readonly TaskSubmitter _submitter;
     private readonly ILogger _logger;
+
+    // Where the next round starts (the last callback this process looked at); the start of the table after a short round.
+    private (DateTimeOffset At, Guid Id) _next = (DateTimeOffset.MinValue, Guid.Empty);
+
+    // Callbacks refused so far, logged once each rather than every round.
+    private readonly HashSet<Guid> _refused = [];
 
     public BatchCallbackWatcher(NpgsqlDataSource dataSource, ITaskPublisher publisher, ILogger<BatchCallbackWatcher>? logger = null)
     {
@@ -110,16 +118,22 @@ public sealed partial class BatchCallbackWatcher
         }
 
         var pending = new List<(Guid BatchId, string Task, DateTimeOffset? At, Guid? Id)>();
+        var last = _next;
         await using (var select = new NpgsqlCommand(SelectPending, connection))
         {
             select.Parameters.AddWithValue("limit", RoundSize);
+            select.Parameters.Add(new NpgsqlParameter("after_at", NpgsqlDbType.TimestampTz) { Value = _next.At });
+            select.Parameters.AddWithValue("after_id", _next.Id);
             await using var reader = await select.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
                 pending.Add((reader.GetGuid(0), reader.GetString(1),
                     reader.IsDBNull(2) ? null : reader.GetFieldValue<DateTimeOffset>(2), reader.IsDBNull(3) ? null : reader.GetGuid(3)));
+                last = (reader.GetFieldValue<DateTimeOffset>(4), reader.GetGuid(0));
             }
         }
+
+        _next = pending.Count < RoundSize ? (DateTimeOffset.MinValue, Guid.Empty) : last;
 
         var fired = 0;
         foreach (var callback in pending)
@@ -145,7 +159,11 @@ public sealed partial class BatchCallbackWatcher
             }
             catch (ArgumentException ex)
             {
-                LogCallbackRefused(callback.BatchId, request.Type, ex.Message);
+                if (_refused.Add(callback.BatchId))
+                {
+                    LogCallbackRefused(callback.BatchId, request.Type, ex.Message);
+                }
+
                 continue;
             }
 
