@@ -562,28 +562,6 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         Assert.True(unexpected.Count == 0, "Console errors:\n" + string.Join('\n', unexpected));
     }
 
-    /// <summary>Puts a message into an error queue with the fault headers MassTransit gives the messages it moves there.</summary>
-    private async Task DeadLetterAsync(string queue, string messageId, string body, string exceptionType, string reason)
-    {
-        await using var connection = await Fleet.OpenRabbitAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        var properties = new BasicProperties
-        {
-            ContentType = "application/json",
-            DeliveryMode = DeliveryModes.Persistent,
-            MessageId = messageId,
-            Headers = new Dictionary<string, object?>
-            {
-                ["MT-Reason"] = "fault",
-                ["MT-Fault-ExceptionType"] = exceptionType,
-                ["MT-Fault-Message"] = reason,
-                ["MT-Fault-Timestamp"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
-                ["MT-Fault-ConsumerType"] = "Fleet.Worker.MessagePath.ProcessTaskConsumer",
-            },
-        };
-        await channel.BasicPublishAsync("", queue, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
-    }
-
     private static float Ms(TimeSpan span) => (float)span.TotalMilliseconds;
 
     /// <summary>Saves a full-page PNG to the repository's <c>TestResults/</c> (where <c>make test</c> puts its results).</summary>

@@ -171,28 +171,6 @@ public sealed class DeadLetterTests(FleetFixture fleet, ITestOutputHelper output
     /// <summary>DeadLetterQueues.MaxBodyBytes (the API and the CLI both compile that type): how much of an ASCII body a listing shows.</summary>
     private const int DeadLetterQueuesMaxBodyBytes = 64 * 1024;
 
-    /// <summary>Puts a message into an error queue with the fault headers MassTransit gives the messages it moves there.</summary>
-    private async Task DeadLetterAsync(string queue, string messageId, string body, string exceptionType, string reason, string? amqpUri = null)
-    {
-        await using var connection = amqpUri is null ? await Fleet.OpenRabbitAsync() : await new ConnectionFactory { Uri = new Uri(amqpUri) }.CreateConnectionAsync();
-        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
-        var properties = new BasicProperties
-        {
-            ContentType = "application/json",
-            DeliveryMode = DeliveryModes.Persistent,
-            MessageId = messageId,
-            Headers = new Dictionary<string, object?>
-            {
-                ["MT-Reason"] = "fault",
-                ["MT-Fault-ExceptionType"] = exceptionType,
-                ["MT-Fault-Message"] = reason,
-                ["MT-Fault-Timestamp"] = DateTime.UtcNow.ToString("O", CultureInfo.InvariantCulture),
-                ["MT-Fault-ConsumerType"] = "Fleet.Worker.MessagePath.ProcessTaskConsumer",
-            },
-        };
-        await channel.BasicPublishAsync("", queue, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
-    }
-
     private static async Task<JsonNode> ListAsync(HttpClient client, string path)
     {
         using var response = await client.GetAsync(path);

@@ -120,6 +120,31 @@ public abstract class FleetTest(FleetFixture fleet) : IAsyncLifetime
 
     /// <summary>Messages ready in <paramref name="queue"/>; 0 when it does not exist.</summary>
     /// <summary>How many consumers <paramref name="queue"/> has (0 when it does not exist).</summary>
+    /// <summary>
+    /// Puts a message into an error queue with the fault headers MassTransit gives the messages it moves there
+    /// (through <paramref name="amqpUri"/>, else this run's broker), confirmed by the broker.
+    /// </summary>
+    protected async Task DeadLetterAsync(string queue, string messageId, string body, string exceptionType, string reason, string? amqpUri = null)
+    {
+        await using var connection = amqpUri is null ? await Fleet.OpenRabbitAsync() : await new ConnectionFactory { Uri = new Uri(amqpUri) }.CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        var properties = new BasicProperties
+        {
+            ContentType = "application/json",
+            DeliveryMode = DeliveryModes.Persistent,
+            MessageId = messageId,
+            Headers = new Dictionary<string, object?>
+            {
+                ["MT-Reason"] = "fault",
+                ["MT-Fault-ExceptionType"] = exceptionType,
+                ["MT-Fault-Message"] = reason,
+                ["MT-Fault-Timestamp"] = DateTime.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture),
+                ["MT-Fault-ConsumerType"] = "Fleet.Worker.MessagePath.ProcessTaskConsumer",
+            },
+        };
+        await channel.BasicPublishAsync("", queue, mandatory: true, properties, Encoding.UTF8.GetBytes(body));
+    }
+
     protected async Task<uint> QueueConsumerCountAsync(string queue)
     {
         await using var connection = await Fleet.OpenRabbitAsync();
