@@ -55,6 +55,7 @@ public static class ApiHostingExtensions
         // The built-in handlers are registered only to learn their names and lanes; the API runs none of them.
         services.AddFleetTasks();
         services.AddSingleton<TaskTypeCatalog>();
+        services.AddSingleton(sp => QueueCatalog.Of(sp.GetRequiredService<IOptions<ApiOptions>>().Value.Queues));
         services.AddSingleton<TaskRequestReader>();
         services.AddSingleton<TaskQueries>();
         services.AddSingleton<TaskCanceller>();
@@ -112,6 +113,7 @@ public static class ApiHostingExtensions
         services.AddFleetSchedules();
         services.AddFleetRetention();
         services.AddSingleton(sp => new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()));
+        services.AddHostedService<QueueDeclarationService>();
         services.AddSingleton<LimitStore>();
         services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
         services.AddFleetRequeue();

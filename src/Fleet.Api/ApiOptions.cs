@@ -17,6 +17,7 @@ namespace Fleet.Api;
 ///   "ListLimitMax": 1000,
 ///   "KnownTypes": [ "word-count" ],            // accepted besides the built-in types
 ///   "CpuTypes": [ "word-count" ],              // sent to fleet-cpu besides the built-in CPU types
+///   "Queues": { "reports": "cpu" },            // queues of worker groups besides fleet-cpu and fleet-io, with their lane
 ///   "RabbitMqManagementUri": "http://user:pass@127.0.0.1:15672/",
 ///   "PublishTimeoutSeconds": 10,
 ///   "RelayEnabled": true,
@@ -87,6 +88,14 @@ public sealed class ApiOptions : IValidatableObject
 
     /// <summary>Types sent to <c>fleet-cpu</c> besides the built-in CPU types; they are known types too.</summary>
     public string[] CpuTypes { get; set; } = [];
+
+    /// <summary>
+    /// Queues of worker groups accepted besides <c>fleet-cpu</c> and <c>fleet-io</c> (a task's <c>queue</c>), each with
+    /// its lane, <c>cpu</c> or <c>io</c> (docs/worker-groups.md); e.g. <c>Api__Queues__reports=cpu</c>. Written to
+    /// <c>fleet.queues</c> at start, where the workers that serve them read the lane. Each must exist on the broker
+    /// (its definitions' <c>FLEET_QUEUES</c>).
+    /// </summary>
+    public Dictionary<string, string> Queues { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>
     /// The RabbitMQ management HTTP API, <c>http://user:pass@host:port/</c>, for queue depths in <c>GET /stats</c>. Without user info the broker's AMQP credentials are used.
@@ -215,6 +224,14 @@ public sealed class ApiOptions : IValidatableObject
         if (KnownTypes.Concat(CpuTypes).Any(string.IsNullOrWhiteSpace))
         {
             yield return new ValidationResult("Api:KnownTypes and Api:CpuTypes must not contain empty names.", [nameof(KnownTypes)]);
+        }
+
+        foreach (var (name, lane) in Queues)
+        {
+            if (Fleet.Client.QueueCatalog.Problem(name, lane) is { } problem)
+            {
+                yield return new ValidationResult($"Api:Queues: {problem}", [nameof(Queues)]);
+            }
         }
 
         var managementUris = Monitoring.RabbitMqManagementClient.SplitUris(RabbitMqManagementUri);

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
+using Npgsql;
 
 namespace Fleet.Cli;
 
@@ -34,8 +35,9 @@ internal static class DeadLettersCommand
                 throw new CliException($"--limit must be from 1 to {DeadLetterQueues.MaxLimit}");
             }
 
-            var name = Checked(parse.GetValue(queue));
-            var list = await Queues().ListAsync(name is null ? DeadLetterQueues.Queues : [name], size, ct).ConfigureAwait(false);
+            var errorQueues = await ErrorQueuesAsync(ct).ConfigureAwait(false);
+            var name = Checked(parse.GetValue(queue), errorQueues);
+            var list = await Queues().ListAsync(name is null ? errorQueues : [name], size, ct).ConfigureAwait(false);
             if (parse.GetValue(json))
             {
                 Console.WriteLine(JsonSerializer.Serialize(list, Json));
@@ -72,7 +74,7 @@ internal static class DeadLettersCommand
         var command = new Command(action, description) { queue, ids, all, exceptionType, reasonContains };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
-            var name = Checked(parse.GetValue(queue))!;
+            var name = Checked(parse.GetValue(queue), await ErrorQueuesAsync(ct).ConfigureAwait(false))!;
             var named = parse.GetValue(ids) ?? [];
             var everything = parse.GetValue(all);
             var (type, reason) = (parse.GetValue(exceptionType), parse.GetValue(reasonContains));
@@ -113,14 +115,33 @@ internal static class DeadLettersCommand
 
     private static Option<string?> QueueOption(bool required) => new("--queue")
     {
-        Description = $"The error queue: {string.Join(", ", DeadLetterQueues.Queues)}{(required ? "" : " (default all)")}.",
+        Description = $"The error queue: {string.Join(", ", DeadLetterQueues.QueuesOf(QueueCatalog.BuiltIn))}, or those of a declared queue{(required ? "" : " (default all)")}.",
         Required = required,
     };
 
-    private static string? Checked(string? queue) =>
-        queue is null || DeadLetterQueues.Queues.Contains(queue)
+    private static string? Checked(string? queue, IReadOnlyList<string> errorQueues) =>
+        queue is null || errorQueues.Contains(queue)
             ? queue
-            : throw new CliException($"--queue must be one of {string.Join(", ", DeadLetterQueues.Queues)}, not '{queue}'");
+            : throw new CliException($"--queue must be one of {string.Join(", ", errorQueues)}, not '{queue}'");
+
+    /// <summary>
+    /// The error queues of the queues in <c>fleet.queues</c> (the built-in lanes and the declared ones); those of the
+    /// built-in lanes alone when the database does not answer, since dead letters live in the broker.
+    /// </summary>
+    private static async Task<IReadOnlyList<string>> ErrorQueuesAsync(CancellationToken ct)
+    {
+        try
+        {
+            var quick = new NpgsqlConnectionStringBuilder(CliSettings.PostgresConnectionString) { Timeout = 3 };
+            await using var dataSource = NpgsqlDataSource.Create(quick.ConnectionString);
+            return DeadLetterQueues.QueuesOf(await QueueCatalog.ReadAsync(dataSource, ct).ConfigureAwait(false));
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException or ArgumentException)
+        {
+            await Console.Error.WriteLineAsync($"fleet: fleet.queues could not be read ({ex.Message}); only the built-in lanes' error queues are known").ConfigureAwait(false);
+            return DeadLetterQueues.QueuesOf(QueueCatalog.BuiltIn);
+        }
+    }
 
     private static DeadLetterQueues Queues() =>
         new(RabbitMqAddress.Parse(CliSettings.RabbitMqUri), $"fleet dead-letters {Environment.ProcessId}");

@@ -14,9 +14,9 @@ namespace Fleet.Cli;
 internal static class QueueCommand
 {
     /// <summary>The column headings of the lane list, aligned as <see cref="Line"/> aligns the values.</summary>
-    internal static readonly string Header = string.Create(CultureInfo.InvariantCulture, $"{"QUEUE",-12} {"STATE",-8} {"SINCE",-24} REASON");
+    internal static readonly string Header = string.Create(CultureInfo.InvariantCulture, $"{"QUEUE",-12} {"LANE",-4} {"STATE",-8} {"SINCE",-24} REASON");
 
-    public static Command Create() => new("queue", "Pause or resume a lane (fleet-cpu, fleet-io): a paused lane and its dispatch queue are consumed by no worker, including workers started later.")
+    public static Command Create() => new("queue", "Pause or resume a queue (fleet-cpu, fleet-io, or a declared one): a paused queue and its dispatch queue are consumed by no worker, including workers started later.")
     {
         PauseCommand(), ResumeCommand(),
     };
@@ -33,7 +33,6 @@ internal static class QueueCommand
         };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
-            var lane = Checked(parse.GetValue(name));
             var why = parse.GetValue(reason);
             if (why is not null && why.Trim().Length > QueuePauses.MaxReasonLength)
             {
@@ -41,6 +40,7 @@ internal static class QueueCommand
             }
 
             await using var dataSource = NpgsqlDataSource.Create(CliSettings.PostgresConnectionString);
+            var lane = await CheckedAsync(dataSource, parse.GetValue(name), ct).ConfigureAwait(false);
             var state = await new QueuePauses(dataSource).PauseAsync(lane, why, ct).ConfigureAwait(false);
             Console.WriteLine($"paused {lane}: workers stop taking its tasks within Worker:PauseCheckSeconds");
             Console.WriteLine(Header);
@@ -56,8 +56,8 @@ internal static class QueueCommand
         var command = new Command("resume", "Resume a paused lane: workers consume it again within Worker:PauseCheckSeconds.") { name };
         command.SetAction((parse, cancellationToken) => CommandRunner.RunAsync(async ct =>
         {
-            var lane = Checked(parse.GetValue(name));
             await using var dataSource = NpgsqlDataSource.Create(CliSettings.PostgresConnectionString);
+            var lane = await CheckedAsync(dataSource, parse.GetValue(name), ct).ConfigureAwait(false);
             var resumed = await new QueuePauses(dataSource).ResumeAsync(lane, ct).ConfigureAwait(false);
             Console.WriteLine(resumed ? $"resumed {lane}" : $"{lane} was not paused");
             return 0;
@@ -76,14 +76,15 @@ internal static class QueueCommand
         }
     }
 
-    private static Argument<string> Name() => new("name") { Description = "The lane: fleet-cpu or fleet-io (its dispatch queue pauses with it)." };
+    private static Argument<string> Name() => new("name") { Description = "The queue: fleet-cpu, fleet-io or a declared queue (its dispatch queue pauses with it)." };
 
-    private static string Checked(string? name) => QueuePauses.Check(name) is { } problem ? throw new CliException(problem.Problem) : name!;
+    private static async Task<string> CheckedAsync(NpgsqlDataSource dataSource, string? name, CancellationToken ct) =>
+        await new QueuePauses(dataSource).CheckAsync(name, ct).ConfigureAwait(false) is { } problem ? throw new CliException(problem.Problem) : name!;
 
     internal static string Line(QueuePauseState state)
     {
         ArgumentNullException.ThrowIfNull(state);
         return string.Create(CultureInfo.InvariantCulture,
-            $"{state.Queue,-12} {(state.Paused ? "paused" : "active"),-8} {state.PausedAt?.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "-",-24} {state.Reason ?? "-"}");
+            $"{state.Queue,-12} {state.Lane ?? "-",-4} {(state.Paused ? "paused" : "active"),-8} {state.PausedAt?.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture) ?? "-",-24} {state.Reason ?? "-"}");
     }
 }

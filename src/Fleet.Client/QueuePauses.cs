@@ -3,8 +3,12 @@ using Npgsql;
 
 namespace Fleet.Client;
 
-/// <summary>A lane and whether it is paused (<c>fleet.queue_pauses</c>): since when and why, as the operator said.</summary>
-public sealed record QueuePauseState(string Queue, bool Paused, DateTimeOffset? PausedAt, string? Reason);
+/// <summary>A queue and whether it is paused (<c>fleet.queue_pauses</c>): since when and why, as the operator said.</summary>
+public sealed record QueuePauseState(string Queue, bool Paused, DateTimeOffset? PausedAt, string? Reason)
+{
+    /// <summary>The queue's lane, <c>cpu</c> or <c>io</c>, where the state comes from <see cref="QueuePauses.ListAsync"/>.</summary>
+    public string? Lane { get; init; }
+}
 
 /// <summary>
 /// Pausing and resuming a lane: one row of <c>fleet.queue_pauses</c> per paused lane. Shared by the API's
@@ -17,30 +21,50 @@ public sealed class QueuePauses(NpgsqlDataSource dataSource)
     public const int MaxReasonLength = 500;
 
     /// <summary>
-    /// Why <paramref name="name"/> cannot be paused, or null when it is a lane. A dispatch queue is refused with a
-    /// pointer to its lane: the two pause together, so that a paused lane starts no dispatched task either.
+    /// Why <paramref name="name"/> cannot be paused, or null when it is a queue of <paramref name="catalog"/>. A dispatch
+    /// queue is refused with a pointer to its queue: the two pause together, so that a paused queue starts no
+    /// dispatched task either.
     /// </summary>
-    public static (bool NotFound, string Problem)? Check(string? name)
+    public static (bool NotFound, string Problem)? Check(string? name, QueueCatalog catalog)
     {
-        if (name is not null && TaskQueues.All.Contains(name, StringComparer.Ordinal))
+        ArgumentNullException.ThrowIfNull(catalog);
+        if (catalog.Contains(name))
         {
             return null;
         }
 
-        var lanes = string.Join(" or ", TaskQueues.All);
-        if (name is not null && name.EndsWith(TaskQueues.DispatchSuffix, StringComparison.Ordinal) && TaskQueues.All.Contains(TaskQueues.LaneOf(name), StringComparer.Ordinal))
+        if (name is not null && name.EndsWith(TaskQueues.DispatchSuffix, StringComparison.Ordinal) && catalog.Contains(TaskQueues.LaneOf(name)))
         {
-            return (false, $"'{name}' is the dispatch queue of {TaskQueues.LaneOf(name)}: pause or resume the lane {TaskQueues.LaneOf(name)}, and its dispatch queue pauses and resumes with it.");
+            return (false, $"'{name}' is the dispatch queue of {TaskQueues.LaneOf(name)}: pause or resume the queue {TaskQueues.LaneOf(name)}, and its dispatch queue pauses and resumes with it.");
         }
 
-        return (true, $"There is no lane '{name}'; the lanes are {lanes}.");
+        return (true, $"There is no queue '{name}'; the queues are {catalog}.");
     }
 
-    /// <summary>Every lane, paused or not, in the order of <see cref="TaskQueues.All"/>.</summary>
+    /// <summary><see cref="Check(string?, QueueCatalog)"/> against the queues of <c>fleet.queues</c>.</summary>
+    public async Task<(bool NotFound, string Problem)?> CheckAsync(string? name, CancellationToken cancellationToken) =>
+        Check(name, await QueueCatalog.ReadAsync(dataSource, cancellationToken).ConfigureAwait(false));
+
+    /// <summary>Every queue of <c>fleet.queues</c>, paused or not, with its lane: the built-in lanes first, then by name.</summary>
     public async Task<IReadOnlyList<QueuePauseState>> ListAsync(CancellationToken cancellationToken)
     {
-        var paused = await ReadAsync(cancellationToken).ConfigureAwait(false);
-        return [.. TaskQueues.All.Select(q => paused.TryGetValue(q, out var row) ? row : new QueuePauseState(q, false, null, null))];
+        await using var command = dataSource.CreateCommand("""
+            SELECT q.name, q.lane, p.paused_at, p.reason
+            FROM fleet.queues q LEFT JOIN fleet.queue_pauses p ON p.queue = q.name
+            ORDER BY q.name NOT IN ('fleet-cpu', 'fleet-io'), q.name
+            """);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        var rows = new List<QueuePauseState>();
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            rows.Add(new QueuePauseState(
+                reader.GetString(0), !reader.IsDBNull(2), reader.IsDBNull(2) ? null : reader.GetFieldValue<DateTimeOffset>(2), reader.IsDBNull(3) ? null : reader.GetString(3))
+            {
+                Lane = reader.GetString(1),
+            });
+        }
+
+        return rows;
     }
 
     /// <summary>The paused queues (the rows of the table), by name.</summary>
@@ -59,7 +83,7 @@ public sealed class QueuePauses(NpgsqlDataSource dataSource)
     }
 
     /// <summary>
-    /// Pauses a lane (checked with <see cref="Check"/> first). Pausing a paused lane keeps its <c>paused_at</c>, and
+    /// Pauses a queue (checked with <see cref="Check"/> first). Pausing a paused lane keeps its <c>paused_at</c>, and
     /// replaces its reason when a new one is given.
     /// </summary>
     public async Task<QueuePauseState> PauseAsync(string queue, string? reason, CancellationToken cancellationToken)

@@ -30,6 +30,8 @@ public sealed class FleetDbContext(DbContextOptions<FleetDbContext> options) : D
 
     public DbSet<QueuePause> QueuePauses => Set<QueuePause>();
 
+    public DbSet<QueueDeclaration> Queues => Set<QueueDeclaration>();
+
     protected override void OnModelCreating(ModelBuilder modelBuilder)
     {
         modelBuilder.HasDefaultSchema(Schema);

@@ -129,11 +129,14 @@ public static class WorkerHostingExtensions
         {
             var worker = sp.GetRequiredService<IOptions<WorkerOptions>>();
             var unreadable = sp.GetRequiredService<ILogger<TaskMessageDeserializer>>();
+            var served = sp.GetRequiredService<ServedQueues>();
             return new LanePauses(
                 sp.GetRequiredService<IReceiveEndpointConnector>(),
                 new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()),
+                sp.GetRequiredService<NpgsqlDataSource>(),
+                served,
                 worker,
-                (context, endpoint, queue) => ConfigureLaneEndpoint(context, (IRabbitMqReceiveEndpointConfigurator)endpoint, queue, worker.Value, broker, faultInjection, unreadable),
+                (context, endpoint, queue) => ConfigureLaneEndpoint(context, (IRabbitMqReceiveEndpointConfigurator)endpoint, queue, served.IsCpu(queue), worker.Value, broker, faultInjection, unreadable),
                 sp.GetRequiredService<ILogger<LanePauses>>());
         });
         services.AddHostedService(sp => sp.GetRequiredService<LanePauses>());
@@ -148,12 +151,13 @@ public static class WorkerHostingExtensions
     /// the places.
     /// </summary>
     private static void ConfigureLaneEndpoint(
-        IBusRegistrationContext context, IRabbitMqReceiveEndpointConfigurator endpoint, string queue, WorkerOptions worker,
+        IBusRegistrationContext context, IRabbitMqReceiveEndpointConfigurator endpoint, string queue, bool cpu, WorkerOptions worker,
         RabbitMqAddress broker, bool faultInjection, ILogger<TaskMessageDeserializer> unreadable)
     {
         // The CPU lane's places bound its running and claimed-ahead tasks (CpuLane.RunAsync); the endpoint
-        // holds the lookahead on top, so the next claim ahead finds its message delivered.
-        var concurrency = TaskQueues.LaneOf(queue) == TaskQueues.Cpu
+        // holds the lookahead on top, so the next claim ahead finds its message delivered. Every cpu queue a worker
+        // serves (fleet-cpu, declared ones) feeds the same lane: the cores are shared, not multiplied.
+        var concurrency = cpu
             ? worker.CpuConcurrency + worker.EffectiveCpuClaimAhead + worker.EffectiveCpuLookahead
             : worker.IoConcurrency;
 
@@ -217,6 +221,7 @@ public static class WorkerHostingExtensions
         services.AddSingleton<HeldTasks>();
         services.AddSingleton<CrashGuard>();
         services.AddSingleton<CpuLane>();
+        services.AddSingleton<ServedQueues>();
         services.AddSingleton<ProcessPool>();
         services.AddSingleton<RunningTasks>();
         services.AddSingleton<TaskExecutor>();

@@ -45,7 +45,8 @@ public sealed class WorkerOptions : IValidatableObject
     public const string SectionName = "Worker";
 
     /// <summary>
-    /// The queues this worker consumes; both lanes' queues when not configured. (No default in the initializer:
+    /// The queues this worker consumes; both built-in lanes when not configured. A worker group's queue (declared in the
+    /// API's <c>Api:Queues</c>) is consumed only by workers that list it, with the lane <c>fleet.queues</c> gives it. (No default in the initializer:
     /// configuration binding appends to an existing array, so <c>Worker__Queues__0=fleet-cpu</c> would otherwise
     /// yield both queues plus a duplicate.)
     /// </summary>
@@ -263,6 +264,14 @@ public sealed class WorkerOptions : IValidatableObject
         if (Queues.Any(string.IsNullOrWhiteSpace))
         {
             yield return new ValidationResult("Worker:Queues must not contain empty names.", [nameof(Queues)]);
+        }
+
+        foreach (var queue in Queues.Where(q => !string.IsNullOrWhiteSpace(q) && !Fleet.Client.QueueCatalog.IsBuiltIn(q)))
+        {
+            if (Fleet.Client.QueueCatalog.Problem(queue, Fleet.Client.QueueCatalog.CpuLane) is { } problem)
+            {
+                yield return new ValidationResult($"Worker:Queues: {problem}", [nameof(Queues)]);
+            }
         }
 
         if (Queues.Distinct(StringComparer.Ordinal).Count() != Queues.Length)

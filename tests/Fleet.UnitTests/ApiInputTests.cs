@@ -3,6 +3,7 @@ using System.Text.Json;
 using Fleet.Api;
 using Fleet.Api.Queries;
 using Fleet.Api.Submission;
+using Fleet.Client;
 using Fleet.Contracts;
 using Fleet.Tasks;
 using Microsoft.AspNetCore.Http;
@@ -122,6 +123,23 @@ public sealed class ApiInputTests
         Assert.Equal(2, own.MaxAttempts);
     }
 
+    [Fact]
+    public void ReadTask_AcceptsADeclaredQueue_AndRefusesOthersNamingTheAcceptedOnes()
+    {
+        var reader = Reader();
+
+        var (group, groupError) = reader.ReadTask(Json("""{"type": "noop", "queue": "reports"}"""));
+        Assert.Null(groupError);
+        Assert.Equal("reports", group!.Queue);
+
+        foreach (var queue in new[] { "\"elsewhere\"", "\"reports.dispatch\"", "\"fleet-control\"", "\"Reports\"", "7" })
+        {
+            var (_, error) = reader.ReadTask(Json($$"""{"type": "noop", "queue": {{queue}}}"""));
+            var errors = Assert.IsType<ValidationProblem>(error).ProblemDetails.Errors;
+            Assert.Equal(["Must be one of fleet-cpu, fleet-io, reports (the built-in lanes and the queues declared in Api:Queues)."], errors["queue"]);
+        }
+    }
+
     [Theory]
     [InlineData("""{"type": "noop", "payload": "x"}""", StatusCodes.Status400BadRequest)]
     [InlineData("""{"type": "noop", "priority": 1.5}""", StatusCodes.Status400BadRequest)]
@@ -192,8 +210,8 @@ public sealed class ApiInputTests
     internal static TaskRequestReader Reader()
     {
         var services = new ServiceCollection().AddFleetTasks().BuildServiceProvider();
-        var options = Options.Create(new ApiOptions { ApiKeys = [Key], CpuTypes = ["render"] });
-        return new TaskRequestReader(new TaskTypeCatalog(services.GetRequiredService<TaskHandlerRegistry>(), options), options);
+        var options = Options.Create(new ApiOptions { ApiKeys = [Key], CpuTypes = ["render"], Queues = { ["reports"] = "cpu" } });
+        return new TaskRequestReader(new TaskTypeCatalog(services.GetRequiredService<TaskHandlerRegistry>(), options), QueueCatalog.Of(options.Value.Queues), options);
     }
 
     internal static JsonElement Json(string text) => JsonDocument.Parse(text).RootElement.Clone();

@@ -14,12 +14,10 @@ namespace Fleet.Api.DeadLetters;
 /// </summary>
 internal static class DeadLetterEndpoints
 {
-    private static readonly string QueueList = string.Join(", ", DeadLetterQueues.Queues);
-
     public static RouteGroupBuilder MapDeadLetterWrites(this RouteGroupBuilder writes)
     {
-        writes.MapPost("/dead-letters/replay", (HttpContext http, DeadLetterQueues queues, IOptions<ApiOptions> options) =>
-                TakeAsync(http, options.Value, (queue, selection, ct) => queues.ReplayAsync(queue, selection, ct)))
+        writes.MapPost("/dead-letters/replay", (HttpContext http, DeadLetterQueues queues, QueueCatalog catalog, IOptions<ApiOptions> options) =>
+                TakeAsync(http, options.Value, catalog, (queue, selection, ct) => queues.ReplayAsync(queue, selection, ct)))
             .WithName("ReplayDeadLetters")
             .WithSummary("Send dead letters back to the queue they faulted on")
             .WithDescription("Body: {\"queue\": \"fleet-cpu_error\", \"messageIds\": [...]} or {\"queue\": ..., \"all\": true, \"filter\": {\"exceptionType\", \"reasonContains\"}}. " +
@@ -30,8 +28,8 @@ internal static class DeadLetterEndpoints
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
-        writes.MapPost("/dead-letters/discard", (HttpContext http, DeadLetterQueues queues, IOptions<ApiOptions> options) =>
-                TakeAsync(http, options.Value, (queue, selection, ct) => queues.DiscardAsync(queue, selection, ct)))
+        writes.MapPost("/dead-letters/discard", (HttpContext http, DeadLetterQueues queues, QueueCatalog catalog, IOptions<ApiOptions> options) =>
+                TakeAsync(http, options.Value, catalog, (queue, selection, ct) => queues.DiscardAsync(queue, selection, ct)))
             .WithName("DiscardDeadLetters")
             .WithSummary("Remove dead letters for good")
             .WithDescription("The same body as replay. 200 with the count and the named ids not found; 400 bad body; 503 the broker did not answer.")
@@ -47,8 +45,8 @@ internal static class DeadLetterEndpoints
     {
         reads.MapGet("/dead-letters", ListAsync)
             .WithName("ListDeadLetters")
-            .WithSummary("The messages of the lanes' _error queues with their fault reason, oldest first; nothing is removed")
-            .WithDescription($"Query: queue (one of {QueueList}; default all), limit (1 to {DeadLetterQueues.MaxLimit}, default {DeadLetterQueues.DefaultLimit}). " +
+            .WithSummary("The messages of the queues' _error queues with their fault reason, oldest first; nothing is removed")
+            .WithDescription($"Query: queue (an error queue: {{queue}}_error or {{queue}}.dispatch_error of fleet-cpu, fleet-io or a queue of Api:Queues; default all), limit (1 to {DeadLetterQueues.MaxLimit}, default {DeadLetterQueues.DefaultLimit}). " +
                 "Each queue's depth, the dead letters, and truncated when more wait. 400 a bad queue or limit; 503 the broker did not answer.")
             .Produces<DeadLetterList>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
@@ -56,7 +54,7 @@ internal static class DeadLetterEndpoints
         return reads;
     }
 
-    private static async Task<IResult> ListAsync(string? queue, string? limit, DeadLetterQueues queues, CancellationToken ct)
+    private static async Task<IResult> ListAsync(string? queue, string? limit, DeadLetterQueues queues, QueueCatalog catalog, CancellationToken ct)
     {
         var size = DeadLetterQueues.DefaultLimit;
         if (limit is not null && (!int.TryParse(limit, NumberStyles.None, CultureInfo.InvariantCulture, out size) || size is < 1 or > DeadLetterQueues.MaxLimit))
@@ -64,15 +62,16 @@ internal static class DeadLetterEndpoints
             return Problems.BadRequest("Invalid limit", $"limit must be an integer from 1 to {DeadLetterQueues.MaxLimit}.");
         }
 
-        if (queue is not null && !DeadLetterQueues.Queues.Contains(queue))
+        var errorQueues = DeadLetterQueues.QueuesOf(catalog);
+        if (queue is not null && !errorQueues.Contains(queue))
         {
-            return Problems.BadRequest("Unknown queue", $"queue must be one of {QueueList}.");
+            return Problems.BadRequest("Unknown queue", $"queue must be one of {string.Join(", ", errorQueues)}.");
         }
 
-        return await BrokerAsync(async () => TypedResults.Ok(await queues.ListAsync(queue is null ? DeadLetterQueues.Queues : [queue], size, ct).ConfigureAwait(false))).ConfigureAwait(false);
+        return await BrokerAsync(async () => TypedResults.Ok(await queues.ListAsync(queue is null ? errorQueues : [queue], size, ct).ConfigureAwait(false))).ConfigureAwait(false);
     }
 
-    private static async Task<IResult> TakeAsync(HttpContext http, ApiOptions options, Func<string, DeadLetterSelection, CancellationToken, Task<DeadLetterOutcome>> take)
+    private static async Task<IResult> TakeAsync(HttpContext http, ApiOptions options, QueueCatalog catalog, Func<string, DeadLetterSelection, CancellationToken, Task<DeadLetterOutcome>> take)
     {
         var (document, bodyError) = await JsonBody.ReadAsync(http.Request, options.MaxTaskBytes, http.RequestAborted).ConfigureAwait(false);
         if (bodyError is not null)
@@ -82,7 +81,7 @@ internal static class DeadLetterEndpoints
 
         using (document)
         {
-            var (queue, selection, errors) = Read(document!.RootElement);
+            var (queue, selection, errors) = Read(document!.RootElement, DeadLetterQueues.QueuesOf(catalog));
             if (errors.Count > 0)
             {
                 return Problems.Invalid("Invalid dead-letter request", errors);
@@ -104,7 +103,7 @@ internal static class DeadLetterEndpoints
     }
 
     /// <summary>The request's queue and selection, or what is wrong with each field.</summary>
-    private static (string? Queue, DeadLetterSelection? Selection, Dictionary<string, string[]> Errors) Read(JsonElement body)
+    private static (string? Queue, DeadLetterSelection? Selection, Dictionary<string, string[]> Errors) Read(JsonElement body, IReadOnlyList<string> errorQueues)
     {
         var errors = new Dictionary<string, string[]>(StringComparer.Ordinal);
         if (body.ValueKind != JsonValueKind.Object)
@@ -124,9 +123,9 @@ internal static class DeadLetterEndpoints
             return (null, null, errors);
         }
 
-        if (request?.Queue is not { } queue || !DeadLetterQueues.Queues.Contains(queue))
+        if (request?.Queue is not { } queue || !errorQueues.Contains(queue))
         {
-            errors["queue"] = [$"Must be one of {QueueList}."];
+            errors["queue"] = [$"Must be one of {string.Join(", ", errorQueues)}."];
         }
 
         var all = request?.All == true;

@@ -32,7 +32,8 @@ public sealed class WorkerQueries(IDbContextFactory<FleetDbContext> contexts, IO
             .ToListAsync(cancellationToken).ConfigureAwait(false);
         var running = await db.Tasks.AsNoTracking()
             .Where(t => t.Status == TaskState.Running && t.WorkerId != null)
-            .GroupBy(t => new { t.WorkerId, Cpu = t.Queue == TaskQueues.Cpu })
+            // A task runs on a worker's CPU lane when its queue's lane is cpu: fleet-cpu or a declared cpu queue.
+            .GroupBy(t => new { t.WorkerId, Cpu = db.Queues.Any(q => q.Name == t.Queue && q.Lane == Fleet.Client.QueueCatalog.CpuLane) })
             .Select(g => new { g.Key.WorkerId, g.Key.Cpu, Count = g.LongCount() })
             .ToListAsync(cancellationToken).ConfigureAwait(false);
         var runningBy = running.ToLookup(r => (r.WorkerId, r.Cpu), r => r.Count);

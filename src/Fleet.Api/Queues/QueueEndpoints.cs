@@ -13,17 +13,20 @@ public sealed record PauseBody
     public string? Reason { get; init; }
 }
 
-/// <summary>A lane and whether it is paused.</summary>
+/// <summary>A queue and whether it is paused.</summary>
 public sealed record QueueView(
-    [property: Description("The lane: fleet-cpu or fleet-io. Its dispatch queue ({name}.dispatch) pauses with it.")] string Name,
+    [property: Description("The queue: fleet-cpu, fleet-io, or a queue declared in Api:Queues. Its dispatch queue ({name}.dispatch) pauses with it.")] string Name,
     [property: Description("True while no worker takes tasks from the lane or its dispatch queue.")] bool Paused,
     [property: Description("Since when it is paused; null when it is not.")] DateTimeOffset? PausedAt,
     [property: Description("Why, as the operator said; null when not given or not paused.")] string? Reason)
 {
+    [Description("Where its tasks run in a worker: cpu (the CPU lane's threads) or io (concurrent async work). In the answers of GET /queues.")]
+    public string? Lane { get; init; }
+
     public static QueueView From(QueuePauseState state)
     {
         ArgumentNullException.ThrowIfNull(state);
-        return new QueueView(state.Queue, state.Paused, state.PausedAt, state.Reason);
+        return new QueueView(state.Queue, state.Paused, state.PausedAt, state.Reason) { Lane = state.Lane };
     }
 }
 
@@ -39,7 +42,7 @@ internal static class QueueEndpoints
         writes.MapPost("/queues/{name}/pause", PauseAsync)
             .WithName("PauseQueue")
             .WithSummary("Pause a lane: no worker takes tasks from it or its dispatch queue until it is resumed")
-            .WithDescription("name is fleet-cpu or fleet-io. The body is optional. Workers stop consuming within Worker:PauseCheckSeconds; " +
+            .WithDescription("name is fleet-cpu, fleet-io or a declared queue (Api:Queues). The body is optional. Workers stop consuming within Worker:PauseCheckSeconds; " +
                 "tasks they already hold finish, the rest stay ready in RabbitMQ, and workers started later do not consume the lane either. " +
                 "Pausing a paused lane keeps its pausedAt and replaces its reason when one is given. 404 for an unknown name, 400 for a dispatch queue.")
             .Accepts<PauseBody>("application/json")
@@ -62,14 +65,14 @@ internal static class QueueEndpoints
         reads.MapGet("/queues", async (QueuePauses pauses, CancellationToken ct) =>
                 (await pauses.ListAsync(ct).ConfigureAwait(false)).Select(QueueView.From).ToList())
             .WithName("ListQueues")
-            .WithSummary("The lanes, each with whether it is paused, since when and why")
+            .WithSummary("The queues (the built-in lanes and the declared ones), each with its lane and whether it is paused, since when and why")
             .Produces<IReadOnlyList<QueueView>>();
         return reads;
     }
 
     private static async Task<IResult> PauseAsync(string name, HttpContext http, QueuePauses pauses, Microsoft.Extensions.Options.IOptions<ApiOptions> options)
     {
-        if (Refused(name) is { } refused)
+        if (await RefusedAsync(name, pauses, http.RequestAborted).ConfigureAwait(false) is { } refused)
         {
             return refused;
         }
@@ -132,7 +135,7 @@ internal static class QueueEndpoints
 
     private static async Task<IResult> ResumeAsync(string name, QueuePauses pauses, CancellationToken ct)
     {
-        if (Refused(name) is { } refused)
+        if (await RefusedAsync(name, pauses, ct).ConfigureAwait(false) is { } refused)
         {
             return refused;
         }
@@ -141,10 +144,12 @@ internal static class QueueEndpoints
         return TypedResults.Ok(new QueueView(name, false, null, null));
     }
 
-    private static IResult? Refused(string name) => QueuePauses.Check(name) switch
+    // Checked against fleet.queues, as `fleet queue` checks: a queue no longer in this API's Api:Queues can still hold
+    // tasks that its workers serve, and may be paused.
+    private static async Task<IResult?> RefusedAsync(string name, QueuePauses pauses, CancellationToken ct) => await pauses.CheckAsync(name, ct).ConfigureAwait(false) switch
     {
         null => null,
         { NotFound: true } problem => Problems.NotFound(problem.Problem),
-        var problem => Problems.BadRequest("Not a lane", problem.Value.Problem),
+        var problem => Problems.BadRequest("Not a queue", problem.Value.Problem),
     };
 }

@@ -13,7 +13,7 @@ namespace Fleet.Api.Submission;
 /// Turns submitted JSON into <see cref="TaskRequest"/>s, collecting every problem with the JSON path it belongs
 /// to, so that one answer lists what to fix and nothing is stored unless everything is valid.
 /// </summary>
-public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<ApiOptions> options)
+public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, QueueCatalog queues, IOptions<ApiOptions> options)
 {
     /// <summary>Enough to fix a systematic mistake; a 10,000-task batch must not produce a 10,000-entry answer.</summary>
     private const int MaxReportedErrors = 50;
@@ -231,9 +231,9 @@ public sealed partial class TaskRequestReader(TaskTypeCatalog catalog, IOptions<
                     }
 
                     var queueText = value.ValueKind == JsonValueKind.String ? TextOf(value) : null;
-                    if (queueText is null || !TaskQueues.All.Contains(queueText))
+                    if (queueText is null || !queues.Contains(queueText))
                     {
-                        errors.Add(path, $"Must be one of {string.Join(", ", TaskQueues.All)}.");
+                        errors.Add(path, $"Must be one of {queues} (the built-in lanes and the queues declared in Api:Queues).");
                     }
                     else
                     {

@@ -45,9 +45,12 @@ public sealed class DeadLetterQueues(RabbitMqAddress broker, string connectionNa
 
     private readonly SemaphoreSlim _turn = new(1, 1);
 
-    /// <summary>The error queues of the lanes and their dispatch queues: <c>fleet-cpu_error</c>, <c>fleet-cpu.dispatch_error</c>, ...</summary>
-    public static IReadOnlyList<string> Queues { get; } =
-        [.. TaskQueues.All.SelectMany(lane => new[] { lane + ErrorSuffix, TaskQueues.DispatchQueueOf(lane) + ErrorSuffix })];
+    /// <summary>The error queues of the queues of <paramref name="catalog"/> and their dispatch queues: <c>fleet-cpu_error</c>, <c>fleet-cpu.dispatch_error</c>, ...</summary>
+    public static IReadOnlyList<string> QueuesOf(QueueCatalog catalog)
+    {
+        ArgumentNullException.ThrowIfNull(catalog);
+        return [.. catalog.Names.SelectMany(queue => new[] { queue + ErrorSuffix, TaskQueues.DispatchQueueOf(queue) + ErrorSuffix })];
+    }
 
     /// <summary>The queue a dead letter of <paramref name="errorQueue"/> faulted on, whose fanout exchange a replay publishes to.</summary>
     public static string LaneOf(string errorQueue)

@@ -405,6 +405,44 @@ namespace Fleet.Persistence.Migrations
                     b.ToTable("idempotency_keys", "fleet");
                 });
 
+            modelBuilder.Entity("Fleet.Persistence.Entities.QueueDeclaration", b =>
+                {
+                    b.Property<string>("Name")
+                        .HasMaxLength(63)
+                        .HasColumnType("character varying(63)")
+                        .HasColumnName("name");
+
+                    b.Property<DateTimeOffset>("DeclaredAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("declared_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.Property<string>("Lane")
+                        .IsRequired()
+                        .HasMaxLength(8)
+                        .HasColumnType("character varying(8)")
+                        .HasColumnName("lane");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at")
+                        .HasDefaultValueSql("now()");
+
+                    b.HasKey("Name")
+                        .HasName("pk_queues");
+
+                    b.ToTable("queues", "fleet", t =>
+                        {
+                            t.HasCheckConstraint("ck_queues_builtin", "name NOT IN ('fleet-cpu','fleet-io') OR lane = CASE name WHEN 'fleet-cpu' THEN 'cpu' ELSE 'io' END");
+
+                            t.HasCheckConstraint("ck_queues_lane", "lane IN ('cpu','io')");
+
+                            t.HasCheckConstraint("ck_queues_name", "name ~ '^[a-z][a-z0-9-]{0,62}$'");
+                        });
+                });
+
             modelBuilder.Entity("Fleet.Persistence.Entities.QueuePause", b =>
                 {
                     b.Property<string>("Queue")

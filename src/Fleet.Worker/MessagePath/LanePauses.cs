@@ -21,6 +21,11 @@ namespace Fleet.Worker.MessagePath;
 /// while a pause's in-flight tasks still finish takes effect once they have.
 /// </para>
 /// <para>
+/// A queue of <c>Worker:Queues</c> is consumed only once it is in <c>fleet.queues</c> (the built-in lanes always are;
+/// a worker group's queue once the API has declared it), read at the same time: a worker started before the API has
+/// written its declarations waits for them instead of failing its start, and says so once.
+/// </para>
+/// <para>
 /// Until the table has been read once, no lane is consumed (a worker that cannot read its database could claim
 /// nothing anyway). A failed read later keeps the lanes as they are.
 /// </para>
@@ -28,6 +33,8 @@ namespace Fleet.Worker.MessagePath;
 public sealed partial class LanePauses(
     IReceiveEndpointConnector connector,
     QueuePauses pauses,
+    Npgsql.NpgsqlDataSource dataSource,
+    ServedQueues served,
     IOptions<WorkerOptions> options,
     Action<IBusRegistrationContext, IReceiveEndpointConfigurator, string> configureEndpoint,
     ILogger<LanePauses> logger) : BackgroundService
@@ -94,9 +101,11 @@ public sealed partial class LanePauses(
     {
         var connected = new List<Task>();
         IReadOnlyDictionary<string, QueuePauseState> paused;
+        QueueCatalog catalog;
         try
         {
             paused = await pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
+            catalog = await QueueCatalog.ReadAsync(dataSource, cancellationToken).ConfigureAwait(false);
             if (_readFailing)
             {
                 _readFailing = false;
@@ -123,6 +132,18 @@ public sealed partial class LanePauses(
                     continue;
                 }
 
+                if (catalog.LaneOf(lane.Name) is not { } kind)
+                {
+                    if (!lane.WasUndeclared)
+                    {
+                        lane.WasUndeclared = true;
+                        LogUndeclared(lane.Name);
+                    }
+
+                    continue;
+                }
+
+                served.Add(lane.Name, kind);
                 var pause = paused.GetValueOrDefault(lane.Name);
                 if (pause is null && lane.Handles is null)
                 {
@@ -141,6 +162,12 @@ public sealed partial class LanePauses(
                     if (lane.WasPaused)
                     {
                         LogResumed(lane.Name);
+                    }
+
+                    if (lane.WasUndeclared)
+                    {
+                        lane.WasUndeclared = false;
+                        LogDeclared(lane.Name, kind);
                     }
 
                     lane.WasPaused = false;
@@ -194,6 +221,9 @@ public sealed partial class LanePauses(
     {
         public string Name { get; } = name;
 
+        /// <summary>True once the queue was found missing from fleet.queues, so that it is said once, and its arrival too.</summary>
+        public bool WasUndeclared { get; set; }
+
         /// <summary>The lane's and its dispatch queue's endpoints while they consume; null while paused (or not yet read).</summary>
         public HostReceiveEndpointHandle[]? Handles { get; set; }
 
@@ -202,6 +232,12 @@ public sealed partial class LanePauses(
 
         public bool WasPaused { get; set; }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Queue {Lane} of Worker:Queues is not declared (no row in fleet.queues): this worker consumes it once the API declares it in Api:Queues")]
+    private partial void LogUndeclared(string lane);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Queue {Lane} is declared (lane {Kind}): this worker consumes it")]
+    private partial void LogDeclared(string lane, string kind);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Lane {Lane} is paused ({Reason}): this worker stops consuming it and its dispatch queue; its tasks in flight finish first")]
     private partial void LogPausing(string lane, string reason);

@@ -28,6 +28,7 @@ public sealed partial class ProcessTaskConsumer(
     CrashGuard crashGuard,
     EarlyTasks earlyTasks,
     LimitCatalog limits,
+    ServedQueues served,
     IOptions<WorkerOptions> options,
     WorkerMetrics metrics,
     ILogger<ProcessTaskConsumer> logger) : IConsumer<ProcessTask>
@@ -78,7 +79,8 @@ public sealed partial class ProcessTaskConsumer(
             ? await crashGuard.IsolateIfSuspectAsync(taskId, context.CancellationToken).ConfigureAwait(false)
             : default;
 
-        if (queue != TaskQueues.Cpu)
+        // An I/O queue's tasks (fleet-io, a declared io queue) run straight on the endpoint's concurrency.
+        if (!served.IsCpu(queue))
         {
             await RunAsync(context, taskId, queue, NoLane, startBy: 0).ConfigureAwait(false);
             return;
@@ -118,7 +120,7 @@ public sealed partial class ProcessTaskConsumer(
     {
         var message = context.Message;
         var maxAttempts = MaxAttemptsOf(message);
-        var lane = queue == TaskQueues.Cpu ? "cpu" : "io";
+        var lane = served.IsCpu(queue) ? QueueCatalog.CpuLane : QueueCatalog.IoLane;
         var startedAt = DateTimeOffset.UtcNow;
 
         // What logs, spans and metrics say of the task: its type only when this worker knows it (a payload chooses
