@@ -113,7 +113,8 @@ public static class ApiHostingExtensions
         services.AddFleetSchedules();
         services.AddFleetRetention();
         services.AddSingleton(sp => new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()));
-        services.AddHostedService<QueueDeclarationService>();
+        services.AddHostedService(sp => new QueueDeclarationService(
+            sp.GetRequiredService<QueueCatalog>(), sp.GetRequiredService<NpgsqlDataSource>(), broker, sp.GetRequiredService<ILogger<QueueDeclarationService>>()));
         services.AddSingleton<LimitStore>();
         services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
         services.AddFleetRequeue();

@@ -236,7 +236,7 @@ public sealed partial class LanePauses(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Queue {Lane} of Worker:Queues is not declared (no row in fleet.queues): this worker consumes it once the API declares it in Api:Queues")]
     private partial void LogUndeclared(string lane);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Queue {Lane} is declared (lane {Kind}): this worker consumes it")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Queue {Lane} is declared (lane {Kind}): this worker consumes it")]
     private partial void LogDeclared(string lane, string kind);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Lane {Lane} is paused ({Reason}): this worker stops consuming it and its dispatch queue; its tasks in flight finish first")]

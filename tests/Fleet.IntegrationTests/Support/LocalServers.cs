@@ -47,6 +47,9 @@ internal sealed class LocalServers
 
         // The broker's definitions declare the lanes with the type every component of the run declares them with.
         _environment["FLEET_QUEUE_TYPE"] = Fleet.Client.QueueTopology.DefaultQueueType.ToString().ToLowerInvariant();
+
+        // And one worker group's queue, as an operator declares it (WorkerGroupTests).
+        _environment["FLEET_QUEUES"] = "reports=cpu";
         if (alsoListenOn is { } extra)
         {
             _environment["FLEET_LISTEN_EXTRA"] = $"{extra.Address}/{extra.Clients.PrefixLength.ToString(CultureInfo.InvariantCulture)}";
