@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Fleet.Client;
+using Microsoft.Extensions.Configuration;
 using Npgsql;
 
 namespace Fleet.Cli;
@@ -126,10 +127,15 @@ internal static class DeadLettersCommand
 
     /// <summary>
     /// The error queues of the queues in <c>fleet.queues</c> (the built-in lanes and the declared ones); those of the
-    /// built-in lanes alone when the database does not answer, since dead letters live in the broker.
+    /// built-in lanes alone without a database setting (dead letters live in the broker) or when it does not answer.
     /// </summary>
     private static async Task<IReadOnlyList<string>> ErrorQueuesAsync(CancellationToken ct)
     {
+        if (string.IsNullOrEmpty(CliSettings.Configuration.GetConnectionString("fleetdb")))
+        {
+            return DeadLetterQueues.QueuesOf(QueueCatalog.BuiltIn);
+        }
+
         try
         {
             var quick = new NpgsqlConnectionStringBuilder(CliSettings.PostgresConnectionString) { Timeout = 3 };

@@ -91,13 +91,16 @@ public sealed class QueuePauses(NpgsqlDataSource dataSource)
         await using var command = dataSource.CreateCommand("""
             INSERT INTO fleet.queue_pauses (queue, reason) VALUES (@queue, @reason)
             ON CONFLICT (queue) DO UPDATE SET reason = coalesce(EXCLUDED.reason, fleet.queue_pauses.reason)
-            RETURNING queue, paused_at, reason
+            RETURNING queue, paused_at, reason, (SELECT lane FROM fleet.queues WHERE name = queue)
             """);
         command.Parameters.AddWithValue("queue", queue);
         command.Parameters.AddWithValue("reason", string.IsNullOrWhiteSpace(reason) ? DBNull.Value : reason.Trim());
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-        return new QueuePauseState(reader.GetString(0), true, reader.GetFieldValue<DateTimeOffset>(1), reader.IsDBNull(2) ? null : reader.GetString(2));
+        return new QueuePauseState(reader.GetString(0), true, reader.GetFieldValue<DateTimeOffset>(1), reader.IsDBNull(2) ? null : reader.GetString(2))
+        {
+            Lane = reader.IsDBNull(3) ? null : reader.GetString(3),
+        };
     }
 
     /// <summary>Resumes a lane; false when it was not paused.</summary>

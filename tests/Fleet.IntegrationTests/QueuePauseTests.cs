@@ -33,7 +33,7 @@ public sealed class QueuePauseTests(FleetFixture fleet, ITestOutputHelper output
 
             var pause = await FleetCliAsync("queue", "pause", "fleet-io", "--reason", "broker maintenance");
             Assert.True(pause.ExitCode == 0, pause.Output);
-            Assert.Matches(@"fleet-io\s+paused\s+\S+\s+broker maintenance", pause.Output);
+            Assert.Matches(@"fleet-io\s+io\s+paused\s+\S+\s+broker maintenance", pause.Output);
 
             // The pause's stop waits for the tasks in flight, then cancels the consumers of the lane and its dispatch queue.
             Assert.True(await EventuallyAsync(async () =>
@@ -62,8 +62,8 @@ public sealed class QueuePauseTests(FleetFixture fleet, ITestOutputHelper output
 
             var queues = await FleetCliAsync("queues");
             Assert.True(queues.ExitCode == 0, queues.Output);
-            Assert.Matches(@"fleet-io\s+paused", queues.Output);
-            Assert.Matches(@"fleet-cpu\s+active", queues.Output);
+            Assert.Matches(@"fleet-io\s+io\s+paused", queues.Output);
+            Assert.Matches(@"fleet-cpu\s+cpu\s+active", queues.Output);
 
             var resume = await FleetCliAsync("queue", "resume", "fleet-io");
             Assert.True(resume.ExitCode == 0, resume.Output);
@@ -91,11 +91,11 @@ public sealed class QueuePauseTests(FleetFixture fleet, ITestOutputHelper output
     {
         var dispatch = await FleetCliAsync("queue", "pause", "fleet-io.dispatch");
         Assert.Equal(2, dispatch.ExitCode);
-        Assert.Contains("pause or resume the lane fleet-io", dispatch.Output, StringComparison.Ordinal);
+        Assert.Contains("pause or resume the queue fleet-io", dispatch.Output, StringComparison.Ordinal);
 
         var unknown = await FleetCliAsync("queue", "resume", "fleet-gpu");
         Assert.Equal(2, unknown.ExitCode);
-        Assert.Contains("There is no lane 'fleet-gpu'", unknown.Output, StringComparison.Ordinal);
+        Assert.Contains("There is no queue 'fleet-gpu'", unknown.Output, StringComparison.Ordinal);
         Assert.Equal(0L, await ScalarAsync<long>("SELECT count(*) FROM fleet.queue_pauses"));
     }
 }

@@ -89,7 +89,8 @@ public sealed class ApiQueuePauseTests(FleetFixture fleet) : ApiTest(fleet)
             {
                 Assert.Equal(HttpStatusCode.OK, list.StatusCode);
                 var lanes = (await ReadJsonAsync(list)).AsArray();
-                Assert.Equal(["fleet-cpu:False", "fleet-io:True"], lanes.Select(l => $"{(string?)l!["name"]}:{(bool)l["paused"]!}"));
+                // The built-in lanes first (a declared queue of another test may follow them), each with its lane.
+                Assert.Equal(["fleet-cpu:cpu:False", "fleet-io:io:True"], lanes.Take(2).Select(l => $"{(string?)l!["name"]}:{(string?)l["lane"]}:{(bool)l["paused"]!}"));
             }
 
             Assert.Equal("upstream maintenance", await ScalarAsync<string>("SELECT reason FROM fleet.queue_pauses WHERE queue = 'fleet-io'"));
@@ -104,12 +105,12 @@ public sealed class ApiQueuePauseTests(FleetFixture fleet) : ApiTest(fleet)
 
             using (var dispatch = await Http.PostAsync("queues/fleet-io.dispatch/pause", null))
             {
-                Assert.Contains("pause or resume the lane fleet-io", (string?)(await AssertProblemAsync(dispatch, HttpStatusCode.BadRequest))["detail"], StringComparison.Ordinal);
+                Assert.Contains("pause or resume the queue fleet-io", (string?)(await AssertProblemAsync(dispatch, HttpStatusCode.BadRequest))["detail"], StringComparison.Ordinal);
             }
 
             using (var unknown = await Http.PostAsync("queues/fleet-gpu/resume", null))
             {
-                Assert.Contains("fleet-cpu or fleet-io", (string?)(await AssertProblemAsync(unknown, HttpStatusCode.NotFound))["detail"], StringComparison.Ordinal);
+                Assert.Contains("the queues are fleet-cpu, fleet-io", (string?)(await AssertProblemAsync(unknown, HttpStatusCode.NotFound))["detail"], StringComparison.Ordinal);
             }
 
             using (var badReason = await Http.PostAsync("queues/fleet-cpu/pause", Json($$"""{"reason": "{{new string('x', 501)}}", "until": 5}""")))
