@@ -17,7 +17,7 @@ internal static class QueuesCommand
         var to = new Option<string>("--to") { Description = "The target queue type: quorum or classic.", Required = true };
         var lanes = new Option<string[]>("--lane")
         {
-            Description = "A lane to migrate (repeatable); by default the built-in lanes " + string.Join(" and ", TaskQueues.All) + ".",
+            Description = "A lane to migrate (repeatable); by default the built-in lanes " + string.Join(" and ", TaskQueues.All) + ". Name a worker group's queue (--lane reports) to migrate it too.",
             DefaultValueFactory = _ => [.. TaskQueues.All],
         };
         var migrate = new Command(

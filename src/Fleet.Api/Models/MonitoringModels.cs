@@ -31,7 +31,11 @@ public sealed record QueueDepth(
     long Ready,
     long Unacked,
     int Consumers,
-    [property: Description("The queue's lane is paused (POST /queues/{name}/pause): no worker consumes it until it is resumed. Set in /stats only.")] bool Paused = false);
+    [property: Description("The queue's lane is paused (POST /queues/{name}/pause): no worker consumes it until it is resumed. Set in /stats only.")] bool Paused = false)
+{
+    [Description("For a queue of fleet.queues (fleet-cpu, fleet-io, a declared worker group's queue): its lane, cpu or io; such a queue can be paused. Null for dispatch, error and other queues. Set in /stats only.")]
+    public string? Lane { get; init; }
+}
 
 /// <summary>Open tasks, counted through the status index.</summary>
 public sealed record OpenCounts(long Queued, long Running);

@@ -55,11 +55,16 @@ public sealed class StatsService(
 
             var queues = management.GetQueuesAsync(cancellationToken);
             var snapshot = await QueryAsync(api, cancellationToken).ConfigureAwait(false);
-            var paused = await pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var states = (await pauses.ListAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(q => q.Queue, StringComparer.Ordinal);
             var (depths, error) = await queues.ConfigureAwait(false);
 
-            // A paused lane's queues (the lane, its dispatch queue) say so: their backlog waits for the resume.
-            depths = [.. depths.Select(d => paused.ContainsKey(TaskQueues.LaneOf(d.Name)) ? d with { Paused = true } : d)];
+            // A paused queue's queues (the queue, its dispatch queue) say so: their backlog waits for the resume. The
+            // queues of fleet.queues carry their lane (the dashboard offers Pause for them).
+            depths = [.. depths.Select(d => d with
+            {
+                Paused = states.GetValueOrDefault(TaskQueues.LaneOf(d.Name))?.Paused == true,
+                Lane = states.GetValueOrDefault(d.Name)?.Lane,
+            })];
             _snapshot = snapshot with { Queues = depths, QueuesError = error };
             _snapshotTakenAt = clock.GetTimestamp();
             return _snapshot;

@@ -110,11 +110,12 @@ function renderQueues(stats, workers) {
 }
 
 /**
- * Pause or Resume for a lane (its dispatch queue follows it; the error queues have no such thing). The state is
+ * Pause or Resume for a lane or a worker group's queue (its dispatch queue follows it; the error queues have no such thing). The state is
  * the `paused` flag /stats gives each queue; an API without it shows Pause only.
  */
 function laneButton(q) {
-  if (!LANES[q.name]) return null;
+  // The queues of fleet.queues (the lanes, and worker groups' queues) come with their lane.
+  if (!q.lane && !LANES[q.name]) return null;
   const note = $('queues-note');
   if (q.paused) {
     return h('button', { type: 'button', class: 'small', 'aria-label': `Resume ${q.name}`, onclick: e =>
