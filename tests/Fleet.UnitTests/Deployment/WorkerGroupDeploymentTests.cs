@@ -111,6 +111,86 @@ public sealed class WorkerGroupDeploymentTests
         Assert.False(File.Exists(output));
     }
 
+    /// <summary>
+    /// A local fleet's API gets the groups as Api__Queues__NAME=LANE from .fleet/env (fleet.sh starts it with that
+    /// file); services.sh takes FLEET_QUEUES from the environment, else from what `start` remembered in .fleet/settings.
+    /// </summary>
+    [Theory]
+    [InlineData("reports=cpu,emails=io", null, new[] { "reports=cpu", "emails=io" })]
+    [InlineData(null, "reports=cpu emails=io", new[] { "reports=cpu", "emails=io" })]
+    [InlineData("audit=io", "reports=cpu", new[] { "audit=io" })]
+    [InlineData("", "reports=cpu", new string[0])]
+    public void LocalServices_WriteTheGroupsToEnv_ForTheApi(string? given, string? remembered, string[] expected)
+    {
+        var home = Path.Combine(Path.GetTempPath(), "fleet-services-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            if (remembered is not null)
+            {
+                Directory.CreateDirectory(home);
+                File.WriteAllText(Path.Combine(home, "settings"), $"FLEET_QUEUE_TYPE=quorum\nFLEET_QUEUES='{remembered}'\n");
+            }
+
+            var (exitCode, error) = Services(home, given);
+            Assert.True(exitCode == 0, error);
+
+            var lines = File.ReadAllLines(Path.Combine(home, "env")).Where(l => l.StartsWith("export Api__Queues__", StringComparison.Ordinal));
+            Assert.Equal(expected.Select(e => "export Api__Queues__" + e), lines);
+        }
+        finally
+        {
+            if (Directory.Exists(home))
+            {
+                Directory.Delete(home, recursive: true);
+            }
+        }
+    }
+
+    /// <summary>A shell variable's name cannot hold '-': a local fleet's groups are named without one.</summary>
+    [Theory]
+    [InlineData("my-group=cpu", "'my-group=cpu' is not NAME=cpu or NAME=io")]
+    [InlineData("x=gpu", "'x=gpu' is not NAME=cpu or NAME=io")]
+    [InlineData("reports=cpu reports=io", "'reports=io': reports is listed twice")]
+    public void LocalServices_RefuseABadGroup(string given, string message)
+    {
+        var home = Path.Combine(Path.GetTempPath(), "fleet-services-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var (exitCode, error) = Services(home, given);
+
+            Assert.NotEqual(0, exitCode);
+            Assert.Contains("FLEET_QUEUES: " + message, error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            if (Directory.Exists(home))
+            {
+                Directory.Delete(home, recursive: true);
+            }
+        }
+    }
+
+    private static (int ExitCode, string Error) Services(string home, string? queues)
+    {
+        var info = new ProcessStartInfo("bash", [DeploymentFiles.PathOf("infra/local/services.sh"), "env"]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var key in info.Environment.Keys.Where(k => k.StartsWith("FLEET_", StringComparison.Ordinal)).ToList())
+        {
+            info.Environment.Remove(key);
+        }
+
+        info.Environment["FLEET_HOME"] = home;
+        if (queues is not null)
+        {
+            info.Environment["FLEET_QUEUES"] = queues;
+        }
+
+        using var bash = Process.Start(info)!;
+        var error = bash.StandardError.ReadToEnd();
+        bash.StandardOutput.ReadToEnd();
+        bash.WaitForExit();
+        return (bash.ExitCode, error);
+    }
+
     /// <summary>Each user's right (configure, write, read) as its regex's text.</summary>
     private static Dictionary<(string User, string Right), string> Rights(JsonNode definitions) =>
         definitions["permissions"]!.AsArray()
