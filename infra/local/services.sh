@@ -19,6 +19,10 @@
 #   FLEET_QUEUE_TYPE (quorum; classic for a .fleet/ made before it was remembered): classic or quorum, the type of the lane queues (RabbitMq__QueueType in env, read by
 #   the workers, the API and the CLI; the lanes in the broker's definitions). Changing it does not change existing
 #   queues: stop the workers and run `fleet queues migrate --to TYPE` first (docs/queues.md)
+#   FLEET_QUEUES (none): worker groups' queues, NAME=LANE entries separated by spaces or commas, e.g.
+#   "reports=cpu emails=io" (docs/worker-groups.md): the broker's definitions declare them (render-definitions.sh) and
+#   env gives the API their Api__Queues__NAME=LANE. Set but empty, it forgets the remembered ones. Names without '-'
+#   here: env is a shell file, whose variable names cannot hold one
 #   FLEET_HOME (.fleet: settings, secrets, env, logs, data; not remembered)
 #   FLEET_SKIP_INSTALL=1: `start` does not run install.sh (servers installed otherwise: FLEET_PG_BIN, FLEET_RABBITMQ_BIN)
 #   FLEET_LISTEN_EXTRA (none): ADDRESS/PREFIX of a local private subnet (e.g. 10.231.1.1/24, the bridge of
@@ -109,6 +113,7 @@ load_settings() {
     FLEET_API_URL FLEET_RABBITMQ_NODE FLEET_PG_DATA FLEET_WORKER_PORT_BASE FLEET_EPMD_PORT FLEET_QUEUE_TYPE; do
     [[ -n ${!k-} ]] && given[$k]=${!k}
   done
+  [[ -v FLEET_QUEUES ]] && given[FLEET_QUEUES]=$FLEET_QUEUES # empty too: that forgets the groups
   # shellcheck disable=SC1090
   [[ -f $SETTINGS_FILE ]] && source "$SETTINGS_FILE"
   for k in "${!given[@]}"; do printf -v "$k" '%s' "${given[$k]}"; done
@@ -131,6 +136,17 @@ load_settings() {
   QUEUE_TYPE=${FLEET_QUEUE_TYPE:-$default_type}
   QUEUE_TYPE=${QUEUE_TYPE,,}
   [[ $QUEUE_TYPE == @(classic|quorum) ]] || die "FLEET_QUEUE_TYPE must be classic or quorum, not '$QUEUE_TYPE'"
+  # Checked here as well as by render-definitions.sh, so that a bad entry is never remembered.
+  local queues=${FLEET_QUEUES-} entries=() e seen=' '
+  read -ra entries <<<"${queues//[,$'\n']/ }" || true
+  for e in ${entries[@]+"${entries[@]}"}; do
+    # No '-' (unlike the API's names; the built-ins have one): .fleet/env could not export Api__Queues__NAME.
+    [[ $e =~ ^[a-z][a-z0-9]{0,62}=(cpu|io)$ ]] ||
+      die "FLEET_QUEUES: '$e' is not NAME=cpu or NAME=io with a NAME of lower-case letters and digits"
+    [[ $seen != *" ${e%%=*} "* ]] || die "FLEET_QUEUES: '$e': ${e%%=*} is listed twice"
+    seen+="${e%%=*} "
+  done
+  QUEUES=${entries[*]-}
   pg_log_path
   listen_extra
   tls_settings
@@ -181,7 +197,7 @@ save_settings() {
       "$PG_PORT" "$AMQP_PORT" "$AMQP_DIST_PORT" "$AMQP_MGMT_PORT"
     printf 'FLEET_AMQP_PROMETHEUS_PORT=%s\nFLEET_API_URL=%s\nFLEET_RABBITMQ_NODE=%s\nFLEET_WORKER_PORT_BASE=%s\n' \
       "$AMQP_PROM_PORT" "$(shq "$API_URL")" "$(shq "$RMQ_NODE")" "$WORKER_PORT_BASE"
-    printf 'FLEET_EPMD_PORT=%s\nFLEET_QUEUE_TYPE=%s\n' "$EPMD_PORT" "$QUEUE_TYPE"
+    printf 'FLEET_EPMD_PORT=%s\nFLEET_QUEUE_TYPE=%s\nFLEET_QUEUES=%s\n' "$EPMD_PORT" "$QUEUE_TYPE" "$(shq "$QUEUES")"
     # Only a data dir away from the default is remembered (so the repository can move).
     [[ $PG_DATA == "$FLEET_HOME/pg" ]] || printf 'FLEET_PG_DATA=%s\n' "$(shq "$PG_DATA")"
   } >"$tmp"
@@ -272,7 +288,7 @@ amqp_url_of() { printf 'amqp://%s:%s@127.0.0.1:%s/fleet' "$1" "$(urlenc "$2")" "
 npgsql_of() { printf 'Host=127.0.0.1;Port=%s;Database=fleet;Username=%s;Password=%s' "$PG_PORT" "$1" "$(npgsql_val "$2")"; }
 
 write_env() {
-  local tmp amqp_url pg_dsn ro_dsn npgsql mgmt_url
+  local tmp amqp_url pg_dsn ro_dsn npgsql mgmt_url e
   amqp_url=$(amqp_url_of fleet "$AMQP_PASSWORD")
   # The management HTTP API (queue depths for the API's /stats; purges and users for operators).
   mgmt_url="http://fleet:$(urlenc "$AMQP_PASSWORD")@127.0.0.1:$AMQP_MGMT_PORT/"
@@ -294,6 +310,8 @@ write_env() {
     printf 'export FLEET_RABBITMQ_MANAGEMENT_URL=%s\n' "$(shq "$mgmt_url")"
     # One queue type for every component that declares a lane (workers, API, CLI): they must all agree with the broker.
     printf 'export RabbitMq__QueueType=%s\n' "$QUEUE_TYPE"
+    # The worker groups' queues the API declares (FLEET_QUEUES); workers serve one only if their Worker__Queues list it.
+    for e in $QUEUES; do printf 'export Api__Queues__%s=%s\n' "${e%%=*}" "${e#*=}"; done
     # The variables above are the owner's and the broker administrator's (migrations, retention, operators). Each
     # component runs with its own (fleet.sh passes these as its ConnectionStrings__*).
     printf 'export FLEET_WORKER_PG_CONNECTION=%s\n' "$(shq "$(npgsql_of fleet_worker "$FLEET_PG_WORKER_PASSWORD")")"
@@ -560,14 +578,14 @@ rmq_write_config() {
   # any worker started), and one user per component with rights on that vhost only (password hashes only). Rewritten
   # when a password or the rights change (a digest of them in definitions.sum).
   local sum
-  sum=$( (printf '%s\n' "$AMQP_PASSWORD" "$FLEET_AMQP_PRODUCER_PASSWORD" "$FLEET_AMQP_API_PASSWORD" "$FLEET_AMQP_WORKER_PASSWORD" "$QUEUE_TYPE"
+  sum=$( (printf '%s\n' "$AMQP_PASSWORD" "$FLEET_AMQP_PRODUCER_PASSWORD" "$FLEET_AMQP_API_PASSWORD" "$FLEET_AMQP_WORKER_PASSWORD" "$QUEUE_TYPE" ${QUEUES:+"$QUEUES"}
     cat "$ROOT/infra/rabbitmq/definitions.template.json") | sha256sum | cut -c1-64)
   if [[ -f $RMQ_DEFS && $(cat "$RMQ_DIR/definitions.sum" 2>/dev/null) == "$sum" ]]; then
     return 1
   fi
   FLEET_AMQP_PASSWORD=$AMQP_PASSWORD FLEET_AMQP_PRODUCER_PASSWORD=$FLEET_AMQP_PRODUCER_PASSWORD \
     FLEET_AMQP_API_PASSWORD=$FLEET_AMQP_API_PASSWORD FLEET_AMQP_WORKER_PASSWORD=$FLEET_AMQP_WORKER_PASSWORD \
-    FLEET_QUEUE_TYPE=$QUEUE_TYPE "$ROOT/infra/rabbitmq/render-definitions.sh" "$RMQ_DEFS" || die "writing $RMQ_DEFS failed"
+    FLEET_QUEUE_TYPE=$QUEUE_TYPE FLEET_QUEUES=$QUEUES "$ROOT/infra/rabbitmq/render-definitions.sh" "$RMQ_DEFS" || die "writing $RMQ_DEFS failed"
   printf '%s\n' "$sum" >"$RMQ_DIR/definitions.sum"
   return 0
 }

@@ -266,6 +266,14 @@ public sealed partial class ComposeTests
         Assert.DoesNotContain("RabbitMq__QueueType", EnvironmentOf("migrator").Keys);
     }
 
+    /// <summary>The broker's definitions declare the worker groups' queues of FLEET_QUEUES (none unless set).</summary>
+    [Fact]
+    public void TheBroker_DeclaresTheWorkerGroupsOfFleetQueues()
+    {
+        Assert.Equal("${FLEET_QUEUES:-}", Service("rabbitmq").Map("environment").Scalars()["FLEET_QUEUES"]);
+        Assert.Equal("", EnvironmentOf("rabbitmq")["FLEET_QUEUES"]);
+    }
+
     [Fact]
     public void EverySecret_ComesFromAVariable_NeverFromTheFileAlone()
     {

@@ -25,8 +25,18 @@ public static partial class KubernetesManifests
 {
     public const string Folder = "infra/k8s";
 
+    /// <summary>
+    /// The example worker group (docs/worker-groups.md): a kustomize component, not in the base. Its resources are
+    /// manifests like the rest; its kustomization and its patch of the API's ConfigMap are not whole objects.
+    /// </summary>
+    public const string GroupExample = "infra/k8s/groups/reports";
+
     /// <summary>YAML files under infra/k8s that are not Kubernetes objects.</summary>
-    public static readonly string[] NotManifests = ["infra/k8s/kustomization.yaml", "infra/k8s/autoscaling/prometheus-adapter-values.yaml"];
+    public static readonly string[] NotManifests =
+    [
+        "infra/k8s/kustomization.yaml", "infra/k8s/autoscaling/prometheus-adapter-values.yaml",
+        $"{GroupExample}/kustomization.yaml", $"{GroupExample}/api-queues.yaml",
+    ];
 
     /// <summary>The kinds KubernetesClient has models for (the rest, e.g. KEDA's ScaledObject, are read as YAML).</summary>
     public static readonly Dictionary<string, Type> CoreKinds = new(StringComparer.Ordinal)
@@ -74,6 +84,12 @@ public static partial class KubernetesManifests
             throw new Xunit.Sdk.XunitException($"{document}: {ex.InnerException?.Message}");
         }
     }
+
+    /// <summary>The app a Deployment runs: its own, or the worker for a worker group's (<c>fleet-worker-NAME</c>).</summary>
+    public static FleetApp AppOf(V1Deployment deployment) =>
+        FleetApp.All.SingleOrDefault(a => a.Workload == deployment.Metadata.Name)
+            ?? (deployment.Metadata.Name.StartsWith(FleetApp.Worker.Workload + "-", StringComparison.Ordinal) ? FleetApp.Worker
+                : throw new Xunit.Sdk.XunitException($"Deployment {deployment.Metadata.Name} runs no known app"));
 
     /// <summary>The Deployment whose pods a selector picks; fails unless exactly one does.</summary>
     public static V1Deployment SelectedDeployment(IDictionary<string, string> selector, string by)
@@ -124,10 +140,10 @@ public static partial class KubernetesManifests
         return match!.ContainerPort;
     }
 
-    private static IDictionary<string, string> ConfigMapData(string name, string where) =>
+    public static IDictionary<string, string> ConfigMapData(string name, string where) =>
         Get<V1ConfigMap>("ConfigMap", name).Data ?? throw new Xunit.Sdk.XunitException($"{where}: ConfigMap {name} is empty");
 
-    private static IDictionary<string, string> SecretData(string name, string where) =>
+    public static IDictionary<string, string> SecretData(string name, string where) =>
         Get<V1Secret>("Secret", name).StringData ?? throw new Xunit.Sdk.XunitException($"{where}: the example Secret {name} has no stringData");
 
     private static string Key(IDictionary<string, string> data, string key, string where) =>
