@@ -82,18 +82,14 @@ public sealed partial class WorkerGroupManifestTests
         var environment = KubernetesManifests.EnvironmentOf(Assert.Single(KubernetesManifests.Get<V1Deployment>("Deployment", Worker).Spec.Template.Spec.Containers), Worker);
         Assert.Equal(AppEnvironment.Worker(environment, Worker).Worker.Queues, declared.Keys);
 
-        // The API as it starts with the patch applied (kustomize merges the ConfigMap's data). The property check
-        // goes once the API's Queues option is merged; until then AppEnvironment would refuse the unknown key.
-        if (typeof(ApiOptions).GetProperty("Queues") is not null)
+        // The API as it starts with the patch applied (kustomize merges the ConfigMap's data): its options accept it.
+        var patched = KubernetesManifests.EnvironmentOf(container, FleetApp.Api.Workload);
+        foreach (var (key, value) in patch.Data)
         {
-            var patched = KubernetesManifests.EnvironmentOf(container, FleetApp.Api.Workload);
-            foreach (var (key, value) in patch.Data)
-            {
-                patched[key] = value;
-            }
-
-            AppEnvironment.Api(patched, $"{FleetApp.Api.Workload} with {ApiPatch}");
+            patched[key] = value;
         }
+
+        Assert.Equal(declared, AppEnvironment.Api(patched, $"{FleetApp.Api.Workload} with {ApiPatch}").Queues);
     }
 
     [Fact]
