@@ -157,6 +157,9 @@ public sealed partial class AutoscaleSampler : BackgroundService
         Dictionary<string, long> dispatchable,
         IReadOnlyDictionary<string, QueuePauseState> paused)
     {
+        // The signal sizes the deployment of the built-in lanes: a worker group's workers (serving none of them) scale
+        // on their own queue (docs/worker-groups.md), and their being busy asks for no worker of the lanes.
+        workers = [.. workers.Where(w => w.Queues.Any(QueueCatalog.IsBuiltIn))];
         var live = workers.Select(w => w.Id).ToHashSet(StringComparer.Ordinal);
         var busyLive = busy.Where(b => live.Contains(b.WorkerId)).ToList();
         var lanes = new List<LaneLoad>(Lanes.Length);

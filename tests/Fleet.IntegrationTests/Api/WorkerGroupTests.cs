@@ -34,14 +34,19 @@ public sealed class WorkerGroupTests(FleetFixture fleet, ITestOutputHelper outpu
         // As on a fleet whose API has not declared it yet (the table outlives the other tests' resets).
         await ScalarAsync<long>("WITH gone AS (DELETE FROM fleet.queues WHERE name = @n RETURNING 1) SELECT count(*) FROM gone", ("n", Group));
 
-        // Started before the API declares the queue: the worker runs, consumes its other lane, and waits for the row.
-        await using var group = WorkerProcess.Start(Settings("group-reports", Group, "fleet-io"));
+        // Started before the API declares the queue: the worker runs (its heartbeat says so) and waits for the row.
+        await using var group = WorkerProcess.Start(Settings("group-reports", Group));
         await using var general = WorkerProcess.Start(Settings("group-general"));
-        Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync("fleet-io") == 2), "the workers never both consumed fleet-io");
+        Assert.True(await EventuallyAsync(async () => await QueueConsumerCountAsync("fleet-io") == 1
+            && await ScalarAsync<long>("SELECT count(*) FROM fleet.workers WHERE host = 'group-reports' AND state = 'running'") == 1), "the workers never started");
         await Task.Delay(TimeSpan.FromSeconds(1.5));
         Assert.Equal(0u, await QueueConsumerCountAsync(Group));
 
-        await using var api = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?> { [$"Api:Queues:{Group}"] = "cpu" });
+        await using var api = await ApiHost.StartAsync(Fleet, new Dictionary<string, string?>
+        {
+            [$"Api:Queues:{Group}"] = "cpu",
+            ["Api:Autoscale:SampleSeconds"] = "1",
+        });
         using var http = api.CreateClient();
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
             "SELECT count(*) FROM fleet.queues WHERE name = @n AND lane = 'cpu'", ("n", Group)) == 1), "the API never declared the queue");
@@ -81,6 +86,20 @@ public sealed class WorkerGroupTests(FleetFixture fleet, ITestOutputHelper outpu
         // Its error queues are among the dead-letter queues.
         var deadLetters = await http.GetFromJsonAsync<JsonObject>($"dead-letters?queue={Group}_error");
         Assert.NotNull(deadLetters!["queues"]);
+
+        // The autoscaling signal sizes the built-in lanes' workers: the group's worker, busy with its own queue, is
+        // neither live nor busy for it (the group scales on its queue's depth).
+        var busy = await SubmitBatchAsync(http, string.Join(",", Enumerable.Repeat($$"""{"type": "sleep", "payload": {"ms": 1500}, "queue": "{{Group}}"}""", 3)));
+        using var scraper = api.CreateClient(ApiHost.ReadKey);
+        var metrics = "";
+        Assert.True(await EventuallyAsync(async () =>
+        {
+            metrics = await scraper.GetStringAsync("metrics");
+            return await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'running'", ("ids", busy)) == 1
+                && PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
+        }), $"expected one live worker while the group's runs a task:\n{PrometheusText.Lines(metrics)}");
+        Assert.Equal(0, PrometheusText.Sum(metrics, "fleet_workers_busy"));
+        await WaitForFinalAsync(busy);
 
         // A queue nobody declared is refused with the accepted ones named.
         using var refused = await http.PostAsync("tasks", new StringContent("""{"type": "noop", "queue": "elsewhere"}""", Encoding.UTF8, "application/json"));
