@@ -374,6 +374,7 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
             () => card.GetByRole(AriaRole.Button, new() { Name = "Requeue", Exact = true }).ClickAsync(),
             r => r.Method == "POST" && r.Url.EndsWith($"/tasks/{failed}/requeue", StringComparison.Ordinal));
         Assert.Equal($"Bearer {ApiHost.AdminKey}", await requeue.HeaderValueAsync("authorization"));
+        Assert.StartsWith("dashboard-", await requeue.HeaderValueAsync("idempotency-key"), StringComparison.Ordinal); // a retry of the button replays
         Assert.DoesNotContain(ApiHost.AdminKey, page.Url, StringComparison.Ordinal);
         Guid rerun = default;
         Assert.True(await EventuallyAsync(async () =>

@@ -31,9 +31,10 @@ async function problemText(response) {
   }
 }
 
-async function call(method, path, key, body, timeout) {
+async function call(method, path, key, body, timeout, idempotencyKey) {
   const headers = { Accept: 'application/json' };
   if (key) headers.Authorization = `Bearer ${key}`;
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(path, {
     method,
@@ -54,9 +55,17 @@ export function getJson(path) {
  * A write with the operator key, or the read key when none was given (an operator may have signed in with a key
  * that can write already). Longer timeout than reads: a bulk requeue or a replay of a whole queue takes a while.
  */
-export function postJson(path, body) {
+export function postJson(path, body, idempotencyKey) {
   const key = sessionStorage.getItem(WRITE_KEY) || sessionStorage.getItem(READ_KEY);
-  return call('POST', path, key, body, 60_000);
+  return call('POST', path, key, body, 60_000, idempotencyKey);
+}
+
+/**
+ * A fresh Idempotency-Key for one button: a retry of the same button (its answer lost to a timeout) gets the first
+ * answer back instead of creating a second task. getRandomValues, unlike randomUUID, also works over plain http.
+ */
+export function newIdempotencyKey() {
+  return 'dashboard-' + Array.from(crypto.getRandomValues(new Uint8Array(16)), b => b.toString(16).padStart(2, '0')).join('');
 }
 
 /**

@@ -3,7 +3,7 @@
 import {
   h, fmtInt, fmtRate, fmtDuration, fmtClock, fmtDateTime, FINAL, statusKind, badge, shortId, fillTable, emptyRow,
 } from './dom.js';
-import { HttpError, getJson, postJson, runAction, READ_KEY, WRITE_KEY } from './api.js';
+import { HttpError, getJson, newIdempotencyKey, postJson, runAction, READ_KEY, WRITE_KEY } from './api.js';
 import { createChart } from './chart.js';
 import { createTaskBrowser } from './browser.js';
 import { createDeadLetters } from './deadletters.js';
@@ -260,6 +260,8 @@ function taskLink(id, label) {
 function taskActions(t) {
   const note = $('task-action');
   const final = FINAL.has(t.status);
+  // One key per rendered button: pressing it again after a lost answer does not run the task a third time.
+  const requeueKey = newIdempotencyKey();
   return h('div', { class: 'actions' },
     final ? null : h('button', { type: 'button', class: 'secondary', onclick: e => {
       if (!confirm(`Cancel task ${t.id}? A queued task never runs; a running one is stopped.`)) return;
@@ -269,7 +271,7 @@ function taskActions(t) {
       });
     } }, 'Cancel'),
     final ? h('button', { type: 'button', onclick: e =>
-      runAction(e.currentTarget, note, () => postJson(`tasks/${encodeURIComponent(t.id)}/requeue`), r => {
+      runAction(e.currentTarget, note, () => postJson(`tasks/${encodeURIComponent(t.id)}/requeue`, undefined, requeueKey), r => {
         lookup(r.id);
         return `Requeued as a new task ${r.id}.`;
       }) }, 'Requeue') : null);
