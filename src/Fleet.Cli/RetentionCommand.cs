@@ -80,9 +80,9 @@ internal static partial class RetentionCommand
         var cutoff = r.Cutoff.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
         return r.DryRun
             ? string.Create(CultureInfo.InvariantCulture,
-                $"dry run, cutoff {cutoff}: would delete {r.Tasks} tasks, {r.Attempts} attempt rows, {r.IdempotencyKeys} idempotency keys, {r.Workers} worker rows (counted in {r.Elapsed.TotalSeconds:0.0} s)")
+                $"dry run, cutoff {cutoff}: would delete {r.Tasks} tasks, {r.Attempts} attempt rows, {r.IdempotencyKeys} idempotency keys, {r.BatchCallbacks} batch callbacks, {r.Workers} worker rows (counted in {r.Elapsed.TotalSeconds:0.0} s)")
             : string.Create(CultureInfo.InvariantCulture,
-                $"cutoff {cutoff}: deleted {r.Tasks} tasks, {r.Attempts} attempt rows, {r.IdempotencyKeys} idempotency keys, {r.Workers} worker rows in {r.Batches} batches, {r.Elapsed.TotalSeconds:0.0} s");
+                $"cutoff {cutoff}: deleted {r.Tasks} tasks, {r.Attempts} attempt rows, {r.IdempotencyKeys} idempotency keys, {r.BatchCallbacks} batch callbacks, {r.Workers} worker rows in {r.Batches} batches, {r.Elapsed.TotalSeconds:0.0} s");
     }
 
     [GeneratedRegex(@"^(\d+(?:\.\d+)?)([dhm])$")]

@@ -12,12 +12,17 @@ public sealed record RetentionResult(
     long Workers,
     int Batches,
     TimeSpan Elapsed,
-    bool DryRun);
+    bool DryRun)
+{
+    /// <summary>Fired <c>batch_callbacks</c> rows (a batch's onComplete, created before the cutoff).</summary>
+    public long BatchCallbacks { get; init; }
+}
 
 /// <summary>
 /// Keeps the schema's size bounded: deletes final tasks (succeeded, failed, timed_out, cancelled) that finished
-/// before a cutoff together with their <c>task_attempts</c> rows, idempotency keys created before it, and worker
-/// rows whose last heartbeat is older than it. Queued and running tasks are never touched.
+/// before a cutoff together with their <c>task_attempts</c> rows, idempotency keys created before it, batches'
+/// <c>batch_callbacks</c> rows that fired before it (the batch's tasks all ended earlier, so they go in the same pass),
+/// and worker rows whose last heartbeat is older than it. Queued and running tasks are never touched.
 /// <para>
 /// It runs beside busy workers: each batch is one short statement (its own transaction) that picks at most
 /// <c>batchSize</c> rows, oldest first, through an index (<c>ix_tasks_finished</c>, <c>ix_idempotency_keys_created</c>,
@@ -75,6 +80,17 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
                       ORDER BY created_at LIMIT @limit)
         """;
 
+    // A callback fires after the last task of its batch ended: one fired before the cutoff belongs to a batch whose
+    // tasks go in this pass too. A pending one (its batch still open) is kept whatever its age. The table has a row per
+    // batch with an onComplete only, so the scan of the fired ones is a small one.
+    private const string DeleteCallbacksSql = """
+        DELETE FROM fleet.batch_callbacks
+        WHERE batch_id = ANY (ARRAY(SELECT batch_id FROM fleet.batch_callbacks
+                                    WHERE fired_at < @cutoff
+                                    ORDER BY fired_at LIMIT @limit
+                                    FOR UPDATE SKIP LOCKED))
+        """;
+
     // A live worker heartbeats every few seconds, so a row unseen since the cutoff belongs to a process that stopped
     // or died long ago. (Were a live worker's row ever deleted, its next heartbeat would insert it again.)
     private const string DeleteWorkersSql = """
@@ -90,7 +106,8 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
                (SELECT count(*) FROM fleet.task_attempts a
                  WHERE a.task_id IN (SELECT id FROM fleet.tasks WHERE finished_at < @cutoff AND status NOT IN ('queued', 'running'))),
                (SELECT count(*) FROM fleet.idempotency_keys WHERE created_at < @cutoff),
-               (SELECT count(*) FROM fleet.workers WHERE last_seen_at < @cutoff)
+               (SELECT count(*) FROM fleet.workers WHERE last_seen_at < @cutoff),
+               (SELECT count(*) FROM fleet.batch_callbacks WHERE fired_at < @cutoff)
         """;
 
     /// <summary>Counts what <see cref="DeleteAsync"/> would delete for <paramref name="cutoff"/>, deleting nothing.</summary>
@@ -101,7 +118,10 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
         command.Parameters.AddWithValue("cutoff", cutoff.ToUniversalTime());
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-        return new RetentionResult(cutoff, reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), 0, clock.Elapsed, DryRun: true);
+        return new RetentionResult(cutoff, reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), 0, clock.Elapsed, DryRun: true)
+        {
+            BatchCallbacks = reader.GetInt64(4),
+        };
     }
 
     /// <summary>
@@ -134,6 +154,12 @@ public sealed class RetentionService(NpgsqlDataSource dataSource)
         for (long keys; (keys = await DeleteBatchAsync(DeleteKeysSql, cutoff, batchSize, cancellationToken).ConfigureAwait(false)) > 0;)
         {
             result = result with { IdempotencyKeys = result.IdempotencyKeys + keys, Batches = result.Batches + 1, Elapsed = clock.Elapsed };
+            progress?.Report(result);
+        }
+
+        for (long callbacks; (callbacks = await DeleteBatchAsync(DeleteCallbacksSql, cutoff, batchSize, cancellationToken).ConfigureAwait(false)) > 0;)
+        {
+            result = result with { BatchCallbacks = result.BatchCallbacks + callbacks, Batches = result.Batches + 1, Elapsed = clock.Elapsed };
             progress?.Report(result);
         }
 

@@ -60,6 +60,11 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
             INSERT INTO fleet.idempotency_keys (key, request_hash, task_ids, created_at)
             VALUES ('old-1', 'h', '{}', now() - interval '40 days'), ('old-2', 'h', '{}', now() - interval '31 days'),
                    ('new', 'h', '{}', now() - interval '1 day')
+        ), callbacks AS (
+            -- Batches' onComplete rows that fired 40 days and 1 day ago.
+            INSERT INTO fleet.batch_callbacks (batch_id, task, created_at, task_id, fired_at)
+            VALUES ('00000000-0000-4000-9000-000000000001', '{}', now() - interval '41 days', gen_random_uuid(), now() - interval '40 days'),
+                   ('00000000-0000-4000-9000-000000000002', '{}', now() - interval '2 days', gen_random_uuid(), now() - interval '1 day')
         )
         INSERT INTO fleet.workers (id, host, pid, queues, cpu_concurrency, io_concurrency, started_at, last_seen_at, state,
                                    tasks_succeeded, tasks_failed, tasks_skipped)
@@ -110,7 +115,7 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"meanwhile: {cycles} claim+complete cycles (slowest {slowestCycle.TotalMilliseconds:0} ms), {updates} open-row updates; longest lock wait seen {longestLockWait.TotalMilliseconds:0} ms"));
 
-        Assert.Equal((rows - 1L, rows - 1L, 2L, 3L), (result.Tasks, result.Attempts, result.IdempotencyKeys, result.Workers));
+        Assert.Equal((rows - 1L, rows - 1L, 2L, 1L, 3L), (result.Tasks, result.Attempts, result.IdempotencyKeys, result.BatchCallbacks, result.Workers));
         Assert.True(cycles > 0 && updates > 0, "no worker write finished while retention ran");
         Assert.True(longestLockWait < TimeSpan.FromSeconds(5), $"a worker write waited {longestLockWait.TotalSeconds:0.0} s for a lock");
 
@@ -124,6 +129,7 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
         Assert.Equal(["new"], await ListAsync("SELECT key FROM fleet.idempotency_keys WHERE key IN ('old-1', 'old-2', 'new')", r => r.GetString(0)));
         Assert.Equal(0L, await CountAsync("fleet.workers WHERE id LIKE 'old-%'"));
         Assert.Equal(1L, await CountAsync("fleet.workers WHERE id = 'recent-stopped'"));
+        Assert.Equal(["00000000-0000-4000-9000-000000000002"], await ListAsync("SELECT batch_id::text FROM fleet.batch_callbacks", r => r.GetString(0)));
 
         await held.CommitAsync();
         var second = await new RetentionService(Fleet.DataSource).DeleteAsync(DateTimeOffset.UtcNow.AddDays(-30));
@@ -138,12 +144,12 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
 
         var dryRun = await FleetCliAsync("retention", "--older-than", "30d", "--dry-run");
         Assert.Equal(0, dryRun.ExitCode);
-        Assert.Contains("would delete 10 tasks, 10 attempt rows, 0 idempotency keys, 0 worker rows", dryRun.Output, StringComparison.Ordinal);
+        Assert.Contains("would delete 10 tasks, 10 attempt rows, 0 idempotency keys, 0 batch callbacks, 0 worker rows", dryRun.Output, StringComparison.Ordinal);
         Assert.Equal(10L, await CountAsync("fleet.tasks"));
 
         var run = await FleetCliAsync("retention", "--older-than", "720h", "--batch-size", "3");
         Assert.Equal(0, run.ExitCode);
-        Assert.Contains("deleted 10 tasks, 10 attempt rows, 0 idempotency keys, 0 worker rows in 4 batches", run.Output, StringComparison.Ordinal);
+        Assert.Contains("deleted 10 tasks, 10 attempt rows, 0 idempotency keys, 0 batch callbacks, 0 worker rows in 4 batches", run.Output, StringComparison.Ordinal);
         Assert.Equal(0L, await CountAsync("fleet.tasks"));
         Assert.Equal(0L, await CountAsync("fleet.task_attempts"));
 
@@ -204,7 +210,8 @@ public sealed class RetentionTests(FleetFixture fleet, ITestOutputHelper output)
         }, TimeSpan.FromSeconds(10)), $"deleted rows not counted:\n{PrometheusText.Lines(metrics)}");
         Assert.Equal(50, PrometheusText.Sum(metrics, "fleet_retention_deleted_total", "table=\"task_attempts\""));
         Assert.Contains(api.Logs.Lines, line => line.Contains(
-            "Retention: deleted 50 tasks, 50 attempt rows, 2 idempotency keys, 3 worker rows", StringComparison.Ordinal));
+            "Retention: deleted 50 tasks, 50 attempt rows, 2 idempotency keys, 1 batch callbacks, 3 worker rows", StringComparison.Ordinal));
+        Assert.Equal(1, PrometheusText.Sum(metrics, "fleet_retention_deleted_total", "table=\"batch_callbacks\""));
     }
 
     private static async Task AdvisoryLockAsync(NpgsqlConnection connection, string function)

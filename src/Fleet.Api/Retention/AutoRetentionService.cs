@@ -91,8 +91,9 @@ public sealed partial class AutoRetentionService : BackgroundService
             Count("tasks", result.Tasks);
             Count("task_attempts", result.Attempts);
             Count("idempotency_keys", result.IdempotencyKeys);
+            Count("batch_callbacks", result.BatchCallbacks);
             Count("workers", result.Workers);
-            LogDeleted(result.Tasks, result.Attempts, result.IdempotencyKeys, result.Workers, cutoff, result.Batches, result.Elapsed.TotalSeconds);
+            LogDeleted(result.Tasks, result.Attempts, result.IdempotencyKeys, result.BatchCallbacks, result.Workers, cutoff, result.Batches, result.Elapsed.TotalSeconds);
         }
         catch (Exception ex) when (!stoppingToken.IsCancellationRequested && ex is not OutOfMemoryException)
         {
@@ -114,8 +115,8 @@ public sealed partial class AutoRetentionService : BackgroundService
     [LoggerMessage(Level = LogLevel.Information, Message = "Retention: automatic, deleting what is older than {KeepDays} days every {IntervalMinutes} minutes (one process of the fleet at a time)")]
     private partial void LogEnabled(int keepDays, double intervalMinutes);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Retention: deleted {Tasks} tasks, {Attempts} attempt rows, {Keys} idempotency keys, {Workers} worker rows older than {Cutoff:o} in {Batches} batches, {Seconds:0.0} s")]
-    private partial void LogDeleted(long tasks, long attempts, long keys, long workers, DateTimeOffset cutoff, int batches, double seconds);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Retention: deleted {Tasks} tasks, {Attempts} attempt rows, {Keys} idempotency keys, {Callbacks} batch callbacks, {Workers} worker rows older than {Cutoff:o} in {Batches} batches, {Seconds:0.0} s")]
+    private partial void LogDeleted(long tasks, long attempts, long keys, long callbacks, long workers, DateTimeOffset cutoff, int batches, double seconds);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Retention: another process holds the retention lock; this pass is skipped")]
     private partial void LogSkipped();
