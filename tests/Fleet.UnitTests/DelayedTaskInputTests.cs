@@ -231,7 +231,7 @@ public sealed class DelayedTaskInputTests
         }
     }
 
-    private sealed class NoPublisher : ITaskPublisher
+    internal sealed class NoPublisher : ITaskPublisher
     {
         public Task PublishAsync(IReadOnlyList<OutgoingTask> tasks, CancellationToken cancellationToken) =>
             throw new InvalidOperationException("nothing may be published");

@@ -1,7 +1,9 @@
 using System.ComponentModel.DataAnnotations;
+using System.Text.Json;
 using Fleet.Api;
 using Fleet.Client;
 using Fleet.Worker;
+using Npgsql;
 
 namespace Fleet.UnitTests;
 
@@ -60,6 +62,22 @@ public sealed class QueueCatalogTests
         Assert.Empty(Errors(new WorkerOptions { Queues = ["fleet-cpu", "reports"] }));
         var workerErrors = Errors(new WorkerOptions { Queues = ["fleet-io", "re.ports"] });
         Assert.Contains(workerErrors, e => e.StartsWith("Worker:Queues: The queue name 're.ports'", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("fleet-cpu.dispatch")]
+    [InlineData("reports_error")]
+    [InlineData("fleet-control")]
+    [InlineData("Reports")]
+    public async Task TheSubmitter_RefusesAQueueNameNoQueueCanHave_BeforeItTouchesTheDatabase(string queue)
+    {
+        await using var nowhere = NpgsqlDataSource.Create("Host=127.0.0.1;Port=1;Database=unused");
+        var submitter = new TaskSubmitter(nowhere, new DelayedTaskInputTests.NoPublisher(), new TaskSubmitterOptions());
+        var request = new TaskRequest("noop", JsonSerializer.SerializeToElement(new { })) { Queue = queue };
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(() => submitter.SubmitAsync([request]));
+
+        Assert.Contains($"The queue of a task of type 'noop': ", error.Message, StringComparison.Ordinal);
     }
 
     private static List<string> Errors(object options)

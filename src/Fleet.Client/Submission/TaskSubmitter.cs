@@ -233,6 +233,14 @@ public sealed class TaskSubmitter
             throw new ArgumentException($"A task of type '{request.Type}' names both notBefore and delaySeconds; give one.", nameof(request));
         }
 
+        // Only a name a queue can have (a lane, or a worker group's queue as Api:Queues declares them): a dispatch or
+        // error queue, or a typo with a dot, would be published to an exchange that is not a task queue's. Whether a
+        // well-formed name is declared is the broker's to say (its definitions hold the group's exchange).
+        if (request.Queue is { } queue && !QueueCatalog.IsBuiltIn(queue) && QueueCatalog.Problem(queue, QueueCatalog.CpuLane) is { } problem)
+        {
+            throw new ArgumentException($"The queue of a task of type '{request.Type}': {problem}", nameof(request));
+        }
+
         if (request.DelaySeconds is { } delay && !(delay >= 0 && delay <= TaskLimits.MaxDelaySeconds))
         {
             throw new ArgumentException(
