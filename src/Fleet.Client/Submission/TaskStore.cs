@@ -63,6 +63,13 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
                         await InsertCallbackAsync(connection, callback, cancellationToken).ConfigureAwait(false);
                     }
 
+                    // The key was written with this try's ids before the inserts; a task whose uniqueKey an active task
+                    // holds was answered with the holder's id, and a retry must get that id back, not one never stored.
+                    if (options.IdempotencyKey is not null && existingUnique is not null)
+                    {
+                        await UpdateKeyAsync(connection, tasks, existingUnique, options.IdempotencyKey, cancellationToken).ConfigureAwait(false);
+                    }
+
                     await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
                     return new StoreOutcome(null, existingFirings, existingUnique);
                 }
@@ -176,6 +183,15 @@ internal sealed class TaskStore(NpgsqlDataSource dataSource, int chunkSize)
         command.Parameters.Add(SubmissionSql.Array("task_ids", NpgsqlDbType.Uuid, tasks.Select(t => t.Message.TaskId)));
         command.Parameters.Add(new NpgsqlParameter("batch_id", NpgsqlDbType.Uuid) { Value = (object?)options.BatchId ?? DBNull.Value });
         return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not null;
+    }
+
+    private static async Task UpdateKeyAsync(NpgsqlConnection connection, List<OutgoingTask> tasks, Dictionary<Guid, Guid> existing, string key, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("UPDATE fleet.idempotency_keys SET task_ids = @task_ids WHERE key = @key", connection);
+        command.Parameters.AddWithValue("key", key);
+        command.Parameters.Add(SubmissionSql.Array("task_ids", NpgsqlDbType.Uuid,
+            tasks.Select(t => existing.TryGetValue(t.Message.TaskId, out var holder) ? holder : t.Message.TaskId)));
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static async Task<(string Hash, Guid[] TaskIds, Guid? BatchId)?> ReadKeyAsync(NpgsqlConnection connection, string key, CancellationToken cancellationToken)

@@ -93,7 +93,7 @@ public sealed class TaskSubmitter
         if (stored.Replay is { } replay)
         {
             activity?.SetTag("fleet.submit.replayed", true);
-            return replay;
+            return Replayed(replay, requests.Count, steps);
         }
 
         // A delayed task stays in PostgreSQL, queued and unpublished, until the due relay publishes it at its time (a
@@ -124,6 +124,31 @@ public sealed class TaskSubmitter
         }
 
         return new SubmitResult(ids, options.BatchId, Replayed: false, publishError) { Steps = steps, Existing = existing };
+    }
+
+    /// <summary>
+    /// The earlier answer under the same idempotency key, shaped like the first one. The key holds the ids in the order
+    /// of the stored tasks: the requests' own first, then each request's steps in order; the same request (the hash
+    /// matched) has the same number of steps, so <paramref name="steps"/> (this try's, with fresh ids) says how many
+    /// ids each request's steps take.
+    /// </summary>
+    private static SubmitResult Replayed(SubmitResult replay, int count, List<IReadOnlyList<Guid>>? steps)
+    {
+        var ids = replay.TaskIds;
+        if (ids.Count < count || steps is null || ids.Count != count + steps.Sum(s => s.Count))
+        {
+            return ids.Count > count ? replay with { TaskIds = [.. ids.Take(count)] } : replay;
+        }
+
+        var stored = new List<IReadOnlyList<Guid>>(steps.Count);
+        var next = count;
+        foreach (var own in steps)
+        {
+            stored.Add([.. ids.Skip(next).Take(own.Count)]);
+            next += own.Count;
+        }
+
+        return replay with { TaskIds = [.. ids.Take(count)], Steps = stored };
     }
 
     /// <summary>

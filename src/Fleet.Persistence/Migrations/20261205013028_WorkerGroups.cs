@@ -8,7 +8,8 @@ namespace Fleet.Persistence.Migrations
     /// <summary>
     /// Schema version 11: worker groups (docs/worker-groups.md). <c>fleet.queues</c> holds every task queue and its
     /// lane: the built-in lanes, seeded here, and the queues operators declare in the API's <c>Api:Queues</c>, which the
-    /// API writes at its start and the workers read to know how to run a queue they serve.
+    /// API writes at its start and the workers read to know how to run a queue they serve. <c>fleet_api</c> may update
+    /// <c>idempotency_keys.task_ids</c>: a submission whose uniqueKey found an active task records that task's id.
     /// </summary>
     public partial class WorkerGroups : Migration
     {
@@ -19,6 +20,8 @@ namespace Fleet.Persistence.Migrations
             BEGIN
                 IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_api') THEN
                     GRANT SELECT, INSERT, UPDATE ON fleet.queues TO fleet_api;
+                    -- A submission whose uniqueKey found an active task records that task's id under its idempotency key.
+                    GRANT UPDATE (task_ids) ON fleet.idempotency_keys TO fleet_api;
                 END IF;
                 IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_worker') THEN
                     GRANT SELECT ON fleet.queues TO fleet_worker;
@@ -56,6 +59,15 @@ namespace Fleet.Persistence.Migrations
         /// <inheritdoc />
         protected override void Down(MigrationBuilder migrationBuilder)
         {
+            migrationBuilder.Sql("""
+                DO $$
+                BEGIN
+                    IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'fleet_api') THEN
+                        REVOKE UPDATE (task_ids) ON fleet.idempotency_keys FROM fleet_api;
+                    END IF;
+                END
+                $$;
+                """);
             migrationBuilder.DropTable(
                 name: "queues",
                 schema: "fleet");

@@ -108,6 +108,40 @@ public sealed class ApiIdempotencyTests(FleetFixture fleet) : ApiTest(fleet)
         await WaitForFinalAsync([.. a["ids"]!.AsArray().Select(i => (Guid)i!)]);
     }
 
+    [Fact]
+    public async Task ABatchWithChainsAndAUniqueKey_RetriedWithItsKey_AnswersTheSameIdsStepsAndHolder()
+    {
+        // An active task holding the uniqueKey that the batch's second task names.
+        using (var held = await Http.PostAsync("tasks", Json("""{"type": "sleep", "payload": {"ms": 3000}, "uniqueKey": "report-7"}""")))
+        {
+            Assert.Equal(HttpStatusCode.Accepted, held.StatusCode);
+        }
+
+        var holder = await ScalarAsync<Guid>("SELECT id FROM fleet.tasks WHERE unique_key = 'report-7'");
+        var key = Guid.NewGuid().ToString();
+        const string body = """
+            {"tasks": [{"type": "noop", "then": [{"type": "noop"}, {"type": "noop"}]},
+                       {"type": "sleep", "payload": {"ms": 3000}, "uniqueKey": "report-7"},
+                       {"type": "noop"}]}
+            """;
+
+        using var first = await SendWithKeyAsync("tasks/batch", body, key);
+        using var again = await SendWithKeyAsync("tasks/batch", body, key);
+
+        var a = await ReadJsonAsync(first);
+        var b = await ReadJsonAsync(again);
+        Assert.Equal("true", again.Headers.GetValues("Idempotent-Replayed").Single());
+        Assert.Equal(3, a["ids"]!.AsArray().Count);
+        Assert.Equal(holder, (Guid)a["ids"]![1]!);
+        Assert.Equal(2, a["then"]![0]!.AsArray().Count);
+        Assert.Equal(a["ids"]!.ToJsonString(), b["ids"]!.ToJsonString());
+        Assert.Equal(a["then"]!.ToJsonString(), b["then"]!.ToJsonString());
+
+        // Nothing new: the holder, the chain's head and two steps, the plain task.
+        Assert.Equal(5L, await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks"));
+        await WaitForFinalAsync([.. a["ids"]!.AsArray().Select(i => (Guid)i!), .. a["then"]![0]!.AsArray().Select(i => (Guid)i!)]);
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("has space")]
