@@ -21,7 +21,7 @@ internal static class ReadEndpoints
             .WithName("ListTasks")
             .WithSummary("Tasks, newest first, with keyset pagination")
             .WithDescription("Filters: status (one or a comma-separated list of queued, running, succeeded, failed, timed_out, cancelled), " +
-                "type, batchId. limit defaults to Api:ListLimitDefault (100) and is capped at Api:ListLimitMax (1000). " +
+                "type, batchId, submittedSince (inclusive) and submittedUntil (exclusive), ISO 8601 times with an offset. limit defaults to Api:ListLimitDefault (100) and is capped at Api:ListLimitMax (1000). " +
                 "Pass the answer's 'next' as 'after' to get the following page; 'next' is null on the last page.")
             .Produces<TaskPage>()
             .ProducesProblem(StatusCodes.Status400BadRequest);
@@ -64,7 +64,7 @@ internal static class ReadEndpoints
     }
 
     private static async Task<IResult> ListTasksAsync(
-        string? status, string? type, string? batchId, string? limit, string? after,
+        string? status, string? type, string? batchId, string? submittedSince, string? submittedUntil, string? limit, string? after,
         TaskQueries queries, IOptions<ApiOptions> options, CancellationToken cancellationToken)
     {
         var api = options.Value;
@@ -93,6 +93,13 @@ internal static class ReadEndpoints
             {
                 errors["batchId"] = ["Must be a UUID."];
             }
+        }
+
+        var since = Instant(submittedSince, nameof(submittedSince), errors);
+        var until = Instant(submittedUntil, nameof(submittedUntil), errors);
+        if (since is not null && until is not null && until <= since)
+        {
+            errors[nameof(submittedUntil)] = ["Must be after submittedSince."];
         }
 
         var take = api.ListLimitDefault;
@@ -124,9 +131,29 @@ internal static class ReadEndpoints
             return Problems.Invalid("Invalid query", errors);
         }
 
-        var page = await queries.ListAsync(new TaskFilter(statuses, string.IsNullOrWhiteSpace(type) ? null : type, batch), take, cursor, cancellationToken)
-            .ConfigureAwait(false);
+        var filter = new TaskFilter(statuses, string.IsNullOrWhiteSpace(type) ? null : type, batch) { SubmittedSince = since, SubmittedUntil = until };
+        var page = await queries.ListAsync(filter, take, cursor, cancellationToken).ConfigureAwait(false);
         return TypedResults.Ok(page);
+    }
+
+    /// <summary>An ISO 8601 time with its offset (<c>2026-12-05T10:00:00Z</c>), or an error for <paramref name="name"/>.</summary>
+    private static DateTimeOffset? Instant(string? value, string name, Dictionary<string, string[]> errors)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return null;
+        }
+
+        // A time without an offset would be read in the server's zone: refused rather than guessed.
+        var time = value.IndexOf('T', StringComparison.Ordinal);
+        if (time > 0 && (value.EndsWith('Z') || value.LastIndexOfAny(['+', '-']) > time)
+            && DateTimeOffset.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, System.Globalization.DateTimeStyles.None, out var parsed))
+        {
+            return parsed.ToUniversalTime();
+        }
+
+        errors[name] = ["Must be an ISO 8601 time with its offset, such as 2026-12-05T10:00:00Z."];
+        return null;
     }
 
     private static async Task<IResult> GetBatchAsync(Guid id, TaskQueries queries, CancellationToken cancellationToken)

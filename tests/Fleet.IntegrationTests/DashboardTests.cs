@@ -342,7 +342,10 @@ public sealed class DashboardTests(FleetFixture fleet, ITestOutputHelper output)
         await Expect(rows).ToHaveCountAsync(3);
         Assert.Equal(batch.TaskIds.Select(id => id.ToString()).Order(), (await ShownTaskIdsAsync(page)).Order());
         await page.Locator("#f-from").FillAsync(DateTime.Now.AddDays(1).ToString("yyyy-MM-dd'T'HH:mm", CultureInfo.InvariantCulture));
-        await page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync();
+        var ranged = await page.RunAndWaitForRequestAsync(
+            () => page.GetByRole(AriaRole.Button, new() { Name = "Filter", Exact = true }).ClickAsync(),
+            r => r.Url.Contains("/tasks?", StringComparison.Ordinal) && r.Url.Contains("submittedSince=", StringComparison.Ordinal));
+        Assert.Contains($"batchId={batch.BatchId}", ranged.Url, StringComparison.Ordinal); // the API applies the range
         await Expect(page.Locator("#tasks tbody")).ToHaveTextAsync("No task matches the filter.");
         await Expect(page.Locator("#bulk-requeue")).ToBeDisabledAsync();
         await page.GetByRole(AriaRole.Button, new() { Name = "Clear", Exact = true }).ClickAsync();

@@ -48,6 +48,11 @@ public sealed class ApiQueryTests(FleetFixture fleet) : ApiTest(fleet)
         { "type=sleep&status=queued,succeeded", "type = 'sleep' AND status IN ('queued', 'succeeded')" },
         { "batchId=BATCH_A", "batch_id = @a" },
         { "batchId=BATCH_A&status=running&type=noop", "batch_id = @a AND status = 'running' AND type = 'noop'" },
+        { "submittedSince=2026-11-01T00:00:30Z", "submitted_at >= '2026-11-01 00:00:30+00'" },
+        { "status=failed,succeeded&submittedSince=2026-11-01T01:00:10%2B01:00&submittedUntil=2026-11-01T00:00:50Z",
+          "status IN ('failed', 'succeeded') AND submitted_at >= '2026-11-01 00:00:10+00' AND submitted_at < '2026-11-01 00:00:50+00'" },
+        { "type=sleep&submittedUntil=2026-11-01T00:00:40Z", "type = 'sleep' AND submitted_at < '2026-11-01 00:00:40+00'" },
+        { "batchId=BATCH_A&submittedSince=2026-11-01T00:00:20Z", "batch_id = @a AND submitted_at >= '2026-11-01 00:00:20+00'" },
     };
 
     [Theory]
@@ -125,6 +130,10 @@ public sealed class ApiQueryTests(FleetFixture fleet) : ApiTest(fleet)
     [InlineData("batchId=not-a-uuid")]
     [InlineData("after=bm90LWEtY3Vyc29y")]
     [InlineData("after=%%%")]
+    [InlineData("submittedSince=2026-11-01")]
+    [InlineData("submittedSince=2026-11-01T00:00:00")]
+    [InlineData("submittedUntil=yesterday")]
+    [InlineData("submittedSince=2026-11-01T00:00:10Z&submittedUntil=2026-11-01T00:00:10Z")]
     public async Task ListTasks_WithABadParameter_Is400(string query)
     {
         using var response = await Http.GetAsync($"tasks?{query}");
