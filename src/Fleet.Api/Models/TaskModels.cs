@@ -21,7 +21,7 @@ public sealed record SubmitTaskBody
     [Description("Stored with the task (1-100, default 3).")]
     public int? MaxAttempts { get; init; }
 
-    [Description("fleet-cpu or fleet-io; absent means by type (CPU types to fleet-cpu).")]
+    [Description("fleet-cpu, fleet-io, or a worker group's queue declared in Api:Queues (docs/worker-groups.md); absent means by type (CPU types to fleet-cpu).")]
     public string? Queue { get; init; }
 
     [Description("Earliest start, RFC 3339 with an offset or Z (stored in UTC), at most 366 days ahead; a past time starts at once. Not with delaySeconds.")]
