@@ -56,6 +56,11 @@ public static class ApiHostingExtensions
         services.AddFleetTasks();
         services.AddSingleton<TaskTypeCatalog>();
         services.AddSingleton(sp => QueueCatalog.Of(sp.GetRequiredService<IOptions<ApiOptions>>().Value.Queues));
+
+        // The first hosted service: a declared queue the broker lacks stops the start before any relay, dispatcher or
+        // schedule has begun to work.
+        services.AddHostedService(sp => new QueueDeclarationService(
+            sp.GetRequiredService<QueueCatalog>(), sp.GetRequiredService<NpgsqlDataSource>(), broker, sp.GetRequiredService<ILogger<QueueDeclarationService>>()));
         services.AddSingleton<TaskRequestReader>();
         services.AddSingleton<TaskQueries>();
         services.AddSingleton<TaskCanceller>();
@@ -113,8 +118,6 @@ public static class ApiHostingExtensions
         services.AddFleetSchedules();
         services.AddFleetRetention();
         services.AddSingleton(sp => new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()));
-        services.AddHostedService(sp => new QueueDeclarationService(
-            sp.GetRequiredService<QueueCatalog>(), sp.GetRequiredService<NpgsqlDataSource>(), broker, sp.GetRequiredService<ILogger<QueueDeclarationService>>()));
         services.AddSingleton<LimitStore>();
         services.AddSingleton(new DeadLetterQueues(broker, $"fleet-api-dead-letters {Environment.MachineName}:{Environment.ProcessId}"));
         services.AddFleetRequeue();

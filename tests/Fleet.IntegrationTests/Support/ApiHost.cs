@@ -113,7 +113,18 @@ public sealed class ApiHost : IAsyncDisposable
         var app = builder.Build();
         app.UseFleetApi();
         app.MapFleetApi();
-        await app.StartAsync().ConfigureAwait(false);
+        try
+        {
+            await app.StartAsync().ConfigureAwait(false);
+        }
+        catch
+        {
+            // A start that failed midway leaves the hosted services it had started running (relays, schedules): they
+            // must not go on working on the fixture's database under the next tests.
+            await app.StopAsync().ConfigureAwait(false);
+            await app.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
 
         // Port 0: Kestrel picked a free port; the bound address is known once it listens.
         var address = app.Urls.Single();
