@@ -73,6 +73,15 @@ public static class FleetDatabaseExtensions
     /// the generic one, estimated at 100), and planning cost more than running it (docs/decisions/0101). The generic
     /// plan is the same primary-key lookups for 1 row as for 500. The host's EF and dashboard queries keep the default: a range on <c>finished_at</c>, say,
     /// plans much better with its value.</item>
+    /// <item><b>Keyed lookups only</b> (<c>enable_seqscan</c>, <c>enable_hashjoin</c>, <c>enable_mergejoin</c> and
+    /// <c>enable_material</c> off, unless <c>Options</c> sets any <c>enable_</c> itself). Every ledger statement joins its
+    /// handful of input rows to <c>tasks</c> and <c>task_attempts</c> by primary key, and its generic plan is made once,
+    /// from the statistics of that moment. Made while the tables were new, truncated or restored and not analysed yet,
+    /// that plan read the whole table for every batch (a hash join over a sequential scan, or a nested loop over a
+    /// materialised full index scan) until autovacuum's next analyse, so each batch cost more as the table grew:
+    /// PostgreSQL's CPU rose from 6 to 28 s per 20,000 noop tasks within three runs after a TRUNCATE, and stays at 2 to
+    /// 3 s with these settings (docs/benchmarks.md#fan-in-callbacks). Priced out, the other plan shapes leave the
+    /// index lookups, whatever the statistics say.</item>
     /// <item><b>No reset on close.</b> A flush is one batch in its own implicit transaction and leaves no session
     /// state behind, so the seven statements Npgsql otherwise sends before a pooled connection's next use (for
     /// session settings, advisory locks, temp tables) would run once per flush for nothing.</item>
@@ -84,6 +93,11 @@ public static class FleetDatabaseExtensions
         if (builder.Options?.Contains("plan_cache_mode", StringComparison.OrdinalIgnoreCase) != true)
         {
             builder.Options = $"{builder.Options} -c plan_cache_mode=force_generic_plan".TrimStart();
+        }
+
+        if (builder.Options?.Contains("enable_", StringComparison.OrdinalIgnoreCase) != true)
+        {
+            builder.Options = $"{builder.Options} -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off".TrimStart();
         }
 
         return CreateDataSource(builder.ConnectionString);

@@ -67,6 +67,47 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     /// <summary>
+    /// The ledger's generic plans are made once per connection from the statistics of that moment. On tables that
+    /// were just truncated (a new deployment, a restore, a benchmark's fresh side) and not analysed yet, PostgreSQL's
+    /// choice was a plan that reads the whole table per batch, kept until autovacuum's next analyse while the table
+    /// grew; the ledger's pool prices such plans out. A pool with the planner's defaults is the control.
+    /// </summary>
+    [Fact]
+    public async Task TheLedgersGenericPlans_UsePrimaryKeys_OnTablesWithoutStatistics()
+    {
+        await using (var truncate = Fleet.DataSource.CreateCommand("TRUNCATE fleet.task_attempts, fleet.tasks"))
+        {
+            await truncate.ExecuteNonQueryAsync();
+        }
+
+        var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToList();
+        var batchRound = Enumerable.Range(0, BatchSize).ToList();
+        var now = DateTimeOffset.UtcNow;
+        await using var ledger = new TaskLedger(Fleet.DataSource, "plan-test:1:000000");
+        var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
+        var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
+        await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
+        var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
+
+        await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(Fleet.PostgresConnectionString);
+        foreach (var (name, statement) in new[] { ("claim", claim), ("completion", complete) })
+        {
+            var plan = await ExplainGenericAsync(ledgerPool, statement);
+            AssertPrimaryKeyOnly(plan, $"{name} (generic plan, no statistics)");
+            foreach (var whole in new[] { "Seq Scan", "Hash Join", "Merge Join", "Materialize" })
+            {
+                Assert.False(plan.Contains(whole, StringComparison.Ordinal), $"the {name}'s plan without statistics has a {whole}:\n{plan}");
+            }
+        }
+
+        // The same completion planned with the defaults (an explicit enable_seqscan keeps the pool from adding its own).
+        await using var defaults = FleetDatabaseExtensions.CreateLedgerDataSource($"{Fleet.PostgresConnectionString};Options=-c enable_seqscan=on");
+        var control = await ExplainGenericAsync(defaults, complete);
+        Assert.True(new[] { "Seq Scan", "Hash Join", "Materialize" }.Any(w => control.Contains(w, StringComparison.Ordinal)),
+            $"the control no longer plans a whole-table read on a table without statistics; the test shows nothing:\n{control}");
+    }
+
+    /// <summary>
     /// EXPLAIN of the plan a pool with <c>plan_cache_mode=force_generic_plan</c> runs: the statement prepared on one
     /// of its connections, then explained through EXECUTE (a plain EXPLAIN would plan with the parameter values).
     /// The values passed are nulls; a generic plan does not look at them.

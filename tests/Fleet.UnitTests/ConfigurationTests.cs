@@ -214,9 +214,10 @@ public sealed class DataSourceTests
     }
 
     [Theory]
-    [InlineData("Host=db;Username=fleet", "-c plan_cache_mode=force_generic_plan")]
-    [InlineData("Host=db;Username=fleet;Options=-c search_path=fleet", "-c search_path=fleet -c plan_cache_mode=force_generic_plan")]
-    [InlineData("Host=db;Username=fleet;Options=-c plan_cache_mode=auto", "-c plan_cache_mode=auto")]
+    [InlineData("Host=db;Username=fleet", "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off")]
+    [InlineData("Host=db;Username=fleet;Options=-c search_path=fleet", "-c search_path=fleet -c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off")]
+    [InlineData("Host=db;Username=fleet;Options=-c plan_cache_mode=auto", "-c plan_cache_mode=auto -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off")]
+    [InlineData("Host=db;Username=fleet;Options=-c enable_hashjoin=on", "-c enable_hashjoin=on -c plan_cache_mode=force_generic_plan")]
     public void LedgerPool_PlansGenerically_SkipsTheReset_AndStillPrepares(string connectionString, string expectedOptions)
     {
         using var dataSource = Fleet.Persistence.FleetDatabaseExtensions.CreateLedgerDataSource(connectionString);
