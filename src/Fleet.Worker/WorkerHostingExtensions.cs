@@ -133,7 +133,6 @@ public static class WorkerHostingExtensions
             return new LanePauses(
                 sp.GetRequiredService<IReceiveEndpointConnector>(),
                 new QueuePauses(sp.GetRequiredService<NpgsqlDataSource>()),
-                sp.GetRequiredService<NpgsqlDataSource>(),
                 served,
                 worker,
                 (context, endpoint, queue) => ConfigureLaneEndpoint(context, (IRabbitMqReceiveEndpointConfigurator)endpoint, queue, served.IsCpu(queue), worker.Value, broker, faultInjection, unreadable),

@@ -33,7 +33,6 @@ namespace Fleet.Worker.MessagePath;
 public sealed partial class LanePauses(
     IReceiveEndpointConnector connector,
     QueuePauses pauses,
-    Npgsql.NpgsqlDataSource dataSource,
     ServedQueues served,
     IOptions<WorkerOptions> options,
     Action<IBusRegistrationContext, IReceiveEndpointConfigurator, string> configureEndpoint,
@@ -100,12 +99,11 @@ public sealed partial class LanePauses(
     private async Task<List<Task>> ApplyAsync(CancellationToken cancellationToken)
     {
         var connected = new List<Task>();
-        IReadOnlyDictionary<string, QueuePauseState> paused;
-        QueueCatalog catalog;
+        // One read of fleet.queues with each queue's pause: a queue without a row is not declared (yet).
+        Dictionary<string, QueuePauseState> queues;
         try
         {
-            paused = await pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
-            catalog = await QueueCatalog.ReadAsync(dataSource, cancellationToken).ConfigureAwait(false);
+            queues = (await pauses.ListAsync(cancellationToken).ConfigureAwait(false)).ToDictionary(q => q.Queue, StringComparer.Ordinal);
             if (_readFailing)
             {
                 _readFailing = false;
@@ -132,7 +130,7 @@ public sealed partial class LanePauses(
                     continue;
                 }
 
-                if (catalog.LaneOf(lane.Name) is not { } kind)
+                if (queues.GetValueOrDefault(lane.Name)?.Lane is not { } kind)
                 {
                     if (!lane.WasUndeclared)
                     {
@@ -144,7 +142,7 @@ public sealed partial class LanePauses(
                 }
 
                 served.Add(lane.Name, kind);
-                var pause = paused.GetValueOrDefault(lane.Name);
+                var pause = queues[lane.Name] is { Paused: true } paused ? paused : null;
                 if (pause is null && lane.Handles is null)
                 {
                     try
