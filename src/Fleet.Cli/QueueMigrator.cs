@@ -204,30 +204,11 @@ internal sealed class QueueMigrator(IConnection connection, BrokerQueueType targ
     }
 
     /// <summary>The queue's message and consumer counts, or null if it does not exist.</summary>
-    private async Task<QueueDeclareOk?> PeekAsync(string queue, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await WithChannelAsync(ch => ch.QueueDeclarePassiveAsync(queue, cancellationToken), cancellationToken).ConfigureAwait(false);
-        }
-        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-        {
-            return null;
-        }
-    }
+    private Task<QueueDeclareOk?> PeekAsync(string queue, CancellationToken cancellationToken) =>
+        BrokerProbe.QueueAsync(connection, queue, cancellationToken);
 
-    private async Task<bool> ExchangeExistsAsync(string exchange, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await WithChannelAsync(async ch => { await ch.ExchangeDeclarePassiveAsync(exchange, cancellationToken).ConfigureAwait(false); return true; }, cancellationToken).ConfigureAwait(false);
-            return true;
-        }
-        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-        {
-            return false;
-        }
-    }
+    private Task<bool> ExchangeExistsAsync(string exchange, CancellationToken cancellationToken) =>
+        BrokerProbe.ExchangeExistsAsync(connection, exchange, cancellationToken);
 
     // The broker closes a channel on any refused operation: each step gets a fresh one.
     private async Task<T> WithChannelAsync<T>(Func<IChannel, Task<T>> step, CancellationToken cancellationToken)

@@ -181,16 +181,9 @@ public sealed class RabbitMqTaskPublisher(RabbitMqAddress address, string connec
         var probe = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (probe.ConfigureAwait(false))
         {
-            try
-            {
-                await probe.ExchangeDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-                await probe.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-                return true;
-            }
-            catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-            {
-                return false;
-            }
+            // A missing exchange closes the probe's channel: the queue is asked only after a found exchange.
+            return await BrokerProbe.ExchangeExistsAsync(probe, queue, cancellationToken).ConfigureAwait(false)
+                && await BrokerProbe.QueueAsync(probe, queue, cancellationToken).ConfigureAwait(false) is not null;
         }
     }
 

@@ -99,31 +99,11 @@ internal sealed partial class QueueDeclarationService(
         }
     }
 
-    /// <summary>False only when the broker says the exchange or queue does not exist (a passive declare, one channel each: a refusal closes it).</summary>
-    private static async Task<bool> ExistsAsync(IConnection connection, string name, bool exchange, CancellationToken cancellationToken)
-    {
-        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        await using (channel.ConfigureAwait(false))
-        {
-            try
-            {
-                if (exchange)
-                {
-                    await channel.ExchangeDeclarePassiveAsync(name, cancellationToken).ConfigureAwait(false);
-                }
-                else
-                {
-                    await channel.QueueDeclarePassiveAsync(name, cancellationToken).ConfigureAwait(false);
-                }
-
-                return true;
-            }
-            catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-            {
-                return false;
-            }
-        }
-    }
+    /// <summary>False only when the broker says the exchange or queue does not exist.</summary>
+    private static async Task<bool> ExistsAsync(IConnection connection, string name, bool exchange, CancellationToken cancellationToken) =>
+        exchange
+            ? await BrokerProbe.ExchangeExistsAsync(connection, name, cancellationToken).ConfigureAwait(false)
+            : await BrokerProbe.QueueAsync(connection, name, cancellationToken).ConfigureAwait(false) is not null;
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Declared queues {Queues} in fleet.queues ({Changed} added or changed)")]
     private partial void LogDeclared(string queues, int changed);

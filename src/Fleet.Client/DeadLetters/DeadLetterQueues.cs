@@ -210,18 +210,10 @@ public sealed class DeadLetterQueues(RabbitMqAddress broker, string connectionNa
     }
 
     /// <summary>The queue's ready messages; a queue that does not exist (nothing ever faulted there) has none.</summary>
-    private static async Task<DeadLetterQueueDepth> DepthAsync(IChannel channel, string queue, CancellationToken cancellationToken)
-    {
-        try
-        {
-            var ok = await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-            return new DeadLetterQueueDepth(queue, true, ok.MessageCount);
-        }
-        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-        {
-            return new DeadLetterQueueDepth(queue, false, 0);
-        }
-    }
+    private static async Task<DeadLetterQueueDepth> DepthAsync(IChannel channel, string queue, CancellationToken cancellationToken) =>
+        await BrokerProbe.QueueAsync(channel, queue, cancellationToken).ConfigureAwait(false) is { } ok
+            ? new DeadLetterQueueDepth(queue, true, ok.MessageCount)
+            : new DeadLetterQueueDepth(queue, false, 0);
 
     /// <summary>
     /// The properties of the copy a replay sends: the original's (message id, content type, trace context, headers),

@@ -75,21 +75,13 @@ internal sealed partial class LaneQueueTypeCheck(RabbitMqAddress broker, IOption
     /// <summary>True if <paramref name="queue"/> exists and a declare with <paramref name="arguments"/> is refused.</summary>
     private static async Task<bool> IsDifferentAsync(IConnection connection, string queue, Dictionary<string, object?> arguments, CancellationToken cancellationToken)
     {
-        // A refused declare closes its channel: one channel per try.
-        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-        await using (channel.ConfigureAwait(false))
+        if (await BrokerProbe.QueueAsync(connection, queue, cancellationToken).ConfigureAwait(false) is null)
         {
-            try
-            {
-                await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
-            }
-            catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == Constants.NotFound)
-            {
-                return false;
-            }
+            return false;
         }
 
-        channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        // A refused declare closes its channel: a channel of its own.
+        var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await using (channel.ConfigureAwait(false))
         {
             try

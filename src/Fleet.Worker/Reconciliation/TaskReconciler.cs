@@ -211,18 +211,16 @@ public sealed partial class TaskReconciler(
     /// <summary>The ready messages of <paramref name="queue"/>; null when it does not exist.</summary>
     private async Task<uint?> ReadyAsync(string queue, CancellationToken cancellationToken)
     {
-        try
+        var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
+        if (await BrokerProbe.QueueAsync(channel, queue, cancellationToken).ConfigureAwait(false) is { } ok)
         {
-            var channel = await ChannelAsync(cancellationToken).ConfigureAwait(false);
-            return (await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false)).MessageCount;
+            return ok.MessageCount;
         }
-        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException)
-        {
-            // No such queue (the broker closes the channel for that): nothing can be waiting in it, and nothing
-            // could be delivered from a missing lane either, so such a lane does not count as idle.
-            await ResetBrokerAsync(connectionToo: false).ConfigureAwait(false);
-            return null;
-        }
+
+        // No such queue (the broker closed the channel for that): nothing can be waiting in it, and nothing could be
+        // delivered from a missing lane either, so such a lane does not count as idle.
+        await ResetBrokerAsync(connectionToo: false).ConfigureAwait(false);
+        return null;
     }
 
     private async Task<IChannel> ChannelAsync(CancellationToken cancellationToken)
