@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.AspNetCore.Routing;
@@ -42,7 +43,8 @@ public static class TelemetryExtensions
                 .AddMeter(sources)
                 .AddAspNetCoreInstrumentation()
                 .AddRuntimeInstrumentation()
-                .AddPrometheusExporter());
+                .AddPrometheusExporter()
+                .OwnMetersOnly());
         if (!exporting && !samplerChosen)
         {
             // With nowhere to send spans, record none: the activities still exist (the SDK keeps unsampled ones for
@@ -57,6 +59,29 @@ public static class TelemetryExtensions
         }
 
         return builder;
+    }
+
+    /// <summary>
+    /// Drops the instruments of meters that another host's <see cref="IMeterFactory"/> made. A meter provider listens
+    /// to every meter of the process with a name it was given, and instruments of the same name are merged into one
+    /// series, the last callback's value winning: with two hosts in one process (the API and its tests, a worker and
+    /// an embedded API) each host's /metrics showed the other's gauges. Meters made without a factory (static ones,
+    /// MassTransit's, the runtime's) have no owner and stay.
+    /// </summary>
+    private static MeterProviderBuilder OwnMetersOnly(this MeterProviderBuilder metrics)
+    {
+        if (metrics is IDeferredMeterProviderBuilder deferred)
+        {
+            deferred.Configure((services, builder) =>
+            {
+                var own = services.GetRequiredService<IMeterFactory>();
+                builder.AddView(instrument => instrument.Meter.Scope is IMeterFactory owner && !ReferenceEquals(owner, own)
+                    ? MetricStreamConfiguration.Drop
+                    : null);
+            });
+        }
+
+        return metrics;
     }
 
     /// <summary>Maps <c>/alive</c>, <c>/health</c> and <c>/metrics</c>.</summary>

@@ -98,7 +98,8 @@ public sealed class WorkerGroupTests(FleetFixture fleet, ITestOutputHelper outpu
             metrics = await scraper.GetStringAsync("metrics");
             return await ScalarAsync<long>("SELECT count(*) FROM fleet.tasks WHERE id = ANY(@ids) AND status = 'running'", ("ids", busy)) >= 1
                 && PrometheusText.Sum(metrics, "fleet_workers_live") == 1;
-        }), $"expected one live worker while the group's runs a task:\n{PrometheusText.Lines(metrics)}");
+        }), $"expected one live worker while the group's runs a task:\n{PrometheusText.Lines(metrics)}\n"
+            + string.Join('\n', api.Logs.Lines.Where(l => l.Contains("Autoscal", StringComparison.Ordinal))));
         Assert.Equal(0, PrometheusText.Sum(metrics, "fleet_workers_busy"));
         await WaitForFinalAsync(busy);
 
