@@ -64,9 +64,10 @@ public static class TelemetryExtensions
     /// <summary>
     /// Drops the instruments of meters that another host's <see cref="IMeterFactory"/> made. A meter provider listens
     /// to every meter of the process with a name it was given, and instruments of the same name are merged into one
-    /// series, the last callback's value winning: with two hosts in one process (the API and its tests, a worker and
-    /// an embedded API) each host's /metrics showed the other's gauges. Meters made without a factory (static ones,
-    /// MassTransit's, the runtime's) have no owner and stay.
+    /// series, the last callback's value winning: with two hosts in one process (the integration tests run several
+    /// APIs at once) each host's /metrics showed the other's gauges, and when the other host stopped, its disposed
+    /// instruments retired the merged series, so every autoscaling gauge vanished from a running API's /metrics.
+    /// Meters made without a factory (static ones, MassTransit's, the runtime's) have no owner and stay.
     /// </summary>
     private static MeterProviderBuilder OwnMetersOnly(this MeterProviderBuilder metrics)
     {

@@ -10,7 +10,8 @@ namespace Fleet.UnitTests;
 /// <summary>
 /// Two hosts in one process (the integration tests run several APIs at once) each export their own meters: without
 /// <c>AddFleetTelemetry</c>'s filter, a provider merged the other host's gauge of the same name into its own series and
-/// showed the value of whichever callback ran last (a /metrics scrape of one API read another's autoscaling sample).
+/// showed the value of whichever callback ran last, and once the other host stopped (disposing its meters) the merged
+/// series was retired: the API's /metrics lost every <c>fleet_</c> gauge while it ran on.
 /// </summary>
 public sealed class TelemetryScopeTests
 {
@@ -19,13 +20,24 @@ public sealed class TelemetryScopeTests
     [Fact]
     public void EachHost_ExportsTheGaugesOfItsOwnMeters_NotThoseOfAnotherHostsMeterOfTheSameName()
     {
-        using var first = Start(1, out var firstExported);
+        var first = Start(1, out var firstExported);
         using var second = Start(2, out var secondExported);
 
         second.Services.GetRequiredService<MeterProvider>().ForceFlush();
         first.Services.GetRequiredService<MeterProvider>().ForceFlush();
         Assert.Equal([2L], Values(secondExported));
         Assert.Equal([1L], Values(firstExported));
+
+        // The first host stops and disposes its meters. Merged, its instrument's end would retire the shared series,
+        // and the second host's gauge would be gone from its exports from the next collection on.
+        first.Dispose();
+        var provider = second.Services.GetRequiredService<MeterProvider>();
+        for (var collection = 0; collection < 3; collection++)
+        {
+            secondExported.Clear();
+            provider.ForceFlush();
+            Assert.Equal([2L], Values(secondExported));
+        }
     }
 
     private static IHost Start(long value, out List<Metric> exported)
