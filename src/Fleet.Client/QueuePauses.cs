@@ -67,21 +67,6 @@ public sealed class QueuePauses(NpgsqlDataSource dataSource)
         return rows;
     }
 
-    /// <summary>The paused queues (the rows of the table), by name.</summary>
-    public async Task<IReadOnlyDictionary<string, QueuePauseState>> ReadAsync(CancellationToken cancellationToken)
-    {
-        await using var command = dataSource.CreateCommand("SELECT queue, paused_at, reason FROM fleet.queue_pauses");
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        var rows = new Dictionary<string, QueuePauseState>(StringComparer.Ordinal);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            var queue = reader.GetString(0);
-            rows[queue] = new QueuePauseState(queue, true, reader.GetFieldValue<DateTimeOffset>(1), reader.IsDBNull(2) ? null : reader.GetString(2));
-        }
-
-        return rows;
-    }
-
     /// <summary>
     /// Pauses a queue (checked with <see cref="Check"/> first). Pausing a paused lane keeps its <c>paused_at</c>, and
     /// replaces its reason when a new one is given.

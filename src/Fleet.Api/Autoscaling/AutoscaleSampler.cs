@@ -126,7 +126,8 @@ public sealed partial class AutoscaleSampler : BackgroundService
             var queuesCall = _management.GetQueuesAsync(cancellationToken);
             var (workers, busy, finished, dispatchable) = await _queries.ReadAutoscaleInputsAsync(
                 _api.WorkerStaleSeconds, _options.RateWindowSeconds, cancellationToken).ConfigureAwait(false);
-            var paused = await _pauses.ReadAsync(cancellationToken).ConfigureAwait(false);
+            var paused = (await _pauses.ListAsync(cancellationToken).ConfigureAwait(false))
+                .Where(q => q.Paused).Select(q => q.Queue).ToHashSet(StringComparer.Ordinal);
             var (queues, error) = await queuesCall.ConfigureAwait(false);
             if (error is not null)
             {
@@ -155,7 +156,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
         List<(string WorkerId, string Queue)> busy,
         Dictionary<string, long> finished,
         Dictionary<string, long> dispatchable,
-        IReadOnlyDictionary<string, QueuePauseState> paused)
+        HashSet<string> paused)
     {
         // The signal sizes the deployment of the built-in lanes: a worker group's workers (serving none of them) scale
         // on their own queue (docs/worker-groups.md), and their being busy asks for no worker of the lanes.
@@ -180,7 +181,7 @@ public sealed partial class AutoscaleSampler : BackgroundService
             // A paused lane's backlog waits for the resume, not for more workers: it asks for none.
             lanes.Add(new LaneLoad(
                 lane,
-                paused.ContainsKey(queue) ? 0 : (depth?.Ready ?? 0) + (dispatchDepth?.Ready ?? 0) + dispatchable.GetValueOrDefault(queue),
+                paused.Contains(queue) ? 0 : (depth?.Ready ?? 0) + (dispatchDepth?.Ready ?? 0) + dispatchable.GetValueOrDefault(queue),
                 (depth?.Unacked ?? 0) + (dispatchDepth?.Unacked ?? 0),
                 _lastCapacity.GetValueOrDefault(lane),
                 busyLive.Where(b => b.Queue == queue).Select(b => b.WorkerId).Distinct(StringComparer.Ordinal).Count(),
