@@ -52,16 +52,18 @@ public sealed class ConsumerTimeoutTests(FleetFixture fleet, ITestOutputHelper o
         // The first runs into its 40 s limit; the second, claimed ahead behind it, waits past 10 s. The second's wait
         // counts from its delivery, which comes after the test has seen the first running and submitted the second:
         // on a loaded machine that took over 10 s (a 20 s limit failed once in a fresh-machine run), so the margin
-        // is 30 s.
+        // is 30 s. The second is submitted once the first's handler runs (its first progress report), not once it is
+        // `running`, which only means claimed: a fresh worker still preparing the first claimed the second, ran it on
+        // the free thread and finished it before the first began (a fresh-machine run: second 05:32:40.376-.398,
+        // first from .398).
         var first = await Fleet.Client.SubmitAsync(TaskRequest.Create("heat", new { n = 1024, steps = 100_000, seed = 1 }) with { TimeoutSeconds = 40 });
         Assert.True(await EventuallyAsync(async () => await ScalarAsync<long>(
-            "SELECT count(*) FROM fleet.tasks WHERE id = @id AND status = 'running'", ("id", first)) == 1));
+            "SELECT count(*) FROM fleet.tasks WHERE id = @id AND status = 'running' AND progress IS NOT NULL", ("id", first)) == 1));
         var second = await Fleet.Client.SubmitAsync(StandardRequests.Of("sieve", 1).Single());
         await WaitForFinalAsync([first, second], TimeSpan.FromSeconds(90));
 
         var attempts = await ListAsync("SELECT outcome FROM fleet.task_attempts WHERE task_id = @id ORDER BY attempt", r => r.GetString(0), ("id", second));
-        // Who ran what when: this test failed a few times in full runs with the second task run at once (one attempt,
-        // no hand-back), cause not found; this line says whether another worker or a late delivery was involved.
+        // Who ran what when, should the second task ever run without being handed back again.
         var timeline = string.Join("; ", await ListAsync(
             "SELECT task_id = @first, attempt, outcome, worker_id, started_at, finished_at FROM fleet.task_attempts WHERE task_id IN (@first, @second) ORDER BY started_at",
             r => $"{(r.GetBoolean(0) ? "first" : "second")} #{r.GetInt32(1)} {r.GetString(2)} on {r.GetString(3)} {r.GetFieldValue<DateTimeOffset>(4):HH:mm:ss.fff}-{(r.IsDBNull(5) ? "" : r.GetFieldValue<DateTimeOffset>(5).ToString("HH:mm:ss.fff", System.Globalization.CultureInfo.InvariantCulture))}",
