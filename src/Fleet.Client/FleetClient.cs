@@ -42,7 +42,11 @@ public sealed class FleetClient : IAsyncDisposable
     /// (seven statements before each reuse; the client leaves no session state); explicit settings in the connection
     /// string win. Planning each chunk's INSERT and stamp afresh cost more than running them, only to pick the same
     /// primary-key lookups (docs/decisions/0101-client-pool-plans-once.md). The client's reads (a task by id, a
-    /// batch's counts) plan the same way for any value.
+    /// batch's counts) plan the same way for any value. As in the worker's ledger pool
+    /// (<c>FleetDatabaseExtensions.CreateLedgerDataSource</c>), sequential scans, hash and merge joins and
+    /// materialisation are priced out (unless <c>Options</c> sets an <c>enable_</c> itself): a plan made once on tables
+    /// without statistics (new, truncated, restored) stamped <c>published_at</c> with a hash semi-join over two
+    /// sequential scans of <c>fleet.tasks</c>, per chunk, until the next analyse (HotPathPlanTests).
     /// </summary>
     internal static NpgsqlDataSource CreateDataSource(string connectionString)
     {
@@ -61,6 +65,11 @@ public sealed class FleetClient : IAsyncDisposable
         if (builder.Options?.Contains("plan_cache_mode", StringComparison.OrdinalIgnoreCase) != true)
         {
             builder.Options = $"{builder.Options} -c plan_cache_mode=force_generic_plan".TrimStart();
+        }
+
+        if (builder.Options?.Contains("enable_", StringComparison.OrdinalIgnoreCase) != true)
+        {
+            builder.Options = $"{builder.Options} -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off".TrimStart();
         }
 
         return NpgsqlDataSource.Create(builder.ConnectionString);

@@ -46,9 +46,7 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
         await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
         var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
-        var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
-        stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
-        stamp.Parameters.Add(new NpgsqlParameter("attempts", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = new int[ids.Count] });
+        var stamp = Stamp(ids);
 
         // As they run on the host pool: unnamed statements, planned with their values.
         AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, claim), "claim");
@@ -67,13 +65,14 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
     }
 
     /// <summary>
-    /// The ledger's generic plans are made once per connection from the statistics of that moment. On tables that
-    /// were just truncated (a new deployment, a restore, a benchmark's fresh side) and not analysed yet, PostgreSQL's
-    /// choice was a plan that reads the whole table per batch, kept until autovacuum's next analyse while the table
-    /// grew; the ledger's pool prices such plans out. A pool with the planner's defaults is the control.
+    /// The ledger's and the client's generic plans are made once per connection from the statistics of that moment. On
+    /// tables that were just truncated (a new deployment, a restore, a benchmark's fresh side) and not analysed yet,
+    /// PostgreSQL's choice was a plan that reads the whole table per batch (the client's stamp: a hash semi-join over
+    /// two sequential scans), kept until autovacuum's next analyse while the table grew; both pools price such plans
+    /// out. A pool with the planner's defaults is the control.
     /// </summary>
     [Fact]
-    public async Task TheLedgersGenericPlans_UsePrimaryKeys_OnTablesWithoutStatistics()
+    public async Task TheLedgersAndTheClientsGenericPlans_UsePrimaryKeys_OnTablesWithoutStatistics()
     {
         await using (var truncate = Fleet.DataSource.CreateCommand("TRUNCATE fleet.task_attempts, fleet.tasks"))
         {
@@ -90,9 +89,10 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
 
         await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(Fleet.PostgresConnectionString);
-        foreach (var (name, statement) in new[] { ("claim", claim), ("completion", complete) })
+        await using var clientPool = FleetClient.CreateDataSource(Fleet.PostgresConnectionString);
+        foreach (var (name, pool, statement) in new[] { ("claim", ledgerPool, claim), ("completion", ledgerPool, complete), ("client's published_at stamp", clientPool, Stamp(ids)) })
         {
-            var plan = await ExplainGenericAsync(ledgerPool, statement);
+            var plan = await ExplainGenericAsync(pool, statement);
             AssertPrimaryKeyOnly(plan, $"{name} (generic plan, no statistics)");
             foreach (var whole in new[] { "Seq Scan", "Hash Join", "Merge Join", "Materialize" })
             {
@@ -105,6 +105,15 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
         var control = await ExplainGenericAsync(defaults, complete);
         Assert.True(new[] { "Seq Scan", "Hash Join", "Materialize" }.Any(w => control.Contains(w, StringComparison.Ordinal)),
             $"the control no longer plans a whole-table read on a table without statistics; the test shows nothing:\n{control}");
+    }
+
+    /// <summary>The submitter's <c>published_at</c> stamp of <paramref name="ids"/>, as the client's pool runs it.</summary>
+    private static NpgsqlBatchCommand Stamp(IReadOnlyCollection<Guid> ids)
+    {
+        var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
+        stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
+        stamp.Parameters.Add(new NpgsqlParameter("attempts", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = new int[ids.Count] });
+        return stamp;
     }
 
     /// <summary>
