@@ -84,7 +84,9 @@ public sealed class ProcessLaneTests(FleetFixture fleet, ITestOutputHelper outpu
         Assert.True(childPids.Count > lanes, $"only {childPids.Count} children were seen for {tasks} killed ones: none was replaced?");
         Assert.True(cores < 0.25, $"the worker and its children still use {cores:0.00} cores 5 s after the last task ended");
         Assert.NotNull(threadsWarm);
-        Assert.True(threadsAfter <= threadsWarm + 4, $"the worker grew from {threadsWarm} to {threadsAfter} threads");
+        // A thread kept per killed child would add 50. The runtime's thread pool adds a few of its own under load
+        // (+5 in a fresh-machine run, past the +4 once allowed here), so the bound is a fifth of the tasks.
+        Assert.True(threadsAfter <= threadsWarm + tasks / 5, $"the worker grew from {threadsWarm} to {threadsAfter} threads");
     }
 
     [Fact]
