@@ -34,7 +34,8 @@
 #   only, from the environment (not remembered)
 #   FLEET_THROWAWAY=1: servers whose data is thrown away (the integration tests'): PostgreSQL without fsync and
 #   full_page_writes, 300 connections, and a password for the superuser postgres (FLEET_PG_SUPERUSER_CONNECTION in
-#   env). Read by `start` only, from the environment (not remembered)
+#   env); RabbitMQ's management counters refreshed every second. Read by `start` only, from the environment (not
+#   remembered)
 # Secrets: generated once into .fleet/secrets (mode 600); FLEET_PG_PASSWORD, FLEET_PG_READONLY_PASSWORD,
 # FLEET_AMQP_PASSWORD, FLEET_API_KEY, FLEET_API_READ_KEY and FLEET_API_ADMIN_KEY given to `start` replace the stored ones. The components' own logins (see
 # "Users and roles" below) keep their passwords in .fleet/role-secrets (mode 600) the same way.
@@ -551,6 +552,11 @@ rmq_write_config() {
     echo "prometheus.tcp.ip = 127.0.0.1"
     echo "prometheus.tcp.port = $AMQP_PROM_PORT"
     echo "load_definitions = $RMQ_DEFS"
+    if ((THROWAWAY)); then
+      # The tests read queue depths through the management API, which refreshes them every 5 s by default: a short
+      # run under load could pass between two refreshes and never show its backlog.
+      echo "collect_statistics_interval = 1000"
+    fi
     if [[ -n $LISTEN_ADDR ]]; then
       echo "listeners.tcp.1 = 127.0.0.1:$AMQP_PORT"
       echo "listeners.tcp.2 = $LISTEN_ADDR:$AMQP_PORT"

@@ -124,9 +124,10 @@ public sealed class MultiHostTests(MultiHostFixture fleet, ITestOutputHelper out
         var idle = await ReadSignalAsync();
 
         var batch = Guid.CreateVersion7();
-        // About 20 s of work: the queue counters come from the management API, which refreshes them every 5 s
-        // (collect_statistics_interval), and runs of about 10 s (900 tasks of 2,500 steps before; 1,800 once the heat
-        // kernel ran optimized from its first call) let a CI run's backlog fall between refreshes.
+        // About 20 s of work: the queue counters come from the management API, which refreshes them every 5 s by
+        // default (collect_statistics_interval), and runs of about 10 s (900 tasks of 2,500 steps before; 1,800 once
+        // the heat kernel ran optimized from its first call) let a CI run's backlog fall between refreshes. A run of
+        // 19 scrapes still saw none in a fresh-machine run, so the tests' broker now refreshes them every second.
         var ids = await fleet.Client.SubmitManyAsync(HeatRequests(1800, steps: 5000, batch));
         using (var stopSampling = new CancellationTokenSource())
         {
