@@ -37,16 +37,8 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
             await analyze.ExecuteNonQueryAsync();
         }
 
-        var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToList();
-        var batchRound = Enumerable.Range(0, BatchSize).ToList();
-        var now = DateTimeOffset.UtcNow;
-        await using var ledger = new TaskLedger(Fleet.DataSource, "plan-test:1:000000");
-
-        var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
-        var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
-        await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
-        var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
-        var stamp = Stamp(ids);
+        await using var statements = HotStatements.Create(Fleet.DataSource);
+        var (claim, complete, stamp) = (statements.Claim, statements.Complete, statements.Stamp);
 
         // As they run on the host pool: unnamed statements, planned with their values.
         AssertPrimaryKeyOnly(await ExplainAsync(Fleet.DataSource, claim), "claim");
@@ -79,18 +71,12 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
             await truncate.ExecuteNonQueryAsync();
         }
 
-        var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToList();
-        var batchRound = Enumerable.Range(0, BatchSize).ToList();
-        var now = DateTimeOffset.UtcNow;
-        await using var ledger = new TaskLedger(Fleet.DataSource, "plan-test:1:000000");
-        var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
-        var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
-        await using var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
-        var (claim, complete) = (round.BatchCommands[0], round.BatchCommands[1]);
+        await using var statements = HotStatements.Create(Fleet.DataSource);
+        var (claim, complete) = (statements.Claim, statements.Complete);
 
         await using var ledgerPool = FleetDatabaseExtensions.CreateLedgerDataSource(Fleet.PostgresConnectionString);
         await using var clientPool = FleetClient.CreateDataSource(Fleet.PostgresConnectionString);
-        foreach (var (name, pool, statement) in new[] { ("claim", ledgerPool, claim), ("completion", ledgerPool, complete), ("client's published_at stamp", clientPool, Stamp(ids)) })
+        foreach (var (name, pool, statement) in new[] { ("claim", ledgerPool, claim), ("completion", ledgerPool, complete), ("client's published_at stamp", clientPool, statements.Stamp) })
         {
             var plan = await ExplainGenericAsync(pool, statement);
             AssertPrimaryKeyOnly(plan, $"{name} (generic plan, no statistics)");
@@ -107,13 +93,38 @@ public sealed class HotPathPlanTests(FleetFixture fleet) : FleetTest(fleet)
             $"the control no longer plans a whole-table read on a table without statistics; the test shows nothing:\n{control}");
     }
 
-    /// <summary>The submitter's <c>published_at</c> stamp of <paramref name="ids"/>, as the client's pool runs it.</summary>
-    private static NpgsqlBatchCommand Stamp(IReadOnlyCollection<Guid> ids)
+    /// <summary>
+    /// The hot path's statements for one batch of <see cref="BatchSize"/> new tasks: the ledger's claim and completion
+    /// (as a worker's flush sends them) and the submitter's <c>published_at</c> stamp.
+    /// </summary>
+    private sealed class HotStatements(TaskLedger ledger, NpgsqlBatch round, NpgsqlBatchCommand stamp) : IAsyncDisposable
     {
-        var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
-        stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids.ToArray() });
-        stamp.Parameters.Add(new NpgsqlParameter("attempts", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = new int[ids.Count] });
-        return stamp;
+        public NpgsqlBatchCommand Claim => round.BatchCommands[0];
+
+        public NpgsqlBatchCommand Complete => round.BatchCommands[1];
+
+        public NpgsqlBatchCommand Stamp => stamp;
+
+        public static HotStatements Create(NpgsqlDataSource dataSource)
+        {
+            var ids = Enumerable.Range(0, BatchSize).Select(_ => Guid.CreateVersion7()).ToArray();
+            var batchRound = Enumerable.Range(0, BatchSize).ToList();
+            var now = DateTimeOffset.UtcNow;
+            var ledger = new TaskLedger(dataSource, "plan-test:1:000000");
+            var claims = ids.Select(id => new TaskClaim(id, "noop", "fleet-io", "{}", 0, null, now, 3, null, now, false)).ToList();
+            var completions = ids.Select(id => new TaskCompletion(id, 1, "succeeded", "succeeded", "{}", null, null, now, now, 0.1, 0.1)).ToList();
+            var round = ledger.CreateRoundBatch(claims, batchRound, completions, batchRound, repeat: false);
+            var stamp = new NpgsqlBatchCommand(SubmissionSql.MarkPublished);
+            stamp.Parameters.Add(new NpgsqlParameter("id", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = ids });
+            stamp.Parameters.Add(new NpgsqlParameter("attempts", NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = new int[ids.Length] });
+            return new HotStatements(ledger, round, stamp);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await round.DisposeAsync();
+            await ledger.DisposeAsync();
+        }
     }
 
     /// <summary>
