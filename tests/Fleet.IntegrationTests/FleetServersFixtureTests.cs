@@ -73,8 +73,8 @@ public sealed class FleetServersFixtureTests(FleetServersFixture servers, ITestO
             var depth = -1;
             var stopwatch = Stopwatch.StartNew();
 
-            // The management API refreshes its counters every 5 s by default (collect_statistics_interval; every
-            // second on the servers services.sh starts for the tests).
+            // The management API refreshes its counters every 5 s by default (every second on the servers
+            // services.sh starts for the tests: FLEET_THROWAWAY).
             while (depth != 3 && stopwatch.Elapsed < TimeSpan.FromSeconds(30))
             {
                 using var json = JsonDocument.Parse(await http.GetStringAsync(new Uri($"api/queues/{vhost}/{queue}", UriKind.Relative)));

@@ -32,7 +32,7 @@ public sealed class ApiMetricsTests(FleetFixture fleet) : ApiTest(fleet)
             Assert.Equal(HttpStatusCode.Accepted, submitted.StatusCode);
         }
 
-        // Queue depths come from the management API, whose counters refresh every 5 s.
+        // Queue depths come from the management API, whose counters refresh every 5 s (every second on the test brokers).
         Assert.True(await EventuallyAsync(async () =>
         {
             metrics = await scraper.GetStringAsync("metrics");

@@ -111,7 +111,7 @@ public sealed class ApiMonitoringTests(FleetFixture fleet) : ApiTest(fleet)
         Assert.All(times.Zip(times.Skip(1)), pair => Assert.Equal(TimeSpan.FromSeconds(5), pair.Second - pair.First));
         Assert.Equal(0, times[0].ToUnixTimeSeconds() % 5);
 
-        // Queue depths come from the management API, whose counters refresh every 5 s.
+        // Queue depths come from the management API, whose counters refresh every 5 s (every second on the test brokers).
         JsonNode? io = null;
         Assert.True(await EventuallyAsync(async () =>
         {
