@@ -227,4 +227,18 @@ public sealed class DataSourceTests
         Assert.True(settings.NoResetOnClose);
         Assert.Equal(32, settings.MaxAutoPrepare);
     }
+
+    [Theory]
+    [InlineData("Host=db;Username=fleet", "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off", 16, true)]
+    [InlineData("Host=db;Username=fleet;Options=-c enable_seqscan=on", "-c enable_seqscan=on -c plan_cache_mode=force_generic_plan", 16, true)]
+    [InlineData("Host=db;Username=fleet;Options=-c plan_cache_mode=auto;Max Auto Prepare=0;No Reset On Close=false", "-c plan_cache_mode=auto -c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off -c enable_material=off", 0, false)]
+    public void ClientPool_PlansOnceWithTheLedgersSettings_AndExplicitSettingsWin(string connectionString, string expectedOptions, int maxAutoPrepare, bool noReset)
+    {
+        using var dataSource = Fleet.Client.FleetClient.CreateDataSource(connectionString);
+
+        var settings = new Npgsql.NpgsqlConnectionStringBuilder(dataSource.ConnectionString);
+        Assert.Equal(expectedOptions, settings.Options);
+        Assert.Equal(maxAutoPrepare, settings.MaxAutoPrepare);
+        Assert.Equal(noReset, settings.NoResetOnClose);
+    }
 }
